@@ -1,0 +1,79 @@
+// The data plane: GetStream and DescribeStream requests in, blocks and descriptions out.
+//
+// Path of a request: MQTT message → topic parse + decode (protocol/) → stream/file/version checks
+// against the Catalog → block selection → a job queued per thing in the Scheduler (round-robin
+// across things, bounded per-thing and global queues, per-thing and global block rates, and
+// publish backpressure) → each block a slice of a BlockCache extent (read with the FileReader on
+// a miss, checked against the manifest) → encoded into a pooled buffer → published on the thing's
+// connection. Over any bound a request is answered RequestThrottled, never dropped silently.
+//
+// Thread: loop thread only. Construct after the pool, call on_message from the pool's handler.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "engine/catalog.hpp"
+#include "engine/clock.hpp"
+#include "engine/metrics.hpp"
+#include "io/file_reader.hpp"
+
+namespace chunkd::engine {
+
+struct DeliveryOptions {
+  std::string topic_prefix = "$aws/things";
+  std::string data_dir;                    // content store root (blob_path)
+  std::size_t cache_capacity_bytes = 256u << 20;
+  std::size_t max_open_files = 256;        // blob fds kept open
+  int qos = 0;                             // reply QoS
+  bool relax_version_check = false;        // accept any `s` (a device library always sends 1)
+  std::size_t per_thing_queue_requests = 16;
+  std::size_t global_queue_requests = 4096;
+  double per_thing_blocks_per_s = 0;       // 0: unlimited
+  double global_blocks_per_s = 0;          // 0: unlimited
+  std::size_t max_publish_bytes_in_flight = 32u << 20;  // across connections, awaiting the socket
+};
+
+// Where replies go. io::MqttPool in the daemon (see MqttPublisher), a fake in tests.
+class Publisher {
+ public:
+  enum class Result { Ok, Backpressure, NotConnected, Error };
+  virtual ~Publisher() = default;
+  // `key` is the thing name: every message with one key goes out on one ordered channel.
+  virtual Result publish(std::string_view key, std::string_view topic,
+                         std::span<const std::byte> payload, int qos) = 0;
+  virtual std::size_t bytes_in_flight() const = 0;
+  // Called when bytes in flight fell enough to publish again.
+  virtual void on_writable(std::function<void()> callback) = 0;
+};
+
+class Delivery {
+ public:
+  Delivery(uv_loop_t* loop, const Catalog& catalog, io::FileReader& reader, Publisher& publisher,
+           Metrics& metrics, const Clock& clock, DeliveryOptions options);
+  ~Delivery();
+  Delivery(const Delivery&) = delete;
+  Delivery& operator=(const Delivery&) = delete;
+
+  // Handles one MQTT message (a request topic). Never throws; every outcome is counted.
+  void on_message(std::string_view topic, std::span<const std::byte> payload);
+
+  // Stops taking requests, finishes jobs already started (bounded by `timeout_ms`), drops the
+  // rest, closes handles, then calls `done`.
+  void stop(int timeout_ms, std::function<void()> done);
+
+  std::size_t queued_requests() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace chunkd::engine

@@ -1,0 +1,62 @@
+// The durable stream registry: SQLite in WAL mode with synchronous=FULL, so a write whose callback
+// reported success survives kill -9 and power loss, and a half-written stream is never visible
+// (each put/erase is one transaction).
+//
+// Writes run one at a time, in submission order, on the libuv thread pool (uv_queue_work), so the
+// loop never waits for an fsync; their callbacks run on the loop thread. The write queue is bounded
+// (`max_pending_writes`); over it, the callback gets std::errc::resource_unavailable_try_again at
+// once. load_all() is synchronous and meant for start-up.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace chunkd::io {
+
+struct StoredFile {
+  std::uint32_t file_id = 0;
+  std::string bucket;
+  std::string key;
+  std::uint64_t size_bytes = 0;
+  std::string digest;                  // XXH3-128 of the content, 32 lowercase hex digits
+  std::uint32_t extent_bytes = 0;      // manifest granularity
+  std::vector<std::uint64_t> manifest; // XXH3-64 of each extent, in order
+};
+
+struct StoredStream {
+  std::string id;
+  std::uint64_t version = 0;
+  std::string description;
+  std::string role_arn;
+  std::vector<std::pair<std::string, std::string>> tags;
+  std::string created_at;  // RFC 3339 UTC
+  std::string updated_at;
+  std::vector<StoredFile> files;
+};
+
+class RegistryStore {
+ public:
+  using Done = std::function<void(std::error_code)>;
+
+  // Opens or creates <dir>/registry.sqlite3 (creating `dir`). Synchronous; for start-up.
+  static std::unique_ptr<RegistryStore> open(uv_loop_t* loop, const std::string& dir,
+                                             std::error_code& error, std::string& message);
+  virtual ~RegistryStore() = default;
+
+  virtual std::vector<StoredStream> load_all(std::error_code& error) = 0;
+  // Insert or replace the stream with this id (files included) in one transaction.
+  virtual void put(StoredStream stream, Done done) = 0;
+  virtual void erase(std::string id, Done done) = 0;
+  virtual std::size_t pending_writes() const = 0;
+  // Waits for queued writes, closes the database, then calls `done` on the loop thread.
+  virtual void close(std::function<void()> done) = 0;
+};
+
+}  // namespace chunkd::io

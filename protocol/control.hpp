@@ -1,0 +1,130 @@
+// Control-plane bodies and envelopes (SPEC.md §2): CreateStream/UpdateStream validation with
+// field-level details, the list query, the success/error envelopes and the code → HTTP table.
+// Pure: no I/O; the engine fills StreamInfo and sends what these functions return.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/expected.hpp"
+
+namespace chunkd::protocol {
+
+enum class ApiErrorCode : std::uint8_t {
+  ValidationError,     // 400
+  Unauthorized,        // 401
+  NotFound,            // 404
+  MethodNotAllowed,    // 405 (a known route with the wrong method)
+  AlreadyExists,       // 409
+  PayloadTooLarge,     // 413
+  LimitExceeded,       // 422
+  RateLimited,         // 429
+  InternalError,       // 500
+  ServiceUnavailable,  // 503
+};
+std::string_view to_string(ApiErrorCode code);  // "VALIDATION_ERROR", ...
+int http_status(ApiErrorCode code);
+
+struct FieldProblem {
+  std::string field;    // e.g. "files[1].fileId"
+  std::string problem;  // human text
+};
+
+struct ApiError {
+  ApiErrorCode code = ApiErrorCode::InternalError;
+  std::string message;
+  std::vector<FieldProblem> details;
+};
+
+inline constexpr std::size_t kMaxFilesPerStream = 50;
+inline constexpr std::size_t kMaxDescriptionChars = 2028;
+inline constexpr std::size_t kMinRoleArnChars = 20;
+inline constexpr std::size_t kMaxRoleArnChars = 2048;
+inline constexpr std::size_t kMaxTagKeyChars = 128;
+inline constexpr std::size_t kMaxTagValueChars = 256;
+inline constexpr std::size_t kMaxTags = 50;
+inline constexpr std::uint32_t kMaxListResults = 250;
+inline constexpr std::uint32_t kDefaultListResults = 100;
+inline constexpr std::size_t kDeviceStreamIdBytes = 44;  // device libraries' buffer limit
+
+struct S3Location {
+  std::string bucket;
+  std::string key;
+  std::optional<std::string> version;  // pins the content digest
+};
+struct StreamFileSpec {
+  std::uint32_t file_id = 0;
+  S3Location location;
+};
+struct Tag {
+  std::string key;
+  std::string value;
+};
+
+struct CreateStreamBody {
+  std::string description;
+  std::vector<StreamFileSpec> files;  // 1..50, unique ids
+  std::string role_arn;
+  std::vector<Tag> tags;
+};
+// Every field optional; at least one present. Present fields replace the stream's.
+struct UpdateStreamBody {
+  std::optional<std::string> description;
+  std::optional<std::vector<StreamFileSpec>> files;
+  std::optional<std::string> role_arn;
+};
+
+// Validates the whole body and reports every problem found (not just the first) as details.
+Expected<CreateStreamBody, ApiError> parse_create_stream(std::string_view json);
+Expected<UpdateStreamBody, ApiError> parse_update_stream(std::string_view json);
+// A streamId path segment (already percent-decoded by the caller if needed).
+std::optional<ApiError> validate_stream_id(std::string_view stream_id);
+
+struct ListQuery {
+  std::uint32_t max_results = kDefaultListResults;
+  std::optional<std::string> after_id;  // decoded from nextToken
+  bool ascending = true;
+};
+// `query` is the raw query string without '?', e.g. "maxResults=10&nextToken=...".
+Expected<ListQuery, ApiError> parse_list_query(std::string_view query);
+std::string encode_next_token(std::string_view last_stream_id);  // opaque to clients
+
+struct FileInfo {
+  std::uint32_t file_id = 0;
+  std::string bucket;
+  std::string key;
+  std::uint64_t size_bytes = 0;
+  std::string digest;  // content digest, 32 lowercase hex digits
+};
+struct StreamInfo {
+  std::string stream_id;
+  std::string stream_arn;
+  std::uint64_t version = 0;
+  std::string description;
+  std::string role_arn;
+  std::vector<Tag> tags;
+  std::vector<FileInfo> files;
+  std::string created_at;  // RFC 3339 UTC
+  std::string updated_at;
+};
+
+// {"success":true,"data":{...}} for create/update: id, streamId, streamArn, streamVersion,
+// description, created_at (and "warnings":[...] when non-empty).
+std::string create_response(const StreamInfo& s, const std::vector<std::string>& warnings);
+// describe: everything in StreamInfo.
+std::string describe_response(const StreamInfo& s);
+// list: {"streams":[{id,streamId,streamArn,streamVersion,description,created_at}...],"nextToken"?}
+std::string list_response(const std::vector<StreamInfo>& page,
+                          const std::optional<std::string>& next_token);
+// delete: {"success":true,"data":{"id":...}}
+std::string delete_response(std::string_view stream_id);
+// {"success":false,"error":{"code":...,"message":...,"details":[...]?}}
+std::string error_response(const ApiError& error);
+
+// Appends `s` to `out` as a JSON string literal with quotes, escaped per RFC 8259.
+void append_json_string(std::string& out, std::string_view s);
+
+}  // namespace chunkd::protocol
