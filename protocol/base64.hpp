@@ -18,6 +18,12 @@ constexpr std::size_t encoded_length(std::size_t bytes) { return (bytes + 2) / 3
 // or 0 when `out` is too small (an empty input also returns 0).
 std::size_t encode(std::span<const std::byte> in, std::span<char> out);
 
+// As encode(), with one call into OpenSSL, for a caller that has a spare char after the encoding
+// (the data-reply encoder, which writes a closing quote there next): `out` must hold
+// encoded_length(in.size()) + 1 chars, and the one after the encoding is overwritten with a NUL.
+// Returns 0 when `out` is too small or `in` is empty.
+std::size_t encode_with_spare(std::span<const std::byte> in, std::span<char> out);
+
 // Upper bound of the decoded size of `text`: 3 * (text.size() / 4).
 constexpr std::size_t max_decoded_length(std::size_t chars) { return chars / 4 * 3; }
 

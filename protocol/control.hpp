@@ -49,6 +49,10 @@ inline constexpr std::size_t kMaxTags = 50;
 inline constexpr std::uint32_t kMaxListResults = 250;
 inline constexpr std::uint32_t kDefaultListResults = 100;
 inline constexpr std::size_t kDeviceStreamIdBytes = 44;  // device libraries' buffer limit
+// Added: bodies over this are PAYLOAD_TOO_LARGE (the HTTP layer caps them first); at most this
+// many FieldProblems are listed in one error (the message still counts them all).
+inline constexpr std::size_t kMaxControlBodyBytes = 1024 * 1024;
+inline constexpr std::size_t kMaxErrorDetails = 100;
 
 struct S3Location {
   std::string bucket;
@@ -82,6 +86,9 @@ Expected<CreateStreamBody, ApiError> parse_create_stream(std::string_view json);
 Expected<UpdateStreamBody, ApiError> parse_update_stream(std::string_view json);
 // A streamId path segment (already percent-decoded by the caller if needed).
 std::optional<ApiError> validate_stream_id(std::string_view stream_id);
+// Added: the warning the create/update response carries for a valid id longer than
+// kDeviceStreamIdBytes (accepted, but some device libraries cannot use it); nullopt otherwise.
+std::optional<std::string> stream_id_warning(std::string_view stream_id);
 
 struct ListQuery {
   std::uint32_t max_results = kDefaultListResults;
@@ -117,6 +124,8 @@ std::string create_response(const StreamInfo& s, const std::vector<std::string>&
 // describe: everything in StreamInfo.
 std::string describe_response(const StreamInfo& s);
 // list: {"streams":[{id,streamId,streamArn,streamVersion,description,created_at}...],"nextToken"?}
+// `next_token` is written as given: pass encode_next_token(last id of the page), or nullopt on
+// the last page.
 std::string list_response(const std::vector<StreamInfo>& page,
                           const std::optional<std::string>& next_token);
 // delete: {"success":true,"data":{"id":...}}

@@ -19,6 +19,7 @@ std::string_view to_string(Format f);  // "json" / "cbor"
 
 inline constexpr std::size_t kMaxThingNameBytes = 128;
 inline constexpr std::size_t kMaxStreamIdBytes = 128;
+inline constexpr std::size_t kMaxTopicPrefixBytes = 1024;  // a sane bound for configured prefixes
 
 bool valid_thing_name(std::string_view name);  // 1..128 of [a-zA-Z0-9:_-]
 bool valid_stream_id(std::string_view id);     // 1..128 of [a-zA-Z0-9_-]
@@ -40,7 +41,12 @@ struct ParsedTopic {
 class TopicCodec {
  public:
   // `prefix` has no trailing slash, e.g. "$aws/things" or "chunkd/things". Must be non-empty,
-  // contain no '+', '#' or NUL; check with valid_prefix() first.
+  // contain no '+', '#' or NUL; check with valid_prefix() first (which also requires valid UTF-8
+  // and at most kMaxTopicPrefixBytes).
+  // parse(): Ok only for exactly <prefix>/<thing>/streams/<stream>/{get,describe}/{json,cbor}.
+  // Valid thing and stream with anything else after them (unknown verb or format, missing or
+  // extra level, trailing slash) → InvalidTopic; a reply verb (data, description, rejected) or an
+  // unaddressable topic → Drop.
   explicit TopicCodec(std::string prefix = "$aws/things");
   static bool valid_prefix(std::string_view prefix);
 

@@ -1,0 +1,301 @@
+// Control-plane responses (SPEC.md §2): the success/error envelopes, the error-code → HTTP status
+// table and the JSON string escaping they share. Pure: no I/O, no clock.
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/control.hpp"
+
+namespace chunkd::protocol {
+namespace {
+
+void append_uint(std::string& out, std::uint64_t v) {
+  char buf[24];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, static_cast<std::size_t>(end - buf));
+}
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 when the bytes there are not one.
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  std::size_t len = 0;
+  std::uint32_t cp = 0;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+    cp = b0 & 0x1Fu;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3;
+    cp = b0 & 0x0Fu;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4;
+    cp = b0 & 0x07u;
+  } else {
+    return 0;
+  }
+  if (s.size() - i < len) return 0;
+  for (std::size_t k = 1; k < len; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if ((b & 0xC0u) != 0x80u) return 0;
+    cp = (cp << 6) | (b & 0x3Fu);
+  }
+  if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+      (cp >= 0xD800 && cp <= 0xDFFF)) {
+    return 0;
+  }
+  return len;
+}
+
+void append_key(std::string& out, std::string_view key) {
+  out += '"';
+  out += key;
+  out += "\":";
+}
+
+void append_field(std::string& out, std::string_view key, std::string_view value) {
+  append_key(out, key);
+  append_json_string(out, value);
+}
+
+void append_field(std::string& out, std::string_view key, std::uint64_t value) {
+  append_key(out, key);
+  append_uint(out, value);
+}
+
+// id, streamId, streamArn, streamVersion, description, created_at: the summary every
+// stream-returning response starts with (no surrounding braces).
+void append_summary(std::string& out, const StreamInfo& s) {
+  append_field(out, "id", s.stream_id);
+  out += ',';
+  append_field(out, "streamId", s.stream_id);
+  out += ',';
+  append_field(out, "streamArn", s.stream_arn);
+  out += ',';
+  append_field(out, "streamVersion", s.version);
+  out += ',';
+  append_field(out, "description", s.description);
+  out += ',';
+  append_field(out, "created_at", s.created_at);
+}
+
+constexpr std::string_view kSuccessOpen = R"({"success":true,"data":{)";
+constexpr std::string_view kSuccessClose = "}}";
+
+}  // namespace
+
+std::string_view to_string(ApiErrorCode code) {
+  switch (code) {
+    case ApiErrorCode::ValidationError:
+      return "VALIDATION_ERROR";
+    case ApiErrorCode::Unauthorized:
+      return "UNAUTHORIZED";
+    case ApiErrorCode::NotFound:
+      return "NOT_FOUND";
+    case ApiErrorCode::MethodNotAllowed:
+      return "METHOD_NOT_ALLOWED";
+    case ApiErrorCode::AlreadyExists:
+      return "ALREADY_EXISTS";
+    case ApiErrorCode::PayloadTooLarge:
+      return "PAYLOAD_TOO_LARGE";
+    case ApiErrorCode::LimitExceeded:
+      return "LIMIT_EXCEEDED";
+    case ApiErrorCode::RateLimited:
+      return "RATE_LIMITED";
+    case ApiErrorCode::InternalError:
+      return "INTERNAL_ERROR";
+    case ApiErrorCode::ServiceUnavailable:
+      return "SERVICE_UNAVAILABLE";
+  }
+  return "INTERNAL_ERROR";  // a value outside the enum is a bug upstream: answer as one
+}
+
+int http_status(ApiErrorCode code) {
+  switch (code) {
+    case ApiErrorCode::ValidationError:
+      return 400;
+    case ApiErrorCode::Unauthorized:
+      return 401;
+    case ApiErrorCode::NotFound:
+      return 404;
+    case ApiErrorCode::MethodNotAllowed:
+      return 405;
+    case ApiErrorCode::AlreadyExists:
+      return 409;
+    case ApiErrorCode::PayloadTooLarge:
+      return 413;
+    case ApiErrorCode::LimitExceeded:
+      return 422;
+    case ApiErrorCode::RateLimited:
+      return 429;
+    case ApiErrorCode::InternalError:
+      return 500;
+    case ApiErrorCode::ServiceUnavailable:
+      return 503;
+  }
+  return 500;
+}
+
+// RFC 8259: '"' and '\' escaped, U+0000-U+001F escaped (short forms where they exist), DEL as
+// \u007f; '/' and non-ASCII text pass through unchanged. Bytes that are not valid UTF-8 become
+// U+FFFD, so the output is always valid JSON whatever the input.
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.reserve(out.size() + s.size() + 2);
+  out += '"';
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const char c = s[i];
+    const auto b = static_cast<unsigned char>(c);
+    if (b >= 0x80) {
+      const std::size_t len = utf8_sequence_length(s, i);
+      if (len == 0) {
+        out += "\\ufffd";
+        ++i;
+      } else {
+        out.append(s.substr(i, len));
+        i += len;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (b < 0x20 || b == 0x7F) {
+          out += "\\u00";
+          out += kHex[b >> 4];
+          out += kHex[b & 0x0Fu];
+        } else {
+          out += c;
+        }
+        break;
+    }
+    ++i;
+  }
+  out += '"';
+}
+
+std::string create_response(const StreamInfo& s, const std::vector<std::string>& warnings) {
+  std::string out(kSuccessOpen);
+  append_summary(out, s);
+  out += ',';
+  append_field(out, "updated_at", s.updated_at);
+  if (!warnings.empty()) {
+    out += ",\"warnings\":[";
+    for (std::size_t i = 0; i < warnings.size(); ++i) {
+      if (i > 0) out += ',';
+      append_json_string(out, warnings[i]);
+    }
+    out += ']';
+  }
+  out += kSuccessClose;
+  return out;
+}
+
+std::string describe_response(const StreamInfo& s) {
+  std::string out(kSuccessOpen);
+  append_summary(out, s);
+  out += ',';
+  append_field(out, "updated_at", s.updated_at);
+  out += ',';
+  append_field(out, "roleArn", s.role_arn);
+  out += ",\"tags\":[";
+  for (std::size_t i = 0; i < s.tags.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '{';
+    append_field(out, "Key", s.tags[i].key);
+    out += ',';
+    append_field(out, "Value", s.tags[i].value);
+    out += '}';
+  }
+  out += "],\"files\":[";
+  for (std::size_t i = 0; i < s.files.size(); ++i) {
+    const FileInfo& f = s.files[i];
+    if (i > 0) out += ',';
+    out += '{';
+    append_field(out, "fileId", f.file_id);
+    out += ",\"s3Location\":{";
+    append_field(out, "bucket", f.bucket);
+    out += ',';
+    append_field(out, "key", f.key);
+    out += "},";
+    append_field(out, "sizeBytes", f.size_bytes);
+    out += ',';
+    append_field(out, "digest", f.digest);
+    out += '}';
+  }
+  out += ']';
+  out += kSuccessClose;
+  return out;
+}
+
+std::string list_response(const std::vector<StreamInfo>& page,
+                          const std::optional<std::string>& next_token) {
+  std::string out(kSuccessOpen);
+  out += "\"streams\":[";
+  for (std::size_t i = 0; i < page.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '{';
+    append_summary(out, page[i]);
+    out += '}';
+  }
+  out += ']';
+  if (next_token) {
+    out += ',';
+    append_field(out, "nextToken", *next_token);
+  }
+  out += kSuccessClose;
+  return out;
+}
+
+std::string delete_response(std::string_view stream_id) {
+  std::string out(kSuccessOpen);
+  append_field(out, "id", stream_id);
+  out += kSuccessClose;
+  return out;
+}
+
+std::string error_response(const ApiError& error) {
+  std::string out(R"({"success":false,"error":{)");
+  append_field(out, "code", to_string(error.code));
+  out += ',';
+  append_field(out, "message", error.message);
+  if (!error.details.empty()) {
+    out += ",\"details\":[";
+    for (std::size_t i = 0; i < error.details.size(); ++i) {
+      if (i > 0) out += ',';
+      out += '{';
+      append_field(out, "field", error.details[i].field);
+      out += ',';
+      append_field(out, "problem", error.details[i].problem);
+      out += '}';
+    }
+    out += ']';
+  }
+  out += "}}";
+  return out;
+}
+
+}  // namespace chunkd::protocol

@@ -1,0 +1,796 @@
+// Control-plane request parsing (SPEC.md §2): CreateStream/UpdateStream bodies, the streamId path
+// segment, the list query string and its opaque nextToken. Every problem found is reported as a
+// FieldProblem (up to kMaxErrorDetails of them), never just the first. Pure: no I/O, no clock.
+// simdjson is used only through its error-code API, so no exception leaves this file.
+#include <simdjson.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "protocol/control.hpp"
+#include "protocol/topic.hpp"
+
+namespace chunkd::protocol {
+namespace {
+
+namespace dom = simdjson::dom;
+
+// Our bodies nest four levels (body → files → entry → s3Location); anything much deeper is junk.
+constexpr std::size_t kMaxJsonDepth = 16;
+// Unknown keys are echoed back in details; cut them so a hostile key cannot balloon the reply.
+constexpr std::size_t kMaxEchoedKeyBytes = 64;
+constexpr std::size_t kMaxBucketBytes = 255;
+constexpr std::size_t kMaxKeyBytes = 1024;
+constexpr std::size_t kMaxVersionChars = 128;
+constexpr std::string_view kTokenPrefix = "v1:";
+// base64url of "v1:" + a 128-byte id is at most 175 characters: longer tokens are refused unread.
+constexpr std::size_t kMaxTokenChars = 4 * ((3 + kMaxStreamIdBytes + 2) / 3);
+
+// --- UTF-8 -------------------------------------------------------------------------------------
+
+// Number of code points in `s`, or nullopt when `s` is not valid UTF-8 (overlong forms,
+// surrogates and values over U+10FFFF are invalid).
+std::optional<std::size_t> utf8_code_points(std::string_view s) {
+  std::size_t count = 0;
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if (b0 < 0x80) {
+      len = 1;
+      cp = b0;
+    } else if (b0 >= 0xC2 && b0 <= 0xDF) {
+      len = 2;
+      cp = b0 & 0x1Fu;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+      len = 3;
+      cp = b0 & 0x0Fu;
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+      len = 4;
+      cp = b0 & 0x07u;
+    } else {
+      return std::nullopt;
+    }
+    if (n - i < len) return std::nullopt;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0u) != 0x80u) return std::nullopt;
+      cp = (cp << 6) | (b & 0x3Fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return std::nullopt;
+    }
+    i += len;
+    ++count;
+  }
+  return count;
+}
+
+bool has_control_char(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    const auto b = static_cast<unsigned char>(c);
+    return b < 0x20 || b == 0x7F;
+  });
+}
+
+// At most `max_bytes` of `s`, cut at a UTF-8 boundary, with "..." appended when cut.
+std::string echo_key(std::string_view s) {
+  if (s.size() <= kMaxEchoedKeyBytes) return std::string(s);
+  std::size_t cut = kMaxEchoedKeyBytes;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0u) == 0x80u) --cut;
+  std::string out(s.substr(0, cut));
+  out += "...";
+  return out;
+}
+
+std::string index_path(std::string_view base, std::size_t i) {
+  std::string out(base);
+  out += '[';
+  out += std::to_string(i);
+  out += ']';
+  return out;
+}
+
+std::string member_path(std::string_view base, std::string_view name) {
+  std::string out(base);
+  out += '.';
+  out += name;
+  return out;
+}
+
+// --- problem collection ------------------------------------------------------------------------
+
+class Problems {
+ public:
+  void add(std::string field, std::string problem) {
+    ++total_;
+    if (details_.size() < kMaxErrorDetails) {
+      details_.push_back(FieldProblem{std::move(field), std::move(problem)});
+    }
+  }
+  std::size_t total() const { return total_; }
+
+  // "request body has 3 invalid fields" (+ " (first 100 listed)" when capped).
+  ApiError to_error(std::string_view subject, std::string_view noun) && {
+    std::string message(subject);
+    message += " has ";
+    message += std::to_string(total_);
+    message += ' ';
+    message += noun;
+    if (total_ != 1) message += 's';
+    if (total_ > details_.size()) {
+      message += " (first ";
+      message += std::to_string(details_.size());
+      message += " listed)";
+    }
+    return ApiError{ApiErrorCode::ValidationError, std::move(message), std::move(details_)};
+  }
+
+ private:
+  std::size_t total_ = 0;
+  std::vector<FieldProblem> details_;
+};
+
+ApiError body_error(std::string message) {
+  return ApiError{ApiErrorCode::ValidationError, std::move(message), {}};
+}
+
+// --- JSON field checks -------------------------------------------------------------------------
+
+// Each check reports its own problem and returns nullopt when the value is unusable.
+std::optional<std::string_view> as_string(dom::element v, const std::string& field,
+                                          Problems& problems) {
+  std::string_view s;
+  if (v.type() != dom::element_type::STRING || v.get_string().get(s) != simdjson::SUCCESS) {
+    problems.add(field, "must be a string");
+    return std::nullopt;
+  }
+  return s;
+}
+
+// Code points of `s`, reporting invalid UTF-8 (simdjson validates its input, so this is a guard).
+std::optional<std::size_t> chars_of(std::string_view s, const std::string& field,
+                                    Problems& problems) {
+  auto n = utf8_code_points(s);
+  if (!n) problems.add(field, "must be valid UTF-8");
+  return n;
+}
+
+std::string between_chars(std::size_t lo, std::size_t hi) {
+  return "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + " characters";
+}
+
+std::optional<std::string> check_description(dom::element v, const std::string& field,
+                                             Problems& problems) {
+  auto s = as_string(v, field, problems);
+  if (!s) return std::nullopt;
+  auto n = chars_of(*s, field, problems);
+  if (!n) return std::nullopt;
+  bool ok = true;
+  if (*n > kMaxDescriptionChars) {
+    problems.add(field, "must be at most " + std::to_string(kMaxDescriptionChars) + " characters");
+    ok = false;
+  }
+  if (has_control_char(*s)) {
+    problems.add(field, "must not contain control characters (U+0000-U+001F, U+007F)");
+    ok = false;
+  }
+  if (!ok) return std::nullopt;
+  return std::string(*s);
+}
+
+std::optional<std::string> check_role_arn(dom::element v, const std::string& field,
+                                          Problems& problems) {
+  auto s = as_string(v, field, problems);
+  if (!s) return std::nullopt;
+  auto n = chars_of(*s, field, problems);
+  if (!n) return std::nullopt;
+  if (*n < kMinRoleArnChars || *n > kMaxRoleArnChars) {
+    problems.add(field, between_chars(kMinRoleArnChars, kMaxRoleArnChars));
+    return std::nullopt;
+  }
+  return std::string(*s);
+}
+
+// bucket / key: non-empty, bounded, no control characters (they become a file path).
+std::optional<std::string> check_location_part(dom::element v, const std::string& field,
+                                               std::size_t max_bytes, Problems& problems) {
+  auto s = as_string(v, field, problems);
+  if (!s) return std::nullopt;
+  if (s->empty()) {
+    problems.add(field, "must not be empty");
+    return std::nullopt;
+  }
+  if (s->size() > max_bytes) {
+    problems.add(field, "must be at most " + std::to_string(max_bytes) + " bytes");
+    return std::nullopt;
+  }
+  if (has_control_char(*s)) {
+    problems.add(field, "must not contain control characters (U+0000-U+001F, U+007F)");
+    return std::nullopt;
+  }
+  return std::string(*s);
+}
+
+std::optional<std::string> check_version(dom::element v, const std::string& field,
+                                         Problems& problems) {
+  auto s = as_string(v, field, problems);
+  if (!s) return std::nullopt;
+  auto n = chars_of(*s, field, problems);
+  if (!n) return std::nullopt;
+  if (*n < 1 || *n > kMaxVersionChars) {
+    problems.add(field, between_chars(1, kMaxVersionChars));
+    return std::nullopt;
+  }
+  if (has_control_char(*s)) {
+    problems.add(field, "must not contain control characters (U+0000-U+001F, U+007F)");
+    return std::nullopt;
+  }
+  return std::string(*s);
+}
+
+std::optional<std::uint32_t> check_file_id(dom::element v, const std::string& field,
+                                           Problems& problems) {
+  const auto t = v.type();
+  if (t == dom::element_type::UINT64) {  // only integers above INT64_MAX land here
+    problems.add(field, "must be between 0 and 255");
+    return std::nullopt;
+  }
+  std::int64_t n = 0;
+  if (t != dom::element_type::INT64 || v.get_int64().get(n) != simdjson::SUCCESS) {
+    problems.add(field, "must be an integer");
+    return std::nullopt;
+  }
+  if (n < 0 || n > 255) {
+    problems.add(field, "must be between 0 and 255");
+    return std::nullopt;
+  }
+  return static_cast<std::uint32_t>(n);
+}
+
+// Walks the members of an object: reports keys given twice and keys not in `known`, and calls
+// `on_member(index_in_known, value)` for the first occurrence of each known key.
+template <std::size_t N, class F>
+void for_members(dom::object obj, const std::array<std::string_view, N>& known,
+                 std::string_view base, Problems& problems, F&& on_member) {
+  std::array<bool, N> seen{};
+  for (dom::key_value_pair kv : obj) {
+    const auto it = std::find(known.begin(), known.end(), kv.key);
+    const std::string field = base.empty() ? echo_key(kv.key) : member_path(base, echo_key(kv.key));
+    if (it == known.end()) {
+      problems.add(field, "is not a known field");
+      continue;
+    }
+    const auto idx = static_cast<std::size_t>(it - known.begin());
+    if (seen[idx]) {
+      problems.add(field, "is given more than once");
+      continue;
+    }
+    seen[idx] = true;
+    on_member(idx, kv.value);
+  }
+}
+
+std::optional<S3Location> check_location(dom::element v, const std::string& field,
+                                         Problems& problems) {
+  dom::object obj;
+  if (v.type() != dom::element_type::OBJECT || v.get_object().get(obj) != simdjson::SUCCESS) {
+    problems.add(field, "must be an object");
+    return std::nullopt;
+  }
+  static constexpr std::array<std::string_view, 3> kKnown{"bucket", "key", "version"};
+  S3Location loc;
+  bool ok = true;
+  bool has_bucket = false;
+  bool has_key = false;
+  for_members(obj, kKnown, field, problems, [&](std::size_t idx, dom::element value) {
+    const std::string path = member_path(field, kKnown[idx]);
+    if (idx == 0) {
+      has_bucket = true;
+      auto s = check_location_part(value, path, kMaxBucketBytes, problems);
+      if (s) loc.bucket = std::move(*s);
+      ok = ok && s.has_value();
+    } else if (idx == 1) {
+      has_key = true;
+      auto s = check_location_part(value, path, kMaxKeyBytes, problems);
+      if (s) loc.key = std::move(*s);
+      ok = ok && s.has_value();
+    } else {
+      auto s = check_version(value, path, problems);
+      if (s) loc.version = std::move(*s);
+      ok = ok && s.has_value();
+    }
+  });
+  if (!has_bucket) problems.add(member_path(field, "bucket"), "is required");
+  if (!has_key) problems.add(member_path(field, "key"), "is required");
+  if (!ok || !has_bucket || !has_key) return std::nullopt;
+  return loc;
+}
+
+std::optional<std::vector<StreamFileSpec>> check_files(dom::element v, Problems& problems) {
+  const std::string base = "files";
+  dom::array arr;
+  if (v.type() != dom::element_type::ARRAY || v.get_array().get(arr) != simdjson::SUCCESS) {
+    problems.add(base, "must be an array");
+    return std::nullopt;
+  }
+  bool ok = true;
+  const std::size_t count = arr.size();
+  if (count < 1 || count > kMaxFilesPerStream) {
+    problems.add(base,
+                 "must have between 1 and " + std::to_string(kMaxFilesPerStream) + " entries");
+    ok = false;
+  }
+  std::array<std::optional<std::size_t>, 256> first_use{};  // fileId → index of its first entry
+  std::vector<StreamFileSpec> files;
+  std::size_t i = 0;
+  for (dom::element entry : arr) {
+    const std::string path = index_path(base, i);
+    dom::object obj;
+    if (entry.type() != dom::element_type::OBJECT ||
+        entry.get_object().get(obj) != simdjson::SUCCESS) {
+      problems.add(path, "must be an object");
+      ok = false;
+      ++i;
+      continue;
+    }
+    static constexpr std::array<std::string_view, 2> kKnown{"fileId", "s3Location"};
+    StreamFileSpec spec;
+    bool entry_ok = true;
+    bool has_id = false;
+    bool has_location = false;
+    for_members(obj, kKnown, path, problems, [&](std::size_t idx, dom::element value) {
+      const std::string field = member_path(path, kKnown[idx]);
+      if (idx == 0) {
+        has_id = true;
+        auto id = check_file_id(value, field, problems);
+        if (!id) {
+          entry_ok = false;
+          return;
+        }
+        auto& first = first_use[*id];
+        if (first) {
+          problems.add(field, "must be unique: " + index_path(base, *first) +
+                                  " already uses fileId " + std::to_string(*id));
+          entry_ok = false;
+          return;
+        }
+        first = i;
+        spec.file_id = *id;
+      } else {
+        has_location = true;
+        auto loc = check_location(value, field, problems);
+        if (loc) {
+          spec.location = std::move(*loc);
+        } else {
+          entry_ok = false;
+        }
+      }
+    });
+    if (!has_id) problems.add(member_path(path, "fileId"), "is required");
+    if (!has_location) problems.add(member_path(path, "s3Location"), "is required");
+    if (entry_ok && has_id && has_location) {
+      files.push_back(std::move(spec));
+    } else {
+      ok = false;
+    }
+    ++i;
+  }
+  if (!ok) return std::nullopt;
+  return files;
+}
+
+std::optional<std::vector<Tag>> check_tags(dom::element v, Problems& problems) {
+  const std::string base = "tags";
+  dom::array arr;
+  if (v.type() != dom::element_type::ARRAY || v.get_array().get(arr) != simdjson::SUCCESS) {
+    problems.add(base, "must be an array");
+    return std::nullopt;
+  }
+  bool ok = true;
+  if (arr.size() > kMaxTags) {
+    problems.add(base, "must have at most " + std::to_string(kMaxTags) + " entries");
+    ok = false;
+  }
+  std::map<std::string, std::size_t, std::less<>> first_use;  // Key → index of its first entry
+  std::vector<Tag> tags;
+  std::size_t i = 0;
+  for (dom::element entry : arr) {
+    const std::string path = index_path(base, i);
+    dom::object obj;
+    if (entry.type() != dom::element_type::OBJECT ||
+        entry.get_object().get(obj) != simdjson::SUCCESS) {
+      problems.add(path, "must be an object");
+      ok = false;
+      ++i;
+      continue;
+    }
+    static constexpr std::array<std::string_view, 2> kKnown{"Key", "Value"};
+    Tag tag;
+    bool entry_ok = true;
+    bool has_key = false;
+    for_members(obj, kKnown, path, problems, [&](std::size_t idx, dom::element value) {
+      const std::string field = member_path(path, kKnown[idx]);
+      const bool is_key = idx == 0;
+      if (is_key) has_key = true;
+      auto s = as_string(value, field, problems);
+      auto n = s ? chars_of(*s, field, problems) : std::nullopt;
+      if (!n) {
+        entry_ok = false;
+        return;
+      }
+      if (is_key) {
+        if (*n < 1 || *n > kMaxTagKeyChars) {
+          problems.add(field, between_chars(1, kMaxTagKeyChars));
+          entry_ok = false;
+          return;
+        }
+        auto [it, inserted] = first_use.try_emplace(std::string(*s), i);
+        if (!inserted) {
+          problems.add(
+              field, "must be unique: " + index_path(base, it->second) + " already uses this Key");
+          entry_ok = false;
+          return;
+        }
+        tag.key = std::string(*s);
+      } else {
+        if (*n > kMaxTagValueChars) {
+          problems.add(field, between_chars(0, kMaxTagValueChars));
+          entry_ok = false;
+          return;
+        }
+        tag.value = std::string(*s);
+      }
+    });
+    if (!has_key) {
+      problems.add(member_path(path, "Key"), "is required");
+      entry_ok = false;
+    }
+    if (entry_ok) {
+      tags.push_back(std::move(tag));
+    } else {
+      ok = false;
+    }
+    ++i;
+  }
+  if (!ok) return std::nullopt;
+  return tags;
+}
+
+// --- bodies ------------------------------------------------------------------------------------
+
+enum class BodyKind { Create, Update };
+
+struct BodyFields {
+  std::optional<std::string> description;
+  std::optional<std::vector<StreamFileSpec>> files;
+  std::optional<std::string> role_arn;
+  std::optional<std::vector<Tag>> tags;
+  bool has_description = false;
+  bool has_files = false;
+  bool has_role_arn = false;
+};
+
+Expected<BodyFields, ApiError> parse_body(std::string_view json, BodyKind kind) {
+  if (json.size() > kMaxControlBodyBytes) {
+    return unexpected(
+        ApiError{ApiErrorCode::PayloadTooLarge,
+                 "request body is larger than " + std::to_string(kMaxControlBodyBytes) + " bytes",
+                 {}});
+  }
+  dom::parser parser(kMaxControlBodyBytes);
+  if (auto err = parser.allocate(std::max<std::size_t>(json.size(), 64), kMaxJsonDepth);
+      err != simdjson::SUCCESS) {
+    return unexpected(ApiError{ApiErrorCode::InternalError, "cannot allocate the JSON parser", {}});
+  }
+  const simdjson::padded_string padded(json);
+  dom::element root;
+  if (auto err = parser.parse(padded).get(root); err != simdjson::SUCCESS) {
+    if (err == simdjson::DEPTH_ERROR) {
+      return unexpected(body_error("request body is not a JSON object: it nests deeper than " +
+                                   std::to_string(kMaxJsonDepth) + " levels"));
+    }
+    if (err == simdjson::MEMALLOC) {
+      return unexpected(ApiError{ApiErrorCode::InternalError, "out of memory parsing JSON", {}});
+    }
+    return unexpected(body_error(std::string("request body is not a JSON object: invalid JSON (") +
+                                 simdjson::error_message(err) + ")"));
+  }
+  dom::object obj;
+  if (root.type() != dom::element_type::OBJECT || root.get_object().get(obj) != simdjson::SUCCESS) {
+    return unexpected(body_error("request body is not a JSON object"));
+  }
+
+  static constexpr std::array<std::string_view, 4> kKnown{"description", "files", "roleArn",
+                                                          "tags"};
+  BodyFields out;
+  Problems problems;
+  for_members(obj, kKnown, "", problems, [&](std::size_t idx, dom::element value) {
+    switch (idx) {
+      case 0:
+        out.has_description = true;
+        out.description = check_description(value, "description", problems);
+        break;
+      case 1:
+        out.has_files = true;
+        out.files = check_files(value, problems);
+        break;
+      case 2:
+        out.has_role_arn = true;
+        out.role_arn = check_role_arn(value, "roleArn", problems);
+        break;
+      default:
+        if (kind == BodyKind::Update) {
+          problems.add("tags", "cannot be updated: tags are set at create time");
+        } else {
+          out.tags = check_tags(value, problems);
+        }
+        break;
+    }
+  });
+  if (kind == BodyKind::Create) {
+    if (!out.has_files) problems.add("files", "is required");
+    if (!out.has_role_arn) problems.add("roleArn", "is required");
+  } else if (!out.has_description && !out.has_files && !out.has_role_arn) {
+    problems.add("body", "must set at least one of description, files, roleArn");
+  }
+  if (problems.total() > 0) {
+    return unexpected(std::move(problems).to_error("request body", "invalid field"));
+  }
+  return out;
+}
+
+// --- streamId ----------------------------------------------------------------------------------
+
+// The character rule of valid_stream_id (topic.hpp), to say which rule an invalid id broke.
+bool stream_id_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-';
+}
+
+// --- base64url (RFC 4648 §5, no padding) ---------------------------------------------------------
+
+constexpr std::string_view kB64Url =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+int b64url_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '-') return 62;
+  if (c == '_') return 63;
+  return -1;
+}
+
+std::string b64url_encode(std::string_view in) {
+  std::string out;
+  out.reserve((in.size() * 4 + 2) / 3);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    acc = (acc << 8) | static_cast<unsigned char>(c);
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += kB64Url[(acc >> bits) & 0x3Fu];
+    }
+    acc &= (1u << bits) - 1u;
+  }
+  if (bits > 0) out += kB64Url[(acc << (6 - bits)) & 0x3Fu];
+  return out;
+}
+
+// Strict: URL-safe alphabet only, no padding, and the unused low bits of the last character
+// zero, so every byte string has exactly one accepted encoding.
+std::optional<std::string> b64url_decode(std::string_view in) {
+  if (in.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  out.reserve(in.size() * 3 / 4);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    const int v = b64url_value(c);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xFFu);
+    }
+    acc &= (1u << bits) - 1u;
+  }
+  if (acc != 0) return std::nullopt;
+  return out;
+}
+
+std::optional<std::string> decode_next_token(std::string_view token) {
+  if (token.size() > kMaxTokenChars) return std::nullopt;
+  auto raw = b64url_decode(token);
+  if (!raw || raw->size() <= kTokenPrefix.size() || !raw->starts_with(kTokenPrefix)) {
+    return std::nullopt;
+  }
+  std::string id = raw->substr(kTokenPrefix.size());
+  if (!valid_stream_id(id)) return std::nullopt;
+  return id;
+}
+
+// --- query strings -----------------------------------------------------------------------------
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// application/x-www-form-urlencoded decoding: '+' is a space, %XX a byte.
+std::optional<std::string> percent_decode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    if (c == '+') {
+      out += ' ';
+    } else if (c == '%') {
+      if (in.size() - i < 3) return std::nullopt;
+      const int hi = hex_value(in[i + 1]);
+      const int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+bool equals_ignore_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           const auto lower = [](char ch) {
+             return (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : ch;
+           };
+           return lower(x) == lower(y);
+         });
+}
+
+}  // namespace
+
+Expected<CreateStreamBody, ApiError> parse_create_stream(std::string_view json) {
+  auto fields = parse_body(json, BodyKind::Create);
+  if (!fields) return unexpected(std::move(fields.error()));
+  CreateStreamBody body;
+  body.description = std::move(fields->description).value_or("");
+  body.files = std::move(fields->files).value_or(std::vector<StreamFileSpec>{});
+  body.role_arn = std::move(fields->role_arn).value_or("");
+  body.tags = std::move(fields->tags).value_or(std::vector<Tag>{});
+  return body;
+}
+
+Expected<UpdateStreamBody, ApiError> parse_update_stream(std::string_view json) {
+  auto fields = parse_body(json, BodyKind::Update);
+  if (!fields) return unexpected(std::move(fields.error()));
+  UpdateStreamBody body;
+  body.description = std::move(fields->description);
+  body.files = std::move(fields->files);
+  body.role_arn = std::move(fields->role_arn);
+  return body;
+}
+
+std::optional<ApiError> validate_stream_id(std::string_view stream_id) {
+  if (valid_stream_id(stream_id)) return std::nullopt;
+  ApiError error{ApiErrorCode::ValidationError, "invalid streamId", {}};
+  if (stream_id.empty()) {
+    error.details.push_back({"streamId", "must not be empty"});
+    return error;
+  }
+  if (stream_id.size() > kMaxStreamIdBytes) {
+    error.details.push_back(
+        {"streamId", "must be at most " + std::to_string(kMaxStreamIdBytes) + " characters"});
+  }
+  if (!std::all_of(stream_id.begin(), stream_id.end(), stream_id_char)) {
+    error.details.push_back(
+        {"streamId", "must contain only letters a-z A-Z, digits 0-9, '_' and '-'"});
+  }
+  return error;
+}
+
+std::optional<std::string> stream_id_warning(std::string_view stream_id) {
+  if (stream_id.size() <= kDeviceStreamIdBytes) return std::nullopt;
+  return "streamId is longer than " + std::to_string(kDeviceStreamIdBytes) +
+         " characters: device libraries that copy it into a " +
+         std::to_string(kDeviceStreamIdBytes + 1) + "-byte buffer cannot download this stream";
+}
+
+std::string encode_next_token(std::string_view last_stream_id) {
+  std::string raw(kTokenPrefix);
+  raw += last_stream_id;
+  return b64url_encode(raw);
+}
+
+Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
+  // Last occurrence of each known key wins; unknown keys and undecodable keys are ignored.
+  std::optional<std::string_view> max_results_raw;
+  std::optional<std::string_view> next_token_raw;
+  std::optional<std::string_view> ascending_raw;
+  std::size_t pos = 0;
+  while (pos <= query.size()) {
+    std::size_t end = query.find('&', pos);
+    if (end == std::string_view::npos) end = query.size();
+    const std::string_view pair = query.substr(pos, end - pos);
+    pos = end + 1;
+    if (pair.empty()) continue;
+    const std::size_t eq = pair.find('=');
+    const auto key = percent_decode(pair.substr(0, eq));
+    const std::string_view value = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
+    if (!key) continue;
+    if (*key == "maxResults") {
+      max_results_raw = value;
+    } else if (*key == "nextToken") {
+      next_token_raw = value;
+    } else if (*key == "isAscendingOrder") {
+      ascending_raw = value;
+    }
+  }
+
+  ListQuery out;
+  Problems problems;
+  const auto decoded = [&](std::string_view raw, const char* field) -> std::optional<std::string> {
+    auto v = percent_decode(raw);
+    if (!v) problems.add(field, "is not validly percent-encoded");
+    return v;
+  };
+  if (max_results_raw) {
+    if (auto v = decoded(*max_results_raw, "maxResults")) {
+      const bool digits = !v->empty() && std::all_of(v->begin(), v->end(),
+                                                     [](char c) { return c >= '0' && c <= '9'; });
+      std::uint64_t n = 0;
+      if (!digits) {
+        problems.add("maxResults", "must be an integer");
+      } else if (auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+                 ec != std::errc{} || n < 1 || n > kMaxListResults) {
+        problems.add("maxResults", "must be between 1 and " + std::to_string(kMaxListResults));
+      } else {
+        out.max_results = static_cast<std::uint32_t>(n);
+      }
+    }
+  }
+  if (next_token_raw) {
+    if (auto v = decoded(*next_token_raw, "nextToken"); v && !v->empty()) {
+      if (auto id = decode_next_token(*v)) {
+        out.after_id = std::move(*id);
+      } else {
+        problems.add("nextToken", "is not a valid token (use the nextToken of a previous page)");
+      }
+    }
+  }
+  if (ascending_raw) {
+    if (auto v = decoded(*ascending_raw, "isAscendingOrder")) {
+      if (equals_ignore_case(*v, "true")) {
+        out.ascending = true;
+      } else if (equals_ignore_case(*v, "false")) {
+        out.ascending = false;
+      } else {
+        problems.add("isAscendingOrder", "must be true or false");
+      }
+    }
+  }
+  if (problems.total() > 0) {
+    return unexpected(std::move(problems).to_error("query", "invalid parameter"));
+  }
+  return out;
+}
+
+}  // namespace chunkd::protocol
