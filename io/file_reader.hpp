@@ -11,6 +11,9 @@
 // Thread: every method and callback on the loop thread. The caller keeps `fd` open and `buffer`
 // alive until the callback runs. close() cancels nothing: it waits for reads in flight, then calls
 // `done`; read() after close() fails with std::errc::operation_canceled.
+// "Fails at once" means the callback runs before read() returns. read() also fails at once with
+// std::errc::invalid_argument when offset + size exceeds INT64_MAX. On error the callback gets
+// bytes_read == 0. Destroy the reader only after close()'s `done` has run.
 #pragma once
 
 #include <uv.h>

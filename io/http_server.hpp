@@ -34,6 +34,20 @@ struct HttpLimits {
   int idle_timeout_ms = 60000;     // keep-alive connection with no request in progress
   int request_timeout_ms = 10000;  // from a request's first byte to its last
   int shutdown_grace_ms = 5000;
+  // Added: response bytes waiting to be written on one connection (a client that does not read
+  // its responses); over it the connection is closed.
+  std::size_t max_queued_write_bytes = 4 * 1024 * 1024;
+};
+
+// Added: counters for metrics (read on the loop thread).
+struct HttpServerStats {
+  std::uint64_t connections_accepted = 0;
+  std::uint64_t connections_rejected = 0;  // over max_connections: accepted and closed at once
+  std::uint64_t requests = 0;              // handed to the handler
+  std::uint64_t error_responses = 0;       // answered by the server itself (400, 408, 411, ...)
+  std::uint64_t timeouts = 0;              // idle and request timeouts
+  std::uint64_t write_overflows = 0;       // closed over max_queued_write_bytes
+  std::uint64_t responses_dropped = 0;     // responder called after its connection closed
 };
 
 struct HttpRequest {
@@ -57,6 +71,9 @@ struct HttpResponse {
 
 class HttpServer {
  public:
+  // A Responder is copyable; the first call answers, a second call is a bug (asserts). Calling it
+  // after the client went away is fine (dropped). Destroying every copy without calling it answers
+  // 500, so keep copies on the loop thread.
   using Responder = std::function<void(HttpResponse)>;
   using Handler = std::function<void(HttpRequest&& request, Responder respond)>;
   // Builds the body of the responses the server makes itself (400 on a parse error, 408, 413, 431,
@@ -72,6 +89,7 @@ class HttpServer {
   std::error_code listen(const std::string& host, std::uint16_t port);
   std::uint16_t port() const;
   std::size_t open_connections() const;
+  HttpServerStats stats() const;  // added
   void close(std::function<void()> done);
 
  private:

@@ -6,10 +6,15 @@
 // loop never waits for an fsync; their callbacks run on the loop thread. The write queue is bounded
 // (`max_pending_writes`); over it, the callback gets std::errc::resource_unavailable_try_again at
 // once. load_all() is synchronous and meant for start-up.
+// Also: put/erase after close() get std::errc::operation_canceled at once; load_all() while a
+// write is pending fails with std::errc::device_or_resource_busy; errors from SQLite carry
+// sqlite_category() (value = extended result code) and are logged with SQLite's message.
+// Destroy only after close()'s callback has run.
 #pragma once
 
 #include <uv.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -45,9 +50,15 @@ class RegistryStore {
  public:
   using Done = std::function<void(std::error_code)>;
 
+  static constexpr std::size_t kDefaultMaxPendingWrites = 1024;
+
   // Opens or creates <dir>/registry.sqlite3 (creating `dir`). Synchronous; for start-up.
   static std::unique_ptr<RegistryStore> open(uv_loop_t* loop, const std::string& dir,
                                              std::error_code& error, std::string& message);
+  // Same, with the bound on queued + running writes (put/erase); at least 1.
+  static std::unique_ptr<RegistryStore> open(uv_loop_t* loop, const std::string& dir,
+                                             std::size_t max_pending_writes, std::error_code& error,
+                                             std::string& message);
   virtual ~RegistryStore() = default;
 
   virtual std::vector<StoredStream> load_all(std::error_code& error) = 0;
@@ -58,5 +69,11 @@ class RegistryStore {
   // Waits for queued writes, closes the database, then calls `done` on the loop thread.
   virtual void close(std::function<void()> done) = 0;
 };
+
+// The category of errors reported by SQLite (value: extended result code). Its
+// default_error_condition maps SQLITE_FULL to no_space_on_device, SQLITE_IOERR to io_error,
+// SQLITE_BUSY/LOCKED to resource_unavailable_try_again, SQLITE_NOMEM to not_enough_memory,
+// SQLITE_READONLY/PERM/AUTH/CANTOPEN to permission_denied.
+const std::error_category& sqlite_category();
 
 }  // namespace chunkd::io

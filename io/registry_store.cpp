@@ -1,0 +1,741 @@
+// RegistryStore on SQLite: one connection, one write at a time on the libuv thread pool.
+//
+// Threading: the connection is opened with SQLITE_OPEN_NOMUTEX ("multi-thread" mode: any thread
+// may use it, but never two at once), which is safe here because exactly one thread touches it at
+// any moment: open() and load_all() run on the loop thread and refuse to run while a job is
+// queued or running; each job runs on one pool thread, and the next job is only queued from the
+// previous job's after_work callback on the loop thread. libuv's work queue (a mutex and an async
+// wake-up) orders the hand-offs, so each thread sees the connection state the previous one left.
+#include "io/registry_store.hpp"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include "io/log.hpp"
+
+namespace chunkd::io {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr int kBusyTimeoutMs = 5000;
+
+class SqliteCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "sqlite"; }
+  std::string message(int code) const override { return sqlite3_errstr(code); }
+  std::error_condition default_error_condition(int code) const noexcept override {
+    switch (code & 0xff) {
+      case SQLITE_FULL:
+        return std::errc::no_space_on_device;
+      case SQLITE_IOERR:
+        return std::errc::io_error;
+      case SQLITE_BUSY:
+      case SQLITE_LOCKED:
+        return std::errc::resource_unavailable_try_again;
+      case SQLITE_NOMEM:
+        return std::errc::not_enough_memory;
+      case SQLITE_READONLY:
+      case SQLITE_PERM:
+      case SQLITE_AUTH:
+      case SQLITE_CANTOPEN:
+        return std::errc::permission_denied;
+      default:
+        return {code, *this};
+    }
+  }
+};
+
+std::error_code sqlite_error(int code) { return {code, sqlite_category()}; }
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE streams (
+  id          TEXT PRIMARY KEY NOT NULL,
+  version     INTEGER NOT NULL,
+  description TEXT NOT NULL,
+  role_arn    TEXT NOT NULL,
+  created_at  TEXT NOT NULL,
+  updated_at  TEXT NOT NULL,
+  file_count  INTEGER NOT NULL
+);
+CREATE TABLE stream_tags (
+  stream_id TEXT NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
+  ord       INTEGER NOT NULL,
+  key       TEXT NOT NULL,
+  value     TEXT NOT NULL,
+  PRIMARY KEY (stream_id, ord)
+) WITHOUT ROWID;
+CREATE TABLE stream_files (
+  stream_id    TEXT NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
+  ord          INTEGER NOT NULL,
+  file_id      INTEGER NOT NULL,
+  bucket       TEXT NOT NULL,
+  key          TEXT NOT NULL,
+  size_bytes   INTEGER NOT NULL,
+  digest       TEXT NOT NULL,
+  extent_bytes INTEGER NOT NULL,
+  manifest     BLOB NOT NULL,
+  PRIMARY KEY (stream_id, ord),
+  UNIQUE (stream_id, file_id)
+) WITHOUT ROWID;
+)sql";
+
+// Unsigned 64-bit values are stored as the signed integer with the same bits.
+sqlite3_int64 to_sql(std::uint64_t value) { return static_cast<sqlite3_int64>(value); }
+std::uint64_t from_sql(sqlite3_int64 value) { return static_cast<std::uint64_t>(value); }
+
+std::string column_text(sqlite3_stmt* stmt, int column) {
+  const unsigned char* text = sqlite3_column_text(stmt, column);
+  const int bytes = sqlite3_column_bytes(stmt, column);
+  if (text == nullptr || bytes <= 0) return {};
+  return std::string(reinterpret_cast<const char*>(text), static_cast<std::size_t>(bytes));
+}
+
+void encode_manifest(const std::vector<std::uint64_t>& manifest, std::vector<unsigned char>& out) {
+  out.resize(manifest.size() * 8);
+  for (std::size_t i = 0; i < manifest.size(); ++i) {
+    for (std::size_t b = 0; b < 8; ++b) {
+      out[i * 8 + b] = static_cast<unsigned char>(manifest[i] >> (8 * b));
+    }
+  }
+}
+
+bool decode_manifest(const void* data, int bytes, std::vector<std::uint64_t>& out) {
+  if (bytes < 0 || bytes % 8 != 0) return false;
+  const auto* p = static_cast<const unsigned char*>(data);
+  out.resize(static_cast<std::size_t>(bytes) / 8);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::uint64_t value = 0;
+    for (std::size_t b = 0; b < 8; ++b) value |= std::uint64_t{p[i * 8 + b]} << (8 * b);
+    out[i] = value;
+  }
+  return true;
+}
+
+class SqliteRegistryStore final : public RegistryStore {
+ public:
+  SqliteRegistryStore(uv_loop_t* loop, sqlite3* db, std::string path,
+                      std::size_t max_pending_writes)
+      : loop_(loop), db_(db), path_(std::move(path)), max_pending_(max_pending_writes) {
+    work_.data = this;
+  }
+
+  ~SqliteRegistryStore() override {
+    if (running_) {
+      LOG_ERROR("registry", "store destroyed while a write is running");
+      std::abort();
+    }
+    if (db_ != nullptr) {
+      if (ready_) {
+        LOG_WARN("registry", "store destroyed without close(); closing %s synchronously",
+                 path_.c_str());
+      }
+      close_db();
+    }
+  }
+
+  // Prepares every statement; on failure fills `message` and returns the error.
+  std::error_code prepare_all(std::string& message) {
+    const std::pair<sqlite3_stmt**, const char*> statements[] = {
+        {&begin_write_, "BEGIN IMMEDIATE"},
+        {&begin_read_, "BEGIN"},
+        {&commit_, "COMMIT"},
+        {&rollback_, "ROLLBACK"},
+        {&delete_tags_, "DELETE FROM stream_tags WHERE stream_id = ?1"},
+        {&delete_files_, "DELETE FROM stream_files WHERE stream_id = ?1"},
+        {&delete_stream_, "DELETE FROM streams WHERE id = ?1"},
+        {&upsert_stream_,
+         "INSERT INTO streams (id, version, description, role_arn, created_at, updated_at, "
+         "file_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET "
+         "version = excluded.version, description = excluded.description, "
+         "role_arn = excluded.role_arn, created_at = excluded.created_at, "
+         "updated_at = excluded.updated_at, file_count = excluded.file_count"},
+        {&insert_tag_,
+         "INSERT INTO stream_tags (stream_id, ord, key, value) VALUES (?1, ?2, ?3, ?4)"},
+        {&insert_file_,
+         "INSERT INTO stream_files (stream_id, ord, file_id, bucket, key, size_bytes, digest, "
+         "extent_bytes, manifest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+        {&select_streams_,
+         "SELECT id, version, description, role_arn, created_at, updated_at, file_count "
+         "FROM streams ORDER BY id"},
+        {&select_tags_, "SELECT stream_id, key, value FROM stream_tags ORDER BY stream_id, ord"},
+        {&select_files_,
+         "SELECT stream_id, file_id, bucket, key, size_bytes, digest, extent_bytes, manifest "
+         "FROM stream_files ORDER BY stream_id, ord"},
+    };
+    for (const auto& [stmt, sql] : statements) {
+      const int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
+      if (rc != SQLITE_OK) {
+        message = "registry " + path_ + ": cannot prepare \"" + sql + "\": " + sqlite3_errmsg(db_);
+        return sqlite_error(rc);
+      }
+    }
+    return {};
+  }
+
+  void mark_ready() { ready_ = true; }
+
+  std::vector<StoredStream> load_all(std::error_code& error) override {
+    error.clear();
+    if (db_ == nullptr || closing_) {
+      error = std::make_error_code(std::errc::operation_canceled);
+      return {};
+    }
+    if (running_ || !queue_.empty()) {
+      error = std::make_error_code(std::errc::device_or_resource_busy);
+      return {};
+    }
+    std::vector<StoredStream> streams;
+    std::string message;
+    error = load(streams, message);
+    if (error) {
+      LOG_ERROR("registry", "%s", message.c_str());
+      streams.clear();
+    }
+    return streams;
+  }
+
+  void put(StoredStream stream, Done done) override {
+    auto job = std::make_unique<Job>();
+    job->kind = Job::Kind::Put;
+    job->id = stream.id;
+    job->stream = std::move(stream);
+    job->done = std::move(done);
+    enqueue(std::move(job));
+  }
+
+  void erase(std::string id, Done done) override {
+    auto job = std::make_unique<Job>();
+    job->kind = Job::Kind::Erase;
+    job->id = std::move(id);
+    job->done = std::move(done);
+    enqueue(std::move(job));
+  }
+
+  std::size_t pending_writes() const override { return pending_writes_; }
+
+  void close(std::function<void()> done) override {
+    if (closing_) return;  // a second close() is ignored
+    closing_ = true;
+    auto job = std::make_unique<Job>();
+    job->kind = Job::Kind::Close;
+    job->close_done = std::move(done);
+    queue_.push_back(std::move(job));
+    if (!running_) start_next();
+  }
+
+ private:
+  struct Job {
+    enum class Kind { Put, Erase, Close };
+    Kind kind = Kind::Put;
+    std::string id;
+    StoredStream stream;
+    Done done;
+    std::function<void()> close_done;
+    std::error_code error;  // set by the worker
+    std::string message;    // set by the worker with the error
+  };
+
+  void enqueue(std::unique_ptr<Job> job) {
+    if (closing_) {
+      job->done(std::make_error_code(std::errc::operation_canceled));
+      return;
+    }
+    if (pending_writes_ >= max_pending_) {
+      job->done(std::make_error_code(std::errc::resource_unavailable_try_again));
+      return;
+    }
+    ++pending_writes_;
+    queue_.push_back(std::move(job));
+    if (!running_) start_next();
+  }
+
+  void start_next() {
+    if (queue_.empty()) return;
+    running_ = std::move(queue_.front());
+    queue_.pop_front();
+    const int rc = uv_queue_work(loop_, &work_, &on_work, &on_after_work);
+    if (rc != 0) {  // only for a null work callback: cannot happen
+      LOG_ERROR("registry", "uv_queue_work failed: %s", uv_strerror(rc));
+      std::abort();
+    }
+  }
+
+  // ---- worker thread ----
+
+  static void on_work(uv_work_t* request) noexcept {
+    auto* self = static_cast<SqliteRegistryStore*>(request->data);
+    Job& job = *self->running_;
+    try {
+      switch (job.kind) {
+        case Job::Kind::Put:
+          job.error = self->write_put(job.stream, job.message);
+          break;
+        case Job::Kind::Erase:
+          job.error = self->write_erase(job.id, job.message);
+          break;
+        case Job::Kind::Close:
+          self->close_db();
+          break;
+      }
+    } catch (const std::bad_alloc&) {
+      job.error = std::make_error_code(std::errc::not_enough_memory);
+      job.message = "registry write: out of memory";
+    } catch (const std::exception& e) {
+      job.error = std::make_error_code(std::errc::io_error);
+      job.message = std::string("registry write: ") + e.what();
+    }
+  }
+
+  // Steps a write statement to completion, then resets it. Records the first failure.
+  bool run(sqlite3_stmt* stmt, const char* what, int& rc_out, std::string& message) {
+    const int rc = sqlite3_step(stmt);
+    const bool ok = rc == SQLITE_DONE || rc == SQLITE_ROW;
+    if (!ok) {
+      rc_out = rc;
+      message = std::string(what) + ": " + sqlite3_errmsg(db_);
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return ok;
+  }
+
+  bool bind_text(sqlite3_stmt* stmt, int index, std::string_view text, int& rc_out) {
+    if (text.size() > static_cast<std::size_t>(INT_MAX)) {
+      rc_out = SQLITE_TOOBIG;
+      return false;
+    }
+    // The job owns the text until the statement is reset, so SQLite need not copy it.
+    rc_out = sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()), nullptr);
+    return rc_out == SQLITE_OK;
+  }
+
+  bool bind_int(sqlite3_stmt* stmt, int index, sqlite3_int64 value, int& rc_out) {
+    rc_out = sqlite3_bind_int64(stmt, index, value);
+    return rc_out == SQLITE_OK;
+  }
+
+  std::error_code finish_write(bool ok, int rc, const std::string& id, const char* what,
+                               std::string& message) {
+    if (ok) {
+      int commit_rc = SQLITE_OK;
+      if (run(commit_, "COMMIT", commit_rc, message)) return {};
+      rc = commit_rc;
+    }
+    if (message.empty()) message = sqlite3_errstr(rc);
+    message = std::string(what) + " stream '" + id + "' in " + path_ + ": " + message;
+    if (sqlite3_get_autocommit(db_) == 0) {
+      int ignored = SQLITE_OK;
+      std::string ignored_message;
+      run(rollback_, "ROLLBACK", ignored, ignored_message);
+    }
+    return sqlite_error(rc);
+  }
+
+  std::error_code write_put(const StoredStream& s, std::string& message) {
+    int rc = SQLITE_OK;
+    if (!run(begin_write_, "BEGIN IMMEDIATE", rc, message)) {
+      return finish_write(false, rc, s.id, "put", message);
+    }
+    bool ok =
+        bind_text(delete_tags_, 1, s.id, rc) && run(delete_tags_, "delete tags", rc, message) &&
+        bind_text(delete_files_, 1, s.id, rc) && run(delete_files_, "delete files", rc, message);
+    ok = ok && bind_text(upsert_stream_, 1, s.id, rc) &&
+         bind_int(upsert_stream_, 2, to_sql(s.version), rc) &&
+         bind_text(upsert_stream_, 3, s.description, rc) &&
+         bind_text(upsert_stream_, 4, s.role_arn, rc) &&
+         bind_text(upsert_stream_, 5, s.created_at, rc) &&
+         bind_text(upsert_stream_, 6, s.updated_at, rc) &&
+         bind_int(upsert_stream_, 7, static_cast<sqlite3_int64>(s.files.size()), rc) &&
+         run(upsert_stream_, "upsert stream", rc, message);
+    for (std::size_t i = 0; ok && i < s.tags.size(); ++i) {
+      ok = bind_text(insert_tag_, 1, s.id, rc) &&
+           bind_int(insert_tag_, 2, static_cast<sqlite3_int64>(i), rc) &&
+           bind_text(insert_tag_, 3, s.tags[i].first, rc) &&
+           bind_text(insert_tag_, 4, s.tags[i].second, rc) &&
+           run(insert_tag_, "insert tag", rc, message);
+    }
+    for (std::size_t i = 0; ok && i < s.files.size(); ++i) {
+      const StoredFile& f = s.files[i];
+      encode_manifest(f.manifest, manifest_bytes_);
+      if (manifest_bytes_.size() > static_cast<std::size_t>(INT_MAX)) {
+        rc = SQLITE_TOOBIG;
+        ok = false;
+        break;
+      }
+      ok = bind_text(insert_file_, 1, s.id, rc) &&
+           bind_int(insert_file_, 2, static_cast<sqlite3_int64>(i), rc) &&
+           bind_int(insert_file_, 3, f.file_id, rc) && bind_text(insert_file_, 4, f.bucket, rc) &&
+           bind_text(insert_file_, 5, f.key, rc) &&
+           bind_int(insert_file_, 6, to_sql(f.size_bytes), rc) &&
+           bind_text(insert_file_, 7, f.digest, rc) &&
+           bind_int(insert_file_, 8, f.extent_bytes, rc);
+      if (ok) {
+        // An empty manifest is an empty blob, not NULL.
+        rc = manifest_bytes_.empty()
+                 ? sqlite3_bind_zeroblob(insert_file_, 9, 0)
+                 : sqlite3_bind_blob(insert_file_, 9, manifest_bytes_.data(),
+                                     static_cast<int>(manifest_bytes_.size()), nullptr);
+        ok = rc == SQLITE_OK && run(insert_file_, "insert file", rc, message);
+      }
+    }
+    if (!ok) {
+      // A failed bind leaves the statement bound: clear it for the next job.
+      for (sqlite3_stmt* stmt :
+           {delete_tags_, delete_files_, upsert_stream_, insert_tag_, insert_file_}) {
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+      }
+    }
+    return finish_write(ok, rc, s.id, "put", message);
+  }
+
+  std::error_code write_erase(const std::string& id, std::string& message) {
+    int rc = SQLITE_OK;
+    if (!run(begin_write_, "BEGIN IMMEDIATE", rc, message)) {
+      return finish_write(false, rc, id, "erase", message);
+    }
+    const bool ok =
+        bind_text(delete_tags_, 1, id, rc) && run(delete_tags_, "delete tags", rc, message) &&
+        bind_text(delete_files_, 1, id, rc) && run(delete_files_, "delete files", rc, message) &&
+        bind_text(delete_stream_, 1, id, rc) && run(delete_stream_, "delete stream", rc, message);
+    if (!ok) {
+      for (sqlite3_stmt* stmt : {delete_tags_, delete_files_, delete_stream_}) {
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+      }
+    }
+    return finish_write(ok, rc, id, "erase", message);
+  }
+
+  void close_db() {
+    for (sqlite3_stmt** stmt : {&begin_write_, &begin_read_, &commit_, &rollback_, &delete_tags_,
+                                &delete_files_, &delete_stream_, &upsert_stream_, &insert_tag_,
+                                &insert_file_, &select_streams_, &select_tags_, &select_files_}) {
+      sqlite3_finalize(*stmt);
+      *stmt = nullptr;
+    }
+    // The last connection to close checkpoints the WAL into the database file.
+    const int rc = sqlite3_close(db_);
+    if (rc != SQLITE_OK) {
+      LOG_ERROR("registry", "closing %s: %s", path_.c_str(), sqlite3_errmsg(db_));
+      sqlite3_close_v2(db_);  // let SQLite finish the close once it can
+    }
+    db_ = nullptr;
+  }
+
+  // ---- loop thread ----
+
+  static void on_after_work(uv_work_t* request, int status) noexcept {
+    auto* self = static_cast<SqliteRegistryStore*>(request->data);
+    std::unique_ptr<Job> job = std::move(self->running_);
+    if (status != 0 && !job->error) {  // not cancelled by us, but be exact about it
+      job->error = std::error_code(-status, std::system_category());
+      job->message = uv_strerror(status);
+    }
+    if (job->kind == Job::Kind::Close) {
+      auto done = std::move(job->close_done);
+      job.reset();
+      if (done) done();  // may destroy *self: nothing after this
+      return;
+    }
+    --self->pending_writes_;
+    self->start_next();  // keep the disk busy before running caller code
+    if (job->error) {
+      LOG_ERROR("registry", "%s", job->message.c_str());
+    }
+    job->done(job->error);
+  }
+
+  std::error_code load(std::vector<StoredStream>& streams, std::string& message) {
+    int rc = SQLITE_OK;
+    if (!run(begin_read_, "BEGIN", rc, message)) {
+      message = "load " + path_ + ": " + message;
+      return sqlite_error(rc);
+    }
+    std::error_code error = load_rows(streams, message);
+    int end_rc = SQLITE_OK;
+    std::string end_message;
+    run(error ? rollback_ : commit_, "end read", end_rc, end_message);
+    if (error) message = "load " + path_ + ": " + message;
+    return error;
+  }
+
+  std::error_code load_rows(std::vector<StoredStream>& streams, std::string& message) {
+    std::unordered_map<std::string, std::size_t> index;
+    std::vector<std::uint64_t> file_counts;
+    auto fail = [&](sqlite3_stmt* stmt, int rc, const std::string& what) {
+      message = what + ": " +
+                (rc == SQLITE_CORRUPT ? std::string("inconsistent rows")
+                                      : std::string(sqlite3_errmsg(db_)));
+      sqlite3_reset(stmt);
+      return sqlite_error(rc);
+    };
+
+    int rc = SQLITE_OK;
+    while ((rc = sqlite3_step(select_streams_)) == SQLITE_ROW) {
+      StoredStream s;
+      s.id = column_text(select_streams_, 0);
+      s.version = from_sql(sqlite3_column_int64(select_streams_, 1));
+      s.description = column_text(select_streams_, 2);
+      s.role_arn = column_text(select_streams_, 3);
+      s.created_at = column_text(select_streams_, 4);
+      s.updated_at = column_text(select_streams_, 5);
+      file_counts.push_back(from_sql(sqlite3_column_int64(select_streams_, 6)));
+      index.emplace(s.id, streams.size());
+      streams.push_back(std::move(s));
+    }
+    if (rc != SQLITE_DONE) return fail(select_streams_, rc, "read streams");
+    sqlite3_reset(select_streams_);
+
+    while ((rc = sqlite3_step(select_tags_)) == SQLITE_ROW) {
+      const auto it = index.find(column_text(select_tags_, 0));
+      if (it == index.end()) return fail(select_tags_, SQLITE_CORRUPT, "tag of unknown stream");
+      streams[it->second].tags.emplace_back(column_text(select_tags_, 1),
+                                            column_text(select_tags_, 2));
+    }
+    if (rc != SQLITE_DONE) return fail(select_tags_, rc, "read tags");
+    sqlite3_reset(select_tags_);
+
+    while ((rc = sqlite3_step(select_files_)) == SQLITE_ROW) {
+      const std::string stream_id = column_text(select_files_, 0);
+      const auto it = index.find(stream_id);
+      if (it == index.end()) return fail(select_files_, SQLITE_CORRUPT, "file of unknown stream");
+      StoredFile f;
+      f.file_id = static_cast<std::uint32_t>(sqlite3_column_int64(select_files_, 1));
+      f.bucket = column_text(select_files_, 2);
+      f.key = column_text(select_files_, 3);
+      f.size_bytes = from_sql(sqlite3_column_int64(select_files_, 4));
+      f.digest = column_text(select_files_, 5);
+      f.extent_bytes = static_cast<std::uint32_t>(sqlite3_column_int64(select_files_, 6));
+      const void* blob = sqlite3_column_blob(select_files_, 7);
+      const int blob_bytes = sqlite3_column_bytes(select_files_, 7);
+      if (!decode_manifest(blob, blob_bytes, f.manifest)) {
+        return fail(select_files_, SQLITE_CORRUPT,
+                    "manifest of stream '" + stream_id + "' file " + std::to_string(f.file_id));
+      }
+      streams[it->second].files.push_back(std::move(f));
+    }
+    if (rc != SQLITE_DONE) return fail(select_files_, rc, "read files");
+    sqlite3_reset(select_files_);
+
+    for (std::size_t i = 0; i < streams.size(); ++i) {
+      if (streams[i].files.size() != file_counts[i]) {
+        message = "stream '" + streams[i].id + "' has " + std::to_string(streams[i].files.size()) +
+                  " of its " + std::to_string(file_counts[i]) + " files";
+        return sqlite_error(SQLITE_CORRUPT);
+      }
+    }
+    return {};
+  }
+
+  uv_loop_t* loop_;
+  sqlite3* db_;
+  std::string path_;
+  std::size_t max_pending_;
+  std::size_t pending_writes_ = 0;  // puts and erases accepted and not yet called back
+  std::deque<std::unique_ptr<Job>> queue_;
+  std::unique_ptr<Job> running_;  // the job on the pool, if any
+  uv_work_t work_{};
+  bool closing_ = false;
+  bool ready_ = false;                         // open() finished; set by mark_ready()
+  std::vector<unsigned char> manifest_bytes_;  // worker scratch
+
+  sqlite3_stmt* begin_write_ = nullptr;
+  sqlite3_stmt* begin_read_ = nullptr;
+  sqlite3_stmt* commit_ = nullptr;
+  sqlite3_stmt* rollback_ = nullptr;
+  sqlite3_stmt* delete_tags_ = nullptr;
+  sqlite3_stmt* delete_files_ = nullptr;
+  sqlite3_stmt* delete_stream_ = nullptr;
+  sqlite3_stmt* upsert_stream_ = nullptr;
+  sqlite3_stmt* insert_tag_ = nullptr;
+  sqlite3_stmt* insert_file_ = nullptr;
+  sqlite3_stmt* select_streams_ = nullptr;
+  sqlite3_stmt* select_tags_ = nullptr;
+  sqlite3_stmt* select_files_ = nullptr;
+};
+
+// Runs `sql` (no rows expected back) and describes a failure.
+int exec(sqlite3* db, const char* sql, std::string& message) {
+  char* error_text = nullptr;
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &error_text);
+  if (rc != SQLITE_OK) {
+    message = error_text != nullptr ? error_text : sqlite3_errstr(rc);
+  }
+  sqlite3_free(error_text);
+  return rc;
+}
+
+// Reads a single-row, single-column pragma.
+int pragma_value(sqlite3* db, const char* sql, std::string& value, std::string& message) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      value = column_text(stmt, 0);
+      rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+      rc = SQLITE_OK;
+    }
+  }
+  if (rc != SQLITE_OK) message = sqlite3_errmsg(db);
+  sqlite3_finalize(stmt);
+  return rc;
+}
+
+// Configures the connection and brings the schema to kSchemaVersion.
+int prepare_database(sqlite3* db, std::string& step, std::string& message) {
+  step = "enable write-ahead logging";
+  std::string mode;
+  int rc = pragma_value(db, "PRAGMA journal_mode=WAL", mode, message);
+  if (rc != SQLITE_OK) return rc;
+  if (mode != "wal") {
+    message = "the file system does not support WAL (journal mode stayed '" + mode + "')";
+    return SQLITE_CANTOPEN;
+  }
+  step = "configure the connection";
+  rc = exec(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", message);
+  if (rc != SQLITE_OK) return rc;
+
+  step = "read the schema version";
+  std::string version_text;
+  rc = pragma_value(db, "PRAGMA user_version", version_text, message);
+  if (rc != SQLITE_OK) return rc;
+  const int version = std::atoi(version_text.c_str());
+  if (version == kSchemaVersion) return SQLITE_OK;
+  if (version != 0) {
+    step = "check the schema version";
+    message = "schema version " + std::to_string(version) + " is not the " +
+              std::to_string(kSchemaVersion) +
+              " this chunkd understands (written by a different chunkd release?)";
+    return SQLITE_MISMATCH;
+  }
+  step = "create the schema";
+  const std::string script = std::string("BEGIN IMMEDIATE;") + kSchema +
+                             "PRAGMA user_version=" + std::to_string(kSchemaVersion) + "; COMMIT;";
+  rc = exec(db, script.c_str(), message);
+  if (rc != SQLITE_OK) {
+    std::string ignored;
+    if (sqlite3_get_autocommit(db) == 0) exec(db, "ROLLBACK", ignored);
+  }
+  return rc;
+}
+
+int fsync_directory(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  const int rc = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return rc;
+}
+
+// create_directories, then fsync every directory whose entries changed (the nearest existing
+// ancestor and each new one), so a fresh registry directory survives power loss too. SQLite
+// itself syncs the directory when it creates the database and WAL files.
+std::error_code create_durable_directories(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const fs::path target = fs::absolute(dir, error);
+  if (error) return error;
+  std::vector<fs::path> to_sync;
+  fs::path existing = target;
+  while (!fs::exists(existing, error)) {
+    if (error) return error;
+    to_sync.push_back(existing);
+    if (!existing.has_relative_path()) break;  // reached the root
+    existing = existing.parent_path();
+  }
+  if (!to_sync.empty()) to_sync.push_back(existing);
+  fs::create_directories(target, error);
+  if (error) return error;
+  if (!fs::is_directory(target, error)) {
+    return error ? error : std::make_error_code(std::errc::not_a_directory);
+  }
+  for (const fs::path& path : to_sync) {
+    if (const int rc = fsync_directory(path); rc != 0) return {rc, std::system_category()};
+  }
+  return {};
+}
+
+}  // namespace
+
+const std::error_category& sqlite_category() {
+  static const SqliteCategory category;
+  return category;
+}
+
+std::unique_ptr<RegistryStore> RegistryStore::open(uv_loop_t* loop, const std::string& dir,
+                                                   std::error_code& error, std::string& message) {
+  return open(loop, dir, kDefaultMaxPendingWrites, error, message);
+}
+
+std::unique_ptr<RegistryStore> RegistryStore::open(uv_loop_t* loop, const std::string& dir,
+                                                   std::size_t max_pending_writes,
+                                                   std::error_code& error, std::string& message) {
+  error.clear();
+  message.clear();
+  if (dir.empty()) {
+    error = std::make_error_code(std::errc::invalid_argument);
+    message = "registry directory is empty: set it in the configuration";
+    return nullptr;
+  }
+  std::error_code fs_error = create_durable_directories(dir);
+  if (fs_error) {
+    error = fs_error;
+    message = "cannot create registry directory '" + dir + "': " + fs_error.message();
+    return nullptr;
+  }
+
+  const std::string path = (std::filesystem::path(dir) / "registry.sqlite3").string();
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(
+      path.c_str(), &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+      nullptr);
+  if (rc != SQLITE_OK) {
+    error = sqlite_error(rc);
+    message = "cannot open registry " + path + ": " +
+              (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) +
+              " (check that the directory is writable by chunkd)";
+    sqlite3_close(db);
+    return nullptr;
+  }
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+
+  std::string step;
+  std::string detail;
+  rc = prepare_database(db, step, detail);
+  if (rc != SQLITE_OK) {
+    error = sqlite_error(rc);
+    message = "registry " + path + ": cannot " + step + ": " + detail;
+    if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT) {
+      message +=
+          " (the file is damaged or not a chunkd registry: restore it from a backup or "
+          "move it away to start empty)";
+    }
+    sqlite3_close(db);
+    return nullptr;
+  }
+
+  auto store = std::make_unique<SqliteRegistryStore>(
+      loop, db, path, max_pending_writes == 0 ? 1 : max_pending_writes);
+  error = store->prepare_all(message);
+  if (error) return nullptr;  // the destructor closes the connection
+  store->mark_ready();
+  return store;
+}
+
+}  // namespace chunkd::io

@@ -1,0 +1,630 @@
+// RegistryStore: round trips, ordering, bounds, reopening, bad directories and a kill -9 test.
+#include "io/registry_store.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace chunkd::io {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool same_file(const StoredFile& a, const StoredFile& b) {
+  return a.file_id == b.file_id && a.bucket == b.bucket && a.key == b.key &&
+         a.size_bytes == b.size_bytes && a.digest == b.digest && a.extent_bytes == b.extent_bytes &&
+         a.manifest == b.manifest;
+}
+
+bool same_stream(const StoredStream& a, const StoredStream& b) {
+  if (a.id != b.id || a.version != b.version || a.description != b.description ||
+      a.role_arn != b.role_arn || a.tags != b.tags || a.created_at != b.created_at ||
+      a.updated_at != b.updated_at || a.files.size() != b.files.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.files.size(); ++i) {
+    if (!same_file(a.files[i], b.files[i])) return false;
+  }
+  return true;
+}
+
+std::vector<std::uint64_t> make_manifest(std::size_t entries, std::uint64_t seed) {
+  std::vector<std::uint64_t> manifest(entries);
+  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& value : manifest) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    value = x;  // high bits set about half the time: exercises the unsigned round trip
+  }
+  return manifest;
+}
+
+// A deterministic stream for id number `n` (used by the crash test on both sides of the fork).
+StoredStream numbered_stream(int n) {
+  StoredStream s;
+  s.id = "stream-" + std::to_string(n);
+  s.version = static_cast<std::uint64_t>(n) + 1;
+  s.description = "stream number " + std::to_string(n);
+  s.role_arn = "arn:aws:iam::123456789012:role/chunkd";
+  s.tags = {{"n", std::to_string(n)}, {"kind", "crash-test"}};
+  s.created_at = "2026-11-27T10:00:00Z";
+  s.updated_at = "2026-11-27T10:00:01Z";
+  const int files = 1 + n % 3;
+  for (int f = 0; f < files; ++f) {
+    StoredFile file;
+    file.file_id = static_cast<std::uint32_t>(f);
+    file.bucket = "bucket";
+    file.key = s.id + "/file-" + std::to_string(f);
+    file.size_bytes = static_cast<std::uint64_t>(n) * 1000 + static_cast<std::uint64_t>(f);
+    file.digest = "0123456789abcdef0123456789abcdef";
+    file.extent_bytes = 262144;
+    file.manifest =
+        make_manifest(64 + static_cast<std::size_t>(n % 50),
+                      static_cast<std::uint64_t>(n) * 16 + static_cast<std::uint64_t>(f));
+    s.files.push_back(std::move(file));
+  }
+  return s;
+}
+
+StoredStream rich_stream() {
+  StoredStream s;
+  s.id = "firmware-v2";
+  s.version = (std::uint64_t{1} << 63) + 5;
+  s.description = "Firmware \xE2\x80\x94 with \"quotes\", ' and a backslash \\";
+  s.role_arn = "arn:aws:iam::123456789012:role/streams";
+  s.tags = {{"env", "prod"}, {"empty", ""}, {"unicode", "\xC3\xA9t\xC3\xA9"}, {"env", "dup key"}};
+  s.created_at = "2026-11-27T10:00:00Z";
+  s.updated_at = "2026-11-27T11:30:00Z";
+  StoredFile a;
+  a.file_id = 0;
+  a.bucket = "fw";
+  a.key = "images/v2.bin";
+  a.size_bytes = 4096ull * 262144;
+  a.digest = "00112233445566778899aabbccddeeff";
+  a.extent_bytes = 262144;
+  a.manifest = make_manifest(4096, 1);
+  StoredFile b;
+  b.file_id = 7;
+  b.bucket = "fw";
+  b.key = "images/v2.sig";
+  b.size_bytes = 256;
+  b.digest = "ffeeddccbbaa99887766554433221100";
+  b.extent_bytes = 262144;
+  b.manifest = {~std::uint64_t{0}};
+  StoredFile c;
+  c.file_id = 3;
+  c.bucket = "other";
+  c.key = "empty.txt";
+  c.size_bytes = 0;
+  c.digest = "99aa99aa99aa99aa99aa99aa99aa99aa";
+  c.extent_bytes = 65536;
+  s.files = {a, b, c};  // not sorted by file_id: the order must survive
+  return s;
+}
+
+struct Outcome {
+  bool called = false;
+  std::error_code error;
+};
+
+RegistryStore::Done capture(Outcome& outcome) {
+  return [&outcome](std::error_code error) {
+    EXPECT_FALSE(outcome.called) << "callback ran twice";
+    outcome.called = true;
+    outcome.error = error;
+  };
+}
+
+class RegistryStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+    std::string pattern = ::testing::TempDir() + "chunkd-registry-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+    root_ = pattern;
+    dir_ = root_ + "/state/registry";  // nested: open() creates it
+  }
+
+  void TearDown() override {
+    close_store();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+    std::error_code ignored;
+    fs::remove_all(root_, ignored);
+  }
+
+  void open_store(std::size_t max_pending = RegistryStore::kDefaultMaxPendingWrites) {
+    std::error_code error;
+    std::string message;
+    store_ = RegistryStore::open(&loop_, dir_, max_pending, error, message);
+    ASSERT_TRUE(store_) << error.message() << ": " << message;
+    EXPECT_FALSE(error);
+  }
+
+  void close_store() {
+    if (!store_) return;
+    bool closed = false;
+    store_->close([&closed] { closed = true; });
+    EXPECT_FALSE(closed) << "close() must call back on the loop, later";
+    run_until([&] { return closed; });
+    store_.reset();
+  }
+
+  template <typename Pred>
+  void run_until(Pred done) {
+    while (!done()) {
+      if (uv_run(&loop_, UV_RUN_ONCE) == 0 && !done()) break;
+    }
+    ASSERT_TRUE(done()) << "loop ran out of work";
+  }
+
+  std::error_code put_and_wait(StoredStream stream) {
+    Outcome outcome;
+    store_->put(std::move(stream), capture(outcome));
+    run_until([&] { return outcome.called; });
+    return outcome.error;
+  }
+
+  std::vector<StoredStream> load() {
+    std::error_code error;
+    auto streams = store_->load_all(error);
+    EXPECT_FALSE(error) << error.message();
+    return streams;
+  }
+
+  uv_loop_t loop_{};
+  std::string root_;
+  std::string dir_;
+  std::unique_ptr<RegistryStore> store_;
+};
+
+TEST_F(RegistryStoreTest, PutThenLoadRoundTripsEveryField) {
+  open_store();
+  EXPECT_TRUE(load().empty());
+  const StoredStream stream = rich_stream();
+  ASSERT_FALSE(put_and_wait(stream));
+  const auto streams = load();
+  ASSERT_EQ(streams.size(), 1u);
+  EXPECT_TRUE(same_stream(streams[0], stream));
+  EXPECT_EQ(streams[0].files[0].manifest.size(), 4096u);
+  EXPECT_EQ(streams[0].files[2].manifest.size(), 0u);
+  EXPECT_EQ(streams[0].tags.size(), 4u);
+}
+
+TEST_F(RegistryStoreTest, PutReplacesTheWholeStream) {
+  open_store();
+  ASSERT_FALSE(put_and_wait(rich_stream()));
+  StoredStream smaller;
+  smaller.id = "firmware-v2";
+  smaller.version = 9;
+  smaller.description = "replaced";
+  smaller.created_at = "2026-11-27T10:00:00Z";
+  smaller.updated_at = "2026-11-28T10:00:00Z";
+  StoredFile f;
+  f.file_id = 7;  // reuses an id of the old version
+  f.bucket = "fw";
+  f.key = "v3.bin";
+  f.size_bytes = 10;
+  f.digest = "0123456789abcdef0123456789abcdef";
+  f.extent_bytes = 4096;
+  f.manifest = {42};
+  smaller.files = {f};
+  ASSERT_FALSE(put_and_wait(smaller));
+  const auto streams = load();
+  ASSERT_EQ(streams.size(), 1u);
+  EXPECT_TRUE(same_stream(streams[0], smaller)) << "no tag or file of the old version may remain";
+}
+
+TEST_F(RegistryStoreTest, EraseRemovesTheStreamAndItsRows) {
+  open_store();
+  ASSERT_FALSE(put_and_wait(numbered_stream(1)));
+  ASSERT_FALSE(put_and_wait(numbered_stream(2)));
+  Outcome erased;
+  store_->erase("stream-1", capture(erased));
+  run_until([&] { return erased.called; });
+  ASSERT_FALSE(erased.error) << erased.error.message();
+  const auto streams = load();
+  ASSERT_EQ(streams.size(), 1u);
+  EXPECT_TRUE(same_stream(streams[0], numbered_stream(2)));
+  close_store();
+
+  // No orphan rows either.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(
+      sqlite3_open_v2((dir_ + "/registry.sqlite3").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+      SQLITE_OK);
+  for (const char* sql : {"SELECT count(*) FROM stream_files WHERE stream_id = 'stream-1'",
+                          "SELECT count(*) FROM stream_tags WHERE stream_id = 'stream-1'"}) {
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int(stmt, 0), 0) << sql;
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db);
+}
+
+TEST_F(RegistryStoreTest, EraseOfUnknownIdSucceeds) {
+  open_store();
+  Outcome erased;
+  store_->erase("never-existed", capture(erased));
+  run_until([&] { return erased.called; });
+  EXPECT_FALSE(erased.error) << erased.error.message();
+}
+
+TEST_F(RegistryStoreTest, WritesApplyInSubmissionOrder) {
+  open_store();
+  StoredStream v1 = numbered_stream(5);
+  v1.version = 1;
+  StoredStream v2 = numbered_stream(5);
+  v2.version = 2;
+  v2.description = "second";
+  std::vector<int> order;
+  store_->put(v1, [&](std::error_code e) {
+    EXPECT_FALSE(e);
+    order.push_back(1);
+  });
+  store_->put(v2, [&](std::error_code e) {
+    EXPECT_FALSE(e);
+    order.push_back(2);
+  });
+  // put, erase, put of another id: the last word wins.
+  store_->put(numbered_stream(6), [&](std::error_code e) {
+    EXPECT_FALSE(e);
+    order.push_back(3);
+  });
+  store_->erase("stream-6", [&](std::error_code e) {
+    EXPECT_FALSE(e);
+    order.push_back(4);
+  });
+  store_->put(numbered_stream(7), [&](std::error_code e) {
+    EXPECT_FALSE(e);
+    order.push_back(5);
+  });
+  store_->erase("stream-7", [&](std::error_code e) {
+    EXPECT_FALSE(e);
+    order.push_back(6);
+  });
+  store_->put(numbered_stream(7), [&](std::error_code e) {
+    EXPECT_FALSE(e);
+    order.push_back(7);
+  });
+  EXPECT_EQ(store_->pending_writes(), 7u);
+  run_until([&] { return order.size() == 7; });
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(store_->pending_writes(), 0u);
+  const auto streams = load();
+  ASSERT_EQ(streams.size(), 2u);
+  EXPECT_TRUE(same_stream(streams[0], v2));
+  EXPECT_TRUE(same_stream(streams[1], numbered_stream(7)));
+}
+
+TEST_F(RegistryStoreTest, QueueOverflowFailsAtOnce) {
+  open_store(2);
+  Outcome a;
+  Outcome b;
+  Outcome c;
+  store_->put(numbered_stream(1), capture(a));
+  store_->put(numbered_stream(2), capture(b));
+  store_->put(numbered_stream(3), capture(c));
+  ASSERT_TRUE(c.called) << "overflow must fail before put() returns";
+  EXPECT_EQ(c.error, std::errc::resource_unavailable_try_again);
+  EXPECT_EQ(store_->pending_writes(), 2u);
+  Outcome d;
+  store_->erase("stream-1", capture(d));
+  ASSERT_TRUE(d.called);
+  EXPECT_EQ(d.error, std::errc::resource_unavailable_try_again);
+  run_until([&] { return a.called && b.called; });
+  EXPECT_FALSE(a.error);
+  EXPECT_FALSE(b.error);
+  EXPECT_EQ(load().size(), 2u);
+}
+
+TEST_F(RegistryStoreTest, LoadAllWhileWritesArePendingIsBusy) {
+  open_store();
+  Outcome a;
+  store_->put(numbered_stream(1), capture(a));
+  std::error_code error;
+  const auto streams = store_->load_all(error);
+  EXPECT_EQ(error, std::errc::device_or_resource_busy);
+  EXPECT_TRUE(streams.empty());
+  run_until([&] { return a.called; });
+  EXPECT_EQ(load().size(), 1u);
+}
+
+TEST_F(RegistryStoreTest, FailedPutLeavesThePreviousVersion) {
+  open_store();
+  const StoredStream good = numbered_stream(4);
+  ASSERT_FALSE(put_and_wait(good));
+  StoredStream bad = numbered_stream(4);
+  bad.version = 99;
+  bad.files.push_back(bad.files[0]);  // duplicate file id: the insert fails mid-transaction
+  const std::error_code error = put_and_wait(bad);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error.category(), sqlite_category());
+  EXPECT_EQ(error.value() & 0xff, SQLITE_CONSTRAINT) << error.message();
+  const auto streams = load();
+  ASSERT_EQ(streams.size(), 1u);
+  EXPECT_TRUE(same_stream(streams[0], good));
+  // The connection is usable afterwards.
+  ASSERT_FALSE(put_and_wait(numbered_stream(5)));
+  EXPECT_EQ(load().size(), 2u);
+}
+
+TEST_F(RegistryStoreTest, ReopenAfterCloseKeepsData) {
+  open_store();
+  ASSERT_FALSE(put_and_wait(rich_stream()));
+  ASSERT_FALSE(put_and_wait(numbered_stream(1)));
+  close_store();
+  open_store();
+  const auto streams = load();
+  ASSERT_EQ(streams.size(), 2u);
+  EXPECT_TRUE(same_stream(streams[0], rich_stream()));
+  EXPECT_TRUE(same_stream(streams[1], numbered_stream(1)));
+}
+
+TEST_F(RegistryStoreTest, CloseWaitsForQueuedWrites) {
+  open_store();
+  int acknowledged = 0;
+  bool closed = false;
+  for (int n = 0; n < 5; ++n) {
+    store_->put(numbered_stream(n), [&](std::error_code e) {
+      EXPECT_FALSE(e);
+      EXPECT_FALSE(closed);
+      ++acknowledged;
+    });
+  }
+  store_->close([&] { closed = true; });
+  Outcome late;
+  store_->put(numbered_stream(9), capture(late));
+  ASSERT_TRUE(late.called);
+  EXPECT_EQ(late.error, std::errc::operation_canceled);
+  run_until([&] { return closed; });
+  EXPECT_EQ(acknowledged, 5);
+  store_.reset();
+  open_store();
+  EXPECT_EQ(load().size(), 5u);
+}
+
+TEST_F(RegistryStoreTest, CorruptDatabaseGivesAClearError) {
+  fs::create_directories(dir_);
+  {
+    std::ofstream junk(dir_ + "/registry.sqlite3", std::ios::binary);
+    for (int i = 0; i < 1000; ++i) junk << "this is not a database ";
+  }
+  std::error_code error;
+  std::string message;
+  auto store = RegistryStore::open(&loop_, dir_, error, message);
+  EXPECT_FALSE(store);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error.category(), sqlite_category());
+  EXPECT_EQ(error.value() & 0xff, SQLITE_NOTADB);
+  EXPECT_NE(message.find("registry.sqlite3"), std::string::npos) << message;
+  EXPECT_NE(message.find("not a database"), std::string::npos) << message;
+}
+
+TEST_F(RegistryStoreTest, DirectoryThatIsAFileGivesAClearError) {
+  fs::create_directories(root_ + "/state");
+  { std::ofstream file(dir_); }
+  std::error_code error;
+  std::string message;
+  auto store = RegistryStore::open(&loop_, dir_, error, message);
+  EXPECT_FALSE(store);
+  EXPECT_TRUE(error);
+  EXPECT_NE(message.find(dir_), std::string::npos) << message;
+}
+
+TEST_F(RegistryStoreTest, UncreatableDirectoryGivesAClearError) {
+  std::error_code error;
+  std::string message;
+  auto store = RegistryStore::open(&loop_, "/proc/self/chunkd-registry", error, message);
+  EXPECT_FALSE(store);
+  EXPECT_TRUE(error);
+  EXPECT_NE(message.find("/proc/self/chunkd-registry"), std::string::npos) << message;
+}
+
+TEST_F(RegistryStoreTest, UnwritableDirectoryGivesAClearError) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions";
+  fs::create_directories(dir_);
+  fs::permissions(dir_, fs::perms::owner_read | fs::perms::owner_exec);
+  std::error_code error;
+  std::string message;
+  auto store = RegistryStore::open(&loop_, dir_, error, message);
+  fs::permissions(dir_, fs::perms::owner_all);
+  EXPECT_FALSE(store);
+  EXPECT_TRUE(error);
+  EXPECT_NE(message.find("registry.sqlite3"), std::string::npos) << message;
+}
+
+TEST_F(RegistryStoreTest, NewerSchemaVersionIsRefused) {
+  fs::create_directories(dir_);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/registry.sqlite3").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  std::error_code error;
+  std::string message;
+  auto store = RegistryStore::open(&loop_, dir_, error, message);
+  EXPECT_FALSE(store);
+  EXPECT_TRUE(error);
+  EXPECT_NE(message.find("schema version 99"), std::string::npos) << message;
+}
+
+TEST(SqliteCategoryTest, NamesAndMapsErrors) {
+  const std::error_code full(SQLITE_FULL, sqlite_category());
+  EXPECT_STREQ(sqlite_category().name(), "sqlite");
+  EXPECT_FALSE(full.message().empty());
+  EXPECT_EQ(full, std::errc::no_space_on_device);
+  EXPECT_EQ(std::error_code(SQLITE_IOERR_FSYNC, sqlite_category()), std::errc::io_error);
+  EXPECT_EQ(std::error_code(SQLITE_BUSY, sqlite_category()),
+            std::errc::resource_unavailable_try_again);
+}
+
+// ---- kill -9 in the middle of a burst of writes --------------------------------------------
+
+// The writer runs in a fresh process: fork() then exec() of this same test binary, which sees
+// kCrashChildEnv in a global test environment and never reaches the tests. (Forking without exec
+// would copy a process whose libuv pool threads already exist, which ThreadSanitizer refuses.)
+constexpr const char* kCrashChildEnv = "CHUNKD_REGISTRY_CRASH_CHILD";  // "<ack fd>:<dir>"
+
+// Acknowledged puts, each id written to `ack_fd` after its callback reported success. Never
+// returns; the parent kills it.
+[[noreturn]] void crash_child(const std::string& dir, int ack_fd) {
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) ::_exit(2);
+  std::error_code error;
+  std::string message;
+  auto store = RegistryStore::open(&loop, dir, 16, error, message);
+  if (!store) ::_exit(3);
+  constexpr int kTotal = 100'000;
+  constexpr std::size_t kDepth = 8;  // writes queued at once
+  int next = 0;
+  std::function<void()> issue = [&] {
+    while (store->pending_writes() < kDepth && next < kTotal) {
+      const int n = next++;
+      store->put(numbered_stream(n), [&, n](std::error_code e) {
+        if (e) ::_exit(4);
+        const std::int32_t id = n;
+        if (::write(ack_fd, &id, sizeof id) != static_cast<ssize_t>(sizeof id)) ::_exit(5);
+        issue();
+      });
+    }
+  };
+  issue();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ::_exit(0);
+}
+
+class CrashChildEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const char* spec = std::getenv(kCrashChildEnv);
+    if (spec == nullptr) return;
+    char* rest = nullptr;
+    const long fd = std::strtol(spec, &rest, 10);
+    if (rest == nullptr || *rest != ':' || fd < 0) ::_exit(6);
+    crash_child(rest + 1, static_cast<int>(fd));
+  }
+};
+[[maybe_unused]] ::testing::Environment* const crash_child_environment =
+    ::testing::AddGlobalTestEnvironment(new CrashChildEnvironment);
+
+TEST_F(RegistryStoreTest, AcknowledgedWritesSurviveKill9) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  // Everything the child needs is built before fork(): between fork and exec it only calls
+  // async-signal-safe functions.
+  std::string env_entry = std::string(kCrashChildEnv) + "=" + std::to_string(fds[1]) + ":" + dir_;
+  // Environments are only set up when some test is selected: pick a trivial one.
+  std::string filter = "--gtest_filter=SqliteCategoryTest.NamesAndMapsErrors";
+  std::string self = "/proc/self/exe";
+  std::vector<char*> argv = {self.data(), filter.data(), nullptr};
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  envp.push_back(env_entry.data());
+  envp.push_back(nullptr);
+  const int dev_null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(dev_null, 0);
+
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::dup2(dev_null, STDOUT_FILENO);  // the child's gtest banner is noise
+    ::execve(self.c_str(), argv.data(), envp.data());
+    ::_exit(7);
+  }
+  ::close(dev_null);
+  ::close(fds[1]);
+
+  // Collect acknowledgements; kill the child once a burst is well under way.
+  constexpr std::size_t kKillAfter = 40;
+  std::set<int> acknowledged;
+  bool killed = false;
+  std::int32_t id = 0;
+  std::size_t have = 0;
+  for (;;) {
+    pollfd p{fds[0], POLLIN, 0};
+    const int ready = ::poll(&p, 1, 120'000);  // failure guard only
+    if (ready <= 0) {
+      ADD_FAILURE() << "no acknowledgement from the child for two minutes";
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    const ssize_t n = ::read(fds[0], reinterpret_cast<char*>(&id) + have, sizeof id - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF: the child is gone and every ack it wrote has been read
+    have += static_cast<std::size_t>(n);
+    if (have < sizeof id) continue;
+    have = 0;
+    acknowledged.insert(id);
+    if (!killed && acknowledged.size() >= kKillAfter) {
+      ASSERT_EQ(::kill(pid, SIGKILL), 0);
+      killed = true;
+    }
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(killed) << "child ended early, status " << status;
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+  ASSERT_GE(acknowledged.size(), kKillAfter);
+
+  // Independent check of the raw rows: every stream row has all of its file rows.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(
+        sqlite3_open_v2((dir_ + "/registry.sqlite3").c_str(), &db, SQLITE_OPEN_READWRITE, nullptr),
+        SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "SELECT s.id, s.file_count, (SELECT count(*) FROM stream_files f "
+                                 "WHERE f.stream_id = s.id) FROM streams s",
+                                 -1, &stmt, nullptr),
+              SQLITE_OK);
+    int rows = 0;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+      ++rows;
+      EXPECT_EQ(sqlite3_column_int(stmt, 1), sqlite3_column_int(stmt, 2))
+          << reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    EXPECT_GE(rows, static_cast<int>(acknowledged.size()));
+    sqlite3_close(db);
+  }
+
+  open_store();
+  const auto streams = load();
+  std::set<std::string> present;
+  for (const StoredStream& s : streams) {
+    present.insert(s.id);
+    const int n = std::atoi(s.id.c_str() + std::string("stream-").size());
+    EXPECT_TRUE(same_stream(s, numbered_stream(n))) << s.id << " is not exactly what was put";
+  }
+  std::size_t missing = 0;
+  for (int n : acknowledged) {
+    if (present.count("stream-" + std::to_string(n)) == 0) ++missing;
+  }
+  EXPECT_EQ(missing, 0u) << "acknowledged streams lost after kill -9";
+  // Writes are sequential: at most the queue depth of unacknowledged ones may have landed.
+  EXPECT_LE(streams.size(), acknowledged.size() + 8);
+}
+
+}  // namespace
+}  // namespace chunkd::io

@@ -1,0 +1,243 @@
+#include "tests/support/broker.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#ifndef CHUNKD_MOSQUITTO
+#define CHUNKD_MOSQUITTO "/usr/sbin/mosquitto"
+#endif
+
+namespace chunkd::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return addr;
+}
+
+// Binds port 0 on loopback, reads the port the kernel chose, closes the socket.
+std::uint16_t pick_free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr = loopback(0);
+  std::uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    socklen_t len = sizeof addr;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+bool port_accepts(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr = loopback(port);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+TestBroker::TestBroker(std::string extra_config) : extra_config_(std::move(extra_config)) {}
+
+TestBroker::~TestBroker() {
+  stop();
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+std::string TestBroker::uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+
+std::string TestBroker::log_contents() const {
+  return log_path_.empty() ? std::string() : read_file(log_path_);
+}
+
+bool TestBroker::make_dir() {
+  if (!dir_.empty()) return true;
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern =
+      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/chunkd-broker-XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) {
+    error_ = errno_text("mkdtemp");
+    return false;
+  }
+  dir_ = buf.data();
+  config_path_ = dir_ + "/mosquitto.conf";
+  log_path_ = dir_ + "/mosquitto.log";
+  stderr_path_ = dir_ + "/stderr.log";
+  return true;
+}
+
+bool TestBroker::write_config() {
+  std::ofstream out(config_path_, std::ios::trunc);
+  out << "listener " << port_ << " 127.0.0.1\n"
+      << "allow_anonymous true\n"
+      << "set_tcp_nodelay true\n"
+      << "persistence false\n"
+      << "max_queued_messages 100000\n"
+      << "log_dest file " << log_path_ << "\n"
+      << "log_timestamp_format %Y-%m-%dT%H:%M:%S\n";
+  // Run as root, mosquitto would switch to the `mosquitto` user and could not write the log.
+  if (::geteuid() == 0) out << "user root\n";
+  if (!extra_config_.empty()) out << extra_config_ << "\n";
+  out.close();
+  if (!out) {
+    error_ = "cannot write " + config_path_;
+    return false;
+  }
+  return true;
+}
+
+bool TestBroker::launch() {
+  const std::string binary = CHUNKD_MOSQUITTO[0] != '\0' ? CHUNKD_MOSQUITTO : "/usr/sbin/mosquitto";
+  // Everything the child needs is prepared before fork(): after it only async-signal-safe calls.
+  std::vector<char*> argv = {const_cast<char*>(binary.c_str()), const_cast<char*>("-c"),
+                             const_cast<char*>(config_path_.c_str()), nullptr};
+  int err_fd = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (err_fd < 0) {
+    error_ = errno_text("open broker stderr file");
+    return false;
+  }
+  const pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    error_ = errno_text("fork");
+    ::close(err_fd);
+    return false;
+  }
+  if (pid == 0) {
+    // Child: the broker dies with the test process, owns no fd of the test (a client socket
+    // inherited here would outlive the client's close), and starts with signals unblocked.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    int null_fd = ::open("/dev/null", O_RDONLY);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    ::dup2(err_fd, 1);
+    ::dup2(err_fd, 2);
+    ::close_range(3, ~0U, 0);
+    if (::getppid() != parent) ::_exit(127);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(err_fd);
+  pid_ = pid;
+  paused_ = false;
+  return true;
+}
+
+bool TestBroker::wait_until_accepting(int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      error_ = "mosquitto exited during start-up (status " + std::to_string(status) +
+               "): " + read_file(stderr_path_) + log_contents();
+      return false;
+    }
+    if (port_accepts(port_)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  error_ = "mosquitto did not accept connections on port " + std::to_string(port_) + " within " +
+           std::to_string(timeout_ms) + " ms: " + read_file(stderr_path_) + log_contents();
+  stop();
+  return false;
+}
+
+bool TestBroker::start() {
+  if (pid_ > 0) return true;
+  error_.clear();
+  if (!make_dir()) return false;
+  // Another process may take the port between our probe and the broker's bind: retry a few times.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    port_ = pick_free_port();
+    if (port_ == 0) {
+      error_ = "no free loopback port";
+      continue;
+    }
+    if (!write_config() || !launch()) return false;
+    if (wait_until_accepting(10000)) return true;
+  }
+  return false;
+}
+
+bool TestBroker::restart() {
+  stop();
+  error_.clear();
+  if (port_ == 0 || dir_.empty()) return start();
+  if (!launch()) return false;
+  return wait_until_accepting(10000);
+}
+
+void TestBroker::pause() {
+  if (pid_ > 0 && !paused_ && ::kill(pid_, SIGSTOP) == 0) paused_ = true;
+}
+
+void TestBroker::resume() {
+  if (pid_ > 0 && paused_) {
+    ::kill(pid_, SIGCONT);
+    paused_ = false;
+  }
+}
+
+void TestBroker::stop() {
+  if (pid_ <= 0) return;
+  resume();
+  ::kill(pid_, SIGTERM);
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  int status = 0;
+  while (Clock::now() < deadline) {
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_ || (r < 0 && errno == ECHILD)) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+}  // namespace chunkd::test
