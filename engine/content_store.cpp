@@ -1,5 +1,21 @@
 #include "engine/content_store.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <span>
+
+#include "io/log.hpp"
+
 namespace chunkd::engine {
 
 std::string blob_path(const std::string& data_dir, std::string_view digest) {
@@ -9,6 +25,648 @@ std::string blob_path(const std::string& data_dir, std::string_view digest) {
   path += '/';
   path.append(digest);
   return path;
+}
+
+bool valid_digest(std::string_view digest) {
+  if (digest.size() != 32) return false;
+  return std::all_of(digest.begin(), digest.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+namespace {
+
+class IngestCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "ingest"; }
+  std::string message(int value) const override {
+    switch (static_cast<IngestError>(value)) {
+      case IngestError::SourceChanged:
+        return "the file changed while it was being read";
+      case IngestError::Closed:
+        return "the content store is closing";
+    }
+    return "ingest error";
+  }
+};
+
+std::error_code errno_code(int e) { return {e, std::generic_category()}; }
+
+std::string digest_hex(XXH128_hash_t hash) {
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, hash);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(32, '0');
+  for (std::size_t i = 0; i < 16; ++i) {
+    out[2 * i] = kHex[canonical.digest[i] >> 4];
+    out[2 * i + 1] = kHex[canonical.digest[i] & 0xf];
+  }
+  return out;
+}
+
+int make_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) == 0) return 0;
+  if (errno != EEXIST) return errno;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return errno;
+  return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
+int make_dirs(const std::string& path) {
+  for (std::size_t slash = path.find('/', 1); slash != std::string::npos;
+       slash = path.find('/', slash + 1)) {
+    if (int e = make_dir(path.substr(0, slash))) return e;
+  }
+  return make_dir(path);
+}
+
+int fsync_dir(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int e = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return e;
+}
+
+// Removes every entry of <data_dir>/tmp. Only while no ingest runs.
+int clean_tmp(const std::string& data_dir) {
+  std::string dir = data_dir + "/tmp";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return errno;
+  int e = 0;
+  while (dirent* entry = ::readdir(d)) {
+    std::string_view name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    if (::unlinkat(::dirfd(d), entry->d_name, 0) != 0 && errno != ENOENT) e = errno;
+  }
+  ::closedir(d);
+  return e;
+}
+
+struct ScanResult {
+  int error = 0;
+  std::uint64_t blobs = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t removed_blobs = 0;
+  std::uint64_t removed_bytes = 0;
+};
+
+// Counts the blobs; when `live` is given, removes those not in it (sorted). Names that are not
+// digests are left alone.
+ScanResult scan_blobs(const std::string& data_dir, const std::vector<std::string>* live) {
+  ScanResult r;
+  std::string root = data_dir + "/blobs";
+  DIR* top = ::opendir(root.c_str());
+  if (top == nullptr) {
+    r.error = errno;
+    return r;
+  }
+  while (dirent* sub = ::readdir(top)) {
+    std::string_view prefix = sub->d_name;
+    if (prefix.size() != 2 || !valid_digest(std::string(prefix) + std::string(30, '0'))) continue;
+    int sub_fd = ::openat(::dirfd(top), sub->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sub_fd < 0) continue;
+    DIR* d = ::fdopendir(sub_fd);
+    if (d == nullptr) {
+      ::close(sub_fd);
+      continue;
+    }
+    while (dirent* entry = ::readdir(d)) {
+      std::string_view name = entry->d_name;
+      if (!valid_digest(name) || name.substr(0, 2) != prefix) continue;
+      struct stat st {};
+      if (::fstatat(::dirfd(d), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      auto size = static_cast<std::uint64_t>(st.st_size);
+      bool keep = live == nullptr || std::binary_search(live->begin(), live->end(), name);
+      if (!keep && ::unlinkat(::dirfd(d), entry->d_name, 0) == 0) {
+        r.removed_blobs++;
+        r.removed_bytes += size;
+        continue;
+      }
+      r.blobs++;
+      r.bytes += size;
+    }
+    ::closedir(d);
+  }
+  ::closedir(top);
+  return r;
+}
+
+}  // namespace
+
+const std::error_category& ingest_category() {
+  static const IngestCategory category;
+  return category;
+}
+
+std::error_code make_error_code(IngestError e) { return {static_cast<int>(e), ingest_category()}; }
+
+struct ContentStore::Job {
+  enum class SlotState { Free, Reading, Ready, Writing };
+  struct Slot {
+    Job* job = nullptr;
+    SlotState state = SlotState::Free;
+    std::uint64_t extent = 0;
+    std::size_t length = 0;
+    std::size_t written = 0;
+    std::unique_ptr<std::byte[]> buffer;
+    uv_fs_t write_req{};
+    uv_buf_t write_buf{};
+  };
+
+  ContentStore* store = nullptr;
+  IngestDone done;
+  std::uint64_t started_ms = 0;
+
+  // Owned descriptors; closed by the finalize or cleanup work.
+  int src_fd = -1;
+  int tmp_fd = -1;
+  int read_fd = -1;  // src_fd, or tmp_fd after a reflink
+  std::string tmp_path;
+
+  std::uint64_t size = 0;
+  std::uint64_t extents = 0;
+  std::uint64_t next_read = 0;
+  std::uint64_t next_hash = 0;
+  std::size_t outstanding = 0;  // reads and writes in flight
+  std::vector<Slot> slots;      // sized once; never resized while I/O is in flight
+  XXH3_state_t* hash = nullptr;
+
+  std::error_code error;
+  bool ended = false;  // finalize or cleanup queued
+  bool pumping = false;
+  bool pump_again = false;
+
+  uv_work_t work{};
+  int work_errno = 0;
+  bool created = false;
+  IngestResult result;
+
+  ~Job() {
+    if (hash != nullptr) XXH3_freeState(hash);
+  }
+};
+
+struct ContentStore::GcRun {
+  ContentStore* store = nullptr;
+  uv_work_t work{};
+  std::string data_dir;
+  std::vector<std::string> live;
+  ScanResult scan;
+  std::vector<std::function<void(const GcResult&)>> waiters;
+};
+
+ContentStore::ContentStore(uv_loop_t* loop, io::FileReader& reader, Metrics* metrics,
+                           const Clock& clock, ContentStoreOptions options, LiveDigests live)
+    : loop_(loop),
+      reader_(reader),
+      metrics_(metrics),
+      clock_(clock),
+      options_(std::move(options)),
+      live_(std::move(live)) {
+  assert(options_.extent_bytes > 0 && options_.reads_in_flight > 0);
+  if (metrics_ != nullptr) {
+    ingest_bytes_ = &metrics_->counter("chunkd_ingest_bytes_total",
+                                       "Bytes read into the content store by ingests.");
+    ingest_seconds_ = &metrics_->gauge("chunkd_ingest_seconds_total",
+                                       "Seconds spent in successful ingests (a running total).");
+    gc_removed_ =
+        &metrics_->counter("chunkd_gc_removed_blobs_total", "Blobs removed by garbage collection.");
+    metrics_->gauge_fn("chunkd_store_bytes", "Bytes stored in the content store.", "",
+                       [this] { return static_cast<double>(stored_bytes_); });
+    metrics_->gauge_fn("chunkd_store_blobs", "Blobs stored in the content store.", "",
+                       [this] { return static_cast<double>(stored_blobs_); });
+  }
+}
+
+ContentStore::~ContentStore() { assert(jobs_.empty() && waiting_.empty() && !gc_running_); }
+
+std::error_code ContentStore::open(std::string& message) {
+  const std::string& dir = options_.data_dir;
+  for (const std::string& path : {dir, dir + "/blobs", dir + "/tmp"}) {
+    if (int e = make_dirs(path)) {
+      message = "cannot create " + path + ": " + std::strerror(e);
+      return errno_code(e);
+    }
+  }
+  struct stat st {};
+  if (::stat((dir + "/tmp").c_str(), &st) != 0) {
+    int e = errno;
+    message = "cannot stat " + dir + "/tmp: " + std::strerror(e);
+    return errno_code(e);
+  }
+  data_device_ = static_cast<std::uint64_t>(st.st_dev);
+  if (int e = clean_tmp(dir)) {
+    message = "cannot empty " + dir + "/tmp: " + std::strerror(e);
+    return errno_code(e);
+  }
+  ScanResult scan = scan_blobs(dir, nullptr);
+  if (scan.error != 0) {
+    message = "cannot list " + dir + "/blobs: " + std::strerror(scan.error);
+    return errno_code(scan.error);
+  }
+  stored_blobs_ = scan.blobs;
+  stored_bytes_ = scan.bytes;
+  return {};
+}
+
+std::size_t ContentStore::ingests_in_progress() const { return jobs_.size() + waiting_.size(); }
+
+void ContentStore::ingest(int fd, IngestDone done) {
+  if (closing_) {
+    ::close(fd);
+    done(IngestError::Closed, {});
+    return;
+  }
+  auto job = std::make_unique<Job>();
+  job->store = this;
+  job->done = std::move(done);
+  job->src_fd = fd;
+  job->started_ms = clock_.now_ms();
+  if (gc_running_) {
+    waiting_.push_back(std::move(job));
+    return;
+  }
+  jobs_.push_back(std::move(job));
+  start(*jobs_.back());
+}
+
+// Thread pool: size the source, make the temp file, try a reflink.
+void ContentStore::start(Job& job) {
+  job.tmp_path = options_.data_dir + "/tmp/ingest-" + std::to_string(::getpid()) + "-" +
+                 std::to_string(next_tmp_++);
+  job.work.data = &job;
+  int rc = uv_queue_work(
+      loop_, &job.work,
+      [](uv_work_t* req) {
+        auto& j = *static_cast<Job*>(req->data);
+        const ContentStoreOptions& opt = j.store->options_;
+        struct stat st {};
+        if (::fstat(j.src_fd, &st) != 0) {
+          j.work_errno = errno;
+          return;
+        }
+        if (!S_ISREG(st.st_mode)) {
+          j.work_errno = EINVAL;
+          return;
+        }
+        j.tmp_fd = ::open(j.tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (j.tmp_fd < 0) {
+          j.work_errno = errno;
+          return;
+        }
+        j.size = static_cast<std::uint64_t>(st.st_size);
+        j.read_fd = j.src_fd;
+        if (opt.try_reflink && static_cast<std::uint64_t>(st.st_dev) == j.store->data_device_ &&
+            ::ioctl(j.tmp_fd, FICLONE, j.src_fd) == 0) {
+          struct stat clone {};
+          if (::fstat(j.tmp_fd, &clone) == 0) {
+            // Hash what the clone holds: it is what the blob will be.
+            j.size = static_cast<std::uint64_t>(clone.st_size);
+            j.read_fd = j.tmp_fd;
+            j.result.reflinked = true;
+          } else if (::ftruncate(j.tmp_fd, 0) != 0) {
+            j.work_errno = errno;
+            return;
+          }
+        }
+        if (!j.result.reflinked) {
+          (void)::posix_fadvise(j.src_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        }
+      },
+      [](uv_work_t* req, int status) {
+        auto& j = *static_cast<Job*>(req->data);
+        if (status != 0) {
+          j.error = errno_code(-status);
+        } else if (j.work_errno != 0) {
+          j.error = errno_code(j.work_errno);
+        }
+        if (!j.error) {
+          const std::uint64_t extent = j.store->options_.extent_bytes;
+          j.extents = (j.size + extent - 1) / extent;
+          j.hash = XXH3_createState();
+          if (j.hash == nullptr || XXH3_128bits_reset(j.hash) != XXH_OK) {
+            j.error = std::make_error_code(std::errc::not_enough_memory);
+          } else {
+            std::size_t n = static_cast<std::size_t>(
+                std::min<std::uint64_t>(j.extents, j.store->options_.reads_in_flight));
+            j.slots.resize(n);
+            for (auto& slot : j.slots) {
+              slot.job = &j;
+              slot.buffer = std::make_unique<std::byte[]>(extent);
+            }
+            j.result.extent_bytes = j.store->options_.extent_bytes;
+            j.result.manifest.reserve(static_cast<std::size_t>(j.extents));
+          }
+        }
+        j.store->pump(j);
+      });
+  if (rc != 0) {
+    job.error = errno_code(-rc);
+    pump(job);
+  }
+}
+
+void ContentStore::pump(Job& job) {
+  if (job.pumping) {
+    job.pump_again = true;
+    return;
+  }
+  job.pumping = true;
+  do {
+    job.pump_again = false;
+    step(job);
+  } while (job.pump_again);
+  job.pumping = false;
+}
+
+void ContentStore::step(Job& job) {
+  if (job.ended) return;
+  if (!job.error && closing_) job.error = IngestError::Closed;
+  if (!job.error) {
+    hash_ready(job);
+    if (!job.error) issue_reads(job);
+  }
+  if (job.outstanding != 0) return;
+  if (job.error || job.next_hash == job.extents) finalize(job);
+}
+
+void ContentStore::issue_reads(Job& job) {
+  const std::uint64_t extent = options_.extent_bytes;
+  for (auto& slot : job.slots) {
+    if (job.error || job.next_read >= job.extents) return;
+    if (slot.state != Job::SlotState::Free) continue;
+    slot.state = Job::SlotState::Reading;
+    slot.extent = job.next_read++;
+    std::uint64_t offset = slot.extent * extent;
+    slot.length = static_cast<std::size_t>(std::min(extent, job.size - offset));
+    slot.written = 0;
+    job.outstanding++;
+    Job::Slot* s = &slot;
+    reader_.read(job.read_fd, offset, std::span<std::byte>(slot.buffer.get(), slot.length),
+                 [s](std::error_code error, std::size_t bytes_read) {
+                   Job& j = *s->job;
+                   j.outstanding--;
+                   if (error) {
+                     if (!j.error) j.error = error;
+                     s->state = Job::SlotState::Free;
+                   } else if (bytes_read < s->length) {
+                     if (!j.error) j.error = IngestError::SourceChanged;
+                     s->state = Job::SlotState::Free;
+                   } else {
+                     s->state = Job::SlotState::Ready;
+                   }
+                   j.store->pump(j);
+                 });
+  }
+}
+
+void ContentStore::hash_ready(Job& job) {
+  const std::uint64_t extent = options_.extent_bytes;
+  bool progressed = true;
+  while (progressed && job.next_hash < job.extents) {
+    progressed = false;
+    for (auto& slot : job.slots) {
+      if (slot.state != Job::SlotState::Ready || slot.extent != job.next_hash) continue;
+      progressed = true;
+      const std::byte* data = slot.buffer.get();
+      (void)XXH3_128bits_update(job.hash, data, slot.length);
+      job.result.manifest.push_back(XXH3_64bits(data, slot.length));
+      job.next_hash++;
+      if (job.result.reflinked) {
+        slot.state = Job::SlotState::Free;
+        break;
+      }
+      slot.state = Job::SlotState::Writing;
+      slot.write_req.data = &slot;
+      slot.write_buf = uv_buf_init(reinterpret_cast<char*>(slot.buffer.get()),
+                                   static_cast<unsigned>(slot.length));
+      job.outstanding++;
+      auto on_write = [](uv_fs_t* req) {
+        auto* s = static_cast<Job::Slot*>(req->data);
+        Job& j = *s->job;
+        const std::uint64_t ext = j.store->options_.extent_bytes;
+        ssize_t result = req->result;
+        uv_fs_req_cleanup(req);
+        if (result < 0 || (result == 0 && s->written < s->length)) {
+          if (!j.error) j.error = errno_code(result < 0 ? static_cast<int>(-result) : EIO);
+        } else {
+          s->written += static_cast<std::size_t>(result);
+          if (s->written < s->length && !j.error) {
+            // A short write: write the rest.
+            s->write_buf = uv_buf_init(reinterpret_cast<char*>(s->buffer.get() + s->written),
+                                       static_cast<unsigned>(s->length - s->written));
+            int rc = uv_fs_write(j.store->loop_, &s->write_req, j.tmp_fd, &s->write_buf, 1,
+                                 static_cast<std::int64_t>(s->extent * ext + s->written), req->cb);
+            if (rc == 0) return;
+            j.error = errno_code(-rc);
+          }
+        }
+        s->state = Job::SlotState::Free;
+        j.outstanding--;
+        j.store->pump(j);
+      };
+      int rc = uv_fs_write(loop_, &slot.write_req, job.tmp_fd, &slot.write_buf, 1,
+                           static_cast<std::int64_t>(slot.extent * extent), on_write);
+      if (rc != 0) {
+        job.outstanding--;
+        slot.state = Job::SlotState::Free;
+        job.error = errno_code(-rc);
+        return;
+      }
+      break;
+    }
+  }
+}
+
+// Thread pool: on success fsync, link to the digest name, fsync the directory; always close the
+// descriptors and remove the temp name.
+void ContentStore::finalize(Job& job) {
+  job.ended = true;
+  if (!job.error) {
+    job.result.digest = digest_hex(XXH3_128bits_digest(job.hash));
+    job.result.size_bytes = job.size;
+  }
+  job.work.data = &job;
+  job.work_errno = 0;
+  int rc = uv_queue_work(
+      loop_, &job.work,
+      [](uv_work_t* req) {
+        auto& j = *static_cast<Job*>(req->data);
+        const std::string& data_dir = j.store->options_.data_dir;
+        if (!j.error && j.tmp_fd >= 0) {
+          if (::fsync(j.tmp_fd) != 0 || ::fchmod(j.tmp_fd, 0444) != 0) j.work_errno = errno;
+        }
+        if (j.tmp_fd >= 0) ::close(j.tmp_fd);
+        if (j.src_fd >= 0) ::close(j.src_fd);
+        j.tmp_fd = j.src_fd = j.read_fd = -1;
+        if (!j.error && j.work_errno == 0) {
+          std::string dir = data_dir + "/blobs/" + j.result.digest.substr(0, 2);
+          bool new_dir = ::mkdir(dir.c_str(), 0755) == 0;
+          if (!new_dir && errno != EEXIST) {
+            j.work_errno = errno;
+          } else if (new_dir && fsync_dir(data_dir + "/blobs") != 0) {
+            j.work_errno = errno;
+          } else {
+            std::string target = dir + "/" + j.result.digest;
+            if (::link(j.tmp_path.c_str(), target.c_str()) == 0) {
+              j.created = true;
+              if (int e = fsync_dir(dir)) j.work_errno = e;
+            } else if (errno == EEXIST) {
+              j.result.deduplicated = true;
+            } else {
+              j.work_errno = errno;
+            }
+          }
+        }
+        if (!j.tmp_path.empty()) ::unlink(j.tmp_path.c_str());
+      },
+      [](uv_work_t* req, int status) {
+        auto& j = *static_cast<Job*>(req->data);
+        if (!j.error && status != 0) j.error = errno_code(-status);
+        if (!j.error && j.work_errno != 0) j.error = errno_code(j.work_errno);
+        j.store->finish(j);
+      });
+  if (rc != 0) {
+    // Cannot happen with a live loop; close here rather than leak.
+    if (job.tmp_fd >= 0) ::close(job.tmp_fd);
+    if (job.src_fd >= 0) ::close(job.src_fd);
+    ::unlink(job.tmp_path.c_str());
+    if (!job.error) job.error = errno_code(-rc);
+    finish(job);
+  }
+}
+
+void ContentStore::finish(Job& job) {
+  auto it =
+      std::find_if(jobs_.begin(), jobs_.end(), [&](const auto& p) { return p.get() == &job; });
+  assert(it != jobs_.end());
+  std::unique_ptr<Job> owned = std::move(*it);
+  jobs_.erase(it);
+  if (!owned->error) {
+    pins_[owned->result.digest]++;
+    if (owned->created) {
+      stored_blobs_++;
+      stored_bytes_ += owned->result.size_bytes;
+    }
+    if (ingest_bytes_ != nullptr) ingest_bytes_->inc(owned->result.size_bytes);
+    if (ingest_seconds_ != nullptr) {
+      ingest_seconds_->add(static_cast<double>(clock_.now_ms() - owned->started_ms) / 1000.0);
+    }
+    owned->done({}, std::move(owned->result));
+  } else {
+    owned->done(owned->error, {});
+  }
+  maybe_run_gc();
+  maybe_closed();
+}
+
+void ContentStore::unpin(const std::string& digest) {
+  auto it = pins_.find(digest);
+  assert(it != pins_.end());
+  if (it == pins_.end()) return;
+  if (--it->second == 0) pins_.erase(it);
+  maybe_run_gc();
+}
+
+void ContentStore::collect_garbage(std::function<void(const GcResult&)> done) {
+  if (closing_) {
+    if (done) done(GcResult{IngestError::Closed, 0, 0});
+    return;
+  }
+  gc_pending_ = true;
+  if (done) gc_waiters_.push_back(std::move(done));
+  maybe_run_gc();
+}
+
+void ContentStore::maybe_run_gc() {
+  if (gc_running_ || !gc_pending_ || closing_ || !jobs_.empty() || !pins_.empty()) return;
+  gc_pending_ = false;
+  gc_running_ = true;
+  gc_ = std::make_unique<GcRun>();
+  gc_->store = this;
+  gc_->data_dir = options_.data_dir;
+  gc_->live = live_ ? live_() : std::vector<std::string>{};
+  std::sort(gc_->live.begin(), gc_->live.end());
+  gc_->waiters = std::move(gc_waiters_);
+  gc_waiters_.clear();
+  gc_->work.data = gc_.get();
+  int rc = uv_queue_work(
+      loop_, &gc_->work,
+      [](uv_work_t* req) {
+        auto& run = *static_cast<GcRun*>(req->data);
+        (void)clean_tmp(run.data_dir);  // no ingest is running
+        run.scan = scan_blobs(run.data_dir, &run.live);
+      },
+      [](uv_work_t* req, int status) {
+        auto& run = *static_cast<GcRun*>(req->data);
+        ContentStore& store = *run.store;
+        std::unique_ptr<GcRun> owned = std::move(store.gc_);
+        store.gc_running_ = false;
+        GcResult result;
+        if (status != 0) {
+          result.error = errno_code(-status);
+        } else if (run.scan.error != 0) {
+          result.error = errno_code(run.scan.error);
+        } else {
+          store.stored_blobs_ = run.scan.blobs;
+          store.stored_bytes_ = run.scan.bytes;
+          result.removed_blobs = run.scan.removed_blobs;
+          result.removed_bytes = run.scan.removed_bytes;
+          if (store.gc_removed_ != nullptr) store.gc_removed_->inc(result.removed_blobs);
+        }
+        if (result.error) {
+          LOG_WARN("store", "garbage collection failed: %s", result.error.message().c_str());
+        } else if (result.removed_blobs != 0) {
+          LOG_INFO("store", "garbage collection removed %llu blobs (%llu bytes)",
+                   static_cast<unsigned long long>(result.removed_blobs),
+                   static_cast<unsigned long long>(result.removed_bytes));
+        }
+        for (auto& waiter : owned->waiters) waiter(result);
+        // Ingests that arrived during the run start now.
+        while (!store.waiting_.empty() && !store.closing_) {
+          store.jobs_.push_back(std::move(store.waiting_.front()));
+          store.waiting_.pop_front();
+          store.start(*store.jobs_.back());
+        }
+        store.maybe_run_gc();
+        store.maybe_closed();
+      });
+  if (rc != 0) {
+    gc_running_ = false;
+    GcResult result{errno_code(-rc), 0, 0};
+    auto waiters = std::move(gc_->waiters);
+    gc_.reset();
+    for (auto& waiter : waiters) waiter(result);
+  }
+}
+
+void ContentStore::close(std::function<void()> done) {
+  closing_ = true;
+  close_done_ = std::move(done);
+  auto waiting = std::move(waiting_);
+  waiting_.clear();
+  for (auto& job : waiting) {
+    ::close(job->src_fd);
+    job->done(IngestError::Closed, {});
+  }
+  auto waiters = std::move(gc_waiters_);
+  gc_waiters_.clear();
+  gc_pending_ = false;
+  for (auto& waiter : waiters) waiter(GcResult{IngestError::Closed, 0, 0});
+  // Running ingests notice `closing_` at their next step; those idle between steps notice now.
+  std::vector<Job*> running;
+  for (auto& job : jobs_) running.push_back(job.get());
+  for (Job* job : running) {
+    if (!job->ended && job->hash != nullptr) pump(*job);
+  }
+  maybe_closed();
+}
+
+void ContentStore::maybe_closed() {
+  if (!closing_ || !jobs_.empty() || gc_running_ || !close_done_) return;
+  auto done = std::move(close_done_);
+  close_done_ = nullptr;
+  done();
 }
 
 }  // namespace chunkd::engine

@@ -1,13 +1,155 @@
 // The content-addressed store under <data_dir>/blobs: each file a stream version references is
 // stored once, named by its XXH3-128 digest, and never changed after it is written.
-// Layout: <data_dir>/blobs/<first two hex digits>/<32 hex digits>.
+// Layout: <data_dir>/blobs/<first two hex digits>/<32 hex digits>; <data_dir>/tmp holds ingests in
+// progress. The digest is the canonical (big-endian) XXH3-128 of the whole content in lowercase
+// hex: the high 64 bits then the low 64 bits, 32 digits. The manifest is the XXH3-64 (seed 0) of
+// each `extent_bytes` piece of the content in order (the last one short).
+//
+// Ingest copies an open source file into the store while hashing it, so a stream stays
+// byte-identical to what was hashed even if its source changes later: the bytes are read with the
+// FileReader (io_uring or the thread pool) one extent at a time with a bounded number of reads in
+// flight, hashed on the loop thread in order, written to a temp file with uv_fs_write, fsync'd,
+// linked to the digest name (when it already exists the content is already stored once: the temp
+// is dropped) and the directory fsync'd. When the source is on the data directory's file system a
+// reflink (FICLONE) is tried first and the clone is read back for hashing. Every blocking step runs
+// on the libuv thread pool; the loop thread only hashes extents.
+//
+// Garbage collection removes every blob no live stream references. A blob just ingested is
+// "pinned" until its caller unpin()s it (after committing the stream or giving up), and GC only
+// runs while no ingest is in progress and nothing is pinned (a GC requested meanwhile runs as soon
+// as that is true; an ingest requested during GC waits for it), so it can never remove a blob
+// that is about to be referenced.
+//
+// Thread: loop thread only. Call open() before anything else and close() before destruction.
 #pragma once
 
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "engine/clock.hpp"
+#include "engine/metrics.hpp"
+#include "io/file_reader.hpp"
 
 namespace chunkd::engine {
 
 std::string blob_path(const std::string& data_dir, std::string_view digest);
 
+// True for 32 lowercase hex digits.
+bool valid_digest(std::string_view digest);
+
+enum class IngestError {
+  SourceChanged = 1,  // the source file shrank while it was being read
+  Closed,             // the store is closing
+};
+const std::error_category& ingest_category();
+std::error_code make_error_code(IngestError e);
+
+struct ContentStoreOptions {
+  std::string data_dir;  // absolute
+  std::uint32_t extent_bytes = 256u << 10;
+  std::size_t reads_in_flight = 4;  // per ingest (memory: this × extent_bytes)
+  bool try_reflink = true;
+};
+
+struct IngestResult {
+  std::string digest;
+  std::uint64_t size_bytes = 0;
+  std::uint32_t extent_bytes = 0;
+  std::vector<std::uint64_t> manifest;
+  bool reflinked = false;     // the blob shares extents with the source
+  bool deduplicated = false;  // the blob already existed
+};
+
+struct GcResult {
+  std::error_code error;
+  std::uint64_t removed_blobs = 0;
+  std::uint64_t removed_bytes = 0;
+};
+
+class ContentStore {
+ public:
+  using IngestDone = std::function<void(std::error_code error, IngestResult result)>;
+  using LiveDigests = std::function<std::vector<std::string>()>;
+
+  // `metrics` may be null. `live` lists the digests GC must keep (Catalog::referenced_digests).
+  ContentStore(uv_loop_t* loop, io::FileReader& reader, Metrics* metrics, const Clock& clock,
+               ContentStoreOptions options, LiveDigests live);
+  ~ContentStore();
+  ContentStore(const ContentStore&) = delete;
+  ContentStore& operator=(const ContentStore&) = delete;
+
+  // Creates <data_dir>/blobs and <data_dir>/tmp, empties tmp (leftovers of a crash) and counts the
+  // stored blobs. Synchronous: start-up only. The message says what failed, for the operator.
+  std::error_code open(std::string& message);
+
+  // Ingests the open regular file `fd` (taken over: closed when done). On success the digest is
+  // pinned: call unpin(result.digest) once the stream referencing it is committed or abandoned.
+  void ingest(int fd, IngestDone done);
+  void unpin(const std::string& digest);
+
+  // Runs GC when allowed (see above); `done` (may be empty) gets the outcome of that run.
+  void collect_garbage(std::function<void(const GcResult&)> done = {});
+
+  std::size_t ingests_in_progress() const;
+  std::uint64_t stored_blobs() const { return stored_blobs_; }
+  std::uint64_t stored_bytes() const { return stored_bytes_; }
+
+  // Fails waiting ingests, stops running ones at their next step (IngestError::Closed), waits for
+  // them and for a GC in progress, then calls `done`.
+  void close(std::function<void()> done);
+
+ private:
+  struct Job;
+  struct GcRun;
+  void start(Job& job);
+  void pump(Job& job);
+  void step(Job& job);
+  void issue_reads(Job& job);
+  void hash_ready(Job& job);
+  void finalize(Job& job);
+  void finish(Job& job);
+  void maybe_run_gc();
+  void maybe_closed();
+
+  uv_loop_t* loop_;
+  io::FileReader& reader_;
+  Metrics* metrics_;
+  const Clock& clock_;
+  ContentStoreOptions options_;
+  LiveDigests live_;
+  std::uint64_t data_device_ = 0;
+  std::uint64_t next_tmp_ = 0;
+
+  std::list<std::unique_ptr<Job>> jobs_;     // running, then finishing
+  std::list<std::unique_ptr<Job>> waiting_;  // queued behind a GC run
+  std::map<std::string, std::size_t> pins_;
+  bool gc_running_ = false;
+  bool gc_pending_ = false;
+  std::vector<std::function<void(const GcResult&)>> gc_waiters_;
+  std::unique_ptr<GcRun> gc_;
+  bool closing_ = false;
+  std::function<void()> close_done_;
+
+  std::uint64_t stored_blobs_ = 0;
+  std::uint64_t stored_bytes_ = 0;
+  Counter* ingest_bytes_ = nullptr;
+  Gauge* ingest_seconds_ = nullptr;  // a float counter: Metrics has integer counters only
+  Counter* gc_removed_ = nullptr;
+};
+
 }  // namespace chunkd::engine
+
+namespace std {
+template <>
+struct is_error_code_enum<chunkd::engine::IngestError> : true_type {};
+}  // namespace std

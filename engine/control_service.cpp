@@ -1,0 +1,735 @@
+#include "engine/control_service.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "io/log.hpp"
+#include "io/safe_open.hpp"
+#include "protocol/control.hpp"
+
+namespace chunkd::engine {
+namespace {
+
+using protocol::ApiError;
+using protocol::ApiErrorCode;
+using protocol::FieldProblem;
+using Responder = io::HttpServer::Responder;
+
+constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4";
+
+io::HttpResponse json_response(int status, std::string body) {
+  io::HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+io::HttpResponse api_error(ApiErrorCode code, std::string message,
+                           std::vector<FieldProblem> details = {}) {
+  ApiError error{code, std::move(message), std::move(details)};
+  return json_response(protocol::http_status(code), protocol::error_response(error));
+}
+
+io::HttpResponse api_error(const ApiError& error) {
+  return json_response(protocol::http_status(error.code), protocol::error_response(error));
+}
+
+std::string stream_arn(std::string_view id) { return "arn:chunkd:stream/" + std::string(id); }
+
+protocol::StreamInfo to_info(const io::StoredStream& s) {
+  protocol::StreamInfo info;
+  info.stream_id = s.id;
+  info.stream_arn = stream_arn(s.id);
+  info.version = s.version;
+  info.description = s.description;
+  info.role_arn = s.role_arn;
+  for (const auto& [key, value] : s.tags) info.tags.push_back({key, value});
+  for (const auto& f : s.files) {
+    info.files.push_back({f.file_id, f.bucket, f.key, f.size_bytes, f.digest});
+  }
+  info.created_at = s.created_at;
+  info.updated_at = s.updated_at;
+  return info;
+}
+
+bool equals_ignore_case(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] - 'A' + 'a') : a[i];
+    char y = b[i] >= 'A' && b[i] <= 'Z' ? static_cast<char>(b[i] - 'A' + 'a') : b[i];
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Constant time in the content of both: every byte of the expected token is compared whatever
+// `given` holds (only the lengths, which are not secret here, decide the loop's shape).
+bool constant_time_equal(std::string_view given, std::string_view expected) {
+  unsigned diff = given.size() == expected.size() ? 0u : 1u;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+    diff |= static_cast<unsigned>(g ^ static_cast<unsigned char>(expected[i]));
+  }
+  return diff == 0;
+}
+
+// What a failed safe_open means to an operator, for files[i].s3Location.key.
+std::string open_problem(const std::error_code& e, std::string_view bucket) {
+  if (e.category() == io::safe_open_category()) return e.message();
+  if (e == std::errc::no_such_file_or_directory || e == std::errc::not_a_directory) {
+    return "no such file in bucket \"" + std::string(bucket) + "\"";
+  }
+  if (e == std::errc::permission_denied) return "the file cannot be read: permission denied";
+  if (e == std::errc::filename_too_long) return "the path is too long";
+  if (e == std::errc::too_many_symbolic_link_levels) return "too many levels of symbolic links";
+  return "the file cannot be opened: " + e.message();
+}
+
+std::string file_field(std::size_t i, std::string_view leaf) {
+  return "files[" + std::to_string(i) + "].s3Location." + std::string(leaf);
+}
+
+const char* kind_verb(int kind) {
+  switch (kind) {
+    case 0:
+      return "created";
+    case 1:
+      return "updated";
+    default:
+      return "deleted";
+  }
+}
+
+}  // namespace
+
+struct ControlService::Op {
+  enum class Kind { Create = 0, Update = 1, Delete = 2 };
+  ControlService* service = nullptr;
+  Kind kind = Kind::Create;
+  std::string id;
+  std::string route;
+  Responder respond;
+  std::uint64_t started_ms = 0;
+  bool holds_ingest_slot = false;
+
+  // Create/update: the fields to set (update: only those given).
+  std::optional<std::string> description;
+  std::optional<std::string> role_arn;
+  std::vector<protocol::Tag> tags;
+  bool replace_files = false;
+  std::vector<protocol::StreamFileSpec> files;
+  StreamSnapshot previous;  // update
+
+  // Opening (thread pool), then ingesting one file at a time.
+  uv_work_t work{};
+  std::vector<int> dir_fds;
+  std::vector<io::OpenedFile> opened;
+  std::vector<std::error_code> open_errors;
+  std::vector<IngestResult> ingested;
+  std::vector<std::string> pinned;
+  std::uint64_t bytes = 0;
+
+  std::shared_ptr<io::StoredStream> stream;  // what commit() writes
+};
+
+ControlService::ControlService(uv_loop_t* loop, Catalog& catalog, io::RegistryStore& registry,
+                               ContentStore& store, Metrics& metrics, const Clock& clock,
+                               ControlOptions options)
+    : loop_(loop),
+      catalog_(catalog),
+      registry_(registry),
+      store_(store),
+      metrics_(metrics),
+      clock_(clock),
+      options_(std::move(options)) {
+  metrics_.gauge_fn("chunkd_streams", "Streams in the registry.", "",
+                    [this] { return static_cast<double>(catalog_.size()); });
+}
+
+ControlService::~ControlService() {
+  assert(ops_.empty());
+  for (const auto& [name, fd] : bucket_fds_) ::close(fd);
+}
+
+std::error_code ControlService::open(std::string& message) {
+  for (const auto& [name, dir] : options_.buckets) {
+    if (bucket_fds_.count(name) != 0) continue;
+    std::error_code error;
+    int fd = io::open_bucket_dir(dir, error);
+    if (fd < 0) {
+      message = "buckets." + name + ": cannot open " + dir + ": " + error.message();
+      return error;
+    }
+    bucket_fds_.emplace(name, fd);
+  }
+  return {};
+}
+
+std::size_t ControlService::operations_in_progress() const { return ops_.size(); }
+
+std::string ControlService::error_body(int status, std::string_view message) {
+  ApiErrorCode code = ApiErrorCode::ValidationError;
+  switch (status) {
+    case 401:
+      code = ApiErrorCode::Unauthorized;
+      break;
+    case 404:
+      code = ApiErrorCode::NotFound;
+      break;
+    case 405:
+      code = ApiErrorCode::MethodNotAllowed;
+      break;
+    case 413:
+    case 431:
+      code = ApiErrorCode::PayloadTooLarge;
+      break;
+    case 429:
+      code = ApiErrorCode::RateLimited;
+      break;
+    case 503:
+      code = ApiErrorCode::ServiceUnavailable;
+      break;
+    default:
+      code = status >= 500 ? ApiErrorCode::InternalError : ApiErrorCode::ValidationError;
+  }
+  return protocol::error_response(ApiError{code, std::string(message), {}});
+}
+
+void ControlService::handle(io::HttpRequest&& request, Responder respond) {
+  // Route first (for the metrics label), then auth, then the method.
+  std::string_view path = request.path;
+  const std::string& method = request.method;
+  enum class Target { Collection, Item, Health, MetricsPage, None } target = Target::None;
+  std::string_view id;
+  if (path == "/streams") {
+    target = Target::Collection;
+  } else if (path.rfind("/streams/", 0) == 0 && path.size() > 9 &&
+             path.find('/', 9) == std::string_view::npos) {
+    target = Target::Item;
+    id = path.substr(9);
+  } else if (path == "/healthz") {
+    target = Target::Health;
+  } else if (path == "/metrics") {
+    target = Target::MetricsPage;
+  }
+
+  std::string route = "other";
+  const char* allow = nullptr;
+  switch (target) {
+    case Target::Collection:
+      allow = "GET";
+      if (method == "GET") route = "list";
+      break;
+    case Target::Item:
+      allow = "GET, POST, PUT, DELETE";
+      if (method == "GET") route = "describe";
+      if (method == "POST") route = "create";
+      if (method == "PUT") route = "update";
+      if (method == "DELETE") route = "delete";
+      break;
+    case Target::Health:
+      allow = "GET";
+      if (method == "GET") route = "healthz";
+      break;
+    case Target::MetricsPage:
+      allow = "GET";
+      if (method == "GET") route = "metrics";
+      break;
+    case Target::None:
+      break;
+  }
+
+  Responder counted = [this, route, respond = std::move(respond)](io::HttpResponse r) {
+    metrics_
+        .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
+                 "route=\"" + route + "\",status=\"" + std::to_string(r.status) + "\"")
+        .inc();
+    respond(std::move(r));
+  };
+
+  if (target == Target::None) {
+    counted(api_error(ApiErrorCode::NotFound, "no such resource: " + request.path));
+    return;
+  }
+  if (target == Target::Collection || target == Target::Item) {
+    bool ok = options_.token.empty();
+    if (!ok) {
+      const std::string* header = request.header("authorization");
+      if (header != nullptr) {
+        std::string_view value = trim(*header);
+        if (value.size() > 7 && equals_ignore_case(value.substr(0, 6), "bearer") &&
+            (value[6] == ' ' || value[6] == '\t')) {
+          ok = constant_time_equal(trim(value.substr(7)), options_.token);
+        }
+      }
+    }
+    if (!ok) {
+      io::HttpResponse r =
+          api_error(ApiErrorCode::Unauthorized,
+                    request.header("authorization") == nullptr
+                        ? "this route needs an \"Authorization: Bearer <token>\" header"
+                        : "the bearer token is not valid");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      counted(std::move(r));
+      return;
+    }
+  }
+  if (route == "other") {
+    io::HttpResponse r = api_error(ApiErrorCode::MethodNotAllowed,
+                                   "method " + method + " is not allowed on " + request.path);
+    r.headers.emplace_back("Allow", allow);
+    counted(std::move(r));
+    return;
+  }
+
+  if (route == "healthz") {
+    if (ready_ && !closing_) {
+      counted(json_response(200, R"({"status":"ok"})"));
+    } else {
+      counted(api_error(ApiErrorCode::ServiceUnavailable,
+                        closing_ ? "chunkd is shutting down"
+                                 : "not connected and subscribed to the MQTT broker"));
+    }
+    return;
+  }
+  if (route == "metrics") {
+    io::HttpResponse r;
+    r.status = 200;
+    r.content_type = std::string(kMetricsContentType);
+    r.body = metrics_.render();
+    counted(std::move(r));
+    return;
+  }
+  if (closing_) {
+    counted(api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
+    return;
+  }
+  if (route == "list") {
+    list(request, counted);
+    return;
+  }
+  if (auto problem = protocol::validate_stream_id(id)) {
+    counted(api_error(*problem));
+    return;
+  }
+  if (route == "describe") {
+    describe(id, counted);
+  } else if (route == "create") {
+    create(std::string(id), request, counted);
+  } else if (route == "update") {
+    update(std::string(id), request, counted);
+  } else {
+    remove(std::string(id), counted);
+  }
+}
+
+void ControlService::describe(std::string_view id, Responder& respond) {
+  StreamSnapshot s = catalog_.find(id);
+  if (!s) {
+    respond(api_error(ApiErrorCode::NotFound, "no stream " + std::string(id)));
+    return;
+  }
+  respond(json_response(200, protocol::describe_response(to_info(*s))));
+}
+
+void ControlService::list(const io::HttpRequest& request, Responder& respond) {
+  auto query = protocol::parse_list_query(request.query);
+  if (!query) {
+    respond(api_error(query.error()));
+    return;
+  }
+  std::optional<std::string_view> after;
+  if (query->after_id) after = *query->after_id;
+  std::vector<StreamSnapshot> page =
+      catalog_.page(after, query->ascending, std::size_t{query->max_results} + 1);
+  std::optional<std::string> next_token;
+  if (page.size() > query->max_results) {
+    page.resize(query->max_results);
+    next_token = protocol::encode_next_token(page.back()->id);
+  }
+  std::vector<protocol::StreamInfo> infos;
+  infos.reserve(page.size());
+  for (const auto& s : page) {
+    protocol::StreamInfo info;
+    info.stream_id = s->id;
+    info.stream_arn = stream_arn(s->id);
+    info.version = s->version;
+    info.description = s->description;
+    info.created_at = s->created_at;
+    infos.push_back(std::move(info));
+  }
+  respond(json_response(200, protocol::list_response(infos, next_token)));
+}
+
+void ControlService::create(std::string id, const io::HttpRequest& request, Responder& respond) {
+  auto body = protocol::parse_create_stream(request.body);
+  if (!body) {
+    respond(api_error(body.error()));
+    return;
+  }
+  std::vector<FieldProblem> problems;
+  for (std::size_t i = 0; i < body->files.size(); ++i) {
+    const std::string& bucket = body->files[i].location.bucket;
+    if (bucket_fds_.find(bucket) == bucket_fds_.end()) {
+      problems.push_back({file_field(i, "bucket"), "bucket \"" + bucket + "\" is not configured"});
+    }
+  }
+  if (!problems.empty()) {
+    respond(api_error(ApiErrorCode::ValidationError, "unknown bucket", std::move(problems)));
+    return;
+  }
+  if (catalog_.find(id) || ops_.count(id) != 0) {
+    respond(api_error(ApiErrorCode::AlreadyExists, ops_.count(id) != 0 && !catalog_.find(id)
+                                                       ? "stream " + id + " is being created"
+                                                       : "stream " + id + " already exists"));
+    return;
+  }
+  if (catalog_.size() + pending_creates_ >= options_.max_streams) {
+    respond(api_error(
+        ApiErrorCode::LimitExceeded,
+        "at most " + std::to_string(options_.max_streams) + " streams (storage.max_streams)"));
+    return;
+  }
+  if (ingesting_ >= options_.max_concurrent_ingests) {
+    io::HttpResponse r = api_error(ApiErrorCode::RateLimited,
+                                   std::to_string(ingesting_) +
+                                       " ingests in progress (control.max_concurrent_ingests); "
+                                       "retry later");
+    r.headers.emplace_back("Retry-After", "1");
+    respond(std::move(r));
+    return;
+  }
+  auto op = std::make_unique<Op>();
+  op->service = this;
+  op->kind = Op::Kind::Create;
+  op->id = id;
+  op->respond = std::move(respond);
+  op->started_ms = clock_.now_ms();
+  op->description = std::move(body->description);
+  op->role_arn = std::move(body->role_arn);
+  op->tags = std::move(body->tags);
+  op->replace_files = true;
+  op->files = std::move(body->files);
+  op->holds_ingest_slot = true;
+  ingesting_++;
+  pending_creates_++;
+  Op& ref = *op;
+  ops_.emplace(std::move(id), std::move(op));
+  open_files(ref);
+}
+
+void ControlService::update(std::string id, const io::HttpRequest& request, Responder& respond) {
+  auto body = protocol::parse_update_stream(request.body);
+  if (!body) {
+    respond(api_error(body.error()));
+    return;
+  }
+  std::vector<FieldProblem> problems;
+  if (body->files) {
+    for (std::size_t i = 0; i < body->files->size(); ++i) {
+      const std::string& bucket = (*body->files)[i].location.bucket;
+      if (bucket_fds_.find(bucket) == bucket_fds_.end()) {
+        problems.push_back(
+            {file_field(i, "bucket"), "bucket \"" + bucket + "\" is not configured"});
+      }
+    }
+  }
+  if (!problems.empty()) {
+    respond(api_error(ApiErrorCode::ValidationError, "unknown bucket", std::move(problems)));
+    return;
+  }
+  StreamSnapshot previous = catalog_.find(id);
+  if (ops_.count(id) != 0) {
+    respond(api_error(ApiErrorCode::AlreadyExists,
+                      "stream " + id + " has a change in progress; retry when it is done"));
+    return;
+  }
+  if (!previous) {
+    respond(api_error(ApiErrorCode::NotFound, "no stream " + id));
+    return;
+  }
+  bool ingests = body->files.has_value();
+  if (ingests && ingesting_ >= options_.max_concurrent_ingests) {
+    io::HttpResponse r = api_error(ApiErrorCode::RateLimited,
+                                   std::to_string(ingesting_) +
+                                       " ingests in progress (control.max_concurrent_ingests); "
+                                       "retry later");
+    r.headers.emplace_back("Retry-After", "1");
+    respond(std::move(r));
+    return;
+  }
+  auto op = std::make_unique<Op>();
+  op->service = this;
+  op->kind = Op::Kind::Update;
+  op->id = id;
+  op->respond = std::move(respond);
+  op->started_ms = clock_.now_ms();
+  op->previous = std::move(previous);
+  op->description = std::move(body->description);
+  op->role_arn = std::move(body->role_arn);
+  if (ingests) {
+    op->replace_files = true;
+    op->files = std::move(*body->files);
+    op->holds_ingest_slot = true;
+    ingesting_++;
+  }
+  Op& ref = *op;
+  ops_.emplace(std::move(id), std::move(op));
+  if (ingests) {
+    open_files(ref);
+  } else {
+    commit(ref);
+  }
+}
+
+void ControlService::remove(std::string id, Responder& respond) {
+  if (ops_.count(id) != 0) {
+    respond(api_error(ApiErrorCode::AlreadyExists,
+                      "stream " + id + " has a change in progress; retry when it is done"));
+    return;
+  }
+  if (!catalog_.find(id)) {
+    respond(api_error(ApiErrorCode::NotFound, "no stream " + id));
+    return;
+  }
+  auto op = std::make_unique<Op>();
+  op->service = this;
+  op->kind = Op::Kind::Delete;
+  op->id = id;
+  op->respond = std::move(respond);
+  op->started_ms = clock_.now_ms();
+  Op& ref = *op;
+  ops_.emplace(id, std::move(op));
+  registry_.erase(id, [this, &ref](std::error_code error) {
+    if (error) {
+      LOG_ERROR("control", "delete of stream %s failed in the registry: %s", ref.id.c_str(),
+                error.message().c_str());
+      finish(ref, error == std::errc::resource_unavailable_try_again
+                      ? api_error(ApiErrorCode::RateLimited, "the registry is busy; retry")
+                      : api_error(ApiErrorCode::InternalError,
+                                  "the registry could not be written: " + error.message()));
+      return;
+    }
+    catalog_.erase(ref.id);
+    finish(ref, json_response(200, protocol::delete_response(ref.id)));
+  });
+}
+
+// Thread pool: open every key beneath its bucket directory.
+void ControlService::open_files(Op& op) {
+  const std::size_t n = op.files.size();
+  op.dir_fds.resize(n);
+  op.opened.resize(n);
+  op.open_errors.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    op.dir_fds[i] = bucket_fds_.find(op.files[i].location.bucket)->second;
+  }
+  op.work.data = &op;
+  int rc = uv_queue_work(
+      loop_, &op.work,
+      [](uv_work_t* req) {
+        Op& o = *static_cast<Op*>(req->data);
+        bool failed = false;
+        for (std::size_t i = 0; i < o.files.size(); ++i) {
+          o.opened[i] = io::safe_open(o.dir_fds[i], o.files[i].location.key, o.open_errors[i]);
+          if (o.opened[i].fd < 0) failed = true;
+        }
+        if (failed) {
+          for (auto& f : o.opened) {
+            if (f.fd >= 0) ::close(f.fd);
+            f.fd = -1;
+          }
+        }
+      },
+      [](uv_work_t* req, int status) {
+        Op& o = *static_cast<Op*>(req->data);
+        ControlService& self = *o.service;
+        if (status != 0) {
+          self.finish(o, api_error(ApiErrorCode::InternalError, "cannot open the files"));
+          return;
+        }
+        std::vector<FieldProblem> problems;
+        for (std::size_t i = 0; i < o.files.size(); ++i) {
+          if (o.open_errors[i]) {
+            problems.push_back(
+                {file_field(i, "key"), open_problem(o.open_errors[i], o.files[i].location.bucket)});
+          }
+        }
+        if (!problems.empty()) {
+          self.finish(o, api_error(ApiErrorCode::ValidationError, "a source file cannot be used",
+                                   std::move(problems)));
+          return;
+        }
+        self.ingest_next(o);
+      });
+  if (rc != 0) {
+    finish(op, api_error(ApiErrorCode::InternalError, "cannot queue the file opening"));
+  }
+}
+
+void ControlService::ingest_next(Op& op) {
+  const std::size_t i = op.ingested.size();
+  if (i == op.files.size()) {
+    // Every file is in the store: check pinned versions, then commit.
+    std::vector<FieldProblem> problems;
+    for (std::size_t k = 0; k < op.files.size(); ++k) {
+      const auto& version = op.files[k].location.version;
+      if (version && *version != op.ingested[k].digest) {
+        problems.push_back({file_field(k, "version"),
+                            "does not match the file's content digest " + op.ingested[k].digest});
+      }
+    }
+    if (!problems.empty()) {
+      finish(op, api_error(ApiErrorCode::ValidationError, "a file does not have the pinned version",
+                           std::move(problems)));
+      return;
+    }
+    if (op.holds_ingest_slot) {
+      op.holds_ingest_slot = false;
+      ingesting_--;
+    }
+    commit(op);
+    return;
+  }
+  int fd = op.opened[i].fd;
+  op.opened[i].fd = -1;  // the store owns it now
+  store_.ingest(fd, [this, &op, i](std::error_code error, IngestResult result) {
+    if (error) {
+      const auto& spec = op.files[i];
+      if (error == IngestError::SourceChanged || error == std::errc::invalid_argument) {
+        finish(op, api_error(ApiErrorCode::ValidationError, "a source file cannot be used",
+                             {{file_field(i, "key"), error.message() + "; try again"}}));
+      } else if (error == std::errc::resource_unavailable_try_again) {
+        io::HttpResponse r =
+            api_error(ApiErrorCode::RateLimited, "file reads are saturated; retry later");
+        r.headers.emplace_back("Retry-After", "1");
+        finish(op, std::move(r));
+      } else if (error == IngestError::Closed) {
+        finish(op, api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
+      } else {
+        LOG_ERROR("control", "ingest of %s/%s for stream %s failed: %s",
+                  spec.location.bucket.c_str(), spec.location.key.c_str(), op.id.c_str(),
+                  error.message().c_str());
+        finish(op, api_error(ApiErrorCode::InternalError,
+                             "storing " + file_field(i, "key") + " failed: " + error.message()));
+      }
+      return;
+    }
+    op.pinned.push_back(result.digest);
+    op.bytes += result.size_bytes;
+    op.ingested.push_back(std::move(result));
+    ingest_next(op);
+  });
+}
+
+void ControlService::commit(Op& op) {
+  auto stream = std::make_shared<io::StoredStream>();
+  std::string now = rfc3339_utc(clock_.unix_ms());
+  if (op.kind == Op::Kind::Create) {
+    stream->id = op.id;
+    stream->version = 1;
+    stream->created_at = now;
+    for (auto& tag : op.tags) stream->tags.emplace_back(tag.key, tag.value);
+  } else {
+    *stream = *op.previous;
+    stream->version = op.previous->version + 1;
+  }
+  stream->updated_at = now;
+  if (op.description) stream->description = *op.description;
+  if (op.role_arn) stream->role_arn = *op.role_arn;
+  if (op.replace_files) {
+    stream->files.clear();
+    for (std::size_t i = 0; i < op.files.size(); ++i) {
+      io::StoredFile f;
+      f.file_id = op.files[i].file_id;
+      f.bucket = op.files[i].location.bucket;
+      f.key = op.files[i].location.key;
+      f.size_bytes = op.ingested[i].size_bytes;
+      f.digest = op.ingested[i].digest;
+      f.extent_bytes = op.ingested[i].extent_bytes;
+      f.manifest = op.ingested[i].manifest;
+      stream->files.push_back(std::move(f));
+    }
+  }
+  op.stream = stream;
+  registry_.put(*stream, [this, &op](std::error_code error) {
+    if (error) {
+      LOG_ERROR("control", "stream %s: the registry write failed: %s", op.id.c_str(),
+                error.message().c_str());
+      if (error == std::errc::resource_unavailable_try_again) {
+        finish(op, api_error(ApiErrorCode::RateLimited, "the registry is busy; retry"));
+      } else if (error == std::errc::operation_canceled) {
+        finish(op, api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
+      } else {
+        finish(op, api_error(ApiErrorCode::InternalError,
+                             "the registry could not be written: " + error.message()));
+      }
+      return;
+    }
+    catalog_.put(op.stream);
+    std::vector<std::string> warnings;
+    if (auto w = protocol::stream_id_warning(op.id)) warnings.push_back(std::move(*w));
+    int status = op.kind == Op::Kind::Create ? 201 : 200;
+    finish(op, json_response(status, protocol::create_response(to_info(*op.stream), warnings)));
+  });
+}
+
+void ControlService::finish(Op& op, io::HttpResponse response) {
+  for (auto& f : op.opened) {
+    if (f.fd >= 0) ::close(f.fd);
+    f.fd = -1;
+  }
+  if (op.holds_ingest_slot) ingesting_--;
+  if (op.kind == Op::Kind::Create) pending_creates_--;
+  bool committed = response.status < 300;
+  // Blobs are pinned until now: the catalog references them (committed) or nothing will.
+  for (const auto& digest : op.pinned) store_.unpin(digest);
+  if (committed) {
+    std::uint64_t ms = clock_.now_ms() - op.started_ms;
+    if (op.kind == Op::Kind::Delete) {
+      LOG_INFO("control", "deleted stream %s (%llu ms)", op.id.c_str(),
+               static_cast<unsigned long long>(ms));
+    } else {
+      LOG_INFO("control", "%s stream %s version %llu: %zu files, %llu bytes ingested, %llu ms",
+               kind_verb(static_cast<int>(op.kind)), op.id.c_str(),
+               static_cast<unsigned long long>(op.stream->version), op.stream->files.size(),
+               static_cast<unsigned long long>(op.bytes), static_cast<unsigned long long>(ms));
+    }
+  }
+  bool collect = (committed && op.kind != Op::Kind::Create) || (!committed && !op.pinned.empty());
+  Responder respond = std::move(op.respond);
+  auto it = ops_.find(op.id);
+  assert(it != ops_.end() && it->second.get() == &op);
+  ops_.erase(it);  // `op` is gone from here on
+  if (collect) store_.collect_garbage();
+  respond(std::move(response));
+  maybe_closed();
+}
+
+void ControlService::close(std::function<void()> done) {
+  closing_ = true;
+  close_done_ = std::move(done);
+  maybe_closed();
+}
+
+void ControlService::maybe_closed() {
+  if (!closing_ || !ops_.empty() || !close_done_) return;
+  auto done = std::move(close_done_);
+  close_done_ = nullptr;
+  done();
+}
+
+}  // namespace chunkd::engine

@@ -1,0 +1,117 @@
+// The HTTP control API of SPEC.md §2: the handler plugged into io::HttpServer.
+//
+// Routes: POST/GET/PUT/DELETE /streams/{id}, GET /streams (paginated), GET /healthz, GET /metrics.
+// An unknown path is 404 NOT_FOUND; a known path with another method is 405 METHOD_NOT_ALLOWED with
+// an Allow header. Every answer is the envelope of protocol/control.hpp.
+//
+// Auth: with a token configured, every /streams route needs "Authorization: Bearer <token>"
+// (compared in constant time); otherwise 401 UNAUTHORIZED with "WWW-Authenticate: Bearer".
+// /healthz (200 once set_ready(true), else 503) and /metrics never need it.
+//
+// Create/update (Path of a stream, DESIGN.md): validate the body; every s3Location.bucket must be
+// configured; every key is opened beneath its bucket directory with io::safe_open on the thread
+// pool (an escape, a missing, unreadable or non-regular file is a VALIDATION_ERROR naming
+// files[i].s3Location.key); the files are ingested into the ContentStore one after the other; a
+// given `version` must equal the digest (else VALIDATION_ERROR naming files[i].s3Location.version,
+// the blob being left for GC); then the registry write (fsync'd) and only then the Catalog update
+// and the reply: 201 for create, 200 for update. Decisions:
+// - while a create, update or delete of an id is in progress, another create, update or delete of
+//   the same id is 409 ALREADY_EXISTS (the id is reserved); describe and list show the last
+//   committed state;
+// - at most `max_concurrent_ingests` creates/updates with files run at once; more are 429
+//   RATE_LIMITED with Retry-After: 1;
+// - streams at most `max_streams` (creates in progress count): more is 422 LIMIT_EXCEEDED;
+// - stream ids over 44 characters are accepted with a warning in the create/update reply;
+// - streamArn is "arn:chunkd:stream/<id>";
+// - GC of the content store runs after every update and delete.
+//
+// Metrics: chunkd_http_requests_total{route,status}, chunkd_streams, and the ingest and store
+// metrics of the ContentStore.
+//
+// Thread: loop thread only. Call open() before serving; close() before destruction.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "engine/catalog.hpp"
+#include "engine/clock.hpp"
+#include "engine/content_store.hpp"
+#include "engine/metrics.hpp"
+#include "io/http_server.hpp"
+#include "io/registry_store.hpp"
+
+namespace chunkd::engine {
+
+struct ControlOptions {
+  std::map<std::string, std::string> buckets;  // s3Location.bucket → directory
+  std::string token;                           // empty: no auth
+  std::size_t max_streams = 10000;
+  std::size_t max_concurrent_ingests = 2;
+};
+
+class ControlService {
+ public:
+  ControlService(uv_loop_t* loop, Catalog& catalog, io::RegistryStore& registry,
+                 ContentStore& store, Metrics& metrics, const Clock& clock, ControlOptions options);
+  ~ControlService();
+  ControlService(const ControlService&) = delete;
+  ControlService& operator=(const ControlService&) = delete;
+
+  // Opens every bucket directory. Start-up only; the message names the bucket.
+  std::error_code open(std::string& message);
+
+  // The io::HttpServer handler. Answers every request exactly once.
+  void handle(io::HttpRequest&& request, io::HttpServer::Responder respond);
+
+  // /healthz answers 200 while ready (the MQTT pool connected and subscribed).
+  void set_ready(bool ready) { ready_ = ready; }
+
+  // The error envelope for the responses io::HttpServer makes itself.
+  static std::string error_body(int status, std::string_view message);
+
+  std::size_t operations_in_progress() const;
+
+  // New requests get 503; waits for the operations in progress (ingests fail fast once the
+  // ContentStore closes), then calls `done`.
+  void close(std::function<void()> done);
+
+ private:
+  struct Op;
+  void create(std::string id, const io::HttpRequest& request, io::HttpServer::Responder& respond);
+  void update(std::string id, const io::HttpRequest& request, io::HttpServer::Responder& respond);
+  void remove(std::string id, io::HttpServer::Responder& respond);
+  void describe(std::string_view id, io::HttpServer::Responder& respond);
+  void list(const io::HttpRequest& request, io::HttpServer::Responder& respond);
+
+  void open_files(Op& op);
+  void ingest_next(Op& op);
+  void commit(Op& op);
+  void finish(Op& op, io::HttpResponse response);
+  void maybe_closed();
+
+  uv_loop_t* loop_;
+  Catalog& catalog_;
+  io::RegistryStore& registry_;
+  ContentStore& store_;
+  Metrics& metrics_;
+  const Clock& clock_;
+  ControlOptions options_;
+  std::map<std::string, int, std::less<>> bucket_fds_;
+
+  std::map<std::string, std::unique_ptr<Op>, std::less<>> ops_;  // by stream id: reservations
+  std::size_t ingesting_ = 0;                                    // ops holding an ingest slot
+  std::size_t pending_creates_ = 0;                              // creates not yet committed
+  bool ready_ = false;
+  bool closing_ = false;
+  std::function<void()> close_done_;
+};
+
+}  // namespace chunkd::engine

@@ -1,0 +1,41 @@
+// The daemon: owns the libuv loop and every object on it, wires them together and runs them.
+//
+// Start-up, in order (any failure is logged with what to change, and run() returns 1):
+//   FileReader (io_uring or the thread pool; the choice is logged once) → RegistryStore (load_all →
+//   Catalog) → ContentStore (tmp emptied, blobs counted; GC queued) → ControlService (bucket
+//   directories opened) → MqttPool (subscribed to get/+ and describe/+; ready → /healthz) →
+//   MqttPublisher + Delivery → HttpServer listening → MqttPool connecting.
+// Stop (SIGINT/SIGTERM, or stop()): the HTTP listener closes, the control plane refuses new work
+// and in-flight ingests are cancelled, delivery finishes started jobs (bounded); then the pool
+// flushes (bounded) and disconnects; then the reader and the registry close; every handle is
+// closed, uv_loop_close() must return 0, and run() returns 0.
+//
+// Thread: run() blocks the calling thread, which becomes the loop thread; stop() is for the loop
+// thread (signals arrive through uv_signal_t).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "engine/config.hpp"
+
+namespace chunkd::engine {
+
+class Daemon {
+ public:
+  explicit Daemon(Config config);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Runs until stopped; the process exit code: 0 after a graceful stop, 1 when start-up failed or
+  // the loop did not close cleanly.
+  int run();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace chunkd::engine

@@ -1,0 +1,71 @@
+// chunkd's entry point: arguments → config → Daemon. Only wiring; everything else is the library.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "engine/config.hpp"
+#include "engine/daemon.hpp"
+
+#ifndef CHUNKD_VERSION
+#define CHUNKD_VERSION "0.0.0"
+#endif
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: chunkd --config FILE [--check]\n"
+    "       chunkd --version | --help\n"
+    "\n"
+    "Serves files to devices in blocks over MQTT, with an HTTP control API.\n"
+    "\n"
+    "  --config FILE  the TOML configuration (see chunkd.example.toml)\n"
+    "  --check        validate the configuration, print \"config ok\" and exit (non-zero and a\n"
+    "                 message naming the bad key when it is not valid)\n"
+    "  --version      print the version and exit\n"
+    "  --help         print this help and exit\n"
+    "\n"
+    "Runs in the foreground and logs to stderr; SIGINT or SIGTERM stops it gracefully.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--version") {
+      std::printf("chunkd %s\n", CHUNKD_VERSION);
+      return 0;
+    }
+    if (arg == "--check") {
+      check = true;
+    } else if (arg == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg.rfind("--config=", 0) == 0) {
+      config_path = arg.substr(std::strlen("--config="));
+    } else {
+      std::fprintf(stderr, "chunkd: unknown argument '%s'\n\n%s", arg.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    std::fprintf(stderr, "chunkd: --config FILE is required\n\n%s", kUsage);
+    return 2;
+  }
+
+  auto config = chunkd::engine::load_config(config_path);
+  if (!config) {
+    std::fprintf(stderr, "chunkd: %s\n", config.error().c_str());
+    return 1;
+  }
+  if (check) {
+    std::printf("config ok\n");
+    return 0;
+  }
+  chunkd::engine::Daemon daemon(std::move(*config));
+  return daemon.run();
+}

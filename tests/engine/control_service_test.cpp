@@ -1,0 +1,702 @@
+#include "engine/control_service.hpp"
+
+#include <gtest/gtest.h>
+#include <simdjson.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+#include <xxhash.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/catalog.hpp"
+#include "engine/clock.hpp"
+#include "engine/content_store.hpp"
+#include "engine/metrics.hpp"
+#include "io/file_reader.hpp"
+#include "io/http_server.hpp"
+#include "io/registry_store.hpp"
+
+namespace chunkd::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kRole = "arn:aws:iam::123456789012:role/stream";
+
+std::string digest_of(const std::string& data) {
+  XXH128_hash_t h = XXH3_128bits(data.data(), data.size());
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  return buf;
+}
+
+std::string file_json(int file_id, const std::string& key, const std::string& bucket = "firmware",
+                      const std::string& version = {}) {
+  std::string out = "{\"fileId\":" + std::to_string(file_id) + ",\"s3Location\":{\"bucket\":\"" +
+                    bucket + "\",\"key\":\"" + key + "\"";
+  if (!version.empty()) out += ",\"version\":\"" + version + "\"";
+  return out + "}}";
+}
+
+std::string create_body(const std::vector<std::string>& files,
+                        const std::string& description = "d") {
+  std::string out =
+      "{\"description\":\"" + description + "\",\"roleArn\":\"" + kRole + "\",\"files\":[";
+  for (std::size_t i = 0; i < files.size(); ++i) out += (i ? "," : "") + files[i];
+  return out + "],\"tags\":[{\"Key\":\"team\",\"Value\":\"ota\"}]}";
+}
+
+// A parsed JSON answer; field access in the tests goes through these helpers.
+struct Json {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  bool ok = false;
+  explicit Json(const std::string& text) {
+    auto r = parser.parse(text);
+    ok = r.error() == simdjson::SUCCESS;
+    if (ok) root = r.value_unsafe();
+  }
+  simdjson::dom::element at(std::string_view pointer) const {
+    auto r = root.at_pointer(pointer);
+    EXPECT_EQ(r.error(), simdjson::SUCCESS) << pointer;
+    return r.error() == simdjson::SUCCESS ? r.value_unsafe() : simdjson::dom::element();
+  }
+  std::string str(std::string_view pointer) const {
+    auto r = root.at_pointer(pointer).get_string();
+    return r.error() == simdjson::SUCCESS ? std::string(r.value_unsafe()) : std::string("<none>");
+  }
+  std::uint64_t num(std::string_view pointer) const {
+    auto r = root.at_pointer(pointer).get_uint64();
+    EXPECT_EQ(r.error(), simdjson::SUCCESS) << pointer;
+    return r.error() == simdjson::SUCCESS ? r.value_unsafe() : 0;
+  }
+  bool has(std::string_view pointer) const {
+    return root.at_pointer(pointer).error() == simdjson::SUCCESS;
+  }
+  std::size_t size(std::string_view pointer) const {
+    auto r = root.at_pointer(pointer).get_array();
+    return r.error() == simdjson::SUCCESS ? r.value_unsafe().size() : 0;
+  }
+  // Every "field" of error.details.
+  std::vector<std::string> detail_fields() const {
+    std::vector<std::string> out;
+    auto arr = root.at_pointer("/error/details").get_array();
+    if (arr.error() != simdjson::SUCCESS) return out;
+    for (auto d : arr.value_unsafe()) {
+      auto f = d["field"].get_string();
+      if (f.error() == simdjson::SUCCESS) out.emplace_back(f.value_unsafe());
+    }
+    return out;
+  }
+};
+
+const std::string* find_header(const io::HttpResponse& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return &v;
+  }
+  return nullptr;
+}
+
+struct Options {
+  std::string token;
+  std::size_t max_streams = 10000;
+  std::size_t max_concurrent_ingests = 2;
+};
+
+class ControlServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = (fs::temp_directory_path() / "chunkd-control-XXXXXX").string();
+    std::vector<char> buf(templ.begin(), templ.end());
+    buf.push_back('\0');
+    ASSERT_NE(::mkdtemp(buf.data()), nullptr);
+    dir_ = buf.data();
+    fs::create_directories(dir_ + "/fw/sub");
+    fs::create_directories(dir_ + "/data");
+    put("fw.bin", fw_);
+    put("app.bin", app_);
+    std::ofstream(dir_ + "/outside.txt") << "secret";
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+    io::FileReaderOptions ro;
+    ro.backend = io::FileReaderOptions::Backend::ThreadPool;
+    std::error_code error;
+    std::string note;
+    reader_ = io::make_file_reader(&loop_, ro, error, note);
+    ASSERT_TRUE(reader_) << error.message();
+    start();
+  }
+
+  void TearDown() override {
+    stop();
+    bool closed = false;
+    reader_->close([&] { closed = true; });
+    run_until([&] { return closed; });
+    reader_.reset();
+    EXPECT_EQ(uv_run(&loop_, UV_RUN_DEFAULT), 0);
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+
+  // Opens the registry, loads the catalog and builds the store and the service, as the daemon.
+  void start(Options options = {}) {
+    std::error_code error;
+    std::string message;
+    registry_ = io::RegistryStore::open(&loop_, dir_ + "/data", error, message);
+    ASSERT_TRUE(registry_) << message;
+    catalog_ = std::make_unique<Catalog>();
+    auto streams = registry_->load_all(error);
+    ASSERT_FALSE(error) << error.message();
+    for (auto& s : streams) {
+      catalog_->put(std::make_shared<const io::StoredStream>(std::move(s)));
+    }
+    metrics_ = std::make_unique<Metrics>();
+    ContentStoreOptions so;
+    so.data_dir = dir_ + "/data";
+    so.extent_bytes = 64 * 1024;
+    store_ = std::make_unique<ContentStore>(&loop_, *reader_, metrics_.get(), clock_, so,
+                                            [this] { return catalog_->referenced_digests(); });
+    ASSERT_FALSE(store_->open(message)) << message;
+    ControlOptions co;
+    co.buckets = {{"firmware", dir_ + "/fw"}};
+    co.token = options.token;
+    co.max_streams = options.max_streams;
+    co.max_concurrent_ingests = options.max_concurrent_ingests;
+    control_ = std::make_unique<ControlService>(&loop_, *catalog_, *registry_, *store_, *metrics_,
+                                                clock_, co);
+    ASSERT_FALSE(control_->open(message)) << message;
+  }
+
+  void stop() {
+    if (!control_) return;
+    bool control_closed = false;
+    bool store_closed = false;
+    bool registry_closed = false;
+    control_->close([&] { control_closed = true; });
+    run_until([&] { return control_closed; });
+    store_->close([&] { store_closed = true; });
+    run_until([&] { return store_closed; });
+    registry_->close([&] { registry_closed = true; });
+    run_until([&] { return registry_closed; });
+    control_.reset();
+    store_.reset();
+    registry_.reset();
+    catalog_.reset();
+    metrics_.reset();
+  }
+
+  void restart(Options options = {}) {
+    stop();
+    start(options);
+  }
+
+  void put(const std::string& rel, const std::string& data) {
+    std::ofstream(dir_ + "/fw/" + rel, std::ios::binary) << data;
+  }
+
+  void run_until(const std::function<bool()>& done) {
+    uv_timer_t guard;
+    uv_timer_init(&loop_, &guard);
+    bool expired = false;
+    guard.data = &expired;
+    uv_timer_start(
+        &guard, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 60000, 0);
+    while (!done() && !expired) uv_run(&loop_, UV_RUN_ONCE);
+    uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    ASSERT_FALSE(expired) << "timed out";
+  }
+
+  io::HttpRequest request(std::string method, std::string path, std::string body = {},
+                          std::string query = {}) {
+    io::HttpRequest r;
+    r.method = std::move(method);
+    r.path = std::move(path);
+    r.query = std::move(query);
+    r.body = std::move(body);
+    r.peer = "127.0.0.1:1";
+    if (!token_.empty()) r.headers.emplace_back("authorization", "Bearer " + token_);
+    return r;
+  }
+
+  // Hands the request to the service and returns a slot the response lands in.
+  std::shared_ptr<std::optional<io::HttpResponse>> send(io::HttpRequest r) {
+    auto slot = std::make_shared<std::optional<io::HttpResponse>>();
+    control_->handle(std::move(r), [slot](io::HttpResponse response) {
+      EXPECT_FALSE(slot->has_value()) << "answered twice";
+      *slot = std::move(response);
+    });
+    return slot;
+  }
+  io::HttpResponse wait(const std::shared_ptr<std::optional<io::HttpResponse>>& slot) {
+    run_until([&] { return slot->has_value(); });
+    return slot->value_or(io::HttpResponse{});
+  }
+  io::HttpResponse call(io::HttpRequest r) { return wait(send(std::move(r))); }
+  io::HttpResponse call(std::string method, std::string path, std::string body = {},
+                        std::string query = {}) {
+    return call(request(std::move(method), std::move(path), std::move(body), std::move(query)));
+  }
+
+  std::size_t blob_files() const {
+    std::size_t n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir_ + "/data/blobs")) {
+      if (e.is_regular_file()) n++;
+    }
+    return n;
+  }
+
+  std::string dir_;
+  std::string fw_ = std::string(200000, 'f') + "end-of-firmware";
+  std::string app_ = "application image";
+  std::string token_;
+  uv_loop_t loop_{};
+  ManualClock clock_;
+  std::unique_ptr<io::FileReader> reader_;
+  std::unique_ptr<io::RegistryStore> registry_;
+  std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<ContentStore> store_;
+  std::unique_ptr<ControlService> control_;
+};
+
+TEST_F(ControlServiceTest, CreateThenDescribe) {
+  auto r = call("POST", "/streams/fw-1",
+                create_body({file_json(0, "fw.bin"), file_json(7, "app.bin")}, "firmware 1.2"));
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.content_type, "application/json");
+  Json created(r.body);
+  ASSERT_TRUE(created.ok) << r.body;
+  EXPECT_TRUE(created.at("/success").get_bool().value_unsafe());
+  EXPECT_EQ(created.str("/data/id"), "fw-1");
+  EXPECT_EQ(created.str("/data/streamId"), "fw-1");
+  EXPECT_EQ(created.str("/data/streamArn"), "arn:chunkd:stream/fw-1");
+  EXPECT_EQ(created.num("/data/streamVersion"), 1u);
+  EXPECT_EQ(created.str("/data/description"), "firmware 1.2");
+  EXPECT_EQ(created.str("/data/created_at"), rfc3339_utc(clock_.unix_ms()));
+  EXPECT_FALSE(created.has("/data/warnings"));
+
+  r = call("GET", "/streams/fw-1");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json d(r.body);
+  ASSERT_TRUE(d.ok);
+  EXPECT_EQ(d.num("/data/streamVersion"), 1u);
+  EXPECT_EQ(d.str("/data/roleArn"), kRole);
+  EXPECT_EQ(d.str("/data/tags/0/Key"), "team");
+  EXPECT_EQ(d.str("/data/tags/0/Value"), "ota");
+  ASSERT_EQ(d.size("/data/files"), 2u);
+  EXPECT_EQ(d.num("/data/files/0/fileId"), 0u);
+  EXPECT_EQ(d.num("/data/files/0/sizeBytes"), fw_.size());
+  EXPECT_EQ(d.str("/data/files/0/digest"), digest_of(fw_));
+  EXPECT_EQ(d.str("/data/files/0/s3Location/key"), "fw.bin");
+  EXPECT_EQ(d.num("/data/files/1/fileId"), 7u);
+  EXPECT_EQ(d.str("/data/files/1/digest"), digest_of(app_));
+
+  // The catalog holds the manifest the data plane checks extents against.
+  auto s = catalog_->find("fw-1");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->files[0].extent_bytes, 64u * 1024);
+  EXPECT_EQ(s->files[0].manifest.size(), 4u);
+  EXPECT_EQ(s->files[0].manifest[0], XXH3_64bits(fw_.data(), 64 * 1024));
+  EXPECT_EQ(blob_files(), 2u);
+}
+
+TEST_F(ControlServiceTest, StreamIsImmutableWhenTheSourceChanges) {
+  ASSERT_EQ(call("POST", "/streams/s", create_body({file_json(0, "app.bin")})).status, 201);
+  put("app.bin", "something else entirely");
+  auto d = Json(call("GET", "/streams/s").body);
+  EXPECT_EQ(d.str("/data/files/0/digest"), digest_of(app_));
+  std::ifstream in(blob_path(dir_ + "/data", digest_of(app_)), std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), app_);
+}
+
+TEST_F(ControlServiceTest, BodyAndIdValidation) {
+  auto r = call("POST", "/streams/x", "not json");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Json(r.body).str("/error/code"), "VALIDATION_ERROR");
+  r = call("POST", "/streams/x", R"({"files":[],"roleArn":"short"})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_FALSE(Json(r.body).detail_fields().empty());
+  r = call("POST", "/streams/bad.id", create_body({file_json(0, "fw.bin")}));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Json(r.body).str("/error/code"), "VALIDATION_ERROR");
+  r = call("GET", "/streams/" + std::string(129, 'a'));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_TRUE(catalog_->size() == 0);
+}
+
+TEST_F(ControlServiceTest, UnknownBucketNamesTheField) {
+  auto r = call("POST", "/streams/x",
+                create_body({file_json(0, "fw.bin"), file_json(1, "fw.bin", "nope")}));
+  ASSERT_EQ(r.status, 400);
+  Json j(r.body);
+  EXPECT_EQ(j.str("/error/code"), "VALIDATION_ERROR");
+  EXPECT_EQ(j.detail_fields(), std::vector<std::string>{"files[1].s3Location.bucket"});
+}
+
+TEST_F(ControlServiceTest, BadKeysNameTheField) {
+  fs::create_symlink(dir_ + "/outside.txt", dir_ + "/fw/link-out");
+  fs::create_symlink("../outside.txt", dir_ + "/fw/rel-out");
+  const std::vector<std::string> keys = {"missing.bin",
+                                         "../outside.txt",
+                                         "sub/../../outside.txt",
+                                         "/etc/passwd",
+                                         "link-out",
+                                         "rel-out",
+                                         "sub",
+                                         "fw.bin/x",
+                                         "a//b",
+                                         std::string(1100, 'k')};
+  for (const auto& key : keys) {
+    auto r = call("POST", "/streams/x", create_body({file_json(0, "fw.bin"), file_json(1, key)}));
+    ASSERT_EQ(r.status, 400) << key << ": " << r.body;
+    Json j(r.body);
+    EXPECT_EQ(j.str("/error/code"), "VALIDATION_ERROR") << key;
+    EXPECT_EQ(j.detail_fields(), std::vector<std::string>{"files[1].s3Location.key"})
+        << key << ": " << r.body;
+  }
+  EXPECT_EQ(catalog_->size(), 0u);
+  EXPECT_EQ(blob_files(), 0u);  // nothing was ingested: the files are opened first
+  EXPECT_EQ(control_->operations_in_progress(), 0u);
+}
+
+TEST_F(ControlServiceTest, UnreadableFileNamesTheKey) {
+  ASSERT_EQ(::chmod((dir_ + "/fw/app.bin").c_str(), 0), 0);
+  // Root reads every file: drop to an unprivileged effective uid (process-wide, so the thread
+  // pool that opens the file has it too) while the request runs.
+  const bool root = ::geteuid() == 0;
+  if (root) ASSERT_EQ(::seteuid(65534), 0);
+  auto r = call("POST", "/streams/x", create_body({file_json(0, "app.bin")}));
+  if (root) ASSERT_EQ(::seteuid(0), 0);
+  ASSERT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(Json(r.body).detail_fields(), std::vector<std::string>{"files[0].s3Location.key"});
+  EXPECT_NE(r.body.find("permission denied"), std::string::npos) << r.body;
+}
+
+TEST_F(ControlServiceTest, PinnedVersionMustMatchTheDigest) {
+  auto r = call("POST", "/streams/x",
+                create_body({file_json(0, "fw.bin", "firmware", digest_of(fw_)),
+                             file_json(1, "app.bin", "firmware", std::string(32, '0'))}));
+  ASSERT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(Json(r.body).detail_fields(), std::vector<std::string>{"files[1].s3Location.version"});
+  EXPECT_FALSE(catalog_->find("x"));
+  // The ingested blobs are left for GC, which runs once nothing is pinned.
+  run_until([&] { return blob_files() == 0; });
+
+  r = call("POST", "/streams/x", create_body({file_json(0, "fw.bin", "firmware", digest_of(fw_))}));
+  EXPECT_EQ(r.status, 201) << r.body;
+}
+
+TEST_F(ControlServiceTest, DuplicateCreateIs409) {
+  ASSERT_EQ(call("POST", "/streams/a", create_body({file_json(0, "app.bin")})).status, 201);
+  auto r = call("POST", "/streams/a", create_body({file_json(0, "app.bin")}));
+  EXPECT_EQ(r.status, 409);
+  EXPECT_EQ(Json(r.body).str("/error/code"), "ALREADY_EXISTS");
+}
+
+TEST_F(ControlServiceTest, ConcurrentChangesOfOneIdAre409) {
+  // The first create is still opening its files when the second arrives.
+  auto first = send(request("POST", "/streams/a", create_body({file_json(0, "fw.bin")})));
+  auto second = send(request("POST", "/streams/a", create_body({file_json(0, "app.bin")})));
+  ASSERT_TRUE(second->has_value());
+  EXPECT_EQ((*second)->status, 409);
+  auto describe = call("GET", "/streams/a");  // not committed yet... or already: either way fine
+  EXPECT_TRUE(describe.status == 404 || describe.status == 200);
+  EXPECT_EQ(wait(first).status, 201);
+
+  auto update =
+      send(request("PUT", "/streams/a", R"({"files":[)" + file_json(0, "app.bin") + "]}"));
+  auto update2 = send(request("PUT", "/streams/a", R"({"description":"x"})"));
+  auto del = send(request("DELETE", "/streams/a"));
+  ASSERT_TRUE(update2->has_value());
+  ASSERT_TRUE(del->has_value());
+  EXPECT_EQ((*update2)->status, 409);
+  EXPECT_EQ((*del)->status, 409);
+  EXPECT_EQ(wait(update).status, 200);
+  EXPECT_EQ(call("DELETE", "/streams/a").status, 200);
+}
+
+TEST_F(ControlServiceTest, TooManyIngestsIs429) {
+  restart(Options{.max_concurrent_ingests = 1});
+  auto first = send(request("POST", "/streams/a", create_body({file_json(0, "fw.bin")})));
+  auto second = call("POST", "/streams/b", create_body({file_json(0, "app.bin")}));
+  EXPECT_EQ(second.status, 429);
+  EXPECT_EQ(Json(second.body).str("/error/code"), "RATE_LIMITED");
+  ASSERT_NE(find_header(second, "Retry-After"), nullptr);
+  // An update without files does not ingest and is not limited.
+  EXPECT_EQ(wait(first).status, 201);
+  auto again = send(request("PUT", "/streams/a", R"({"files":[)" + file_json(0, "app.bin") + "]}"));
+  auto meta = call("PUT", "/streams/b", R"({"description":"x"})");
+  EXPECT_EQ(meta.status, 404);  // b was never created, but the limit did not stop it
+  EXPECT_EQ(wait(again).status, 200);
+  EXPECT_EQ(call("POST", "/streams/b", create_body({file_json(0, "app.bin")})).status, 201);
+}
+
+TEST_F(ControlServiceTest, MaxStreamsIs422) {
+  restart(Options{.max_streams = 2});
+  EXPECT_EQ(call("POST", "/streams/a", create_body({file_json(0, "app.bin")})).status, 201);
+  auto pending = send(request("POST", "/streams/b", create_body({file_json(0, "app.bin")})));
+  auto r = call("POST", "/streams/c", create_body({file_json(0, "app.bin")}));
+  EXPECT_EQ(r.status, 422);  // b in progress counts
+  EXPECT_EQ(Json(r.body).str("/error/code"), "LIMIT_EXCEEDED");
+  EXPECT_EQ(wait(pending).status, 201);
+  EXPECT_EQ(call("DELETE", "/streams/a").status, 200);
+  EXPECT_EQ(call("POST", "/streams/c", create_body({file_json(0, "app.bin")})).status, 201);
+}
+
+TEST_F(ControlServiceTest, UpdateBumpsVersionAndReplacesOnlyGivenFields) {
+  ASSERT_EQ(call("POST", "/streams/s", create_body({file_json(0, "fw.bin")}, "one")).status, 201);
+  clock_.advance_ms(5000);
+  auto r = call("PUT", "/streams/s", R"({"description":"two"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json u(r.body);
+  EXPECT_EQ(u.num("/data/streamVersion"), 2u);
+  EXPECT_EQ(u.str("/data/description"), "two");
+  Json d(call("GET", "/streams/s").body);
+  EXPECT_EQ(d.num("/data/streamVersion"), 2u);
+  EXPECT_EQ(d.str("/data/roleArn"), kRole);
+  EXPECT_EQ(d.str("/data/files/0/digest"), digest_of(fw_));
+  EXPECT_EQ(d.str("/data/tags/0/Key"), "team");
+  EXPECT_NE(d.str("/data/created_at"), d.str("/data/updated_at"));
+
+  // New files: re-ingested, version 3; the old blob is collected.
+  put("fw.bin", "firmware 2");
+  r = call("PUT", "/streams/s", R"({"files":[)" + file_json(3, "fw.bin") + "]}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json d3(call("GET", "/streams/s").body);
+  EXPECT_EQ(d3.num("/data/streamVersion"), 3u);
+  EXPECT_EQ(d3.str("/data/description"), "two");
+  ASSERT_EQ(d3.size("/data/files"), 1u);
+  EXPECT_EQ(d3.num("/data/files/0/fileId"), 3u);
+  EXPECT_EQ(d3.str("/data/files/0/digest"), digest_of("firmware 2"));
+  run_until([&] { return blob_files() == 1; });
+  EXPECT_TRUE(fs::exists(blob_path(dir_ + "/data", digest_of("firmware 2"))));
+
+  EXPECT_EQ(call("PUT", "/streams/none", R"({"description":"x"})").status, 404);
+  EXPECT_EQ(call("PUT", "/streams/s", "{}").status, 400);
+  r = call("PUT", "/streams/s", R"({"files":[)" + file_json(0, "missing") + "]}");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Json(r.body).detail_fields(), std::vector<std::string>{"files[0].s3Location.key"});
+  EXPECT_EQ(Json(call("GET", "/streams/s").body).num("/data/streamVersion"), 3u);
+}
+
+TEST_F(ControlServiceTest, DeleteThenDescribeIs404) {
+  ASSERT_EQ(call("POST", "/streams/s", create_body({file_json(0, "fw.bin")})).status, 201);
+  auto r = call("DELETE", "/streams/s");
+  ASSERT_EQ(r.status, 200);
+  Json j(r.body);
+  EXPECT_EQ(j.str("/data/id"), "s");
+  r = call("GET", "/streams/s");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(Json(r.body).str("/error/code"), "NOT_FOUND");
+  EXPECT_EQ(call("DELETE", "/streams/s").status, 404);
+  run_until([&] { return blob_files() == 0; });
+}
+
+TEST_F(ControlServiceTest, ListPaginatesBothWays) {
+  for (const char* id : {"c", "a", "e", "b", "d"}) {
+    ASSERT_EQ(
+        call("POST", std::string("/streams/") + id, create_body({file_json(0, "app.bin")})).status,
+        201);
+  }
+  auto ids = [](const Json& j) {
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < j.size("/data/streams"); ++i) {
+      out.push_back(j.str("/data/streams/" + std::to_string(i) + "/streamId"));
+    }
+    return out;
+  };
+  std::vector<std::string> seen;
+  std::string token;
+  for (int page = 0; page < 3; ++page) {
+    std::string query = "maxResults=2";
+    if (!token.empty()) query += "&nextToken=" + token;
+    auto r = call("GET", "/streams", "", query);
+    ASSERT_EQ(r.status, 200) << r.body;
+    Json j(r.body);
+    for (auto& id : ids(j)) seen.push_back(id);
+    EXPECT_EQ(j.str("/data/streams/0/streamArn").rfind("arn:chunkd:stream/", 0), 0u);
+    EXPECT_EQ(j.num("/data/streams/0/streamVersion"), 1u);
+    token = j.has("/data/nextToken") ? j.str("/data/nextToken") : "";
+    EXPECT_EQ(token.empty(), page == 2) << page;
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "c", "d", "e"}));
+
+  seen.clear();
+  token.clear();
+  for (int page = 0; page < 2; ++page) {
+    std::string query = "maxResults=3&isAscendingOrder=false";
+    if (!token.empty()) query += "&nextToken=" + token;
+    Json j(call("GET", "/streams", "", query).body);
+    for (auto& id : ids(j)) seen.push_back(id);
+    token = j.has("/data/nextToken") ? j.str("/data/nextToken") : "";
+  }
+  EXPECT_TRUE(token.empty());
+  EXPECT_EQ(seen, (std::vector<std::string>{"e", "d", "c", "b", "a"}));
+
+  // Exactly a page full: no nextToken.
+  Json all(call("GET", "/streams", "", "maxResults=5").body);
+  EXPECT_EQ(ids(all).size(), 5u);
+  EXPECT_FALSE(all.has("/data/nextToken"));
+  Json dflt(call("GET", "/streams").body);
+  EXPECT_EQ(ids(dflt).size(), 5u);
+
+  EXPECT_EQ(call("GET", "/streams", "", "maxResults=0").status, 400);
+  EXPECT_EQ(call("GET", "/streams", "", "maxResults=251").status, 400);
+  EXPECT_EQ(call("GET", "/streams", "", "nextToken=garbage!").status, 400);
+}
+
+TEST_F(ControlServiceTest, UnknownPathsAndMethods) {
+  auto r = call("GET", "/nope");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(Json(r.body).str("/error/code"), "NOT_FOUND");
+  EXPECT_EQ(call("GET", "/streams/a/b").status, 404);
+  EXPECT_EQ(call("GET", "/streams/").status, 404);
+
+  r = call("PATCH", "/streams/a");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(Json(r.body).str("/error/code"), "METHOD_NOT_ALLOWED");
+  ASSERT_NE(find_header(r, "Allow"), nullptr);
+  EXPECT_EQ(*find_header(r, "Allow"), "GET, POST, PUT, DELETE");
+  r = call("POST", "/streams");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(*find_header(r, "Allow"), "GET");
+  r = call("DELETE", "/healthz");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(*find_header(r, "Allow"), "GET");
+  EXPECT_EQ(call("PUT", "/metrics").status, 405);
+}
+
+TEST_F(ControlServiceTest, BearerTokenIsRequiredOnStreamRoutes) {
+  restart(Options{.token = "t0ken-value"});
+  io::HttpRequest none = request("GET", "/streams");
+  auto r = call(std::move(none));
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(Json(r.body).str("/error/code"), "UNAUTHORIZED");
+  ASSERT_NE(find_header(r, "WWW-Authenticate"), nullptr);
+  EXPECT_EQ(*find_header(r, "WWW-Authenticate"), "Bearer");
+
+  for (std::string value : {"Bearer wrong", "Bearer t0ken-valu", "Bearer t0ken-value2",
+                            "Basic t0ken-value", "t0ken-value", "Bearer", "Bearer "}) {
+    auto req = request("POST", "/streams/a", create_body({file_json(0, "app.bin")}));
+    req.headers.emplace_back("authorization", value);
+    r = call(std::move(req));
+    EXPECT_EQ(r.status, 401) << value;
+  }
+  EXPECT_EQ(catalog_->size(), 0u);
+  // Wrong method on a stream route without a token: still 401 first.
+  EXPECT_EQ(call("PATCH", "/streams/a").status, 401);
+
+  token_ = "t0ken-value";
+  EXPECT_EQ(call("POST", "/streams/a", create_body({file_json(0, "app.bin")})).status, 201);
+  auto lower = request("GET", "/streams/a");
+  lower.headers.clear();
+  lower.headers.emplace_back("authorization", "bearer   t0ken-value ");
+  EXPECT_EQ(call(std::move(lower)).status, 200);
+
+  token_.clear();
+  EXPECT_EQ(call("GET", "/metrics").status, 200);
+  EXPECT_EQ(call("GET", "/healthz").status, 503);
+  EXPECT_EQ(call("GET", "/nope").status, 404);
+}
+
+TEST_F(ControlServiceTest, HealthzFollowsReadiness) {
+  auto r = call("GET", "/healthz");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(Json(r.body).str("/error/code"), "SERVICE_UNAVAILABLE");
+  control_->set_ready(true);
+  r = call("GET", "/healthz");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, R"({"status":"ok"})");
+  control_->set_ready(false);
+  EXPECT_EQ(call("GET", "/healthz").status, 503);
+}
+
+TEST_F(ControlServiceTest, MetricsPage) {
+  ASSERT_EQ(call("POST", "/streams/a", create_body({file_json(0, "fw.bin")})).status, 201);
+  call("GET", "/streams/zzz");
+  auto r = call("GET", "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "text/plain; version=0.0.4");
+  const std::string& m = r.body;
+  EXPECT_NE(m.find("chunkd_http_requests_total{route=\"create\",status=\"201\"} 1\n"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("chunkd_http_requests_total{route=\"describe\",status=\"404\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("chunkd_streams 1\n"), std::string::npos);
+  EXPECT_NE(m.find("chunkd_store_blobs 1\n"), std::string::npos);
+  EXPECT_NE(m.find("chunkd_store_bytes " + std::to_string(fw_.size()) + "\n"), std::string::npos);
+  EXPECT_NE(m.find("chunkd_ingest_bytes_total " + std::to_string(fw_.size()) + "\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("chunkd_ingest_seconds_total"), std::string::npos);
+}
+
+TEST_F(ControlServiceTest, LongIdsCarryAWarning) {
+  std::string id(45, 'x');
+  auto r = call("POST", "/streams/" + id, create_body({file_json(0, "app.bin")}));
+  ASSERT_EQ(r.status, 201);
+  Json j(r.body);
+  ASSERT_EQ(j.size("/data/warnings"), 1u);
+  EXPECT_NE(j.str("/data/warnings/0").find("45-byte"), std::string::npos);
+  r = call("PUT", "/streams/" + id, R"({"description":"x"})");
+  EXPECT_EQ(Json(r.body).size("/data/warnings"), 1u);
+  r = call("POST", "/streams/" + std::string(44, 'y'), create_body({file_json(0, "app.bin")}));
+  EXPECT_FALSE(Json(r.body).has("/data/warnings"));
+}
+
+TEST_F(ControlServiceTest, RestartReloadsTheRegistry) {
+  ASSERT_EQ(call("POST", "/streams/a", create_body({file_json(0, "fw.bin")})).status, 201);
+  ASSERT_EQ(call("POST", "/streams/b", create_body({file_json(0, "app.bin")})).status, 201);
+  ASSERT_EQ(call("PUT", "/streams/b", R"({"description":"bee"})").status, 200);
+  ASSERT_EQ(call("DELETE", "/streams/a").status, 200);
+  std::string before = call("GET", "/streams/b").body;
+  restart();
+  EXPECT_EQ(catalog_->size(), 1u);
+  EXPECT_EQ(call("GET", "/streams/a").status, 404);
+  auto r = call("GET", "/streams/b");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, before);
+  Json j(r.body);
+  EXPECT_EQ(j.num("/data/streamVersion"), 2u);
+  EXPECT_EQ(j.str("/data/description"), "bee");
+  // The store agrees: the blob of b is there.
+  EXPECT_TRUE(fs::exists(blob_path(dir_ + "/data", digest_of(app_))));
+  EXPECT_EQ(catalog_->find("b")->files[0].manifest.size(), 1u);
+}
+
+TEST_F(ControlServiceTest, ClosingRefusesNewRequestsAndCancelsIngests) {
+  auto pending = send(request("POST", "/streams/a", create_body({file_json(0, "fw.bin")})));
+  bool control_closed = false;
+  bool store_closed = false;
+  control_->close([&] { control_closed = true; });
+  store_->close([&] { store_closed = true; });
+  auto r = call("GET", "/streams");
+  EXPECT_EQ(r.status, 503);
+  auto answer = wait(pending);
+  EXPECT_EQ(answer.status, 503) << answer.body;
+  run_until([&] { return control_closed && store_closed; });
+  EXPECT_EQ(catalog_->size(), 0u);
+}
+
+TEST_F(ControlServiceTest, ErrorBodyForServerMadeResponses) {
+  Json j(ControlService::error_body(413, "body too large"));
+  EXPECT_EQ(j.str("/error/code"), "PAYLOAD_TOO_LARGE");
+  EXPECT_EQ(j.str("/error/message"), "body too large");
+  EXPECT_EQ(Json(ControlService::error_body(400, "bad")).str("/error/code"), "VALIDATION_ERROR");
+  EXPECT_EQ(Json(ControlService::error_body(408, "slow")).str("/error/code"), "VALIDATION_ERROR");
+  EXPECT_EQ(Json(ControlService::error_body(503, "x")).str("/error/code"), "SERVICE_UNAVAILABLE");
+  EXPECT_EQ(Json(ControlService::error_body(500, "x")).str("/error/code"), "INTERNAL_ERROR");
+}
+
+}  // namespace
+}  // namespace chunkd::engine

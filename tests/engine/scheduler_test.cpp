@@ -1,0 +1,513 @@
+#include "engine/scheduler.hpp"
+
+#include <gtest/gtest.h>
+#include <uv.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/block_cache.hpp"
+#include "engine/clock.hpp"
+#include "engine/metrics.hpp"
+#include "tests/engine/fakes.hpp"
+
+namespace chunkd::engine {
+namespace {
+
+using testing::FakePublisher;
+using testing::FakeReader;
+using testing::TempDir;
+
+// Encodes a block as <4-byte little-endian block index><bytes>, a failure as "FAIL <message>".
+class TestSink final : public SchedulerSink {
+ public:
+  std::span<const std::byte> encode_block(
+      const BlockJob&, std::uint32_t block_index,
+      std::span<const std::span<const std::byte>> pieces) override {
+    buffer_.clear();
+    for (int i = 0; i < 4; ++i)
+      buffer_.push_back(static_cast<std::byte>((block_index >> (8 * i)) & 0xff));
+    for (auto p : pieces) buffer_.insert(buffer_.end(), p.begin(), p.end());
+    return buffer_;
+  }
+  std::vector<std::byte> encode_failure(const BlockJob&, std::error_code error) override {
+    std::string s = "FAIL " + error.message();
+    auto* b = reinterpret_cast<const std::byte*>(s.data());
+    return {b, b + s.size()};
+  }
+  void job_ended(const BlockJob& job, JobEnd end, std::error_code error) override {
+    ended.push_back({job.thing, end, error});
+  }
+
+  struct Ended {
+    std::string thing;
+    JobEnd end;
+    std::error_code error;
+  };
+  std::vector<Ended> ended;
+
+ private:
+  std::vector<std::byte> buffer_;
+};
+
+std::uint32_t block_of(const FakePublisher::Message& m) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i)
+    v |= std::to_integer<std::uint32_t>(m.payload[static_cast<std::size_t>(i)]) << (8 * i);
+  return v;
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+    reader_ = std::make_unique<FakeReader>(&loop_);
+    BlockCacheOptions co;
+    co.data_dir = dir_.path();
+    co.capacity_bytes = 4u << 20;
+    cache_ = std::make_unique<BlockCache>(*reader_, metrics_, co);
+    stream_ = std::make_shared<io::StoredStream>();
+    stream_->id = "s";
+    stream_->version = 1;
+  }
+
+  void TearDown() override {
+    if (scheduler_) {
+      bool stopped = false;
+      scheduler_->stop(0, [&] { stopped = true; });
+      EXPECT_TRUE(testing::run_until(&loop_, [&] { return stopped; }));
+      scheduler_.reset();
+    }
+    cache_.reset();
+    bool closed = false;
+    reader_->close([&] { closed = true; });
+    EXPECT_TRUE(testing::run_until(&loop_, [&] { return closed; }));
+    reader_.reset();
+    EXPECT_EQ(testing::drain_and_close(&loop_), 0);
+  }
+
+  const io::StoredFile& add_file(std::size_t size, std::uint32_t extent_bytes,
+                                 std::uint32_t id = 0) {
+    content_[id] = testing::pattern_bytes(size, id + 3);
+    stream_->files.push_back(testing::make_blob(dir_.path(), content_[id], extent_bytes, id));
+    return stream_->files.back();
+  }
+
+  Scheduler& make(SchedulerOptions o = {}) {
+    scheduler_ =
+        std::make_unique<Scheduler>(&loop_, *cache_, publisher_, sink_, clock_, metrics_, o);
+    return *scheduler_;
+  }
+
+  BlockJob job(const std::string& thing, std::uint32_t file_id, std::uint32_t block_size,
+               std::uint32_t first, std::uint32_t count) {
+    BlockJob j;
+    j.thing = thing;
+    j.stream = stream_;
+    for (auto& f : stream_->files) {
+      if (f.file_id == file_id) j.file = &f;
+    }
+    j.block_size = block_size;
+    for (std::uint32_t i = 0; i < count; ++i) j.blocks.push_back(first + i);
+    j.data_topic = thing + "/data";
+    j.rejected_topic = thing + "/rejected";
+    j.received_ms = clock_.now_ms();
+    return j;
+  }
+
+  // The payload bytes a block must carry.
+  bool block_matches(const FakePublisher::Message& m, std::uint32_t file_id,
+                     std::uint32_t block_size) {
+    const auto& c = content_[file_id];
+    std::uint32_t b = block_of(m);
+    std::size_t off = std::size_t{b} * block_size;
+    std::size_t n = std::min<std::size_t>(block_size, c.size() - off);
+    return m.payload.size() == 4 + n && std::memcmp(m.payload.data() + 4, c.data() + off, n) == 0;
+  }
+
+  // A few loop turns with nothing more to do (reads complete on 0 ms timers).
+  void settle(int turns = 300) {
+    for (int i = 0; i < turns; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  }
+
+  uv_loop_t loop_{};
+  TempDir dir_;
+  Metrics metrics_;
+  ManualClock clock_;
+  FakePublisher publisher_;
+  TestSink sink_;
+  std::unique_ptr<FakeReader> reader_;
+  std::unique_ptr<BlockCache> cache_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::shared_ptr<io::StoredStream> stream_;
+  std::map<std::uint32_t, std::vector<std::byte>> content_;
+};
+
+TEST_F(SchedulerTest, ServesAJobInOrderWithTheRightBytes) {
+  add_file(10 * 1024 + 100, 4096);  // 11 blocks of 1 KiB, the last 100 bytes
+  auto& s = make();
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 11)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  ASSERT_EQ(publisher_.messages.size(), 11u);
+  for (std::uint32_t i = 0; i < 11; ++i) {
+    const auto& m = publisher_.messages[i];
+    EXPECT_EQ(m.key, "dev");
+    EXPECT_EQ(m.topic, "dev/data");
+    EXPECT_EQ(block_of(m), i);
+    EXPECT_TRUE(block_matches(m, 0, 1024)) << "block " << i;
+  }
+  EXPECT_EQ(sink_.ended[0].end, JobEnd::Completed);
+  EXPECT_EQ(metrics_.counter_value("chunkd_blocks_sent_total", R"(format="json")"), 11u);
+  EXPECT_EQ(s.queued_requests(), 0u);
+  EXPECT_EQ(s.active_things(), 0u);
+}
+
+TEST_F(SchedulerTest, BlocksSpanningExtentsAreStitched) {
+  add_file(5 * 4096, 4096);
+  make();
+  // 3000-byte blocks straddle 4 KiB extents; 1 is 3000..5999 (extents 0 and 1).
+  ASSERT_EQ(scheduler_->submit(job("dev", 0, 3000, 0, 7)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  ASSERT_EQ(publisher_.messages.size(), 7u);
+  for (const auto& m : publisher_.messages) EXPECT_TRUE(block_matches(m, 0, 3000)) << block_of(m);
+}
+
+TEST_F(SchedulerTest, BlockLargerThanExtentsCoversSeveral) {
+  add_file(64 * 1024, 4096);
+  make();
+  ASSERT_EQ(scheduler_->submit(job("dev", 0, 16384, 1, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  ASSERT_EQ(publisher_.messages.size(), 2u);
+  for (const auto& m : publisher_.messages) EXPECT_TRUE(block_matches(m, 0, 16384));
+}
+
+TEST_F(SchedulerTest, RoundRobinDoesNotStarveSmallThings) {
+  add_file(1 << 20, 256u << 10);  // 1024 blocks of 1 KiB
+  SchedulerOptions o;
+  o.per_thing_queue_requests = 16;
+  auto& s = make(o);
+  for (std::uint32_t k = 0; k < 8; ++k) {
+    ASSERT_EQ(s.submit(job("big", 0, 1024, k * 128, 128)), Scheduler::Admit::Ok);
+  }
+  for (std::uint32_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(s.submit(job("small-" + std::to_string(i), 0, 1024, 900 + i, 1)),
+              Scheduler::Admit::Ok);
+  }
+  EXPECT_EQ(s.active_things(), 101u);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 108; }));
+  ASSERT_EQ(publisher_.messages.size(), 1124u);
+
+  std::set<std::string> small_served;
+  std::uint32_t expect_big = 0;
+  for (std::size_t i = 0; i < publisher_.messages.size(); ++i) {
+    const auto& m = publisher_.messages[i];
+    EXPECT_TRUE(block_matches(m, 0, 1024));
+    if (m.key == "big") {
+      EXPECT_EQ(block_of(m), expect_big++) << "a thing's blocks stay in order";
+    } else {
+      EXPECT_LT(i, 200u) << m.key << " waited behind the big download";
+      small_served.insert(m.key);
+    }
+  }
+  EXPECT_EQ(small_served.size(), 100u);
+  EXPECT_EQ(expect_big, 1024u);
+}
+
+TEST_F(SchedulerTest, QueueBoundsThrottle) {
+  add_file(8192, 4096);
+  SchedulerOptions o;
+  o.per_thing_queue_requests = 2;
+  o.global_queue_requests = 4;
+  auto& s = make(o);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.post("a", "a/description", {}), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);  // per thing
+  EXPECT_EQ(s.submit(job("b", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("d", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);  // global
+  EXPECT_EQ(s.queued_requests(), 4u);
+  EXPECT_EQ(metrics_.gauge("chunkd_queue_requests", "").value(), 4.0);
+  EXPECT_EQ(metrics_.gauge("chunkd_things_active", "").value(), 3.0);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.queued_requests() == 0; }));
+  EXPECT_EQ(s.submit(job("d", 0, 1024, 0, 1)), Scheduler::Admit::Ok);  // room again
+  EXPECT_EQ(metrics_.gauge("chunkd_things_active", "").value(), 1.0);
+}
+
+TEST_F(SchedulerTest, PerThingRateLimitFollowsTheClock) {
+  add_file(64 * 1024, 16384);
+  SchedulerOptions o;
+  o.per_thing_blocks_per_s = 10;  // burst 10
+  auto& s = make(o);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 30)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("other", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() >= 13; }));
+  settle();
+  auto count = [&](const std::string& key) {
+    return std::count_if(publisher_.messages.begin(), publisher_.messages.end(),
+                         [&](const auto& m) { return m.key == key; });
+  };
+  EXPECT_EQ(count("dev"), 10);
+  EXPECT_EQ(count("other"), 3);
+  clock_.advance_ms(500);
+  s.wake();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return count("dev") >= 15; }));
+  settle();
+  EXPECT_EQ(count("dev"), 15);
+  clock_.advance_ms(10'000);  // the bucket holds one second's worth at most
+  s.wake();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return count("dev") >= 25; }));
+  settle();
+  EXPECT_EQ(count("dev"), 25);
+  // Messages are not rate limited.
+  ASSERT_EQ(s.post("dev", "dev/description", {}), Scheduler::Admit::Ok);
+  settle();
+  EXPECT_EQ(publisher_.messages.size(), 28u) << "the description waits behind dev's blocks";
+  clock_.advance_ms(500);
+  s.wake();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.queued_requests() == 0; }));
+  EXPECT_EQ(publisher_.messages.back().topic, "dev/description");
+}
+
+TEST_F(SchedulerTest, PerThingBucketSurvivesBetweenRequests) {
+  add_file(64 * 1024, 16384);
+  SchedulerOptions o;
+  o.per_thing_blocks_per_s = 4;
+  auto& s = make(o);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 4, 4)), Scheduler::Admit::Ok);
+  settle();
+  EXPECT_EQ(publisher_.messages.size(), 4u) << "a new request does not refill the bucket";
+  clock_.advance_ms(1000);
+  s.wake();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
+  EXPECT_EQ(publisher_.messages.size(), 8u);
+}
+
+TEST_F(SchedulerTest, GlobalRateLimitSharesTokens) {
+  add_file(64 * 1024, 16384);
+  SchedulerOptions o;
+  o.global_blocks_per_s = 4;
+  auto& s = make(o);
+  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() >= 4; }));
+  settle();
+  EXPECT_EQ(publisher_.messages.size(), 4u);
+  clock_.advance_ms(500);
+  s.wake();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() >= 6; }));
+  settle();
+  EXPECT_EQ(publisher_.messages.size(), 6u);
+  std::size_t a = 0;
+  for (const auto& m : publisher_.messages) a += m.key == "a" ? 1u : 0u;
+  EXPECT_EQ(a, 3u) << "the two things alternate";
+}
+
+TEST_F(SchedulerTest, BackpressurePausesAndResumesWithoutLoss) {
+  add_file(40 * 1024, 8192);
+  auto& s = make();
+  publisher_.accept_before_backpressure = 5;
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 40)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  settle();
+  EXPECT_EQ(publisher_.messages.size(), 5u);
+  for (int round = 0; round < 3; ++round) {
+    publisher_.signal_writable();
+    publisher_.accept_before_backpressure = 7;
+    ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  }
+  publisher_.signal_writable();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  ASSERT_EQ(publisher_.messages.size(), 40u);
+  for (std::uint32_t i = 0; i < 40; ++i) {
+    EXPECT_EQ(block_of(publisher_.messages[i]), i);
+    EXPECT_TRUE(block_matches(publisher_.messages[i], 0, 1024));
+  }
+  EXPECT_GE(metrics_.counter_value("chunkd_publish_refused_total", R"(reason="backpressure")"), 4u);
+}
+
+TEST_F(SchedulerTest, BytesInFlightBoundStopsEncoding) {
+  add_file(8 * 1024, 8192);
+  SchedulerOptions o;
+  o.max_publish_bytes_in_flight = 1000;
+  auto& s = make(o);
+  publisher_.in_flight = 1000;
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 8)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  settle();
+  EXPECT_TRUE(publisher_.messages.empty());
+  EXPECT_EQ(publisher_.attempts, 0u) << "nothing encoded or offered while over the bound";
+  publisher_.in_flight = 0;
+  publisher_.signal_writable();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  EXPECT_EQ(publisher_.messages.size(), 8u);
+}
+
+TEST_F(SchedulerTest, MessagesStayInOrderWithBlocks) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  std::vector<std::byte> hello{std::byte{'h'}, std::byte{'i'}};
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.post("dev", "dev/description", hello), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 3, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.queued_requests() == 0; }));
+  ASSERT_EQ(publisher_.messages.size(), 6u);
+  EXPECT_EQ(publisher_.messages[3].topic, "dev/description");
+  EXPECT_EQ(publisher_.messages[3].payload, hello);
+  EXPECT_EQ(block_of(publisher_.messages[2]), 2u);
+  EXPECT_EQ(block_of(publisher_.messages[4]), 3u);
+}
+
+TEST_F(SchedulerTest, ReadFailureBecomesARejectionInPlace) {
+  add_file(16 * 1024, 8192);
+  auto& s = make();
+  // The blob changed under the stream: every read of extent 0 mismatches its manifest.
+  {
+    std::string path = blob_path(dir_.path(), stream_->files[0].digest);
+    int fd = ::open(path.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "X", 1, 10), 1);
+    ::close(fd);
+  }
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 8, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
+  ASSERT_EQ(publisher_.messages.size(), 3u);
+  EXPECT_EQ(publisher_.messages[0].topic, "dev/rejected");
+  EXPECT_EQ(sink_.ended[0].end, JobEnd::Failed);
+  EXPECT_EQ(sink_.ended[0].error, CacheError::ManifestMismatch);
+  EXPECT_EQ(sink_.ended[1].end, JobEnd::Completed);
+  EXPECT_EQ(block_of(publisher_.messages[1]), 8u);
+}
+
+TEST_F(SchedulerTest, AFailedPrefetchIsRetriedOnDemand) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  reader_->corrupt_next();  // a transient fault hits the prefetch made at submit time
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 8)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  EXPECT_EQ(sink_.ended[0].end, JobEnd::Completed);
+  EXPECT_EQ(publisher_.messages.size(), 8u);
+  EXPECT_EQ(reader_->reads_started, 2u);
+}
+
+TEST_F(SchedulerTest, MissingBlobFailsTheJob) {
+  add_file(4096, 4096);
+  stream_->files[0].digest = "ffffffffffffffffffffffffffffffff";
+  auto& s = make();
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  EXPECT_EQ(sink_.ended[0].end, JobEnd::Failed);
+  EXPECT_EQ(sink_.ended[0].error, std::errc::no_such_file_or_directory);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() == 1; }));
+  EXPECT_EQ(publisher_.messages[0].topic, "dev/rejected");
+}
+
+TEST_F(SchedulerTest, DisconnectedPublisherDropsTheRestOfTheJob) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  publisher_.fail_next(Publisher::Result::NotConnected);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 8)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
+  EXPECT_EQ(sink_.ended[0].end, JobEnd::PublishFailed);
+  EXPECT_EQ(sink_.ended[1].end, JobEnd::Completed);
+  EXPECT_EQ(publisher_.messages.size(), 2u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_publish_refused_total", R"(reason="not_connected")"),
+            1u);
+}
+
+TEST_F(SchedulerTest, PrefetchKeepsTheNextExtentInFlight) {
+  add_file(4 * 8192, 8192);
+  auto& s = make();
+  reader_->hold = true;
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 32)), Scheduler::Admit::Ok);
+  EXPECT_EQ(reader_->reads_started, 1u) << "a queued job's first extent is read at once";
+  settle(10);
+  ASSERT_TRUE(reader_->complete_one());
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() == 8; }));
+  settle(10);
+  EXPECT_EQ(publisher_.messages.size(), 8u) << "waits for extent 1";
+  EXPECT_EQ(reader_->reads_started, 2u) << "extent 1 was requested while extent 0 was served";
+  EXPECT_TRUE(cache_->reading(stream_->files[0], 1));
+  reader_->release();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
+  EXPECT_EQ(reader_->reads_started, 4u);
+}
+
+TEST_F(SchedulerTest, ExtentReadsInFlightAreBounded) {
+  SchedulerOptions o;
+  o.max_extent_reads = 3;
+  o.max_prefetch_reads = 1;
+  for (std::uint32_t f = 0; f < 10; ++f) add_file(4096, 4096, f);
+  auto& s = make(o);
+  reader_->hold = true;
+  for (std::uint32_t f = 0; f < 10; ++f) {
+    ASSERT_EQ(s.submit(job("t" + std::to_string(f), f, 1024, 0, 4)), Scheduler::Admit::Ok);
+  }
+  settle(20);
+  EXPECT_LE(reader_->in_flight(), 3u);
+  while (sink_.ended.size() < 10) {
+    EXPECT_LE(reader_->in_flight(), 3u);
+    reader_->complete_all();
+    settle(5);
+  }
+  EXPECT_EQ(publisher_.messages.size(), 40u);
+}
+
+TEST_F(SchedulerTest, StopFinishesStartedJobsAndDropsTheRest) {
+  add_file(16 * 1024, 16384);
+  auto& s = make();
+  publisher_.accept_before_backpressure = 1;
+  ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("one", 0, 1024, 10, 2)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("two", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_EQ(publisher_.messages.size(), 1u);
+  bool done = false;
+  s.stop(60'000, [&] { done = true; });
+  EXPECT_EQ(s.submit(job("three", 0, 1024, 0, 1)), Scheduler::Admit::Stopped);
+  EXPECT_EQ(sink_.ended.size(), 2u);  // one's second job and two's job
+  publisher_.signal_writable();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return done; }));
+  EXPECT_EQ(publisher_.messages.size(), 10u);
+  for (const auto& m : publisher_.messages) EXPECT_EQ(m.key, "one");
+  EXPECT_EQ(sink_.ended.back().end, JobEnd::Completed);
+  EXPECT_EQ(metrics_.counter_value("chunkd_jobs_dropped_total"), 2u);
+  scheduler_.reset();
+}
+
+TEST_F(SchedulerTest, StopTimeoutDropsWhatCannotFinish) {
+  add_file(16 * 1024, 16384);
+  auto& s = make();
+  publisher_.accept_before_backpressure = 1;
+  ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  bool done = false;
+  s.stop(1, [&] { done = true; });
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return done; }));
+  EXPECT_EQ(sink_.ended.back().end, JobEnd::Dropped);
+  EXPECT_EQ(s.queued_requests(), 0u);
+  scheduler_.reset();
+}
+
+TEST_F(SchedulerTest, DestroyedWhileReadsAreInFlight) {
+  add_file(16 * 1024, 16384);
+  auto& s = make();
+  reader_->hold = true;
+  ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
+  settle(10);
+  scheduler_.reset();
+  reader_->release();
+  settle(10);
+  EXPECT_TRUE(publisher_.messages.empty());
+  EXPECT_FALSE(publisher_.has_writable_callback());
+}
+
+}  // namespace
+}  // namespace chunkd::engine
