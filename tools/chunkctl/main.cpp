@@ -1,0 +1,358 @@
+// chunkctl: the operator's command line for chunkd's control API.
+//
+//   chunkctl create <streamId> --file 0=firmware:images/v2.bin[@digest] [--file ...]
+//                   --role-arn ARN [--description TEXT] [--tag KEY=VALUE ...]
+//   chunkctl describe <streamId>
+//   chunkctl list [--max-results N] [--next-token T] [--descending] [--all]
+//   chunkctl update <streamId> [--file ...] [--description TEXT] [--role-arn ARN]
+//   chunkctl delete <streamId>
+//
+// Global: --url URL (env CHUNKD_URL, default http://127.0.0.1:8080), --token TOKEN (env
+// CHUNKD_TOKEN) or --token-file FILE, --json (print the server's data object), --timeout-ms N.
+// Exit status: 0 success, 1 the server refused (its code and message are printed), 2 usage or
+// connection error.
+#include <simdjson.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/control.hpp"
+#include "tools/common/http_client.hpp"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: chunkctl [--url URL] [--token T | --token-file F] [--json] <command> ...\n"
+    "  create <id> --file ID=BUCKET:KEY[@DIGEST]... --role-arn ARN [--description D] [--tag K=V]...\n"
+    "  describe <id>\n"
+    "  list [--max-results N] [--next-token T] [--descending] [--all]\n"
+    "  update <id> [--file ID=BUCKET:KEY[@DIGEST]]... [--description D] [--role-arn ARN]\n"
+    "  delete <id>\n"
+    "environment: CHUNKD_URL (default http://127.0.0.1:8080), CHUNKD_TOKEN\n";
+
+struct FileArg {
+  std::string id;  // kept as text: the server validates the range
+  std::string bucket;
+  std::string key;
+  std::optional<std::string> version;
+};
+
+struct Args {
+  std::string url;
+  std::string token;
+  bool json = false;
+  int timeout_ms = 600000;  // ingest of a large file takes time
+  std::string command;
+  std::string stream_id;
+  std::vector<FileArg> files;
+  std::optional<std::string> description;
+  std::optional<std::string> role_arn;
+  std::vector<std::pair<std::string, std::string>> tags;
+  std::optional<std::string> max_results;
+  std::optional<std::string> next_token;
+  bool descending = false;
+  bool all = false;
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr, "chunkctl: %s\n%s", message.c_str(), kUsage);
+  std::exit(2);
+}
+
+FileArg parse_file_arg(const std::string& spec) {
+  // ID=BUCKET:KEY[@DIGEST]
+  auto eq = spec.find('=');
+  auto colon = spec.find(':', eq == std::string::npos ? 0 : eq);
+  if (eq == std::string::npos || colon == std::string::npos) {
+    usage_error("--file wants ID=BUCKET:KEY[@DIGEST], got '" + spec + "'");
+  }
+  FileArg f;
+  f.id = spec.substr(0, eq);
+  f.bucket = spec.substr(eq + 1, colon - eq - 1);
+  f.key = spec.substr(colon + 1);
+  auto at = f.key.rfind('@');
+  if (at != std::string::npos) {
+    f.version = f.key.substr(at + 1);
+    f.key.resize(at);
+  }
+  if (f.id.empty() || f.id.find_first_not_of("0123456789") != std::string::npos) {
+    usage_error("--file id must be a number, got '" + f.id + "'");
+  }
+  return f;
+}
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) usage_error("cannot read token file " + path);
+  std::string line;
+  std::getline(in, line);
+  auto first = line.find_first_not_of(" \t\r\n");
+  auto last = line.find_last_not_of(" \t\r\n");
+  return first == std::string::npos ? std::string() : line.substr(first, last - first + 1);
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  const char* env_url = std::getenv("CHUNKD_URL");
+  a.url = env_url != nullptr && *env_url != '\0' ? env_url : "http://127.0.0.1:8080";
+  const char* env_token = std::getenv("CHUNKD_TOKEN");
+  if (env_token != nullptr) a.token = env_token;
+
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (arg == "--url") {
+      a.url = value();
+    } else if (arg == "--token") {
+      a.token = value();
+    } else if (arg == "--token-file") {
+      a.token = read_token_file(value());
+    } else if (arg == "--json") {
+      a.json = true;
+    } else if (arg == "--timeout-ms") {
+      a.timeout_ms = std::atoi(value().c_str());
+      if (a.timeout_ms <= 0) usage_error("--timeout-ms must be positive");
+    } else if (arg == "--file") {
+      a.files.push_back(parse_file_arg(value()));
+    } else if (arg == "--description") {
+      a.description = value();
+    } else if (arg == "--role-arn") {
+      a.role_arn = value();
+    } else if (arg == "--tag") {
+      std::string kv = value();
+      auto eq = kv.find('=');
+      if (eq == std::string::npos) usage_error("--tag wants KEY=VALUE");
+      a.tags.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    } else if (arg == "--max-results") {
+      a.max_results = value();
+    } else if (arg == "--next-token") {
+      a.next_token = value();
+    } else if (arg == "--descending") {
+      a.descending = true;
+    } else if (arg == "--all") {
+      a.all = true;
+    } else if (arg.rfind("--", 0) == 0) {
+      usage_error("unknown option " + arg);
+    } else {
+      positional.push_back(arg);
+    }
+  }
+  if (positional.empty()) usage_error("no command");
+  a.command = positional[0];
+  bool wants_id = a.command != "list";
+  if (wants_id) {
+    if (positional.size() != 2) usage_error(a.command + " takes exactly one stream id");
+    a.stream_id = positional[1];
+  } else if (positional.size() != 1) {
+    usage_error("list takes no arguments");
+  }
+  return a;
+}
+
+std::string files_json(const std::vector<FileArg>& files) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const auto& f = files[i];
+    if (i) out += ',';
+    out += "{\"fileId\":" + f.id + ",\"s3Location\":{\"bucket\":";
+    chunkd::protocol::append_json_string(out, f.bucket);
+    out += ",\"key\":";
+    chunkd::protocol::append_json_string(out, f.key);
+    if (f.version) {
+      out += ",\"version\":";
+      chunkd::protocol::append_json_string(out, *f.version);
+    }
+    out += "}}";
+  }
+  return out + "]";
+}
+
+std::string body_json(const Args& a) {
+  std::string out = "{";
+  bool first = true;
+  auto key = [&](const char* k) {
+    if (!first) out += ',';
+    first = false;
+    out += '"';
+    out += k;
+    out += "\":";
+  };
+  if (a.description) {
+    key("description");
+    chunkd::protocol::append_json_string(out, *a.description);
+  }
+  if (!a.files.empty()) {
+    key("files");
+    out += files_json(a.files);
+  }
+  if (a.role_arn) {
+    key("roleArn");
+    chunkd::protocol::append_json_string(out, *a.role_arn);
+  }
+  if (!a.tags.empty()) {
+    key("tags");
+    out += '[';
+    for (std::size_t i = 0; i < a.tags.size(); ++i) {
+      if (i) out += ',';
+      out += "{\"Key\":";
+      chunkd::protocol::append_json_string(out, a.tags[i].first);
+      out += ",\"Value\":";
+      chunkd::protocol::append_json_string(out, a.tags[i].second);
+      out += '}';
+    }
+    out += ']';
+  }
+  return out + "}";
+}
+
+std::string str(simdjson::dom::element e, const char* key) {
+  auto v = e[key];
+  if (v.error()) return "";
+  if (v.is_string()) return std::string(v.get_string().value_unsafe());
+  return simdjson::to_string(v.value_unsafe());
+}
+
+void print_error(simdjson::dom::element root) {
+  auto err = root["error"];
+  std::fprintf(stderr, "error: %s: %s\n", str(err.value_unsafe(), "code").c_str(),
+               str(err.value_unsafe(), "message").c_str());
+  auto details = err["details"].get_array();
+  if (!details.error()) {
+    for (auto d : details.value_unsafe()) {
+      std::fprintf(stderr, "  %s: %s\n", str(d, "field").c_str(), str(d, "problem").c_str());
+    }
+  }
+}
+
+void print_stream(simdjson::dom::element data, bool full) {
+  std::printf("stream      %s\n", str(data, "streamId").c_str());
+  std::printf("version     %s\n", str(data, "streamVersion").c_str());
+  std::printf("arn         %s\n", str(data, "streamArn").c_str());
+  std::printf("description %s\n", str(data, "description").c_str());
+  std::printf("created     %s\n", str(data, "created_at").c_str());
+  if (!full) return;
+  std::printf("updated     %s\n", str(data, "updated_at").c_str());
+  std::printf("role        %s\n", str(data, "roleArn").c_str());
+  auto tags = data["tags"].get_array();
+  if (!tags.error()) {
+    for (auto t : tags.value_unsafe()) {
+      std::printf("tag         %s=%s\n", str(t, "Key").c_str(), str(t, "Value").c_str());
+    }
+  }
+  auto files = data["files"].get_array();
+  if (!files.error()) {
+    std::printf("\n%-5s %-14s %-32s %-34s %s\n", "FILE", "SIZE", "DIGEST", "BUCKET", "KEY");
+    for (auto f : files.value_unsafe()) {
+      auto loc = f["s3Location"].value_unsafe();
+      std::printf("%-5s %-14s %-32s %-34s %s\n", str(f, "fileId").c_str(),
+                  str(f, "sizeBytes").c_str(), str(f, "digest").c_str(), str(loc, "bucket").c_str(),
+                  str(loc, "key").c_str());
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a = parse_args(argc, argv);
+  auto url = chunkd::tools::parse_url(a.url);
+  if (!url) usage_error(url.error());
+
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!a.token.empty()) headers.emplace_back("Authorization", "Bearer " + a.token);
+
+  const std::string path = "/streams/" + chunkd::tools::url_encode(a.stream_id);
+  std::string method;
+  std::string target;
+  std::string body;
+  if (a.command == "create") {
+    if (a.files.empty()) usage_error("create needs at least one --file");
+    method = "POST", target = path, body = body_json(a);
+  } else if (a.command == "update") {
+    if (a.files.empty() && !a.description && !a.role_arn) {
+      usage_error("update needs --file, --description or --role-arn");
+    }
+    if (!a.tags.empty()) usage_error("tags are set at create time");
+    method = "PUT", target = path, body = body_json(a);
+  } else if (a.command == "describe") {
+    method = "GET", target = path;
+  } else if (a.command == "delete") {
+    method = "DELETE", target = path;
+  } else if (a.command == "list") {
+    method = "GET";
+  } else {
+    usage_error("unknown command " + a.command);
+  }
+
+  simdjson::dom::parser parser;
+  bool header_printed = false;
+  std::optional<std::string> next_token = a.next_token;
+  for (;;) {
+    if (a.command == "list") {
+      target = "/streams?isAscendingOrder=" + std::string(a.descending ? "false" : "true");
+      if (a.max_results) target += "&maxResults=" + chunkd::tools::url_encode(*a.max_results);
+      if (next_token) target += "&nextToken=" + chunkd::tools::url_encode(*next_token);
+    }
+    auto response = chunkd::tools::http_request(*url, method, target, body, headers, a.timeout_ms);
+    if (!response) {
+      std::fprintf(stderr, "chunkctl: %s\n", response.error().c_str());
+      return 2;
+    }
+    simdjson::dom::element root;
+    if (parser.parse(response->body).get(root) != simdjson::SUCCESS) {
+      std::fprintf(stderr, "chunkctl: HTTP %d with a body that is not JSON\n", response->status);
+      return 2;
+    }
+    bool success = false;
+    if (root["success"].get(success) != simdjson::SUCCESS || !success) {
+      print_error(root);
+      return 1;
+    }
+    simdjson::dom::element data = root["data"].value_unsafe();
+    if (a.json) {
+      std::cout << simdjson::to_string(data) << "\n";
+    } else if (a.command == "create" || a.command == "update") {
+      std::printf("%s stream %s, version %s\n", a.command == "create" ? "created" : "updated",
+                  str(data, "streamId").c_str(), str(data, "streamVersion").c_str());
+      auto warnings = data["warnings"].get_array();
+      if (!warnings.error()) {
+        for (auto w : warnings.value_unsafe()) {
+          std::fprintf(stderr, "warning: %s\n", std::string(w.get_string().value_unsafe()).c_str());
+        }
+      }
+    } else if (a.command == "describe") {
+      print_stream(data, true);
+    } else if (a.command == "delete") {
+      std::printf("deleted stream %s\n", str(data, "id").c_str());
+    } else {
+      if (!header_printed) {
+        std::printf("%-44s %-8s %-21s %s\n", "STREAM", "VERSION", "CREATED", "DESCRIPTION");
+        header_printed = true;
+      }
+      for (auto s : data["streams"].get_array().value_unsafe()) {
+        std::printf("%-44s %-8s %-21s %s\n", str(s, "streamId").c_str(),
+                    str(s, "streamVersion").c_str(), str(s, "created_at").c_str(),
+                    str(s, "description").c_str());
+      }
+      std::string token = str(data, "nextToken");
+      if (!token.empty() && a.all) {
+        next_token = token;
+        continue;
+      }
+      if (!token.empty()) std::printf("more: chunkctl list --next-token %s\n", token.c_str());
+    }
+    return 0;
+  }
+}
