@@ -57,11 +57,13 @@ char* write_escape(char* out, unsigned char c) {
   return out;
 }
 
-std::byte* put_big_endian(std::byte* out, std::uint64_t v, int bytes) {
-  for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
-    *out++ = std::byte((v >> shift) & 0xff);
-  }
-  return out;
+template <class T>
+std::byte* put_big_endian(std::byte* out, T v) {
+  if constexpr (sizeof(T) == 2) v = __builtin_bswap16(v);
+  if constexpr (sizeof(T) == 4) v = __builtin_bswap32(v);
+  if constexpr (sizeof(T) == 8) v = __builtin_bswap64(v);
+  std::memcpy(out, &v, sizeof v);
+  return out + sizeof v;
 }
 
 // Inlined into the data-reply encoder (the block path): one branch per size class, no loop left
@@ -79,14 +81,14 @@ inline std::byte* put_cbor_head(std::byte* out, std::uint8_t major_type, std::ui
   }
   if (argument <= 0xffff) {
     *out = std::byte(major | 25u);
-    return put_big_endian(out + 1, argument, 2);
+    return put_big_endian(out + 1, static_cast<std::uint16_t>(argument));
   }
   if (argument <= 0xffffffff) {
     *out = std::byte(major | 26u);
-    return put_big_endian(out + 1, argument, 4);
+    return put_big_endian(out + 1, static_cast<std::uint32_t>(argument));
   }
   *out = std::byte(major | 27u);
-  return put_big_endian(out + 1, argument, 8);
+  return put_big_endian(out + 1, argument);
 }
 
 }  // namespace
@@ -178,6 +180,21 @@ std::byte* put_bytes(std::byte* out, const void* data, std::size_t size) {
   return out + size;
 }
 
+// Copies a short text (a client token: at most 64 bytes in practice) with fixed-size, inlined
+// moves instead of a call into the C library.
+std::byte* put_short(std::byte* out, const char* from, std::size_t n) {
+  if (n >= 16) {
+    for (std::size_t k = 0; k + 16 <= n; k += 16) std::memcpy(out + k, from + k, 16);
+    std::memcpy(out + n - 16, from + n - 16, 16);  // the tail, overlapping
+  } else if (n >= 8) {
+    std::memcpy(out, from, 8);
+    std::memcpy(out + n - 8, from + n - 8, 8);
+  } else {
+    for (std::size_t k = 0; k < n; ++k) out[k] = std::byte(static_cast<unsigned char>(from[k]));
+  }
+  return out + n;
+}
+
 // A key of one ASCII character as a CBOR text string: 0x61 <char>.
 std::byte* put_cbor_key(std::byte* out, char key) {
   *out++ = std::byte{0x61};
@@ -228,36 +245,57 @@ std::size_t data_reply_max_bytes(Format format, std::size_t payload_bytes,
   return 30 + 6 * token_bytes + 3 * 20 + base64::encoded_length(payload_bytes);
 }
 
-std::size_t encode_data_reply(Format format, std::span<std::byte> out,
-                              std::optional<std::string_view> client_token, std::uint32_t file_id,
-                              std::uint32_t block_index, std::span<const std::byte> payload) {
-  const std::uint64_t length = payload.size();
-  if (format == Format::Cbor) {
-    // Callers size `out` with data_reply_max_bytes, so the exact size is only worked out when the
-    // buffer is tighter than the largest possible header.
-    const std::size_t token_bytes = client_token ? client_token->size() : 0;
-    if (out.size() < kMaxCborDataHeader + token_bytes + payload.size()) {
-      std::size_t need = 1 + 2 + cbor_head_length(file_id) + 2 + cbor_head_length(length) + 2 +
-                         cbor_head_length(block_index) + 2 + cbor_head_length(length) +
-                         payload.size();
-      if (client_token) need += 2 + cbor_head_length(token_bytes) + token_bytes;
-      if (out.size() < need) return 0;
-    }
-    std::byte* p = out.data();
-    *p++ = std::byte(0xa0 | (client_token ? 5 : 4));  // definite map, 4 or 5 pairs
-    if (client_token) {
-      p = put_cbor_key(p, 'c');
-      p = put_head(p, kCborText, token_bytes);
-      p = put_bytes(p, client_token->data(), token_bytes);
-    }
-    p = put_head(put_cbor_key(p, 'f'), kCborUnsigned, file_id);
-    p = put_head(put_cbor_key(p, 'l'), kCborUnsigned, length);
-    p = put_head(put_cbor_key(p, 'i'), kCborUnsigned, block_index);
-    p = put_head(put_cbor_key(p, 'p'), kCborBytes, length);
-    p = put_bytes(p, payload.data(), payload.size());
-    return static_cast<std::size_t>(p - out.data());
-  }
+std::size_t cbor_data_header_bytes(std::optional<std::string_view> client_token,
+                                   std::uint32_t file_id, std::uint32_t block_index,
+                                   std::size_t payload_bytes) {
+  std::size_t bytes = 1 + 2 + cbor_head_length(file_id) + 2 + cbor_head_length(payload_bytes) + 2 +
+                      cbor_head_length(block_index) + 2 + cbor_head_length(payload_bytes);
+  if (client_token) bytes += 2 + cbor_head_length(client_token->size()) + client_token->size();
+  return bytes;
+}
 
+namespace {
+
+// A one-letter key, then the head of an unsigned integer or a byte string.
+std::byte* put_key_head(std::byte* out, char key, std::uint8_t major_type, std::uint64_t v) {
+  out[0] = std::byte{0x61};
+  out[1] = std::byte(static_cast<unsigned char>(key));
+  return put_head(out + 2, major_type, v);
+}
+
+std::size_t encode_data_cbor(std::span<std::byte> out, const char* token, std::size_t token_bytes,
+                             bool has_token, std::uint32_t file_id, std::uint32_t block_index,
+                             std::span<const std::byte> payload) {
+  const std::size_t length = payload.size();
+  // Callers size `out` with data_reply_max_bytes, so the exact size is only worked out when the
+  // buffer is tighter than the largest possible header.
+  if (out.size() < kMaxCborDataHeader + token_bytes + length) {
+    std::optional<std::string_view> t;
+    if (has_token) t.emplace(token, token_bytes);
+    if (out.size() < cbor_data_header_bytes(t, file_id, block_index, length) + length) return 0;
+  }
+  std::byte* p = out.data();
+  if (has_token) {
+    p[0] = std::byte{0xa5};  // definite map of 5 pairs
+    p[1] = std::byte{0x61};
+    p[2] = std::byte{'c'};
+    p = put_short(put_head(p + 3, kCborText, token_bytes), token, token_bytes);
+  } else {
+    *p++ = std::byte{0xa4};  // definite map of 4 pairs
+  }
+  p = put_key_head(p, 'f', kCborUnsigned, file_id);
+  p = put_key_head(p, 'l', kCborUnsigned, length);
+  p = put_key_head(p, 'i', kCborUnsigned, block_index);
+  p = put_key_head(p, 'p', kCborBytes, length);
+  p = put_bytes(p, payload.data(), length);
+  return static_cast<std::size_t>(p - out.data());
+}
+
+std::size_t encode_data_json(std::span<std::byte> out,
+                             const std::optional<std::string_view>& client_token,
+                             std::uint32_t file_id, std::uint32_t block_index,
+                             std::span<const std::byte> payload) {
+  const std::uint64_t length = payload.size();
   const std::size_t b64 = base64::encoded_length(payload.size());
   const std::size_t token_bytes = client_token ? client_token->size() : 0;
   // As for CBOR, the exact size is only worked out when `out` is tighter than the bound.
@@ -284,6 +322,20 @@ std::size_t encode_data_reply(Format format, std::span<std::byte> out,
   p += base64::encode_with_spare(payload, std::span<char>(p, b64 + 1));
   p = put(p, R"("})");
   return static_cast<std::size_t>(p - begin);
+}
+
+}  // namespace
+
+std::size_t encode_data_reply(Format format, std::span<std::byte> out,
+                              std::optional<std::string_view> client_token, std::uint32_t file_id,
+                              std::uint32_t block_index, std::span<const std::byte> payload) {
+  if (format == Format::Cbor) {
+    const bool has_token = client_token.has_value();
+    return encode_data_cbor(out, has_token ? client_token->data() : nullptr,
+                            has_token ? client_token->size() : 0, has_token, file_id, block_index,
+                            payload);
+  }
+  return encode_data_json(out, client_token, file_id, block_index, payload);
 }
 
 std::vector<std::byte> encode_description(Format format,

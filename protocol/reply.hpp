@@ -29,6 +29,16 @@ std::size_t encode_data_reply(Format format, std::span<std::byte> out,
                               std::optional<std::string_view> client_token, std::uint32_t file_id,
                               std::uint32_t block_index, std::span<const std::byte> payload);
 
+// Bytes a CBOR data reply holds before its payload, which follows them verbatim (one memcpy).
+// Lets the block path choose where the payload lands: start `out` that many bytes before the
+// chosen spot. On some CPUs (AMD EPYC here, glibc's rep-movsb path) a copy of a few KiB or more
+// runs 3.5-30x slower when (destination - source) mod 4096 is 1..31, which a 17-21 byte header
+// over a page-aligned source and buffer hits; a payload at the source's offset modulo 64 avoids
+// it (bench/README.md).
+std::size_t cbor_data_header_bytes(std::optional<std::string_view> client_token,
+                                   std::uint32_t file_id, std::uint32_t block_index,
+                                   std::size_t payload_bytes);
+
 struct FileEntry {
   std::uint32_t file_id;
   std::uint64_t size_bytes;

@@ -253,6 +253,23 @@ TEST(DataReplyCbor, WorstCaseFitsTheBound) {
   EXPECT_EQ(out.size(), 1 + 2 + 2 + 64 + 2 + 5 + 2 + 5 + 2 + 5 + 2 + 5 + 131072);
 }
 
+TEST(DataReplyCbor, HeaderBytesPrecedeThePayloadExactly) {
+  const Bytes payload = random_bytes(300, 9);
+  for (const auto token :
+       {std::optional<std::string_view>{}, std::optional<std::string_view>{"t"},
+        std::optional<std::string_view>{std::string_view("0123456789012345678901234")}}) {
+    for (const std::uint32_t value : {0u, 23u, 24u, 255u, 256u, 65535u, 65536u, 4294967295u}) {
+      for (const std::size_t size : {std::size_t{1}, std::size_t{24}, std::size_t{300}}) {
+        const auto part = std::span<const std::byte>(payload).first(size);
+        const Bytes out = encode_data(Format::Cbor, token, value, value, part);
+        const std::size_t header = cbor_data_header_bytes(token, value, value, size);
+        ASSERT_EQ(header + size, out.size());
+        EXPECT_TRUE(std::equal(part.begin(), part.end(), out.begin() + static_cast<long>(header)));
+      }
+    }
+  }
+}
+
 // libcbor's view of a reply: every key a text string, f/l/i unsigned, p a byte string.
 TEST(DataReplyCbor, LibcborSeesTheDeviceTypes) {
   const Bytes payload = random_bytes(4096, 1);

@@ -341,7 +341,7 @@ int main(int argc, char** argv) {
         std::printf("%-44s %-8s %-21s %s\n", "STREAM", "VERSION", "CREATED", "DESCRIPTION");
         header_printed = true;
       }
-      for (auto s : data["streams"].get_array().value_unsafe()) {
+      for (auto s : simdjson::dom::array(data["streams"].get_array().value_unsafe())) {
         std::printf("%-44s %-8s %-21s %s\n", str(s, "streamId").c_str(),
                     str(s, "streamVersion").c_str(), str(s, "created_at").c_str(),
                     str(s, "description").c_str());
