@@ -298,6 +298,7 @@ int main(int argc, char** argv) {
 
   simdjson::dom::parser parser;
   bool header_printed = false;
+  std::string all_streams;  // list --json --all: the streams of every page so far
   std::optional<std::string> next_token = a.next_token;
   for (;;) {
     if (a.command == "list") {
@@ -321,7 +322,19 @@ int main(int argc, char** argv) {
       return 1;
     }
     simdjson::dom::element data = root["data"].value_unsafe();
-    if (a.json) {
+    if (a.json && a.command == "list" && a.all) {
+      // One object for every page: {"streams":[...all of them...]}.
+      for (auto s : simdjson::dom::array(data["streams"].get_array().value_unsafe())) {
+        all_streams += all_streams.empty() ? "" : ",";
+        all_streams += simdjson::to_string(s);
+      }
+      std::string token = str(data, "nextToken");
+      if (!token.empty()) {
+        next_token = token;
+        continue;
+      }
+      std::cout << "{\"streams\":[" << all_streams << "]}\n";
+    } else if (a.json) {
       std::cout << simdjson::to_string(data) << "\n";
     } else if (a.command == "create" || a.command == "update") {
       std::printf("%s stream %s, version %s\n", a.command == "create" ? "created" : "updated",
