@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/net.hpp"
+
 #ifndef CHUNKD_MOSQUITTO
 #define CHUNKD_MOSQUITTO "/usr/sbin/mosquitto"
 #endif
@@ -27,47 +29,6 @@ namespace chunkd::test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
-
-sockaddr_in loopback(std::uint16_t port) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return addr;
-}
-
-// Binds port 0 on loopback, reads the port the kernel chose, closes the socket.
-std::uint16_t pick_free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr = loopback(0);
-  std::uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    socklen_t len = sizeof addr;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-      port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-bool port_accepts(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in addr = loopback(port);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
 
 }  // namespace
 
