@@ -374,21 +374,36 @@ void ControlService::list(const io::HttpRequest& request, Responder& respond) {
   respond(json_response(200, protocol::list_response(infos, next_token)));
 }
 
+std::optional<io::HttpResponse> ControlService::unknown_bucket_error(
+    const std::vector<protocol::StreamFileSpec>& files) const {
+  std::vector<FieldProblem> problems;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const std::string& bucket = files[i].location.bucket;
+    if (bucket_fds_.find(bucket) == bucket_fds_.end()) {
+      problems.push_back({file_field(i, "bucket"), "bucket \"" + bucket + "\" is not configured"});
+    }
+  }
+  if (problems.empty()) return std::nullopt;
+  return api_error(ApiErrorCode::ValidationError, "unknown bucket", std::move(problems));
+}
+
+io::HttpResponse ControlService::ingests_busy_error() const {
+  io::HttpResponse r = api_error(ApiErrorCode::RateLimited,
+                                 std::to_string(ingesting_) +
+                                     " ingests in progress (control.max_concurrent_ingests); "
+                                     "retry later");
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
 void ControlService::create(std::string id, const io::HttpRequest& request, Responder& respond) {
   auto body = protocol::parse_create_stream(request.body);
   if (!body) {
     respond(api_error(body.error()));
     return;
   }
-  std::vector<FieldProblem> problems;
-  for (std::size_t i = 0; i < body->files.size(); ++i) {
-    const std::string& bucket = body->files[i].location.bucket;
-    if (bucket_fds_.find(bucket) == bucket_fds_.end()) {
-      problems.push_back({file_field(i, "bucket"), "bucket \"" + bucket + "\" is not configured"});
-    }
-  }
-  if (!problems.empty()) {
-    respond(api_error(ApiErrorCode::ValidationError, "unknown bucket", std::move(problems)));
+  if (auto error = unknown_bucket_error(body->files)) {
+    respond(std::move(*error));
     return;
   }
   if (catalog_.find(id) || ops_.count(id) != 0) {
@@ -404,12 +419,7 @@ void ControlService::create(std::string id, const io::HttpRequest& request, Resp
     return;
   }
   if (ingesting_ >= options_.max_concurrent_ingests) {
-    io::HttpResponse r = api_error(ApiErrorCode::RateLimited,
-                                   std::to_string(ingesting_) +
-                                       " ingests in progress (control.max_concurrent_ingests); "
-                                       "retry later");
-    r.headers.emplace_back("Retry-After", "1");
-    respond(std::move(r));
+    respond(ingests_busy_error());
     return;
   }
   auto op = std::make_unique<Op>();
@@ -437,18 +447,8 @@ void ControlService::update(std::string id, const io::HttpRequest& request, Resp
     respond(api_error(body.error()));
     return;
   }
-  std::vector<FieldProblem> problems;
-  if (body->files) {
-    for (std::size_t i = 0; i < body->files->size(); ++i) {
-      const std::string& bucket = (*body->files)[i].location.bucket;
-      if (bucket_fds_.find(bucket) == bucket_fds_.end()) {
-        problems.push_back(
-            {file_field(i, "bucket"), "bucket \"" + bucket + "\" is not configured"});
-      }
-    }
-  }
-  if (!problems.empty()) {
-    respond(api_error(ApiErrorCode::ValidationError, "unknown bucket", std::move(problems)));
+  if (auto error = body->files ? unknown_bucket_error(*body->files) : std::nullopt) {
+    respond(std::move(*error));
     return;
   }
   StreamSnapshot previous = catalog_.find(id);
@@ -463,12 +463,7 @@ void ControlService::update(std::string id, const io::HttpRequest& request, Resp
   }
   bool ingests = body->files.has_value();
   if (ingests && ingesting_ >= options_.max_concurrent_ingests) {
-    io::HttpResponse r = api_error(ApiErrorCode::RateLimited,
-                                   std::to_string(ingesting_) +
-                                       " ingests in progress (control.max_concurrent_ingests); "
-                                       "retry later");
-    r.headers.emplace_back("Retry-After", "1");
-    respond(std::move(r));
+    respond(ingests_busy_error());
     return;
   }
   auto op = std::make_unique<Op>();

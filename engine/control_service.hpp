@@ -37,6 +37,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -47,6 +48,7 @@
 #include "engine/metrics.hpp"
 #include "io/http_server.hpp"
 #include "io/registry_store.hpp"
+#include "protocol/control.hpp"
 
 namespace chunkd::engine {
 
@@ -87,6 +89,11 @@ class ControlService {
   struct Op;
   void create(std::string id, const io::HttpRequest& request, io::HttpServer::Responder& respond);
   void update(std::string id, const io::HttpRequest& request, io::HttpServer::Responder& respond);
+  // The VALIDATION_ERROR for files naming an unconfigured bucket, if any does.
+  std::optional<io::HttpResponse> unknown_bucket_error(
+      const std::vector<protocol::StreamFileSpec>& files) const;
+  // The 429 for a create/update arriving while every ingest slot is taken.
+  io::HttpResponse ingests_busy_error() const;
   void remove(std::string id, io::HttpServer::Responder& respond);
   void describe(std::string_view id, io::HttpServer::Responder& respond);
   void list(const io::HttpRequest& request, io::HttpServer::Responder& respond);
