@@ -240,6 +240,16 @@ bool Daemon::Impl::start() {
                    [this] { return pool && pool->ready() ? 1.0 : 0.0; });
   metrics.gauge_fn("chunkd_mqtt_queued_bytes", "Reply bytes queued for the broker sockets.", "",
                    [this] { return pool ? static_cast<double>(pool->total_queued_bytes()) : 0.0; });
+  metrics.counter_fn("chunkd_mqtt_messages_published_total",
+                     "Messages handed to the broker connections.", "", [this] {
+                       return pool ? static_cast<double>(pool->stats().messages_published) : 0.0;
+                     });
+  metrics.counter_fn(
+      "chunkd_mqtt_socket_writes_total",
+      "send() calls writing gathered QoS 0 messages (messages per write shows the batching).", "",
+      [this] { return pool ? static_cast<double>(pool->stats().socket_writes) : 0.0; });
+  metrics.counter_fn("chunkd_mqtt_reconnects_total", "Broker connections re-established.", "",
+                     [this] { return pool ? static_cast<double>(pool->stats().reconnects) : 0.0; });
 
   http = std::make_unique<io::HttpServer>(
       &loop, http_limits(config),

@@ -35,9 +35,6 @@
 namespace chunkd::engine {
 namespace {
 
-// Spare bytes in the encode buffer so a CBOR payload can be placed at any offset modulo 64.
-constexpr std::size_t kPayloadAlignSlack = 64;
-
 using protocol::ErrorCode;
 using protocol::Format;
 
@@ -124,7 +121,7 @@ struct Delivery::Impl final : SchedulerSink {
                                                 protocol::kMaxClientTokenBytes),
                  protocol::data_reply_max_bytes(Format::Cbor, protocol::kMaxBlockSize,
                                                 protocol::kMaxClientTokenBytes));
-    encode_buffer.resize(reply_bytes + kPayloadAlignSlack);
+    encode_buffer.resize(reply_bytes);
     stitch_buffer.resize(protocol::kMaxBlockSize);
     requests.fill(nullptr);
   }
@@ -164,6 +161,7 @@ struct Delivery::Impl final : SchedulerSink {
   std::array<Counter*, 3 * kOutcomeCount> requests{};
   std::vector<std::byte> encode_buffer;
   std::vector<std::byte> stitch_buffer;
+  std::vector<std::span<const std::byte>> reply_parts;  // what encode_block returns
   std::string topic;  // scratch for reply topics
   bool stopping = false;
   std::shared_ptr<char> alive = std::make_shared<char>(0);
@@ -331,9 +329,23 @@ struct Delivery::Impl final : SchedulerSink {
 
   // ---- SchedulerSink ----
 
-  std::span<const std::byte> encode_block(
+  // CBOR: a short header, then the payload straight from the cache extents (the publisher
+  // gathers them into one write, with no copy in user space). JSON: base64 needs the block in one
+  // piece, so a block spanning extents is stitched first.
+  std::span<const std::span<const std::byte>> encode_block(
       const BlockJob& job, std::uint32_t block_index,
       std::span<const std::span<const std::byte>> pieces) override {
+    std::size_t payload_bytes = 0;
+    for (auto p : pieces) payload_bytes += p.size();
+    reply_parts.clear();
+    if (job.format == Format::Cbor) {
+      const std::size_t n = protocol::encode_cbor_data_header(
+          encode_buffer, view(job.client_token), job.file->file_id, block_index, payload_bytes);
+      assert(n > 0 && "encode buffer sized by data_reply_max_bytes");
+      reply_parts.emplace_back(encode_buffer.data(), n);
+      reply_parts.insert(reply_parts.end(), pieces.begin(), pieces.end());
+      return reply_parts;
+    }
     std::span<const std::byte> payload;
     if (pieces.size() == 1) {
       payload = pieces[0];
@@ -346,21 +358,12 @@ struct Delivery::Impl final : SchedulerSink {
       }
       payload = std::span<const std::byte>(stitch_buffer.data(), at);
     }
-    // A CBOR payload is one memcpy after a short header: put it at the source's offset modulo 64,
-    // which keeps glibc's copy off its 4 KiB-aliasing slow path (bench/README.md, 3.5-30x).
-    std::size_t start = 0;
-    if (job.format == Format::Cbor) {
-      const std::size_t header = protocol::cbor_data_header_bytes(
-          view(job.client_token), job.file->file_id, block_index, payload.size());
-      const auto source = reinterpret_cast<std::uintptr_t>(payload.data());
-      const auto target = reinterpret_cast<std::uintptr_t>(encode_buffer.data()) + header;
-      start = static_cast<std::size_t>((source - target) & (kPayloadAlignSlack - 1));
-    }
-    const std::size_t n = protocol::encode_data_reply(
-        job.format, std::span<std::byte>(encode_buffer).subspan(start), view(job.client_token),
-        job.file->file_id, block_index, payload);
+    const std::size_t n = protocol::encode_data_reply(job.format, encode_buffer,
+                                                      view(job.client_token), job.file->file_id,
+                                                      block_index, payload);
     assert(n > 0 && "encode buffer sized by data_reply_max_bytes");
-    return std::span<const std::byte>(encode_buffer.data() + start, n);
+    reply_parts.emplace_back(encode_buffer.data(), n);
+    return reply_parts;
   }
 
   std::vector<std::byte> encode_failure(const BlockJob& job, std::error_code error) override {

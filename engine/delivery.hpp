@@ -4,8 +4,8 @@
 // against the Catalog → block selection → a job queued per thing in the Scheduler (round-robin
 // across things, bounded per-thing and global queues, per-thing and global block rates, and
 // publish backpressure) → each block a slice of a BlockCache extent (read with the FileReader on
-// a miss, checked against the manifest) → encoded into a pooled buffer → published on the thing's
-// connection. Over any bound a request is answered RequestThrottled, never dropped silently.
+// a miss, checked against the manifest) → encoded (CBOR: a header, the extent slices following it
+// uncopied; JSON: base64 into a pooled buffer) → published on the thing's connection. Over any bound a request is answered RequestThrottled, never dropped silently.
 //
 // Thread: loop thread only. Construct after the pool, call on_message from the pool's handler.
 #pragma once
@@ -46,9 +46,16 @@ class Publisher {
  public:
   enum class Result { Ok, Backpressure, NotConnected, Error };
   virtual ~Publisher() = default;
-  // `key` is the thing name: every message with one key goes out on one ordered channel.
+  // `key` is the thing name: every message with one key goes out on one ordered channel. The
+  // payload is the concatenation of `parts` (a reply header and slices of cache extents: the
+  // publisher writes or copies them before it returns and keeps no reference).
   virtual Result publish(std::string_view key, std::string_view topic,
-                         std::span<const std::byte> payload, int qos) = 0;
+                         std::span<const std::span<const std::byte>> parts, int qos) = 0;
+  Result publish(std::string_view key, std::string_view topic, std::span<const std::byte> payload,
+                 int qos) {
+    const std::span<const std::byte> parts[] = {payload};
+    return publish(key, topic, parts, qos);
+  }
   virtual std::size_t bytes_in_flight() const = 0;
   // Called when bytes in flight fell enough to publish again.
   virtual void on_writable(std::function<void()> callback) = 0;

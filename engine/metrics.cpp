@@ -81,7 +81,12 @@ Gauge& Metrics::gauge(const std::string& name, const std::string& help, const st
 
 void Metrics::gauge_fn(const std::string& name, const std::string& help, const std::string& labels,
                        std::function<double()> read) {
-  family(name, Kind::Gauge, help).gauge_fns[labels] = std::move(read);
+  family(name, Kind::Gauge, help).read_fns[labels] = std::move(read);
+}
+
+void Metrics::counter_fn(const std::string& name, const std::string& help,
+                         const std::string& labels, std::function<double()> read) {
+  family(name, Kind::Counter, help).read_fns[labels] = std::move(read);
 }
 
 Histogram& Metrics::histogram(const std::string& name, const std::string& help,
@@ -109,11 +114,12 @@ std::string Metrics::render() const {
         for (const auto& [labels, c] : f.counters) {
           append_series(out, name, labels, static_cast<double>(c->value()));
         }
+        for (const auto& [labels, read] : f.read_fns) append_series(out, name, labels, read());
         break;
       case Kind::Gauge:
         out += "# TYPE " + name + " gauge\n";
         for (const auto& [labels, g] : f.gauges) append_series(out, name, labels, g->value());
-        for (const auto& [labels, read] : f.gauge_fns) append_series(out, name, labels, read());
+        for (const auto& [labels, read] : f.read_fns) append_series(out, name, labels, read());
         break;
       case Kind::Histogram:
         out += "# TYPE " + name + " histogram\n";

@@ -59,6 +59,9 @@ class Metrics {
   // A gauge read at render time (queue depths, bytes stored...).
   void gauge_fn(const std::string& name, const std::string& help, const std::string& labels,
                 std::function<double()> read);
+  // A counter kept elsewhere (a library's statistics), read at render time; must not decrease.
+  void counter_fn(const std::string& name, const std::string& help, const std::string& labels,
+                  std::function<double()> read);
   Histogram& histogram(const std::string& name, const std::string& help,
                        std::vector<double> upper_bounds, const std::string& labels = {});
 
@@ -74,7 +77,7 @@ class Metrics {
     std::string help;
     std::map<std::string, std::unique_ptr<Counter>> counters;
     std::map<std::string, std::unique_ptr<Gauge>> gauges;
-    std::map<std::string, std::function<double()>> gauge_fns;
+    std::map<std::string, std::function<double()>> read_fns;  // gauge_fn / counter_fn
     std::map<std::string, std::unique_ptr<Histogram>> histograms;
   };
   Family& family(const std::string& name, Kind kind, const std::string& help);

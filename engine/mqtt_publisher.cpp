@@ -19,8 +19,9 @@ Publisher::Result MqttPublisher::map(io::PublishResult r) {
 }
 
 Publisher::Result MqttPublisher::publish(std::string_view key, std::string_view topic,
-                                         std::span<const std::byte> payload, int qos) {
-  return map(pool_.publish(pool_.connection_for(key), topic, payload, qos));
+                                         std::span<const std::span<const std::byte>> parts,
+                                         int qos) {
+  return map(pool_.publish(pool_.connection_for(key), topic, parts, qos));
 }
 
 std::size_t MqttPublisher::bytes_in_flight() const { return pool_.total_queued_bytes(); }

@@ -14,8 +14,9 @@ class MqttPublisher final : public Publisher {
  public:
   explicit MqttPublisher(io::MqttPool& pool) : pool_(pool) {}
 
-  Result publish(std::string_view key, std::string_view topic, std::span<const std::byte> payload,
-                 int qos) override;
+  using Publisher::publish;
+  Result publish(std::string_view key, std::string_view topic,
+                 std::span<const std::span<const std::byte>> parts, int qos) override;
   std::size_t bytes_in_flight() const override;
   void on_writable(std::function<void()> callback) override;
 

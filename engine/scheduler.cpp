@@ -496,8 +496,10 @@ struct Scheduler::Impl {
       pieces.push_back(
           bytes.subspan(static_cast<std::size_t>(from), static_cast<std::size_t>(to - from)));
     }
-    std::span<const std::byte> payload = sink.encode_block(job, block, pieces);
-    Publisher::Result r = publisher.publish(t.name, job.data_topic, payload, options.qos);
+    const std::span<const std::span<const std::byte>> reply = sink.encode_block(job, block, pieces);
+    std::size_t reply_bytes = 0;
+    for (auto part : reply) reply_bytes += part.size();
+    Publisher::Result r = publisher.publish(t.name, job.data_topic, reply, options.qos);
     item.pins.clear();
     if (r == Publisher::Result::Backpressure) {
       refused_backpressure.inc();
@@ -516,10 +518,10 @@ struct Scheduler::Impl {
     if (global_limited()) global_bucket.tokens -= 1.0;
     if (job.format == protocol::Format::Json) {
       blocks_json.inc();
-      bytes_json.inc(payload.size());
+      bytes_json.inc(reply_bytes);
     } else {
       blocks_cbor.inc();
-      bytes_cbor.inc(payload.size());
+      bytes_cbor.inc(reply_bytes);
     }
     item.started = true;
     item.next++;

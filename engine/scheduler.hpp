@@ -97,8 +97,9 @@ class SchedulerSink {
  public:
   virtual ~SchedulerSink() = default;
   // Encodes block `block_index` of `job`, whose bytes are the concatenation of `pieces` (one per
-  // extent the block covers, in order). The result must stay valid until the next call.
-  virtual std::span<const std::byte> encode_block(
+  // extent the block covers, in order). The reply is the concatenation of the parts returned,
+  // which may include `pieces` themselves; it must stay valid until the next call.
+  virtual std::span<const std::span<const std::byte>> encode_block(
       const BlockJob& job, std::uint32_t block_index,
       std::span<const std::span<const std::byte>> pieces) = 0;
   // The rejection payload (for job.rejected_topic) of a job whose extent read failed.

@@ -16,6 +16,12 @@
 // - Callbacks run with libmosquitto's callback mutex held: nothing here calls back into the same
 //   client synchronously except publish/subscribe/disconnect, which only queue inside callbacks.
 //
+// The pool's own QoS 0 path (mqtt_pool.hpp) relies on two more facts: libmosquitto writes to the
+// socket only from calls the pool makes (loop_write, loop_misc, publish, subscribe, disconnect) and,
+// inside loop_read, only to answer QoS 1/2 traffic (PUBACK, PUBREC, PUBREL, PUBCOMP), which cannot
+// arrive while the pool subscribes at QoS 0 and has never published at QoS 1/2; and
+// mosquitto_want_write() is true exactly while libmosquitto holds a packet not fully written.
+//
 // Deferred work (ready transitions, on_writable, the stop sequence) runs from a zero-delay timer,
 // never inside a libmosquitto call, so user callbacks may publish or call stop(). They must not
 // destroy the pool: call stop() and destroy it from `done`.
@@ -28,9 +34,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -56,6 +64,30 @@ constexpr std::uint64_t kMiscIntervalMs = 1000;
 // Packets read per readiness event before yielding to the rest of the loop.
 constexpr int kMaxReadsPerWakeup = 64;
 constexpr std::size_t kMaxConnections = 256;
+// The pool's own QoS 0 path: packets wait in the connection's buffer until the loop is about to
+// block, or are written at once (from the caller's memory) once this many bytes would wait.
+constexpr std::size_t kFlushBytes = 64u << 10;
+// iovecs of one gathered write: the waiting buffer, the PUBLISH head, the topic, payload parts.
+constexpr std::size_t kMaxIovecs = 16;
+// MQTT's largest remaining length (four-byte variable integer).
+constexpr std::size_t kMaxRemainingLength = 268435455;
+
+// A QoS 0 PUBLISH's fixed header and topic length (MQTT 3.1.1 §3.3): type 3, no DUP, no RETAIN;
+// `remaining` = 2 + topic + payload bytes. Returns the bytes written to `out` (3 to 7).
+std::size_t encode_publish_head(std::array<std::byte, 7>& out, std::size_t remaining,
+                                std::size_t topic_bytes) {
+  std::size_t n = 0;
+  out[n++] = std::byte{0x30};
+  do {
+    auto digit = static_cast<std::uint8_t>(remaining % 128);
+    remaining /= 128;
+    if (remaining > 0) digit |= 0x80;
+    out[n++] = std::byte{digit};
+  } while (remaining > 0);
+  out[n++] = static_cast<std::byte>(topic_bytes >> 8);
+  out[n++] = static_cast<std::byte>(topic_bytes & 0xff);
+  return n;
+}
 
 void ensure_lib_init() {
   static const int rc = mosquitto_lib_init();
@@ -190,6 +222,7 @@ struct MqttPool::Impl {
     uv_handle_t* handle() { return &u.handle; }
     uv_timer_t* timer() { return &u.timer; }
     uv_poll_t* poll() { return &u.poll; }
+    uv_prepare_t* prepare() { return &u.prepare; }
   };
 
   struct ResolveReq {
@@ -239,6 +272,13 @@ struct MqttPool::Impl {
     std::deque<Pending> qos0;                    // in write order
     std::unordered_map<int, std::size_t> qos12;  // until PUBACK/PUBCOMP
     InPublish in_publish;
+    // The pool's own QoS 0 packets, unwritten from out_head on (mqtt_pool.hpp).
+    std::vector<std::byte> out;
+    std::size_t out_head = 0;
+    bool out_blocked = false;         // the socket took less than offered: wait for writable
+    bool misc_due = false;            // a keep-alive tick waits for `out` to drain
+    std::uint64_t out_progress = 0;   // loop time (ms) of the last byte written while `out` waits
+    std::size_t waiting() const { return out.size() - out_head; }
   };
 
   Impl(uv_loop_t* loop, MqttOptions options, MessageHandler on_message, ReadyHandler on_ready)
@@ -417,6 +457,12 @@ struct MqttPool::Impl {
 
     misc_timer_ = new_timer(nullptr);
     notify_timer_ = new_timer(nullptr);
+    flush_prepare_ = new LoopHandle;
+    uv_prepare_init(loop_, flush_prepare_->prepare());
+    flush_prepare_->impl = this;
+    flush_prepare_->handle()->data = flush_prepare_;
+    handles_.insert(flush_prepare_);
+    direct_ = !endpoint_.tls && options_.subscribe_qos == 0;
     flush_timer_ = new_timer(nullptr);
     for (auto& c : conns_) c->reconnect_timer = new_timer(c.get());
     uv_timer_start(misc_timer_->timer(), on_misc_timer, kMiscIntervalMs, kMiscIntervalMs);
@@ -573,7 +619,8 @@ struct MqttPool::Impl {
 
   void update_poll(Conn& c) {
     if (c.poll == nullptr) return;
-    const int want = UV_READABLE | (mosquitto_want_write(c.mosq) ? UV_WRITABLE : 0);
+    const bool write = mosquitto_want_write(c.mosq) || (c.out_blocked && c.waiting() > 0);
+    const int want = UV_READABLE | (write ? UV_WRITABLE : 0);
     if (want == c.poll_events) return;
     int r = uv_poll_start(c.poll->poll(), want, on_poll);
     if (r != 0) {
@@ -611,8 +658,14 @@ struct MqttPool::Impl {
       }
     }
     if (c.poll == h && (events & UV_WRITABLE) != 0) {
-      int rc = mosquitto_loop_write(c.mosq, 1);
-      if (c.poll == h && rc != MOSQ_ERR_SUCCESS) connection_lost(c, rc);
+      if (mosquitto_want_write(c.mosq)) {
+        int rc = mosquitto_loop_write(c.mosq, 1);
+        if (c.poll == h && rc != MOSQ_ERR_SUCCESS) connection_lost(c, rc);
+      }
+      if (c.poll == h) {
+        c.out_blocked = false;
+        flush(c);
+      }
     }
     if (c.poll == h) check_socket(c);
     if (c.poll == h) update_poll(c);
@@ -620,13 +673,30 @@ struct MqttPool::Impl {
   }
 
   void misc_tick() {
+    const std::uint64_t now = uv_now(loop_);
+    const auto stall_ms = static_cast<std::uint64_t>(options_.keepalive_s) * 1500;
     for (auto& cp : conns_) {
       Conn& c = *cp;
       if (c.poll == nullptr) continue;
-      mosquitto_loop_misc(c.mosq);  // keep-alive; may drop the connection via on_disconnect
-      check_socket(c);
-      update_poll(c);
+      if (c.waiting() > 0) {
+        // libmosquitto may not write now (a PINGREQ would land inside the pool's packets); the
+        // broker sees the pool's traffic meanwhile. A socket that takes nothing is dead.
+        if (now - c.out_progress > stall_ms) {
+          write_failed(c, "the broker took no byte for 1.5 keep-alive periods");
+          continue;
+        }
+        c.misc_due = true;
+        continue;
+      }
+      run_misc(c);
     }
+  }
+
+  void run_misc(Conn& c) {
+    c.misc_due = false;
+    mosquitto_loop_misc(c.mosq);  // keep-alive; may drop the connection via on_disconnect
+    check_socket(c);
+    update_poll(c);
   }
 
   // ---- connection events -----------------------------------------------------------------
@@ -688,7 +758,8 @@ struct MqttPool::Impl {
     schedule_notify();
   }
 
-  void connection_lost(Conn& c, int rc) {
+  // `detail` says why when the pool itself gave up on the socket.
+  void connection_lost(Conn& c, int rc, const char* detail = nullptr) {
     if (c.poll == nullptr && (c.state == State::Closed || c.state == State::Backoff)) return;
     const bool was_connected = c.state == State::Connected;
     close_poll(c);
@@ -700,7 +771,9 @@ struct MqttPool::Impl {
       schedule_notify();
       return;
     }
-    const char* why = rc == MOSQ_ERR_ERRNO ? "socket error" : mosquitto_strerror(rc);
+    const char* why = detail != nullptr        ? detail
+                      : rc == MOSQ_ERR_ERRNO ? "socket error"
+                                             : mosquitto_strerror(rc);
     if (was_connected) {
       LOG_WARN(kTag, "%s: connection lost: %s (reconnecting)", c.id.c_str(), why);
       schedule_reconnect(c);
@@ -725,9 +798,14 @@ struct MqttPool::Impl {
     return c.queued_bytes == 0 || c.queued_bytes < options_.max_queued_bytes / 2;
   }
 
+  // A message libmosquitto wrote (or acknowledged).
   void release(Conn& c, std::size_t bytes) {
-    c.queued_bytes -= std::min(bytes, c.queued_bytes);
     if (c.outstanding > 0) --c.outstanding;
+    release_bytes(c, bytes);
+  }
+
+  void release_bytes(Conn& c, std::size_t bytes) {
+    c.queued_bytes -= std::min(bytes, c.queued_bytes);
     if (c.notify_writable && below_resume_mark(c)) schedule_notify();
   }
 
@@ -774,12 +852,18 @@ struct MqttPool::Impl {
     c.qos0.clear();
     c.qos12.clear();
     if (c.in_publish.active) c.in_publish.released = true;
+    c.out.clear();
+    c.out_head = 0;
+    c.out_blocked = false;
+    c.misc_due = false;
   }
 
   PublishResult publish(std::size_t connection, std::string_view topic,
-                        std::span<const std::byte> payload, int qos) {
+                        std::span<const std::span<const std::byte>> parts, int qos) {
+    std::size_t payload_bytes = 0;
+    for (auto p : parts) payload_bytes += p.size();
     if (connection >= conns_.size() || qos < 0 || qos > 2 ||
-        payload.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
+        payload_bytes > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
         topic.empty() || topic.size() > 65535) {
       return PublishResult::Error;
     }
@@ -789,13 +873,44 @@ struct MqttPool::Impl {
       if (phase_ == Phase::Running) c.notify_writable = true;
       return PublishResult::NotConnected;
     }
+    if (direct_ && qos > 0) {
+      // QoS 1/2 traffic makes libmosquitto write from inside its reads (PUBREL, resends after a
+      // reconnect): from now on every message goes through it.
+      direct_ = false;
+      LOG_INFO(kTag, "a QoS %d publish: QoS 0 messages go through libmosquitto from now on", qos);
+    }
+    if (direct_ && parts.size() + 3 <= kMaxIovecs) {
+      return publish_direct(c, topic, parts, payload_bytes);
+    }
+    if (c.waiting() > 0) {
+      // libmosquitto writes at once: the pool's own packets must be out first.
+      flush(c);
+      if (c.waiting() > 0) return refuse_backpressure(c);
+    }
+    std::span<const std::byte> payload;
+    if (parts.size() == 1) {
+      payload = parts[0];
+    } else {
+      gather_.clear();
+      for (auto p : parts) gather_.insert(gather_.end(), p.begin(), p.end());
+      payload = gather_;
+    }
+    return publish_mosquitto(c, topic, payload, qos);
+  }
+
+  PublishResult refuse_backpressure(Conn& c) {
+    ++stats_.publish_refused_backpressure;
+    c.notify_writable = true;
+    return PublishResult::Backpressure;
+  }
+
+  PublishResult publish_mosquitto(Conn& c, std::string_view topic,
+                                  std::span<const std::byte> payload, int qos) {
     const std::size_t cost = payload.size() + topic.size() + kPublishOverheadBytes;
     // A message larger than the whole bound still goes out alone on an idle connection.
     if ((c.queued_bytes > 0 && c.queued_bytes + cost > options_.max_queued_bytes) ||
         c.outstanding >= kMaxOutstandingMessages) {
-      ++stats_.publish_refused_backpressure;
-      c.notify_writable = true;
-      return PublishResult::Backpressure;
+      return refuse_backpressure(c);
     }
     topic_buf_.assign(topic);
     c.queued_bytes += cost;
@@ -830,6 +945,149 @@ struct MqttPool::Impl {
     stats_.bytes_published += payload.size();
     update_poll(c);
     return PublishResult::Ok;
+  }
+
+  // ---- the pool's own QoS 0 path --------------------------------------------------------------
+
+  // Queued bytes of this path are wire bytes, released as the socket takes them.
+  PublishResult publish_direct(Conn& c, std::string_view topic,
+                               std::span<const std::span<const std::byte>> parts,
+                               std::size_t payload_bytes) {
+    const std::size_t remaining = 2 + topic.size() + payload_bytes;
+    if (remaining > kMaxRemainingLength) return PublishResult::Error;
+    std::array<std::byte, 7> head{};
+    const std::size_t head_bytes = encode_publish_head(head, remaining, topic.size());
+    const std::size_t wire = head_bytes + topic.size() + payload_bytes;
+    if (c.queued_bytes > 0 && c.queued_bytes + wire > options_.max_queued_bytes) {
+      return refuse_backpressure(c);
+    }
+    c.queued_bytes += wire;
+    ++stats_.messages_published;
+    stats_.bytes_published += payload_bytes;
+    if (c.waiting() == 0) c.out_progress = uv_now(loop_);
+
+    const std::span<const std::byte> pieces_head(head.data(), head_bytes);
+    const auto* topic_bytes = reinterpret_cast<const std::byte*>(topic.data());
+    const std::span<const std::byte> pieces_topic(topic_bytes, topic.size());
+    std::size_t skip = 0;  // bytes of this message the socket took
+    if (c.waiting() + wire >= kFlushBytes && !c.out_blocked && !mosquitto_want_write(c.mosq)) {
+      // Large enough to write now, straight from the caller's memory: one gathered send.
+      std::array<iovec, kMaxIovecs> iov{};
+      std::size_t n = 0;
+      const std::size_t before = c.waiting();
+      if (before > 0) iov[n++] = as_iovec(std::span<const std::byte>(c.out).subspan(c.out_head));
+      iov[n++] = as_iovec(pieces_head);
+      iov[n++] = as_iovec(pieces_topic);
+      for (auto p : parts) {
+        if (!p.empty()) iov[n++] = as_iovec(p);
+      }
+      const std::size_t written = send_some(c, iov.data(), n, before + wire);
+      if (c.poll == nullptr) return PublishResult::NotConnected;  // the write failed: torn down
+      const std::size_t from_buffer = std::min(written, before);
+      c.out_head += from_buffer;
+      skip = written - from_buffer;
+      release_bytes(c, written);
+      if (skip == wire) {
+        compact(c);
+        update_poll(c);
+        return PublishResult::Ok;
+      }
+    }
+    // Keep what is left of the message (all of it unless a write just took some).
+    compact(c);
+    append(c, pieces_head, skip);
+    append(c, pieces_topic, skip);
+    for (auto p : parts) append(c, p, skip);
+    if (!c.out_blocked) arm_flush();
+    update_poll(c);
+    return PublishResult::Ok;
+  }
+
+  static iovec as_iovec(std::span<const std::byte> s) {
+    return iovec{const_cast<std::byte*>(s.data()), s.size()};
+  }
+
+  // Appends `bytes` to the connection's buffer, less the first `skip` bytes (consumed from `skip`).
+  static void append(Conn& c, std::span<const std::byte> bytes, std::size_t& skip) {
+    const std::size_t drop = std::min(skip, bytes.size());
+    skip -= drop;
+    c.out.insert(c.out.end(), bytes.begin() + static_cast<std::ptrdiff_t>(drop), bytes.end());
+  }
+
+  // Forgets written bytes: all of them once drained, else when they are most of the buffer.
+  static void compact(Conn& c) {
+    if (c.out_head == 0) return;
+    if (c.out_head == c.out.size()) {
+      c.out.clear();
+      c.out_head = 0;
+    } else if (c.out_head * 2 >= c.out.size()) {
+      c.out.erase(c.out.begin(), c.out.begin() + static_cast<std::ptrdiff_t>(c.out_head));
+      c.out_head = 0;
+    }
+  }
+
+  // One sendmsg of up to `offered` bytes. Returns the bytes the socket took; marks the connection
+  // blocked when it took fewer. A hard error tears the connection down (c.poll becomes null).
+  std::size_t send_some(Conn& c, iovec* iov, std::size_t count, std::size_t offered) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    ssize_t n;
+    do {
+      n = ::sendmsg(c.poll_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    ++stats_.socket_writes;
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        c.out_blocked = true;
+        return 0;
+      }
+      const int err = errno;
+      const std::string why = std::string("write: ") + std::strerror(err);
+      write_failed(c, why.c_str());
+      return 0;
+    }
+    const auto written = static_cast<std::size_t>(n);
+    if (written < offered) c.out_blocked = true;
+    if (written > 0) c.out_progress = uv_now(loop_);
+    return written;
+  }
+
+  // Writes what waits in the connection's buffer, unless libmosquitto's own packet is unfinished
+  // or the socket is full.
+  void flush(Conn& c) {
+    if (c.poll == nullptr || c.waiting() == 0 || c.out_blocked || mosquitto_want_write(c.mosq)) {
+      return;
+    }
+    const std::size_t offered = c.waiting();
+    iovec iov = as_iovec(std::span<const std::byte>(c.out).subspan(c.out_head));
+    const std::size_t written = send_some(c, &iov, 1, offered);
+    if (c.poll == nullptr) return;
+    c.out_head += written;
+    release_bytes(c, written);
+    compact(c);
+    if (c.waiting() == 0 && c.misc_due) run_misc(c);
+    update_poll(c);
+    if (phase_ == Phase::Stopping && c.queued_bytes == 0) schedule_notify();
+  }
+
+  void write_failed(Conn& c, const char* why) {
+    // libmosquitto closes the socket on the next connect attempt; nothing more goes out on it.
+    ::shutdown(c.poll_fd, SHUT_RDWR);
+    connection_lost(c, MOSQ_ERR_ERRNO, why);
+  }
+
+  void arm_flush() {
+    if (flush_armed_ || flush_prepare_ == nullptr || flush_prepare_->closing) return;
+    flush_armed_ = true;
+    uv_prepare_start(flush_prepare_->prepare(), on_flush_prepare);
+  }
+
+  // Runs once per loop turn with something to write, just before the loop blocks.
+  void flush_all() {
+    flush_armed_ = false;
+    uv_prepare_stop(flush_prepare_->prepare());
+    for (auto& c : conns_) flush(*c);
   }
 
   // ---- deferred work ------------------------------------------------------------------------
@@ -1008,6 +1266,12 @@ struct MqttPool::Impl {
     guarded("notify", [&] { h->impl->run_notify(); });
   }
 
+  static void on_flush_prepare(uv_prepare_t* prepare) {
+    auto* h = static_cast<LoopHandle*>(prepare->data);
+    if (h->impl == nullptr) return;
+    guarded("flush", [&] { h->impl->flush_all(); });
+  }
+
   static void on_flush_timer(uv_timer_t* timer) {
     auto* h = static_cast<LoopHandle*>(timer->data);
     if (h->impl == nullptr) return;
@@ -1070,6 +1334,10 @@ struct MqttPool::Impl {
   LoopHandle* misc_timer_ = nullptr;
   LoopHandle* notify_timer_ = nullptr;
   LoopHandle* flush_timer_ = nullptr;
+  LoopHandle* flush_prepare_ = nullptr;
+  bool flush_armed_ = false;
+  bool direct_ = false;  // QoS 0 publishes take the pool's own path (mqtt_pool.hpp)
+  std::vector<std::byte> gather_;  // a multi-part payload made contiguous for libmosquitto
   std::size_t pending_resolves_ = 0;
   bool notify_pending_ = false;
   bool reported_ready_ = false;
@@ -1098,8 +1366,14 @@ std::size_t MqttPool::connection_for(std::string_view key) const {
 }
 
 PublishResult MqttPool::publish(std::size_t connection, std::string_view topic,
+                                std::span<const std::span<const std::byte>> parts, int qos) {
+  return impl_->publish(connection, topic, parts, qos);
+}
+
+PublishResult MqttPool::publish(std::size_t connection, std::string_view topic,
                                 std::span<const std::byte> payload, int qos) {
-  return impl_->publish(connection, topic, payload, qos);
+  const std::span<const std::byte> parts[] = {payload};
+  return impl_->publish(connection, topic, parts, qos);
 }
 
 std::size_t MqttPool::queued_bytes(std::size_t connection) const {

@@ -5,10 +5,23 @@
 // mosquitto_loop_misc (keep-alive). A lost connection is retried with exponential backoff on a
 // libuv timer and resubscribes every filter on reconnect. TCP_NODELAY is set on every socket.
 //
-// Bytes handed to publish() and not yet written to the socket are counted per connection (the
-// on_publish callback releases them); publish() refuses with PublishResult::Backpressure when
-// a connection's queued bytes would exceed `max_queued_bytes`. on_writable() fires when queued
-// bytes fall below half of that bound, so the caller can resume.
+// QoS 0 publishes on a plain-TCP pool that subscribes at QoS 0 (chunkd's default) bypass
+// libmosquitto: the pool encodes the PUBLISH packet itself, gathers one loop turn's packets per
+// connection in its own buffer and writes them with one send() just before the loop blocks (a
+// uv_prepare handle), or at once with sendmsg() from the caller's memory when a message is large
+// or the buffer holds 64 KiB, copying only what the socket did not take. libmosquitto writes
+// one packet per write(), mallocs and copies each one and pokes its internal socketpair per call;
+// on loopback that was 60 % of chunkd's CPU per 4 KiB block (bench/README.md). The two writers
+// never interleave: the pool writes only while libmosquitto's queue is empty and calls
+// libmosquitto's writers (keep-alive, QoS 1/2, disconnect) only once its own buffer is drained.
+// TLS pools, pools subscribing at QoS 1/2 and, from its first QoS 1/2 publish on, a pool publishing
+// at QoS 1/2 use libmosquitto for every message.
+//
+// Bytes handed to publish() and not yet written to the socket are counted per connection;
+// publish() refuses with PublishResult::Backpressure when a connection's queued bytes would exceed
+// `max_queued_bytes`. on_writable() fires when queued bytes fall below half of that bound, so the
+// caller can resume. A connection whose socket takes no byte for 1.5 keep-alive periods is closed
+// and reconnected.
 //
 // Thread: everything (including the message callback) on the loop thread.
 #pragma once
@@ -55,6 +68,7 @@ struct MqttStats {
   std::uint64_t publish_refused_backpressure = 0;
   std::uint64_t publish_refused_disconnected = 0;
   std::uint64_t reconnects = 0;
+  std::uint64_t socket_writes = 0;  // send() calls of the pool's own QoS 0 path
 };
 
 class MqttPool {
@@ -77,6 +91,9 @@ class MqttPool {
   // The connection that owns `key` (a thing name): a stable hash, so one thing's replies stay in
   // order on one connection.
   std::size_t connection_for(std::string_view key) const;
+  // The payload is the concatenation of `parts`; none is referenced after the call returns.
+  PublishResult publish(std::size_t connection, std::string_view topic,
+                        std::span<const std::span<const std::byte>> parts, int qos);
   PublishResult publish(std::size_t connection, std::string_view topic,
                         std::span<const std::byte> payload, int qos);
   std::size_t queued_bytes(std::size_t connection) const;

@@ -263,18 +263,10 @@ std::byte* put_key_head(std::byte* out, char key, std::uint8_t major_type, std::
   return put_head(out + 2, major_type, v);
 }
 
-std::size_t encode_data_cbor(std::span<std::byte> out, const char* token, std::size_t token_bytes,
-                             bool has_token, std::uint32_t file_id, std::uint32_t block_index,
-                             std::span<const std::byte> payload) {
-  const std::size_t length = payload.size();
-  // Callers size `out` with data_reply_max_bytes, so the exact size is only worked out when the
-  // buffer is tighter than the largest possible header.
-  if (out.size() < kMaxCborDataHeader + token_bytes + length) {
-    std::optional<std::string_view> t;
-    if (has_token) t.emplace(token, token_bytes);
-    if (out.size() < cbor_data_header_bytes(t, file_id, block_index, length) + length) return 0;
-  }
-  std::byte* p = out.data();
+// Writes the header of a CBOR data reply for `length` payload bytes at `p`, which has room.
+std::byte* put_data_cbor_header(std::byte* p, const char* token, std::size_t token_bytes,
+                                bool has_token, std::uint32_t file_id, std::uint32_t block_index,
+                                std::size_t length) {
   if (has_token) {
     p[0] = std::byte{0xa5};  // definite map of 5 pairs
     p[1] = std::byte{0x61};
@@ -286,7 +278,22 @@ std::size_t encode_data_cbor(std::span<std::byte> out, const char* token, std::s
   p = put_key_head(p, 'f', kCborUnsigned, file_id);
   p = put_key_head(p, 'l', kCborUnsigned, length);
   p = put_key_head(p, 'i', kCborUnsigned, block_index);
-  p = put_key_head(p, 'p', kCborBytes, length);
+  return put_key_head(p, 'p', kCborBytes, length);
+}
+
+std::size_t encode_data_cbor(std::span<std::byte> out, const char* token, std::size_t token_bytes,
+                             bool has_token, std::uint32_t file_id, std::uint32_t block_index,
+                             std::span<const std::byte> payload) {
+  const std::size_t length = payload.size();
+  // Callers size `out` with data_reply_max_bytes, so the exact size is only worked out when the
+  // buffer is tighter than the largest possible header.
+  if (out.size() < kMaxCborDataHeader + token_bytes + length) {
+    std::optional<std::string_view> t;
+    if (has_token) t.emplace(token, token_bytes);
+    if (out.size() < cbor_data_header_bytes(t, file_id, block_index, length) + length) return 0;
+  }
+  std::byte* p =
+      put_data_cbor_header(out.data(), token, token_bytes, has_token, file_id, block_index, length);
   p = put_bytes(p, payload.data(), length);
   return static_cast<std::size_t>(p - out.data());
 }
@@ -336,6 +343,20 @@ std::size_t encode_data_reply(Format format, std::span<std::byte> out,
                             payload);
   }
   return encode_data_json(out, client_token, file_id, block_index, payload);
+}
+
+std::size_t encode_cbor_data_header(std::span<std::byte> out,
+                                    std::optional<std::string_view> client_token,
+                                    std::uint32_t file_id, std::uint32_t block_index,
+                                    std::size_t payload_bytes) {
+  const std::size_t bytes =
+      cbor_data_header_bytes(client_token, file_id, block_index, payload_bytes);
+  if (out.size() < bytes) return 0;
+  const bool has_token = client_token.has_value();
+  put_data_cbor_header(out.data(), has_token ? client_token->data() : nullptr,
+                       has_token ? client_token->size() : 0, has_token, file_id, block_index,
+                       payload_bytes);
+  return bytes;
 }
 
 std::vector<std::byte> encode_description(Format format,

@@ -39,6 +39,14 @@ std::size_t cbor_data_header_bytes(std::optional<std::string_view> client_token,
                                    std::uint32_t file_id, std::uint32_t block_index,
                                    std::size_t payload_bytes);
 
+// Writes only that header (cbor_data_header_bytes of them; 0 when `out` is too small): the reply
+// is the header followed by the payload's bytes, which a gathered write can take from where they
+// are (the block path sends cache extent slices this way, with no copy in user space).
+std::size_t encode_cbor_data_header(std::span<std::byte> out,
+                                    std::optional<std::string_view> client_token,
+                                    std::uint32_t file_id, std::uint32_t block_index,
+                                    std::size_t payload_bytes);
+
 struct FileEntry {
   std::uint32_t file_id;
   std::uint64_t size_bytes;

@@ -226,6 +226,23 @@ TEST_F(DeliveryTest, WholeFileInWindowsCbor) {
   EXPECT_GT(metrics_.counter_value("chunkd_bytes_sent_total", R"(format="cbor")"), kFileBytes);
 }
 
+// A CBOR reply is its header followed by the block's bytes where they lie in the cache: one part
+// per extent the block covers, never copied into an encode buffer.
+TEST_F(DeliveryTest, CborBlocksGoOutAsHeaderAndExtentSlices) {
+  make();
+  auto out = download(Format::Cbor, 3000, 10, false);  // 3000-byte blocks straddle extents
+  EXPECT_EQ(out, content_);
+  std::size_t straddling = 0;
+  for (const auto& m : publisher_.messages) {
+    if (m.topic.find("/data/") == std::string::npos) continue;
+    EXPECT_GE(m.parts, 2u);
+    EXPECT_LE(m.parts, 3u);
+    if (m.parts == 3) ++straddling;
+  }
+  // Each of the four 64 KiB extent boundaries falls inside a block (no multiple of 3000).
+  EXPECT_EQ(straddling, kFileBytes / kExtent);
+}
+
 TEST_F(DeliveryTest, WholeFileInBitmapModeJson) {
   make();
   EXPECT_EQ(download(Format::Json, 1024, 30, true), content_);

@@ -175,10 +175,12 @@ class FakePublisher final : public Publisher {
     std::string topic;
     std::vector<std::byte> payload;
     int qos = 0;
+    std::size_t parts = 0;  // how many pieces the payload was handed over in
   };
 
-  Result publish(std::string_view key, std::string_view topic, std::span<const std::byte> payload,
-                 int qos) override {
+  using Publisher::publish;
+  Result publish(std::string_view key, std::string_view topic,
+                 std::span<const std::span<const std::byte>> parts, int qos) override {
     attempts++;
     if (backpressure) {
       refused++;
@@ -195,8 +197,10 @@ class FakePublisher final : public Publisher {
       if (--fail_count == 0) next_result = Result::Ok;
       return r;
     }
+    std::vector<std::byte> payload;
+    for (auto p : parts) payload.insert(payload.end(), p.begin(), p.end());
     messages.push_back(
-        Message{std::string(key), std::string(topic), {payload.begin(), payload.end()}, qos});
+        Message{std::string(key), std::string(topic), std::move(payload), qos, parts.size()});
     return Result::Ok;
   }
   std::size_t bytes_in_flight() const override { return in_flight; }

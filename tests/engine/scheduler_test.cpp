@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include <array>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -25,14 +26,15 @@ using testing::TempDir;
 // Encodes a block as <4-byte little-endian block index><bytes>, a failure as "FAIL <message>".
 class TestSink final : public SchedulerSink {
  public:
-  std::span<const std::byte> encode_block(
+  // The index goes in a part of its own and the pieces follow uncopied, as delivery sends CBOR.
+  std::span<const std::span<const std::byte>> encode_block(
       const BlockJob&, std::uint32_t block_index,
       std::span<const std::span<const std::byte>> pieces) override {
-    buffer_.clear();
-    for (int i = 0; i < 4; ++i)
-      buffer_.push_back(static_cast<std::byte>((block_index >> (8 * i)) & 0xff));
-    for (auto p : pieces) buffer_.insert(buffer_.end(), p.begin(), p.end());
-    return buffer_;
+    for (std::size_t i = 0; i < 4; ++i)
+      index_[i] = static_cast<std::byte>((block_index >> (8 * i)) & 0xff);
+    parts_.assign(1, std::span<const std::byte>(index_));
+    parts_.insert(parts_.end(), pieces.begin(), pieces.end());
+    return parts_;
   }
   std::vector<std::byte> encode_failure(const BlockJob&, std::error_code error) override {
     std::string s = "FAIL " + error.message();
@@ -51,7 +53,8 @@ class TestSink final : public SchedulerSink {
   std::vector<Ended> ended;
 
  private:
-  std::vector<std::byte> buffer_;
+  std::array<std::byte, 4> index_{};
+  std::vector<std::span<const std::byte>> parts_;
 };
 
 std::uint32_t block_of(const FakePublisher::Message& m) {

@@ -526,12 +526,25 @@ TEST(ControlApi, MetricsHaveTheDocumentedFamilies) {
   for (const char* family :
        {"chunkd_http_requests_total", "chunkd_streams", "chunkd_requests_total",
         "chunkd_blocks_sent_total", "chunkd_bytes_sent_total", "chunkd_throttled_total",
-        "chunkd_cache_hits_total", "chunkd_cache_misses_total", "chunkd_ingest_bytes_total"}) {
+        "chunkd_cache_hits_total", "chunkd_cache_misses_total", "chunkd_ingest_bytes_total",
+        "chunkd_mqtt_messages_published_total", "chunkd_mqtt_socket_writes_total",
+        "chunkd_mqtt_reconnects_total"}) {
     EXPECT_NE(r.body.find(std::string("# TYPE ") + family + " "), std::string::npos)
         << family << "\n"
         << r.body;
   }
   EXPECT_NE(r.body.find("chunkd_streams 1"), std::string::npos) << r.body;
+  // The download's replies left through the pool's own path, several to a write at most.
+  auto value_of = [&](const std::string& series) {
+    const auto at = r.body.find("\n" + series + " ");
+    return at == std::string::npos ? -1.0 : std::stod(r.body.substr(at + series.size() + 2));
+  };
+  const double published = value_of("chunkd_mqtt_messages_published_total");
+  const double writes = value_of("chunkd_mqtt_socket_writes_total");
+  EXPECT_GT(published, 0) << r.body;
+  EXPECT_GT(writes, 0) << r.body;
+  EXPECT_LE(writes, published) << r.body;
+  EXPECT_EQ(value_of("chunkd_mqtt_reconnects_total"), 0) << r.body;
   EXPECT_NE(r.body.find(R"(chunkd_http_requests_total{route="create",status="201"} 1)"),
             std::string::npos)
       << r.body;

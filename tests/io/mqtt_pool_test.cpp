@@ -376,6 +376,136 @@ TEST_F(MqttPoolTest, MessagesLargerThanTheBoundGoOutOneAtATime) {
   ASSERT_TRUE(stop_pool(pool));
 }
 
+// QoS 0 replies of one loop turn leave in few socket writes, not one write per message.
+TEST_F(MqttPoolTest, GathersALoopTurnsMessagesIntoFewWrites) {
+  RawClient device;
+  ASSERT_TRUE(device.connect(broker_.port()));
+  ASSERT_TRUE(device.subscribe("g/#"));
+  MqttPool& pool = make_pool(options());
+  ASSERT_TRUE(start_and_wait_ready(pool));
+  const std::uint64_t writes_before = pool.stats().socket_writes;
+
+  constexpr std::uint32_t kCount = 200;
+  std::string payload(1000, 'g');
+  for (std::uint32_t i = 0; i < kCount; ++i) {
+    std::memcpy(payload.data(), &i, sizeof i);
+    ASSERT_EQ(pool.publish(0, "g/thing", bytes_of(payload), 0), PublishResult::Ok);
+  }
+  // Each time 64 KiB wait they are written at once; the rest waits for the loop to turn.
+  EXPECT_GT(pool.queued_bytes(0), 0u);
+  EXPECT_LT(pool.queued_bytes(0), std::size_t{64} * 1024);
+  ASSERT_TRUE(run_until(&loop_, [&] { return device.count() >= kCount; }));
+  ASSERT_TRUE(run_until(&loop_, [&] { return pool.total_queued_bytes() == 0; }));
+  const auto messages = device.messages();
+  ASSERT_EQ(messages.size(), kCount);
+  for (std::uint32_t i = 0; i < kCount; ++i) {
+    ASSERT_EQ(seq_of(messages[i].payload), i);
+    ASSERT_EQ(messages[i].payload.size(), payload.size());
+  }
+  // ~200 KiB: three writes at the 64 KiB mark and one for the rest, on an idle socket.
+  const std::uint64_t writes = pool.stats().socket_writes - writes_before;
+  EXPECT_GE(writes, 1u);
+  EXPECT_LE(writes, 8u);
+  ASSERT_TRUE(stop_pool(pool));
+}
+
+// A payload given in parts arrives as their concatenation, on the pool's own path (small and
+// written-at-once sizes) and through libmosquitto (QoS 1).
+TEST_F(MqttPoolTest, PayloadPartsArriveConcatenated) {
+  RawClient device;
+  ASSERT_TRUE(device.connect(broker_.port()));
+  ASSERT_TRUE(device.subscribe("p/#", 1));
+  MqttPool& pool = make_pool(options());
+  ASSERT_TRUE(start_and_wait_ready(pool));
+
+  std::string big(100 * 1024, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + 3);
+  const std::string head = "head:";
+  const std::string tail = ":tail";
+  std::vector<std::string> expected;
+  for (int qos : {0, 1}) {
+    for (std::size_t size : {std::size_t{0}, std::size_t{10}, big.size()}) {
+      const std::span<const std::byte> parts[] = {bytes_of(head), bytes_of(big.substr(0, 0)),
+                                                  bytes_of(big).first(size), bytes_of(tail)};
+      ASSERT_EQ(pool.publish(1, "p/thing", parts, qos), PublishResult::Ok);
+      expected.push_back(head + big.substr(0, size) + tail);
+    }
+  }
+  ASSERT_TRUE(run_until(&loop_, [&] { return device.count() >= expected.size(); }));
+  const auto messages = device.messages();
+  ASSERT_EQ(messages.size(), expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_TRUE(messages[i].payload == expected[i]) << "message " << i << " differs";
+  }
+  EXPECT_EQ(pool.stats().messages_published, expected.size());
+  ASSERT_TRUE(stop_pool(pool));
+}
+
+// A QoS 1 message after QoS 0 ones still waiting in the pool's buffer leaves after them.
+TEST_F(MqttPoolTest, QosOneAfterBufferedQosZeroKeepsOrder) {
+  RawClient device;
+  ASSERT_TRUE(device.connect(broker_.port()));
+  ASSERT_TRUE(device.subscribe("o/#", 1));
+  MqttPool& pool = make_pool(options());
+  ASSERT_TRUE(start_and_wait_ready(pool));
+
+  std::string payload(100, 'o');
+  std::uint32_t seq = 0;
+  auto send = [&](int qos) {
+    std::memcpy(payload.data(), &seq, sizeof seq);
+    PublishResult r = pool.publish(0, "o/thing", bytes_of(payload), qos);
+    while (r == PublishResult::Backpressure) {
+      const int before = writable_calls_;
+      if (!run_until(&loop_, [&] { return writable_calls_ > before; })) break;
+      r = pool.publish(0, "o/thing", bytes_of(payload), qos);
+    }
+    ASSERT_EQ(r, PublishResult::Ok);
+    ++seq;
+  };
+  for (int round = 0; round < 5; ++round) {
+    for (int i = 0; i < 10; ++i) send(0);
+    send(1);
+  }
+  for (int i = 0; i < 10; ++i) send(0);
+  ASSERT_TRUE(run_until(&loop_, [&] { return device.count() >= seq; }));
+  const auto messages = device.messages();
+  ASSERT_EQ(messages.size(), seq);
+  for (std::uint32_t i = 0; i < seq; ++i) ASSERT_EQ(seq_of(messages[i].payload), i);
+  ASSERT_TRUE(run_until(&loop_, [&] { return pool.total_queued_bytes() == 0; }));
+  ASSERT_TRUE(stop_pool(pool));
+}
+
+// A broker that takes no byte for 1.5 keep-alive periods is given up on and reconnected, even
+// while the pool's own buffer keeps libmosquitto's keep-alive from running.
+TEST_F(MqttPoolTest, StalledSocketIsReconnectedAfterKeepalive) {
+  MqttOptions o = options();
+  o.connections = 1;
+  o.keepalive_s = 5;
+  o.max_queued_bytes = 64u << 20;
+  MqttPool& pool = make_pool(o);
+  ASSERT_TRUE(start_and_wait_ready(pool));
+  ASSERT_TRUE(run_until(&loop_, [&] { return transitions_.size() == 1; }));
+
+  broker_.pause();
+  const std::string payload(64 * 1024, 's');
+  // Fill the kernel's buffers until a write is refused and bytes stay queued in the pool.
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_EQ(pool.publish(0, "s/thing", bytes_of(payload), 0), PublishResult::Ok);
+    run_until(&loop_, [] { return true; });
+    if (pool.queued_bytes(0) > 4 * payload.size()) break;
+  }
+  ASSERT_GT(pool.queued_bytes(0), 4 * payload.size()) << "the socket never filled";
+  ASSERT_TRUE(run_until(&loop_, [&] { return transitions_.size() >= 2; }, 20000));
+  EXPECT_FALSE(transitions_[1]);
+  EXPECT_EQ(pool.queued_bytes(0), 0u);  // the stalled bytes were dropped with the connection
+
+  broker_.resume();
+  ASSERT_TRUE(run_until(&loop_, [&] { return pool.ready(); }, 20000));
+  EXPECT_GE(pool.stats().reconnects, 1u);
+  EXPECT_EQ(pool.publish(0, "s/thing", bytes_of("again"), 0), PublishResult::Ok);
+  ASSERT_TRUE(stop_pool(pool));
+}
+
 TEST_F(MqttPoolTest, ReconnectsAfterBrokerRestart) {
   MqttOptions o = options();
   o.subscriptions = {"r/+/get"};
@@ -495,8 +625,8 @@ TEST_F(MqttPoolTest, StopWhileReconnecting) {
   EXPECT_TRUE(transitions_.empty());
 }
 
-// The engine replies from inside the message handler: on the subscriber connection itself
-// (libmosquitto only queues inside its callbacks) and on another one (written at once).
+// The engine replies from inside the message handler: on the subscriber connection itself (in
+// the middle of libmosquitto's read) and on another one.
 TEST_F(MqttPoolTest, RepliesFromInsideTheMessageHandler) {
   RawClient device;
   ASSERT_TRUE(device.connect(broker_.port()));

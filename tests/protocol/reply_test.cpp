@@ -265,6 +265,13 @@ TEST(DataReplyCbor, HeaderBytesPrecedeThePayloadExactly) {
         const std::size_t header = cbor_data_header_bytes(token, value, value, size);
         ASSERT_EQ(header + size, out.size());
         EXPECT_TRUE(std::equal(part.begin(), part.end(), out.begin() + static_cast<long>(header)));
+        // The header alone is the same bytes, for a payload sent from where it lies.
+        Bytes alone(header + 8);
+        ASSERT_EQ(encode_cbor_data_header(alone, token, value, value, size), header);
+        EXPECT_TRUE(std::equal(out.begin(), out.begin() + static_cast<long>(header), alone.begin()));
+        EXPECT_EQ(encode_cbor_data_header(std::span<std::byte>(alone).first(header - 1), token,
+                                          value, value, size),
+                  0u);
       }
     }
   }
