@@ -50,6 +50,7 @@
 #include <utility>
 
 #include "io/log.hpp"
+#include "io/send_queue.hpp"
 
 namespace chunkd::io {
 namespace {
@@ -69,6 +70,8 @@ constexpr std::size_t kMaxConnections = 256;
 constexpr std::size_t kFlushBytes = 64u << 10;
 // iovecs of one gathered write: the waiting buffer, the PUBLISH head, the topic, payload parts.
 constexpr std::size_t kMaxIovecs = 16;
+// iovecs of one flush of the waiting buffer: 4 MiB in 64 KiB chunks.
+constexpr std::size_t kMaxFlushIovecs = 64;
 // MQTT's largest remaining length (four-byte variable integer).
 constexpr std::size_t kMaxRemainingLength = 268435455;
 
@@ -272,13 +275,11 @@ struct MqttPool::Impl {
     std::deque<Pending> qos0;                    // in write order
     std::unordered_map<int, std::size_t> qos12;  // until PUBACK/PUBCOMP
     InPublish in_publish;
-    // The pool's own QoS 0 packets, unwritten from out_head on (mqtt_pool.hpp).
-    std::vector<std::byte> out;
-    std::size_t out_head = 0;
+    SendQueue out;  // the pool's own QoS 0 packets, not yet written (mqtt_pool.hpp)
     bool out_blocked = false;         // the socket took less than offered: wait for writable
     bool misc_due = false;            // a keep-alive tick waits for `out` to drain
     std::uint64_t out_progress = 0;   // loop time (ms) of the last byte written while `out` waits
-    std::size_t waiting() const { return out.size() - out_head; }
+    std::size_t waiting() const { return out.size(); }
   };
 
   Impl(uv_loop_t* loop, MqttOptions options, MessageHandler on_message, ReadyHandler on_ready)
@@ -853,7 +854,6 @@ struct MqttPool::Impl {
     c.qos12.clear();
     if (c.in_publish.active) c.in_publish.released = true;
     c.out.clear();
-    c.out_head = 0;
     c.out_blocked = false;
     c.misc_due = false;
   }
@@ -971,30 +971,32 @@ struct MqttPool::Impl {
     const std::span<const std::byte> pieces_topic(topic_bytes, topic.size());
     std::size_t skip = 0;  // bytes of this message the socket took
     if (c.waiting() + wire >= kFlushBytes && !c.out_blocked && !mosquitto_want_write(c.mosq)) {
-      // Large enough to write now, straight from the caller's memory: one gathered send.
+      // Enough to write now: what waits first, then this message straight from the caller's
+      // memory, in one gathered send. If what waits needs more iovecs than are left (it is
+      // scattered over many chunks), the message joins it and the loop turn's flush writes both.
       std::array<iovec, kMaxIovecs> iov{};
-      std::size_t n = 0;
-      const std::size_t before = c.waiting();
-      if (before > 0) iov[n++] = as_iovec(std::span<const std::byte>(c.out).subspan(c.out_head));
-      iov[n++] = as_iovec(pieces_head);
-      iov[n++] = as_iovec(pieces_topic);
-      for (auto p : parts) {
-        if (!p.empty()) iov[n++] = as_iovec(p);
-      }
-      const std::size_t written = send_some(c, iov.data(), n, before + wire);
-      if (c.poll == nullptr) return PublishResult::NotConnected;  // the write failed: torn down
-      const std::size_t from_buffer = std::min(written, before);
-      c.out_head += from_buffer;
-      skip = written - from_buffer;
-      release_bytes(c, written);
-      if (skip == wire) {
-        compact(c);
-        update_poll(c);
-        return PublishResult::Ok;
+      std::size_t n = c.out.gather(iov.data(), kMaxIovecs - 2 - parts.size());
+      std::size_t before = 0;
+      for (std::size_t i = 0; i < n; ++i) before += iov[i].iov_len;
+      if (before == c.waiting()) {
+        iov[n++] = as_iovec(pieces_head);
+        iov[n++] = as_iovec(pieces_topic);
+        for (auto p : parts) {
+          if (!p.empty()) iov[n++] = as_iovec(p);
+        }
+        const std::size_t written = send_some(c, iov.data(), n, before + wire);
+        if (c.poll == nullptr) return PublishResult::NotConnected;  // the write failed: torn down
+        const std::size_t from_buffer = std::min(written, before);
+        c.out.consume(from_buffer);
+        skip = written - from_buffer;
+        release_bytes(c, written);
+        if (skip == wire) {
+          update_poll(c);
+          return PublishResult::Ok;
+        }
       }
     }
     // Keep what is left of the message (all of it unless a write just took some).
-    compact(c);
     append(c, pieces_head, skip);
     append(c, pieces_topic, skip);
     for (auto p : parts) append(c, p, skip);
@@ -1011,19 +1013,7 @@ struct MqttPool::Impl {
   static void append(Conn& c, std::span<const std::byte> bytes, std::size_t& skip) {
     const std::size_t drop = std::min(skip, bytes.size());
     skip -= drop;
-    c.out.insert(c.out.end(), bytes.begin() + static_cast<std::ptrdiff_t>(drop), bytes.end());
-  }
-
-  // Forgets written bytes: all of them once drained, else when they are most of the buffer.
-  static void compact(Conn& c) {
-    if (c.out_head == 0) return;
-    if (c.out_head == c.out.size()) {
-      c.out.clear();
-      c.out_head = 0;
-    } else if (c.out_head * 2 >= c.out.size()) {
-      c.out.erase(c.out.begin(), c.out.begin() + static_cast<std::ptrdiff_t>(c.out_head));
-      c.out_head = 0;
-    }
+    c.out.append(bytes.subspan(drop));
   }
 
   // One sendmsg of up to `offered` bytes. Returns the bytes the socket took; marks the connection
@@ -1059,13 +1049,14 @@ struct MqttPool::Impl {
     if (c.poll == nullptr || c.waiting() == 0 || c.out_blocked || mosquitto_want_write(c.mosq)) {
       return;
     }
-    const std::size_t offered = c.waiting();
-    iovec iov = as_iovec(std::span<const std::byte>(c.out).subspan(c.out_head));
-    const std::size_t written = send_some(c, &iov, 1, offered);
+    std::array<iovec, kMaxFlushIovecs> iov{};
+    const std::size_t n = c.out.gather(iov.data(), iov.size());
+    std::size_t offered = 0;
+    for (std::size_t i = 0; i < n; ++i) offered += iov[i].iov_len;
+    const std::size_t written = send_some(c, iov.data(), n, offered);
     if (c.poll == nullptr) return;
-    c.out_head += written;
+    c.out.consume(written);
     release_bytes(c, written);
-    compact(c);
     if (c.waiting() == 0 && c.misc_due) run_misc(c);
     update_poll(c);
     if (phase_ == Phase::Stopping && c.queued_bytes == 0) schedule_notify();
