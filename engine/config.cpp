@@ -35,7 +35,7 @@ const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
       {"cache", {"capacity_mb"}},
       {"delivery",
        {"relax_version_check", "per_thing_queue", "global_queue", "per_thing_blocks_per_s",
-        "global_blocks_per_s", "max_bytes_in_flight_mb", "max_open_files"}},
+        "global_blocks_per_s", "max_bytes_in_flight_mb", "quantum_kib", "max_open_files"}},
       {"log", {"level"}},
   };
   return keys;
@@ -451,6 +451,9 @@ Result validate(const toml::table& root, const std::string& config_dir) {
     std::size_t mb = c.delivery.max_bytes_in_flight >> 20;
     s.integer("max_bytes_in_flight_mb", mb, 1, 4096);
     c.delivery.max_bytes_in_flight = mb << 20;
+    std::size_t kib = c.delivery.quantum_bytes >> 10;
+    s.integer("quantum_kib", kib, 1, 4096);
+    c.delivery.quantum_bytes = kib << 10;
     s.integer("max_open_files", c.delivery.max_open_files, 1, 65536);
   }
 

@@ -71,6 +71,7 @@ struct Config {
     double per_thing_blocks_per_s = 0;  // 0: unlimited
     double global_blocks_per_s = 0;
     std::size_t max_bytes_in_flight = 32u << 20;  // delivery.max_bytes_in_flight_mb
+    std::size_t quantum_bytes = 32u << 10;        // delivery.quantum_kib
     std::size_t max_open_files = 256;
   } delivery;
 

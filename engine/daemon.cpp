@@ -69,6 +69,7 @@ DeliveryOptions delivery_options(const Config& c) {
   o.per_thing_blocks_per_s = c.delivery.per_thing_blocks_per_s;
   o.global_blocks_per_s = c.delivery.global_blocks_per_s;
   o.max_publish_bytes_in_flight = c.delivery.max_bytes_in_flight;
+  o.quantum_bytes = c.delivery.quantum_bytes;
   return o;
 }
 

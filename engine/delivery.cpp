@@ -141,6 +141,7 @@ struct Delivery::Impl final : SchedulerSink {
     s.per_thing_blocks_per_s = o.per_thing_blocks_per_s;
     s.global_blocks_per_s = o.global_blocks_per_s;
     s.max_publish_bytes_in_flight = o.max_publish_bytes_in_flight;
+    s.quantum_bytes = o.quantum_bytes;
     s.qos = o.qos;
     return s;
   }

@@ -39,6 +39,7 @@ struct DeliveryOptions {
   double per_thing_blocks_per_s = 0;       // 0: unlimited
   double global_blocks_per_s = 0;          // 0: unlimited
   std::size_t max_publish_bytes_in_flight = 32u << 20;  // across connections, awaiting the socket
+  std::size_t quantum_bytes = 32u << 10;  // reply bytes served to one thing per round-robin turn
 };
 
 // Where replies go. io::MqttPool in the daemon (see MqttPublisher), a fake in tests.

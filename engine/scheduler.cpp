@@ -133,6 +133,7 @@ struct Scheduler::Impl {
                              R"(format="json")")),
         bytes_cbor(m.counter("chunkd_bytes_sent_total", "", R"(format="cbor")")) {
     if (options.blocks_per_turn == 0) options.blocks_per_turn = 1;
+
     if (options.max_extent_reads < 1) options.max_extent_reads = 1;
     if (options.max_prefetch_reads >= options.max_extent_reads) {
       options.max_prefetch_reads = options.max_extent_reads - 1;
@@ -206,6 +207,7 @@ struct Scheduler::Impl {
   std::size_t demand_reads = 0;
   std::uint64_t next_id = 1;
   bool paused = false;  // waiting for on_writable (or the in-flight bound to fall)
+  std::size_t served_bytes = 0;  // reply bytes of the last item served (serve_pass's quantum)
   std::vector<std::span<const std::byte>> pieces;
 
   bool per_thing_limited() const { return options.per_thing_blocks_per_s > 0; }
@@ -326,7 +328,19 @@ struct Scheduler::Impl {
       Thing* t = ring.front();
       ring.pop_front();
       t->state = State::Serving;
+      // A visit serves up to `quantum_bytes` of the thing's replies in a row: a device's blocks
+      // then reach the broker and the device together (a TCP segment and a wake-up for several,
+      // not one each). Under a global block rate, one block per visit shares the tokens evenly.
+      served_bytes = 0;
       Outcome o = serve_head(*t);
+      std::size_t visit_bytes = served_bytes;
+      while (o == Outcome::Progress && !global_limited() && visit_bytes < options.quantum_bytes &&
+             budget > 1 && !t->items.empty() && !paused) {
+        budget--;
+        served_bytes = 0;
+        o = serve_head(*t);
+        visit_bytes += served_bytes;
+      }
       if (o == Outcome::Blocked) {
         t->state = State::Ready;
         ring.push_front(t);
@@ -358,6 +372,7 @@ struct Scheduler::Impl {
   Outcome serve_message(Thing& t, Item& item) {
     if (over_in_flight_bound()) return Outcome::Blocked;
     auto r = publisher.publish(t.name, item.topic, item.payload, options.qos);
+    served_bytes = item.payload.size();
     if (r == Publisher::Result::Backpressure) {
       refused_backpressure.inc();
       paused = true;
@@ -499,6 +514,7 @@ struct Scheduler::Impl {
     const std::span<const std::span<const std::byte>> reply = sink.encode_block(job, block, pieces);
     std::size_t reply_bytes = 0;
     for (auto part : reply) reply_bytes += part.size();
+    served_bytes = reply_bytes;
     Publisher::Result r = publisher.publish(t.name, job.data_topic, reply, options.qos);
     item.pins.clear();
     if (r == Publisher::Result::Backpressure) {

@@ -9,8 +9,9 @@
 //
 // Serving (from a uv_idle_t while there is runnable work, at most `blocks_per_turn` items per loop
 // turn, so the loop keeps polling sockets in between; no recursion): things with runnable work
-// sit in a ring; each turn of a thing sends one item (one block or one message) and moves it to
-// the back. A block is sent when every extent it covers is in the cache: a missing extent parks
+// sit in a ring; each turn of a thing sends items (blocks or messages) until they add up to
+// `quantum_bytes` (at least one; one block per turn under a global block rate) and moves it to the
+// back: fair between things, while a device's blocks still reach it several at a time. A block is sent when every extent it covers is in the cache: a missing extent parks
 // the thing until its read completes (at most `max_extent_reads` reads started by the scheduler in
 // flight; a thing needing one more waits for a slot). Extents of upcoming blocks of queued jobs are
 // prefetched within the same read bound (the next extent of a job being served, the first of a
@@ -68,6 +69,8 @@ struct SchedulerOptions {
   std::size_t max_extent_reads = 32;   // reads started by the scheduler (demand + prefetch)
   std::size_t max_prefetch_reads = 8;  // of which prefetches
   std::size_t blocks_per_turn = 64;    // items served per loop turn
+  // Reply bytes served to one thing in a row before the next thing's turn (at least one item).
+  std::size_t quantum_bytes = 32u << 10;
 };
 
 // One GetStream request, ready to serve.

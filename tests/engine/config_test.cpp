@@ -83,6 +83,7 @@ TEST_F(ConfigTest, EmptyFileGivesEveryDefault) {
   EXPECT_EQ(c.delivery.per_thing_blocks_per_s, 0.0);
   EXPECT_EQ(c.delivery.global_blocks_per_s, 0.0);
   EXPECT_EQ(c.delivery.max_bytes_in_flight, 32u << 20);
+  EXPECT_EQ(c.delivery.quantum_bytes, 32u << 10);
   EXPECT_EQ(c.delivery.max_open_files, 256u);
   EXPECT_EQ(c.log.level, "info");
 }
@@ -132,6 +133,7 @@ global_queue = 100
 per_thing_blocks_per_s = 12.5
 global_blocks_per_s = 1000
 max_bytes_in_flight_mb = 4
+quantum_kib = 4
 max_open_files = 32
 [log]
 level = "debug"
@@ -174,6 +176,7 @@ level = "debug"
   EXPECT_EQ(c.delivery.per_thing_blocks_per_s, 12.5);
   EXPECT_EQ(c.delivery.global_blocks_per_s, 1000.0);
   EXPECT_EQ(c.delivery.max_bytes_in_flight, 4u << 20);
+  EXPECT_EQ(c.delivery.quantum_bytes, 4u << 10);
   EXPECT_EQ(c.delivery.max_open_files, 32u);
   EXPECT_EQ(c.log.level, "debug");
 }
@@ -250,6 +253,8 @@ TEST_F(ConfigTest, EveryErrorNamesTheKey) {
        "delivery.global_blocks_per_s: must be a number between"},
       {"[delivery]\nmax_bytes_in_flight_mb = 0",
        "delivery.max_bytes_in_flight_mb: must be an integer between"},
+      {"[delivery]\nquantum_kib = 0", "delivery.quantum_kib: must be an integer between"},
+      {"[delivery]\nquantum_kib = 4097", "delivery.quantum_kib: must be an integer between"},
       {"[delivery]\nmax_open_files = 0", "delivery.max_open_files: must be an integer between"},
       {"[log]\nlevel = \"loud\"", "log.level: must be one of debug, info, warn, error"},
       {"[logging]\nlevel = \"info\"", "unknown key: logging"},

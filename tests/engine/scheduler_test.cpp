@@ -311,6 +311,40 @@ TEST_F(SchedulerTest, GlobalRateLimitSharesTokens) {
   EXPECT_EQ(a, 3u) << "the two things alternate";
 }
 
+// Each turn of a thing sends blocks until they add up to the quantum, then the next thing's turn.
+TEST_F(SchedulerTest, ATurnServesAQuantumOfBlocks) {
+  add_file(64 * 1024, 16384);
+  SchedulerOptions o;
+  o.quantum_bytes = 3 * 1024;  // three 1 KiB blocks (each reply is 4 + 1024 bytes here)
+  auto& s = make(o);
+  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 7)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 7)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
+  std::string order;
+  for (const auto& m : publisher_.messages) order += m.key;
+  EXPECT_EQ(order, "aaabbbaaabbbab");
+  for (const char* thing : {"a", "b"}) {
+    std::uint32_t next = 0;
+    for (const auto& m : publisher_.messages) {
+      if (m.key == thing) EXPECT_EQ(block_of(m), next++);
+    }
+    EXPECT_EQ(next, 7u);
+  }
+}
+
+TEST_F(SchedulerTest, ASmallQuantumAlternatesBlockByBlock) {
+  add_file(64 * 1024, 16384);
+  SchedulerOptions o;
+  o.quantum_bytes = 1;
+  auto& s = make(o);
+  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
+  std::string order;
+  for (const auto& m : publisher_.messages) order += m.key;
+  EXPECT_EQ(order, "ababab");
+}
+
 TEST_F(SchedulerTest, BackpressurePausesAndResumesWithoutLoss) {
   add_file(40 * 1024, 8192);
   auto& s = make();
