@@ -106,6 +106,21 @@ class SchedulerTest : public ::testing::Test {
     return *scheduler_;
   }
 
+  // Things "a" then "b" each ask for `blocks` 1 KiB blocks (each reply is 4 + 1024 bytes here);
+  // returns whose replies went out, in order.
+  std::string serve_two_things(std::size_t quantum_bytes, std::uint32_t blocks) {
+    add_file(64 * 1024, 16384);
+    SchedulerOptions o;
+    o.quantum_bytes = quantum_bytes;
+    auto& s = make(o);
+    EXPECT_EQ(s.submit(job("a", 0, 1024, 0, blocks)), Scheduler::Admit::Ok);
+    EXPECT_EQ(s.submit(job("b", 0, 1024, 0, blocks)), Scheduler::Admit::Ok);
+    EXPECT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
+    std::string order;
+    for (const auto& m : publisher_.messages) order += m.key;
+    return order;
+  }
+
   BlockJob job(const std::string& thing, std::uint32_t file_id, std::uint32_t block_size,
                std::uint32_t first, std::uint32_t count) {
     BlockJob j;
@@ -313,16 +328,7 @@ TEST_F(SchedulerTest, GlobalRateLimitSharesTokens) {
 
 // Each turn of a thing sends blocks until they add up to the quantum, then the next thing's turn.
 TEST_F(SchedulerTest, ATurnServesAQuantumOfBlocks) {
-  add_file(64 * 1024, 16384);
-  SchedulerOptions o;
-  o.quantum_bytes = 3 * 1024;  // three 1 KiB blocks (each reply is 4 + 1024 bytes here)
-  auto& s = make(o);
-  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 7)), Scheduler::Admit::Ok);
-  ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 7)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
-  std::string order;
-  for (const auto& m : publisher_.messages) order += m.key;
-  EXPECT_EQ(order, "aaabbbaaabbbab");
+  EXPECT_EQ(serve_two_things(3 * 1024, 7), "aaabbbaaabbbab");
   for (const char* thing : {"a", "b"}) {
     std::uint32_t next = 0;
     for (const auto& m : publisher_.messages) {
@@ -333,16 +339,7 @@ TEST_F(SchedulerTest, ATurnServesAQuantumOfBlocks) {
 }
 
 TEST_F(SchedulerTest, ASmallQuantumAlternatesBlockByBlock) {
-  add_file(64 * 1024, 16384);
-  SchedulerOptions o;
-  o.quantum_bytes = 1;
-  auto& s = make(o);
-  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
-  ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
-  std::string order;
-  for (const auto& m : publisher_.messages) order += m.key;
-  EXPECT_EQ(order, "ababab");
+  EXPECT_EQ(serve_two_things(1, 3), "ababab");
 }
 
 TEST_F(SchedulerTest, BackpressurePausesAndResumesWithoutLoss) {
