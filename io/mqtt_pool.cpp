@@ -1049,14 +1049,18 @@ struct MqttPool::Impl {
     if (c.poll == nullptr || c.waiting() == 0 || c.out_blocked || mosquitto_want_write(c.mosq)) {
       return;
     }
-    std::array<iovec, kMaxFlushIovecs> iov{};
-    const std::size_t n = c.out.gather(iov.data(), iov.size());
-    std::size_t offered = 0;
-    for (std::size_t i = 0; i < n; ++i) offered += iov[i].iov_len;
-    const std::size_t written = send_some(c, iov.data(), n, offered);
-    if (c.poll == nullptr) return;
-    c.out.consume(written);
-    release_bytes(c, written);
+    // One sendmsg() carries up to kMaxFlushIovecs chunks; more go in further calls until the
+    // socket is full.
+    while (c.waiting() > 0 && !c.out_blocked) {
+      std::array<iovec, kMaxFlushIovecs> iov{};
+      const std::size_t n = c.out.gather(iov.data(), iov.size());
+      std::size_t offered = 0;
+      for (std::size_t i = 0; i < n; ++i) offered += iov[i].iov_len;
+      const std::size_t written = send_some(c, iov.data(), n, offered);
+      if (c.poll == nullptr) return;
+      c.out.consume(written);
+      release_bytes(c, written);
+    }
     if (c.waiting() == 0 && c.misc_due) run_misc(c);
     update_poll(c);
     if (phase_ == Phase::Stopping && c.queued_bytes == 0) schedule_notify();
