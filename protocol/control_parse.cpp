@@ -319,6 +319,28 @@ std::optional<S3Location> check_location(dom::element v, const std::string& fiel
   return loc;
 }
 
+// Calls `each(index, path, obj)` for every element of the array `arr` at `base`; an element that
+// is not an object is reported at its path. Returns false when an element was not an object or
+// `each` returned false (it reports its own problems).
+template <class F>
+bool for_each_object(dom::array arr, std::string_view base, Problems& problems, F&& each) {
+  bool ok = true;
+  std::size_t i = 0;
+  for (dom::element entry : arr) {
+    const std::string path = index_path(base, i);
+    dom::object obj;
+    if (entry.type() != dom::element_type::OBJECT ||
+        entry.get_object().get(obj) != simdjson::SUCCESS) {
+      problems.add(path, "must be an object");
+      ok = false;
+    } else if (!each(i, path, obj)) {
+      ok = false;
+    }
+    ++i;
+  }
+  return ok;
+}
+
 std::optional<std::vector<StreamFileSpec>> check_files(dom::element v, Problems& problems) {
   const std::string base = "files";
   dom::array arr;
@@ -335,60 +357,48 @@ std::optional<std::vector<StreamFileSpec>> check_files(dom::element v, Problems&
   }
   std::array<std::optional<std::size_t>, 256> first_use{};  // fileId → index of its first entry
   std::vector<StreamFileSpec> files;
-  std::size_t i = 0;
-  for (dom::element entry : arr) {
-    const std::string path = index_path(base, i);
-    dom::object obj;
-    if (entry.type() != dom::element_type::OBJECT ||
-        entry.get_object().get(obj) != simdjson::SUCCESS) {
-      problems.add(path, "must be an object");
-      ok = false;
-      ++i;
-      continue;
-    }
-    static constexpr std::array<std::string_view, 2> kKnown{"fileId", "s3Location"};
-    StreamFileSpec spec;
-    bool entry_ok = true;
-    bool has_id = false;
-    bool has_location = false;
-    for_members(obj, kKnown, path, problems, [&](std::size_t idx, dom::element value) {
-      const std::string field = member_path(path, kKnown[idx]);
-      if (idx == 0) {
-        has_id = true;
-        auto id = check_file_id(value, field, problems);
-        if (!id) {
-          entry_ok = false;
-          return;
-        }
-        auto& first = first_use[*id];
-        if (first) {
-          problems.add(field, "must be unique: " + index_path(base, *first) +
-                                  " already uses fileId " + std::to_string(*id));
-          entry_ok = false;
-          return;
-        }
-        first = i;
-        spec.file_id = *id;
-      } else {
-        has_location = true;
-        auto loc = check_location(value, field, problems);
-        if (loc) {
-          spec.location = std::move(*loc);
-        } else {
-          entry_ok = false;
-        }
-      }
-    });
-    if (!has_id) problems.add(member_path(path, "fileId"), "is required");
-    if (!has_location) problems.add(member_path(path, "s3Location"), "is required");
-    if (entry_ok && has_id && has_location) {
-      files.push_back(std::move(spec));
-    } else {
-      ok = false;
-    }
-    ++i;
-  }
-  if (!ok) return std::nullopt;
+  const bool entries_ok = for_each_object(
+      arr, base, problems, [&](std::size_t i, const std::string& path, dom::object obj) {
+        static constexpr std::array<std::string_view, 2> kKnown{"fileId", "s3Location"};
+        StreamFileSpec spec;
+        bool entry_ok = true;
+        bool has_id = false;
+        bool has_location = false;
+        for_members(obj, kKnown, path, problems, [&](std::size_t idx, dom::element value) {
+          const std::string field = member_path(path, kKnown[idx]);
+          if (idx == 0) {
+            has_id = true;
+            auto id = check_file_id(value, field, problems);
+            if (!id) {
+              entry_ok = false;
+              return;
+            }
+            auto& first = first_use[*id];
+            if (first) {
+              problems.add(field, "must be unique: " + index_path(base, *first) +
+                                      " already uses fileId " + std::to_string(*id));
+              entry_ok = false;
+              return;
+            }
+            first = i;
+            spec.file_id = *id;
+          } else {
+            has_location = true;
+            auto loc = check_location(value, field, problems);
+            if (loc) {
+              spec.location = std::move(*loc);
+            } else {
+              entry_ok = false;
+            }
+          }
+        });
+        if (!has_id) problems.add(member_path(path, "fileId"), "is required");
+        if (!has_location) problems.add(member_path(path, "s3Location"), "is required");
+        if (!entry_ok || !has_id || !has_location) return false;
+        files.push_back(std::move(spec));
+        return true;
+      });
+  if (!ok || !entries_ok) return std::nullopt;
   return files;
 }
 
@@ -406,66 +416,54 @@ std::optional<std::vector<Tag>> check_tags(dom::element v, Problems& problems) {
   }
   std::map<std::string, std::size_t, std::less<>> first_use;  // Key → index of its first entry
   std::vector<Tag> tags;
-  std::size_t i = 0;
-  for (dom::element entry : arr) {
-    const std::string path = index_path(base, i);
-    dom::object obj;
-    if (entry.type() != dom::element_type::OBJECT ||
-        entry.get_object().get(obj) != simdjson::SUCCESS) {
-      problems.add(path, "must be an object");
-      ok = false;
-      ++i;
-      continue;
-    }
-    static constexpr std::array<std::string_view, 2> kKnown{"Key", "Value"};
-    Tag tag;
-    bool entry_ok = true;
-    bool has_key = false;
-    for_members(obj, kKnown, path, problems, [&](std::size_t idx, dom::element value) {
-      const std::string field = member_path(path, kKnown[idx]);
-      const bool is_key = idx == 0;
-      if (is_key) has_key = true;
-      auto s = as_string(value, field, problems);
-      auto n = s ? chars_of(*s, field, problems) : std::nullopt;
-      if (!n) {
-        entry_ok = false;
-        return;
-      }
-      if (is_key) {
-        if (*n < 1 || *n > kMaxTagKeyChars) {
-          problems.add(field, between_chars(1, kMaxTagKeyChars));
+  const bool entries_ok = for_each_object(
+      arr, base, problems, [&](std::size_t i, const std::string& path, dom::object obj) {
+        static constexpr std::array<std::string_view, 2> kKnown{"Key", "Value"};
+        Tag tag;
+        bool entry_ok = true;
+        bool has_key = false;
+        for_members(obj, kKnown, path, problems, [&](std::size_t idx, dom::element value) {
+          const std::string field = member_path(path, kKnown[idx]);
+          const bool is_key = idx == 0;
+          if (is_key) has_key = true;
+          auto s = as_string(value, field, problems);
+          auto n = s ? chars_of(*s, field, problems) : std::nullopt;
+          if (!n) {
+            entry_ok = false;
+            return;
+          }
+          if (is_key) {
+            if (*n < 1 || *n > kMaxTagKeyChars) {
+              problems.add(field, between_chars(1, kMaxTagKeyChars));
+              entry_ok = false;
+              return;
+            }
+            auto [it, inserted] = first_use.try_emplace(std::string(*s), i);
+            if (!inserted) {
+              problems.add(field, "must be unique: " + index_path(base, it->second) +
+                                      " already uses this Key");
+              entry_ok = false;
+              return;
+            }
+            tag.key = std::string(*s);
+          } else {
+            if (*n > kMaxTagValueChars) {
+              problems.add(field, between_chars(0, kMaxTagValueChars));
+              entry_ok = false;
+              return;
+            }
+            tag.value = std::string(*s);
+          }
+        });
+        if (!has_key) {
+          problems.add(member_path(path, "Key"), "is required");
           entry_ok = false;
-          return;
         }
-        auto [it, inserted] = first_use.try_emplace(std::string(*s), i);
-        if (!inserted) {
-          problems.add(
-              field, "must be unique: " + index_path(base, it->second) + " already uses this Key");
-          entry_ok = false;
-          return;
-        }
-        tag.key = std::string(*s);
-      } else {
-        if (*n > kMaxTagValueChars) {
-          problems.add(field, between_chars(0, kMaxTagValueChars));
-          entry_ok = false;
-          return;
-        }
-        tag.value = std::string(*s);
-      }
-    });
-    if (!has_key) {
-      problems.add(member_path(path, "Key"), "is required");
-      entry_ok = false;
-    }
-    if (entry_ok) {
-      tags.push_back(std::move(tag));
-    } else {
-      ok = false;
-    }
-    ++i;
-  }
-  if (!ok) return std::nullopt;
+        if (!entry_ok) return false;
+        tags.push_back(std::move(tag));
+        return true;
+      });
+  if (!ok || !entries_ok) return std::nullopt;
   return tags;
 }
 
