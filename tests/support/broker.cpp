@@ -50,16 +50,8 @@ std::string TestBroker::log_contents() const {
 
 bool TestBroker::make_dir() {
   if (!dir_.empty()) return true;
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern =
-      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/chunkd-broker-XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  if (::mkdtemp(buf.data()) == nullptr) {
-    error_ = errno_text("mkdtemp");
-    return false;
-  }
-  dir_ = buf.data();
+  dir_ = make_temp_dir("broker", error_);
+  if (dir_.empty()) return false;
   config_path_ = dir_ + "/mosquitto.conf";
   log_path_ = dir_ + "/mosquitto.log";
   stderr_path_ = dir_ + "/stderr.log";

@@ -213,16 +213,8 @@ TestDaemon::~TestDaemon() {
 
 bool TestDaemon::make_dir() {
   if (!dir_.empty()) return true;
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern =
-      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/chunkd-daemon-XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  if (::mkdtemp(buf.data()) == nullptr) {
-    error_ = errno_text("mkdtemp");
-    return false;
-  }
-  dir_ = buf.data();
+  dir_ = make_temp_dir("daemon", error_);
+  if (dir_.empty()) return false;
   data_dir_ = dir_ + "/data";
   config_path_ = dir_ + "/chunkd.toml";
   log_path_ = dir_ + "/chunkd.log";

@@ -15,5 +15,8 @@ std::uint16_t pick_free_port();
 bool port_accepts(std::uint16_t port);
 // The whole file, or "" when it cannot be read.
 std::string read_file(const std::string& path);
+// A new private directory $TMPDIR/chunkd-<name>-XXXXXX (/tmp without TMPDIR); "" with `error`
+// set when it cannot be made.
+std::string make_temp_dir(const std::string& name, std::string& error);
 
 }  // namespace chunkd::test
