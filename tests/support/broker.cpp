@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -88,29 +87,10 @@ bool TestBroker::launch() {
     error_ = errno_text("open broker stderr file");
     return false;
   }
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
+  const pid_t pid = spawn(argv, nullptr, err_fd, err_fd, error_);
   if (pid < 0) {
-    error_ = errno_text("fork");
     ::close(err_fd);
     return false;
-  }
-  if (pid == 0) {
-    // Child: the broker dies with the test process, owns no fd of the test (a client socket
-    // inherited here would outlive the client's close), and starts with signals unblocked.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);
-    int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    ::dup2(err_fd, 1);
-    ::dup2(err_fd, 2);
-    ::close_range(3, ~0U, 0);
-    if (::getppid() != parent) ::_exit(127);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
   }
   ::close(err_fd);
   pid_ = pid;

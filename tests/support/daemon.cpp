@@ -5,7 +5,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,15 +49,6 @@ std::vector<char*> c_argv(const std::vector<std::string>& args) {
   for (const auto& a : args) out.push_back(const_cast<char*>(a.c_str()));
   out.push_back(nullptr);
   return out;
-}
-
-// The child side after fork(): only async-signal-safe calls.
-void child_common() {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::signal(SIGPIPE, SIG_DFL);
 }
 
 }  // namespace
@@ -130,23 +120,10 @@ ProcessResult run_process(const std::vector<std::string>& argv, int timeout_ms,
     ::close(out_pipe[1]);
     return result;
   }
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
+  const pid_t pid = spawn(args, envp.data(), out_pipe[1], err_pipe[1], result.err);
   if (pid < 0) {
-    result.err = errno_text("fork");
     for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
     return result;
-  }
-  if (pid == 0) {
-    child_common();
-    int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    ::dup2(out_pipe[1], 1);
-    ::dup2(err_pipe[1], 2);
-    ::close_range(3, ~0U, 0);
-    if (::getppid() != parent) ::_exit(127);
-    ::execve(args[0], args.data(), envp.data());
-    ::_exit(127);
   }
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
@@ -297,23 +274,10 @@ bool TestDaemon::launch() {
   }
   const std::string banner = "\n===== chunkd start (port " + std::to_string(port_) + ") =====\n";
   [[maybe_unused]] ssize_t w = ::write(log_fd, banner.data(), banner.size());
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
+  const pid_t pid = spawn(argv, nullptr, log_fd, log_fd, error_);
   if (pid < 0) {
-    error_ = errno_text("fork");
     ::close(log_fd);
     return false;
-  }
-  if (pid == 0) {
-    child_common();
-    int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
-    ::close_range(3, ~0U, 0);
-    if (::getppid() != parent) ::_exit(127);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
   }
   ::close(log_fd);
   pid_ = pid;

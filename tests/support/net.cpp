@@ -1,7 +1,10 @@
 #include "tests/support/net.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -69,6 +72,36 @@ std::string make_temp_dir(const std::string& name, std::string& error) {
     return {};
   }
   return buf.data();
+}
+
+pid_t spawn(const std::vector<char*>& argv, char* const* envp, int out_fd, int err_fd,
+            std::string& error) {
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    error = errno_text("fork");
+    return -1;
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    const int null_fd = ::open("/dev/null", O_RDONLY);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    ::close_range(3, ~0U, 0);
+    if (::getppid() != parent) ::_exit(127);  // the test died before PR_SET_PDEATHSIG took
+    if (envp != nullptr) {
+      ::execve(argv[0], argv.data(), envp);
+    } else {
+      ::execv(argv[0], argv.data());
+    }
+    ::_exit(127);
+  }
+  return pid;
 }
 
 }  // namespace chunkd::test

@@ -2,8 +2,11 @@
 // files, errno text. Thread-compatible; no global state.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace chunkd::test {
 
@@ -18,5 +21,12 @@ std::string read_file(const std::string& path);
 // A new private directory $TMPDIR/chunkd-<name>-XXXXXX (/tmp without TMPDIR); "" with `error`
 // set when it cannot be made.
 std::string make_temp_dir(const std::string& name, std::string& error);
+// Forks and execs `argv` (null-terminated; with `envp` when not null) with stdin on /dev/null and
+// stdout/stderr on `out_fd`/`err_fd`. The child dies with the test process (PR_SET_PDEATHSIG),
+// starts with signals unblocked and SIGPIPE at its default, and inherits no other descriptor (a
+// client socket inherited there would outlive the client's close). Prepare everything before
+// calling: after fork() only async-signal-safe calls run. Returns the pid, or -1 with `error` set.
+pid_t spawn(const std::vector<char*>& argv, char* const* envp, int out_fd, int err_fd,
+            std::string& error);
 
 }  // namespace chunkd::test
