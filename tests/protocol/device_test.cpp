@@ -9,52 +9,17 @@
 #include <vector>
 
 #include "protocol/request.hpp"
+#include "tests/protocol/bytes.hpp"
 
 namespace chunkd::protocol {
 namespace {
 
-using Bytes = std::vector<std::byte>;
-
-Bytes hex(std::string_view text) {
-  Bytes out;
-  int high = -1;
-  for (const char c : text) {
-    int v = -1;
-    if (c >= '0' && c <= '9') v = c - '0';
-    if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
-    if (v < 0) continue;
-    if (high < 0) {
-      high = v;
-    } else {
-      out.push_back(std::byte(high << 4 | v));
-      high = -1;
-    }
-  }
-  return out;
-}
-
-Bytes ascii(std::string_view text) {
-  const auto* p = reinterpret_cast<const std::byte*>(text.data());
-  return Bytes(p, p + text.size());
-}
-
-Bytes cat(std::initializer_list<Bytes> parts) {
-  Bytes out;
-  for (const Bytes& part : parts) out.insert(out.end(), part.begin(), part.end());
-  return out;
-}
-
-std::string as_text(std::span<const std::byte> bytes) {
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-}
-
-Bytes random_bytes(std::size_t size, unsigned seed) {
-  std::mt19937 rng(seed);
-  Bytes out(size);
-  for (auto& b : out) b = std::byte(rng() & 0xff);
-  return out;
-}
+using test_bytes::as_text;
+using test_bytes::ascii;
+using test_bytes::Bytes;
+using test_bytes::cat;
+using test_bytes::hex;
+using test_bytes::random_bytes;
 
 Bytes encode_data(Format format, std::optional<std::string_view> token, std::uint32_t file_id,
                   std::uint32_t block_index, std::span<const std::byte> payload) {

@@ -12,57 +12,21 @@
 #include <vector>
 
 #include "protocol/base64.hpp"
+#include "tests/protocol/bytes.hpp"
 
 namespace chunkd::protocol {
 namespace {
 
-using Bytes = std::vector<std::byte>;
-
-// "a4 61 66 00" -> bytes. Whitespace separates; every pair is one byte.
-Bytes hex(std::string_view text) {
-  Bytes out;
-  int high = -1;
-  for (const char c : text) {
-    int v = -1;
-    if (c >= '0' && c <= '9') v = c - '0';
-    if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
-    if (v < 0) continue;
-    if (high < 0) {
-      high = v;
-    } else {
-      out.push_back(std::byte(high << 4 | v));
-      high = -1;
-    }
-  }
-  return out;
-}
-
-Bytes ascii(std::string_view text) {
-  const auto* p = reinterpret_cast<const std::byte*>(text.data());
-  return Bytes(p, p + text.size());
-}
-
-Bytes cat(std::initializer_list<Bytes> parts) {
-  Bytes out;
-  for (const Bytes& part : parts) out.insert(out.end(), part.begin(), part.end());
-  return out;
-}
-
-std::string as_text(std::span<const std::byte> bytes) {
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-}
+using test_bytes::as_text;
+using test_bytes::ascii;
+using test_bytes::Bytes;
+using test_bytes::cat;
+using test_bytes::hex;
+using test_bytes::random_bytes;
 
 Bytes sequence(std::size_t size) {
   Bytes out(size);
   for (std::size_t k = 0; k < size; ++k) out[k] = std::byte(k & 0xff);
-  return out;
-}
-
-Bytes random_bytes(std::size_t size, unsigned seed) {
-  std::mt19937 rng(seed);
-  Bytes out(size);
-  for (auto& b : out) b = std::byte(rng() & 0xff);
   return out;
 }
 
@@ -268,7 +232,8 @@ TEST(DataReplyCbor, HeaderBytesPrecedeThePayloadExactly) {
         // The header alone is the same bytes, for a payload sent from where it lies.
         Bytes alone(header + 8);
         ASSERT_EQ(encode_cbor_data_header(alone, token, value, value, size), header);
-        EXPECT_TRUE(std::equal(out.begin(), out.begin() + static_cast<long>(header), alone.begin()));
+        EXPECT_TRUE(
+            std::equal(out.begin(), out.begin() + static_cast<long>(header), alone.begin()));
         EXPECT_EQ(encode_cbor_data_header(std::span<std::byte>(alone).first(header - 1), token,
                                           value, value, size),
                   0u);
