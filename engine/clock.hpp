@@ -9,8 +9,8 @@ namespace chunkd::engine {
 class Clock {
  public:
   virtual ~Clock() = default;
-  virtual std::uint64_t now_ms() const = 0;   // monotonic milliseconds
-  virtual std::int64_t unix_ms() const = 0;   // wall clock, for timestamps
+  virtual std::uint64_t now_ms() const = 0;  // monotonic milliseconds
+  virtual std::int64_t unix_ms() const = 0;  // wall clock, for timestamps
 };
 
 // The real clocks (CLOCK_MONOTONIC, CLOCK_REALTIME).
@@ -25,7 +25,10 @@ class ManualClock final : public Clock {
  public:
   std::uint64_t now_ms() const override { return now_ms_; }
   std::int64_t unix_ms() const override { return unix_ms_; }
-  void advance_ms(std::uint64_t ms) { now_ms_ += ms; unix_ms_ += static_cast<std::int64_t>(ms); }
+  void advance_ms(std::uint64_t ms) {
+    now_ms_ += ms;
+    unix_ms_ += static_cast<std::int64_t>(ms);
+  }
   void set_unix_ms(std::int64_t ms) { unix_ms_ = ms; }
 
  private:

@@ -17,7 +17,7 @@
 #include <string>
 #include <string_view>
 
-#include "protocol/expected.hpp"
+#include "base/expected.hpp"
 
 namespace chunkd::engine {
 

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/text.hpp"
 #include "io/log.hpp"
 #include "io/safe_open.hpp"
 #include "protocol/control.hpp"
@@ -57,16 +58,6 @@ protocol::StreamInfo to_info(const io::StoredStream& s) {
   info.created_at = s.created_at;
   info.updated_at = s.updated_at;
   return info;
-}
-
-bool equals_ignore_case(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] - 'A' + 'a') : a[i];
-    char y = b[i] >= 'A' && b[i] <= 'Z' ? static_cast<char>(b[i] - 'A' + 'a') : b[i];
-    if (x != y) return false;
-  }
-  return true;
 }
 
 std::string_view trim(std::string_view s) {
@@ -270,7 +261,7 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
       const std::string* header = request.header("authorization");
       if (header != nullptr) {
         std::string_view value = trim(*header);
-        if (value.size() > 7 && equals_ignore_case(value.substr(0, 6), "bearer") &&
+        if (value.size() > 7 && base::iequals(value.substr(0, 6), "bearer") &&
             (value[6] == ' ' || value[6] == '\t')) {
           ok = constant_time_equal(trim(value.substr(7)), options_.token);
         }

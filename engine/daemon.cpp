@@ -16,11 +16,10 @@
 #include "engine/control_service.hpp"
 #include "engine/delivery.hpp"
 #include "engine/metrics.hpp"
-#include "engine/mqtt_publisher.hpp"
+#include "engine/mqtt_transport.hpp"
 #include "io/file_reader.hpp"
 #include "io/http_server.hpp"
 #include "io/log.hpp"
-#include "io/mqtt_pool.hpp"
 #include "io/registry_store.hpp"
 #include "protocol/topic.hpp"
 
@@ -117,6 +116,8 @@ struct Daemon::Impl {
   void phase_mqtt();
   void phase_storage();
   void phase_handles();
+  void transport_ready(bool ready);
+  void register_transport_metrics();
 
   Config config;
   uv_loop_t loop{};
@@ -128,8 +129,7 @@ struct Daemon::Impl {
   std::unique_ptr<io::RegistryStore> registry;
   std::unique_ptr<ContentStore> store;
   std::unique_ptr<ControlService> control;
-  std::unique_ptr<io::MqttPool> pool;
-  std::unique_ptr<MqttPublisher> publisher;
+  std::unique_ptr<Transport> transport;
   std::unique_ptr<Delivery> delivery;
   std::unique_ptr<io::HttpServer> http;
   uv_signal_t sigint{};
@@ -220,37 +220,10 @@ bool Daemon::Impl::start() {
     return false;
   }
 
-  pool = std::make_unique<io::MqttPool>(
-      &loop, mqtt_options(config),
-      [this](std::string_view topic, std::span<const std::byte> payload) {
-        if (delivery) delivery->on_message(topic, payload);
-      },
-      [this](bool ready) {
-        if (control) control->set_ready(ready);
-        if (ready) {
-          LOG_INFO(kTag, "mqtt: connected and subscribed to %s", config.mqtt.uri.c_str());
-        } else if (!stopping) {
-          LOG_WARN(kTag, "mqtt: not ready (connection to %s lost); reconnecting",
-                   config.mqtt.uri.c_str());
-        }
-      });
-  publisher = std::make_unique<MqttPublisher>(*pool);
-  delivery = std::make_unique<Delivery>(&loop, catalog, *reader, *publisher, metrics, clock,
+  transport = std::make_unique<MqttTransport>(&loop, mqtt_options(config));
+  delivery = std::make_unique<Delivery>(&loop, catalog, *reader, *transport, metrics, clock,
                                         delivery_options(config));
-  metrics.gauge_fn("chunkd_mqtt_ready", "1 while connected and subscribed to the broker.", "",
-                   [this] { return pool && pool->ready() ? 1.0 : 0.0; });
-  metrics.gauge_fn("chunkd_mqtt_queued_bytes", "Reply bytes queued for the broker sockets.", "",
-                   [this] { return pool ? static_cast<double>(pool->total_queued_bytes()) : 0.0; });
-  metrics.counter_fn("chunkd_mqtt_messages_published_total",
-                     "Messages handed to the broker connections.", "", [this] {
-                       return pool ? static_cast<double>(pool->stats().messages_published) : 0.0;
-                     });
-  metrics.counter_fn(
-      "chunkd_mqtt_socket_writes_total",
-      "send() calls writing gathered QoS 0 messages (messages per write shows the batching).", "",
-      [this] { return pool ? static_cast<double>(pool->stats().socket_writes) : 0.0; });
-  metrics.counter_fn("chunkd_mqtt_reconnects_total", "Broker connections re-established.", "",
-                     [this] { return pool ? static_cast<double>(pool->stats().reconnects) : 0.0; });
+  register_transport_metrics();
 
   http = std::make_unique<io::HttpServer>(
       &loop, http_limits(config),
@@ -272,14 +245,50 @@ bool Daemon::Impl::start() {
            static_cast<unsigned>(http->port()),
            config.control.token.empty() ? " (no token: every client may change streams)" : "");
 
-  if (std::error_code e = pool->start()) {
+  auto started = transport->start(
+      [this](std::string_view topic, std::span<const std::byte> payload) {
+        if (delivery) delivery->on_message(topic, payload);
+      },
+      [this](bool ready) { transport_ready(ready); });
+  if (!started) {
     LOG_ERROR(kTag, "mqtt.uri: cannot start the MQTT connections to %s: %s",
-              config.mqtt.uri.c_str(), e.message().c_str());
+              config.mqtt.uri.c_str(), started.error().message().c_str());
     return false;
   }
   LOG_INFO(kTag, "mqtt: connecting to %s with %zu connections", config.mqtt.uri.c_str(),
            config.mqtt.connections);
   return true;
+}
+
+void Daemon::Impl::transport_ready(bool ready) {
+  if (control) control->set_ready(ready);
+  if (ready) {
+    LOG_INFO(kTag, "mqtt: connected and subscribed to %s", config.mqtt.uri.c_str());
+  } else if (!stopping) {
+    LOG_WARN(kTag, "mqtt: not ready (connection to %s lost); reconnecting",
+             config.mqtt.uri.c_str());
+  }
+}
+
+void Daemon::Impl::register_transport_metrics() {
+  const auto stat = [this](std::uint64_t TransportStats::*field) {
+    return
+        [this, field] { return transport ? static_cast<double>(transport->stats().*field) : 0.0; };
+  };
+  metrics.gauge_fn("chunkd_mqtt_ready", "1 while connected and subscribed to the broker.", "",
+                   [this] { return transport && transport->ready() ? 1.0 : 0.0; });
+  metrics.gauge_fn(
+      "chunkd_mqtt_queued_bytes", "Reply bytes queued for the broker sockets.", "",
+      [this] { return transport ? static_cast<double>(transport->bytes_in_flight()) : 0.0; });
+  metrics.counter_fn("chunkd_mqtt_messages_published_total",
+                     "Messages handed to the broker connections.", "",
+                     stat(&TransportStats::messages_sent));
+  metrics.counter_fn(
+      "chunkd_mqtt_socket_writes_total",
+      "send() calls writing gathered QoS 0 messages (messages per write shows the batching).", "",
+      stat(&TransportStats::socket_writes));
+  metrics.counter_fn("chunkd_mqtt_reconnects_total", "Broker connections re-established.", "",
+                     stat(&TransportStats::reconnects));
 }
 
 // Phase 1: stop taking work (HTTP, control, ingests) and let delivery finish started jobs.
@@ -307,11 +316,11 @@ void Daemon::Impl::shutdown() {
 
 // Phase 2: flush queued replies and disconnect.
 void Daemon::Impl::phase_mqtt() {
-  if (!pool) {
+  if (!transport) {
     phase_storage();
     return;
   }
-  pool->stop(kMqttFlushMs, [this] { phase_storage(); });
+  transport->stop(kMqttFlushMs, [this] { phase_storage(); });
 }
 
 // Phase 3: nothing reads or writes any more: close the reader and the registry.
@@ -356,8 +365,7 @@ int Daemon::run() {
   // Everything is closed: the objects can go (in reverse order of their use of each other).
   d.http.reset();
   d.delivery.reset();
-  d.publisher.reset();
-  d.pool.reset();
+  d.transport.reset();
   d.control.reset();
   d.store.reset();
   d.registry.reset();

@@ -4,9 +4,9 @@
 //   FileReader (io_uring or the thread pool; the choice is logged once) → RegistryStore (load_all →
 //   Catalog) → ContentStore (tmp emptied, blobs counted; GC queued) → ControlService (bucket
 //   directories opened) → MqttPool (subscribed to get/+ and describe/+; ready → /healthz) →
-//   MqttPublisher + Delivery → HttpServer listening → MqttPool connecting.
+//   MqttTransport + Delivery → HttpServer listening → MqttPool connecting.
 // Stop (SIGINT/SIGTERM, or stop()): the HTTP listener closes, the control plane refuses new work
-// and in-flight ingests are cancelled, delivery finishes started jobs (bounded); then the pool
+// and in-flight ingests are cancelled, delivery finishes started jobs (bounded); then the transport
 // flushes (bounded) and disconnects; then the reader and the registry close; every handle is
 // closed, uv_loop_close() must return 0, and run() returns 0.
 //

@@ -6,8 +6,8 @@
 //   is full is a reply published at once, out of band: RequestThrottled for a GetStream or
 //   DescribeStream over the bound, or the rejection itself when it cannot be queued.
 // - chunkd_requests_total{verb,outcome}: verb is get, describe, or unknown (InvalidTopic);
-//   outcome is ok (every block handed to the publisher / the description queued), the
-//   rejection code, "aborted" (the publisher refused with NotConnected/Error mid-job) or
+//   outcome is ok (every block handed to the transport / the description queued), the
+//   rejection code, "aborted" (the transport refused with NotConnected/Error mid-job) or
 //   "dropped" (shutdown). It is counted once per request, when its outcome is known.
 // - Extent read failures map to ETagMismatch when the bytes do not match the manifest (or the
 //   blob is short), RequestThrottled when the cache or reader is out of room with nothing in
@@ -95,11 +95,11 @@ std::optional<std::string_view> view(const std::optional<std::string>& s) {
 }  // namespace
 
 struct Delivery::Impl final : SchedulerSink {
-  Impl(uv_loop_t* l, const Catalog& c, io::FileReader& reader, Publisher& p, Metrics& m,
+  Impl(uv_loop_t* l, const Catalog& c, io::FileReader& reader, Transport& p, Metrics& m,
        const Clock& clk, DeliveryOptions o)
       : loop(l),
         catalog(c),
-        publisher(p),
+        transport(p),
         metrics(m),
         clock(clk),
         options(std::move(o)),
@@ -113,7 +113,7 @@ struct Delivery::Impl final : SchedulerSink {
                                   "Descriptions/rejections that could not be published")),
         latency(m.histogram(
             "chunkd_publish_latency_seconds",
-            "GetStream received to its last block handed to the publisher",
+            "GetStream received to its last block handed to the transport",
             {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30})) {
     assert(protocol::TopicCodec::valid_prefix(options.topic_prefix));
     const std::size_t reply_bytes =
@@ -148,7 +148,7 @@ struct Delivery::Impl final : SchedulerSink {
 
   uv_loop_t* loop;
   const Catalog& catalog;
-  Publisher& publisher;
+  Transport& transport;
   Metrics& metrics;
   const Clock& clock;
   DeliveryOptions options;
@@ -163,7 +163,7 @@ struct Delivery::Impl final : SchedulerSink {
   std::vector<std::byte> encode_buffer;
   std::vector<std::byte> stitch_buffer;
   std::vector<std::span<const std::byte>> reply_parts;  // what encode_block returns
-  std::string topic;  // scratch for reply topics
+  std::string topic;                                    // scratch for reply topics
   bool stopping = false;
   std::shared_ptr<char> alive = std::make_shared<char>(0);
 
@@ -323,14 +323,14 @@ struct Delivery::Impl final : SchedulerSink {
   }
 
   void publish_now(std::string_view thing, std::span<const std::byte> body) {
-    if (publisher.publish(thing, topic, body, options.qos) != Publisher::Result::Ok) {
+    if (transport.send(thing, topic, body, options.qos) != Transport::SendResult::Ok) {
       replies_dropped.inc();
     }
   }
 
   // ---- SchedulerSink ----
 
-  // CBOR: a short header, then the payload straight from the cache extents (the publisher
+  // CBOR: a short header, then the payload straight from the cache extents (the transport
   // gathers them into one write, with no copy in user space). JSON: base64 needs the block in one
   // piece, so a block spanning extents is stitched first.
   std::span<const std::span<const std::byte>> encode_block(
@@ -359,9 +359,8 @@ struct Delivery::Impl final : SchedulerSink {
       }
       payload = std::span<const std::byte>(stitch_buffer.data(), at);
     }
-    const std::size_t n = protocol::encode_data_reply(job.format, encode_buffer,
-                                                      view(job.client_token), job.file->file_id,
-                                                      block_index, payload);
+    const std::size_t n = protocol::encode_data_reply(
+        job.format, encode_buffer, view(job.client_token), job.file->file_id, block_index, payload);
     assert(n > 0 && "encode buffer sized by data_reply_max_bytes");
     reply_parts.emplace_back(encode_buffer.data(), n);
     return reply_parts;
@@ -401,9 +400,9 @@ struct Delivery::Impl final : SchedulerSink {
 };
 
 Delivery::Delivery(uv_loop_t* loop, const Catalog& catalog, io::FileReader& reader,
-                   Publisher& publisher, Metrics& metrics, const Clock& clock,
+                   Transport& transport, Metrics& metrics, const Clock& clock,
                    DeliveryOptions options)
-    : impl_(std::make_unique<Impl>(loop, catalog, reader, publisher, metrics, clock,
+    : impl_(std::make_unique<Impl>(loop, catalog, reader, transport, metrics, clock,
                                    std::move(options))) {}
 
 Delivery::~Delivery() = default;

@@ -5,7 +5,8 @@
 // across things, bounded per-thing and global queues, per-thing and global block rates, and
 // publish backpressure) → each block a slice of a BlockCache extent (read with the FileReader on
 // a miss, checked against the manifest) → encoded (CBOR: a header, the extent slices following it
-// uncopied; JSON: base64 into a pooled buffer) → published on the thing's connection. Over any bound a request is answered RequestThrottled, never dropped silently.
+// uncopied; JSON: base64 into a pooled buffer) → published on the thing's connection. Over any
+// bound a request is answered RequestThrottled, never dropped silently.
 //
 // Thread: loop thread only. Construct after the pool, call on_message from the pool's handler.
 #pragma once
@@ -23,48 +24,29 @@
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
 #include "engine/metrics.hpp"
+#include "engine/transport.hpp"
 #include "io/file_reader.hpp"
 
 namespace chunkd::engine {
 
 struct DeliveryOptions {
   std::string topic_prefix = "$aws/things";
-  std::string data_dir;                    // content store root (blob_path)
+  std::string data_dir;  // content store root (blob_path)
   std::size_t cache_capacity_bytes = 256u << 20;
-  std::size_t max_open_files = 256;        // blob fds kept open
-  int qos = 0;                             // reply QoS
-  bool relax_version_check = false;        // accept any `s` (a device library always sends 1)
+  std::size_t max_open_files = 256;  // blob fds kept open
+  int qos = 0;                       // reply QoS
+  bool relax_version_check = false;  // accept any `s` (a device library always sends 1)
   std::size_t per_thing_queue_requests = 16;
   std::size_t global_queue_requests = 4096;
-  double per_thing_blocks_per_s = 0;       // 0: unlimited
-  double global_blocks_per_s = 0;          // 0: unlimited
+  double per_thing_blocks_per_s = 0;                    // 0: unlimited
+  double global_blocks_per_s = 0;                       // 0: unlimited
   std::size_t max_publish_bytes_in_flight = 32u << 20;  // across connections, awaiting the socket
   std::size_t quantum_bytes = 32u << 10;  // reply bytes served to one thing per round-robin turn
 };
 
-// Where replies go. io::MqttPool in the daemon (see MqttPublisher), a fake in tests.
-class Publisher {
- public:
-  enum class Result { Ok, Backpressure, NotConnected, Error };
-  virtual ~Publisher() = default;
-  // `key` is the thing name: every message with one key goes out on one ordered channel. The
-  // payload is the concatenation of `parts` (a reply header and slices of cache extents: the
-  // publisher writes or copies them before it returns and keeps no reference).
-  virtual Result publish(std::string_view key, std::string_view topic,
-                         std::span<const std::span<const std::byte>> parts, int qos) = 0;
-  Result publish(std::string_view key, std::string_view topic, std::span<const std::byte> payload,
-                 int qos) {
-    const std::span<const std::byte> parts[] = {payload};
-    return publish(key, topic, parts, qos);
-  }
-  virtual std::size_t bytes_in_flight() const = 0;
-  // Called when bytes in flight fell enough to publish again.
-  virtual void on_writable(std::function<void()> callback) = 0;
-};
-
 class Delivery {
  public:
-  Delivery(uv_loop_t* loop, const Catalog& catalog, io::FileReader& reader, Publisher& publisher,
+  Delivery(uv_loop_t* loop, const Catalog& catalog, io::FileReader& reader, Transport& transport,
            Metrics& metrics, const Clock& clock, DeliveryOptions options);
   ~Delivery();
   Delivery(const Delivery&) = delete;

@@ -54,7 +54,8 @@ class Histogram {
 
 class Metrics {
  public:
-  Counter& counter(const std::string& name, const std::string& help, const std::string& labels = {});
+  Counter& counter(const std::string& name, const std::string& help,
+                   const std::string& labels = {});
   Gauge& gauge(const std::string& name, const std::string& help, const std::string& labels = {});
   // A gauge read at render time (queue depths, bytes stored...).
   void gauge_fn(const std::string& name, const std::string& help, const std::string& labels,

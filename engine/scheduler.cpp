@@ -105,11 +105,11 @@ struct Scheduler::Impl {
 
   enum class Outcome { Progress, Parked, Blocked };
 
-  Impl(uv_loop_t* l, BlockCache& c, Publisher& p, SchedulerSink& s, const Clock& clk, Metrics& m,
+  Impl(uv_loop_t* l, BlockCache& c, Transport& p, SchedulerSink& s, const Clock& clk, Metrics& m,
        SchedulerOptions o)
       : loop(l),
         cache(c),
-        publisher(p),
+        transport(p),
         sink(s),
         clock(clk),
         options(o),
@@ -125,11 +125,11 @@ struct Scheduler::Impl {
                                "GetStream jobs dropped unfinished (publish failure or shutdown)")),
         messages_dropped(m.counter("chunkd_replies_dropped_total",
                                    "Descriptions/rejections that could not be published")),
-        blocks_json(m.counter("chunkd_blocks_sent_total", "Data blocks handed to the publisher",
+        blocks_json(m.counter("chunkd_blocks_sent_total", "Data blocks handed to the transport",
                               R"(format="json")")),
         blocks_cbor(m.counter("chunkd_blocks_sent_total", "", R"(format="cbor")")),
         bytes_json(m.counter("chunkd_bytes_sent_total",
-                             "Encoded data-reply bytes handed to the publisher",
+                             "Encoded data-reply bytes handed to the transport",
                              R"(format="json")")),
         bytes_cbor(m.counter("chunkd_bytes_sent_total", "", R"(format="cbor")")) {
     if (options.blocks_per_turn == 0) options.blocks_per_turn = 1;
@@ -151,7 +151,7 @@ struct Scheduler::Impl {
     global_bucket.tokens = burst_of(options.global_blocks_per_s);
     global_bucket.last_ms = clock.now_ms();
     std::weak_ptr<char> weak = alive;
-    publisher.on_writable([weak, this] {
+    transport.on_writable([weak, this] {
       if (weak.expired()) return;
       on_writable();
     });
@@ -159,13 +159,13 @@ struct Scheduler::Impl {
 
   ~Impl() {
     alive.reset();
-    publisher.on_writable({});
+    transport.on_writable({});
     if (!closed) close_handles({});
   }
 
   uv_loop_t* loop;
   BlockCache& cache;
-  Publisher& publisher;
+  Transport& transport;
   SchedulerSink& sink;
   const Clock& clock;
   SchedulerOptions options;
@@ -206,7 +206,7 @@ struct Scheduler::Impl {
   std::size_t active = 0;  // things with items
   std::size_t demand_reads = 0;
   std::uint64_t next_id = 1;
-  bool paused = false;  // waiting for on_writable (or the in-flight bound to fall)
+  bool paused = false;           // waiting for on_writable (or the in-flight bound to fall)
   std::size_t served_bytes = 0;  // reply bytes of the last item served (serve_pass's quantum)
   std::vector<std::span<const std::byte>> pieces;
 
@@ -362,7 +362,7 @@ struct Scheduler::Impl {
   }
 
   bool over_in_flight_bound() {
-    if (publisher.bytes_in_flight() >= options.max_publish_bytes_in_flight) {
+    if (transport.bytes_in_flight() >= options.max_publish_bytes_in_flight) {
       paused = true;
       return true;
     }
@@ -371,14 +371,14 @@ struct Scheduler::Impl {
 
   Outcome serve_message(Thing& t, Item& item) {
     if (over_in_flight_bound()) return Outcome::Blocked;
-    auto r = publisher.publish(t.name, item.topic, item.payload, options.qos);
+    auto r = transport.send(t.name, item.topic, item.payload, options.qos);
     served_bytes = item.payload.size();
-    if (r == Publisher::Result::Backpressure) {
+    if (r == Transport::SendResult::Backpressure) {
       refused_backpressure.inc();
       paused = true;
       return Outcome::Blocked;
     }
-    if (r != Publisher::Result::Ok) {
+    if (r != Transport::SendResult::Ok) {
       count_refusal(r);
       messages_dropped.inc();
     }
@@ -387,8 +387,8 @@ struct Scheduler::Impl {
     return Outcome::Progress;
   }
 
-  void count_refusal(Publisher::Result r) {
-    if (r == Publisher::Result::NotConnected) {
+  void count_refusal(Transport::SendResult r) {
+    if (r == Transport::SendResult::NotConnected) {
       refused_disconnected.inc();
     } else {
       refused_error.inc();
@@ -515,14 +515,14 @@ struct Scheduler::Impl {
     std::size_t reply_bytes = 0;
     for (auto part : reply) reply_bytes += part.size();
     served_bytes = reply_bytes;
-    Publisher::Result r = publisher.publish(t.name, job.data_topic, reply, options.qos);
+    Transport::SendResult r = transport.send(t.name, job.data_topic, reply, options.qos);
     item.pins.clear();
-    if (r == Publisher::Result::Backpressure) {
+    if (r == Transport::SendResult::Backpressure) {
       refused_backpressure.inc();
       paused = true;
       return Outcome::Blocked;
     }
-    if (r != Publisher::Result::Ok) {
+    if (r != Transport::SendResult::Ok) {
       count_refusal(r);
       jobs_dropped.inc();
       sink.job_ended(job, JobEnd::PublishFailed, {});
@@ -612,7 +612,7 @@ struct Scheduler::Impl {
 
   void on_timer() {
     const std::uint64_t now = clock.now_ms();
-    if (paused && publisher.bytes_in_flight() < options.max_publish_bytes_in_flight) {
+    if (paused && transport.bytes_in_flight() < options.max_publish_bytes_in_flight) {
       paused = false;  // backstop: retry; a refusal pauses again
     }
     if (!wait_tokens.empty()) {
@@ -746,9 +746,9 @@ struct Scheduler::Impl {
   }
 };
 
-Scheduler::Scheduler(uv_loop_t* loop, BlockCache& cache, Publisher& publisher, SchedulerSink& sink,
+Scheduler::Scheduler(uv_loop_t* loop, BlockCache& cache, Transport& transport, SchedulerSink& sink,
                      const Clock& clock, Metrics& metrics, SchedulerOptions options)
-    : impl_(std::make_unique<Impl>(loop, cache, publisher, sink, clock, metrics, options)) {}
+    : impl_(std::make_unique<Impl>(loop, cache, transport, sink, clock, metrics, options)) {}
 
 Scheduler::~Scheduler() = default;
 

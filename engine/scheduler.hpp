@@ -11,11 +11,11 @@
 // turn, so the loop keeps polling sockets in between; no recursion): things with runnable work
 // sit in a ring; each turn of a thing sends items (blocks or messages) until they add up to
 // `quantum_bytes` (at least one; one block per turn under a global block rate) and moves it to the
-// back: fair between things, while a device's blocks still reach it several at a time. A block is sent when every extent it covers is in the cache: a missing extent parks
-// the thing until its read completes (at most `max_extent_reads` reads started by the scheduler in
-// flight; a thing needing one more waits for a slot). Extents of upcoming blocks of queued jobs are
-// prefetched within the same read bound (the next extent of a job being served, the first of a
-// job just queued).
+// back: fair between things, while a device's blocks still reach it several at a time. A block is
+// sent when every extent it covers is in the cache: a missing extent parks the thing until its read
+// completes (at most `max_extent_reads` reads started by the scheduler in flight; a thing needing
+// one more waits for a slot). Extents of upcoming blocks of queued jobs are prefetched within the
+// same read bound (the next extent of a job being served, the first of a job just queued).
 //
 // Rate limits: token buckets of blocks/s per thing and globally (0 = off), burst max(1, rate),
 // refilled from the Clock; a thing out of tokens is parked until its bucket refills, an empty
@@ -23,9 +23,9 @@
 // are not rate limited. Per-thing buckets of idle things are kept until they are full again, so a
 // device cannot skip its limit by sending requests one at a time.
 //
-// Backpressure: nothing is encoded while publisher.bytes_in_flight() >=
+// Backpressure: nothing is encoded while transport.bytes_in_flight() >=
 // max_publish_bytes_in_flight; a publish answered Backpressure keeps its item (the same block is
-// retried) and stops serving until publisher.on_writable() fires (a 20 ms timer re-checks the
+// retried) and stops serving until transport.on_writable() fires (a 20 ms timer re-checks the
 // in-flight bound as a backstop). NotConnected/Error drop the rest of that job (counted; a QoS-0
 // reply cannot be recovered).
 //
@@ -89,9 +89,9 @@ struct BlockJob {
 
 // How a job left the queue.
 enum class JobEnd {
-  Completed,      // every block handed to the publisher
+  Completed,      // every block handed to the transport
   Failed,         // an extent read failed; `error` says why; its rejection was queued
-  PublishFailed,  // the publisher answered NotConnected/Error; the rest was dropped
+  PublishFailed,  // the transport answered NotConnected/Error; the rest was dropped
   Dropped,        // stop() dropped it
 };
 
@@ -114,7 +114,7 @@ class Scheduler {
  public:
   enum class Admit { Ok, Throttled, Stopped };
 
-  Scheduler(uv_loop_t* loop, BlockCache& cache, Publisher& publisher, SchedulerSink& sink,
+  Scheduler(uv_loop_t* loop, BlockCache& cache, Transport& transport, SchedulerSink& sink,
             const Clock& clock, Metrics& metrics, SchedulerOptions options);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;

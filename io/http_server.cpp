@@ -33,6 +33,7 @@
 #include <exception>
 #include <unordered_map>
 
+#include "base/text.hpp"
 #include "io/log.hpp"
 
 namespace chunkd::io {
@@ -126,35 +127,6 @@ const char* reason_phrase(int status) {
   return "Status";
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Decodes %XX escapes; refuses a truncated or non-hex escape and %00.
-bool percent_decode(std::string_view in, std::string& out) {
-  out.clear();
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c != '%') {
-      out.push_back(c);
-      continue;
-    }
-    if (i + 2 >= in.size()) return false;
-    int hi = hex_value(in[i + 1]);
-    int lo = hex_value(in[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    int value = hi * 16 + lo;
-    if (value == 0) return false;
-    out.push_back(static_cast<char>(static_cast<unsigned char>(value)));
-    i += 2;
-  }
-  return true;
-}
-
 // Splits the request target into a decoded path and a raw query.
 bool split_target(const std::string& url, std::string& path, std::string& query) {
   if (url.empty() || url.size() > kMaxUrlBytes) return false;
@@ -170,7 +142,11 @@ bool split_target(const std::string& url, std::string& path, std::string& query)
   if ((parts.field_set & (1u << UF_QUERY)) != 0) {
     query = url.substr(parts.field_data[UF_QUERY].off, parts.field_data[UF_QUERY].len);
   }
-  return percent_decode(raw_path, path);
+  // %00 is refused: a decoded path never holds a NUL.
+  auto decoded = base::percent_decode(raw_path, false);
+  if (!decoded || decoded->find('\0') != std::string::npos) return false;
+  path = std::move(*decoded);
+  return true;
 }
 
 bool is_token_char(char c) {
@@ -185,18 +161,6 @@ bool valid_header(const std::string& name, const std::string& value) {
   if (!std::all_of(name.begin(), name.end(), is_token_char)) return false;
   return std::none_of(value.begin(), value.end(),
                       [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    char y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 std::string format_peer(const uv_tcp_t* tcp) {
@@ -685,7 +649,7 @@ int HttpServer::Impl::Connection::on_headers_complete(http_parser* p) {
     c->request.body.reserve(static_cast<std::size_t>(p->content_length));
     const std::string* expect = c->request.header("expect");
     if (expect != nullptr && p->http_major == 1 && p->http_minor >= 1 && p->content_length > 0 &&
-        iequals(*expect, "100-continue")) {
+        base::iequals(*expect, "100-continue")) {
       if (!c->queue_write("HTTP/1.1 100 Continue\r\n\r\n", {})) return -1;
     }
   }
@@ -729,7 +693,7 @@ void HttpServer::Impl::Connection::on_response(std::uint64_t for_seq, HttpRespon
   }
   bool close_after = !keep_alive || server->phase != Phase::Open;
   for (const auto& [name, value] : response->headers) {
-    if (iequals(name, "connection") && iequals(value, "close")) close_after = true;
+    if (base::iequals(name, "connection") && base::iequals(value, "close")) close_after = true;
   }
   send_response(*response, close_after);
 }
@@ -751,9 +715,9 @@ void HttpServer::Impl::Connection::send_response(HttpResponse& response, bool cl
   head += std::to_string(response.body.size());
   head += "\r\n";
   for (const auto& [name, value] : response.headers) {
-    if (!valid_header(name, value) || iequals(name, "content-length") ||
-        iequals(name, "connection") || iequals(name, "transfer-encoding") ||
-        iequals(name, "content-type")) {
+    if (!valid_header(name, value) || base::iequals(name, "content-length") ||
+        base::iequals(name, "connection") || base::iequals(name, "transfer-encoding") ||
+        base::iequals(name, "content-type")) {
       if (!valid_header(name, value)) {
         LOG_WARN(kLog, "%s: response header dropped (invalid name or value)", peer.c_str());
       }

@@ -2,10 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <ctime>
-#include <algorithm>
 
 namespace chunkd::io {
 namespace {
@@ -13,10 +13,14 @@ std::atomic<int> g_level{static_cast<int>(LogLevel::Info)};
 
 const char* level_name(LogLevel level) {
   switch (level) {
-    case LogLevel::Debug: return "debug";
-    case LogLevel::Info: return "info";
-    case LogLevel::Warn: return "warn";
-    case LogLevel::Error: return "error";
+    case LogLevel::Debug:
+      return "debug";
+    case LogLevel::Info:
+      return "info";
+    case LogLevel::Warn:
+      return "warn";
+    case LogLevel::Error:
+      return "error";
   }
   return "?";
 }
@@ -34,7 +38,9 @@ bool parse_log_level(std::string_view text, LogLevel& out) {
   return false;
 }
 
-bool log_enabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+bool log_enabled(LogLevel level) {
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
 
 void log(LogLevel level, const char* component, const char* fmt, ...) {
   char line[2048];  // longer messages are cut
@@ -42,9 +48,10 @@ void log(LogLevel level, const char* component, const char* fmt, ...) {
   clock_gettime(CLOCK_REALTIME, &ts);
   tm utc{};
   gmtime_r(&ts.tv_sec, &utc);
-  int n = std::snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
-                        utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
-                        utc.tm_sec, ts.tv_nsec / 1000000, level_name(level), component);
+  int n = std::snprintf(line, sizeof line,
+                        "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", utc.tm_year + 1900,
+                        utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+                        ts.tv_nsec / 1000000, level_name(level), component);
   if (n < 0) return;
   std::size_t used = static_cast<std::size_t>(n);
   va_list args;

@@ -19,8 +19,8 @@ void log(LogLevel level, const char* component, const char* fmt, ...)
 
 }  // namespace chunkd::io
 
-#define CHUNKD_LOG(level, component, ...)                                          \
-  do {                                                                             \
+#define CHUNKD_LOG(level, component, ...)                                                   \
+  do {                                                                                      \
     if (::chunkd::io::log_enabled(level)) ::chunkd::io::log(level, component, __VA_ARGS__); \
   } while (0)
 #define LOG_DEBUG(component, ...) CHUNKD_LOG(::chunkd::io::LogLevel::Debug, component, __VA_ARGS__)

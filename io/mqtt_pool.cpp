@@ -17,9 +17,9 @@
 //   client synchronously except publish/subscribe/disconnect, which only queue inside callbacks.
 //
 // The pool's own QoS 0 path (mqtt_pool.hpp) relies on two more facts: libmosquitto writes to the
-// socket only from calls the pool makes (loop_write, loop_misc, publish, subscribe, disconnect) and,
-// inside loop_read, only to answer QoS 1/2 traffic (PUBACK, PUBREC, PUBREL, PUBCOMP), which cannot
-// arrive while the pool subscribes at QoS 0 and has never published at QoS 1/2; and
+// socket only from calls the pool makes (loop_write, loop_misc, publish, subscribe, disconnect)
+// and, inside loop_read, only to answer QoS 1/2 traffic (PUBACK, PUBREC, PUBREL, PUBCOMP), which
+// cannot arrive while the pool subscribes at QoS 0 and has never published at QoS 1/2; and
 // mosquitto_want_write() is true exactly while libmosquitto holds a packet not fully written.
 //
 // Deferred work (ready transitions, on_writable, the stop sequence) runs from a zero-delay timer,
@@ -275,10 +275,10 @@ struct MqttPool::Impl {
     std::deque<Pending> qos0;                    // in write order
     std::unordered_map<int, std::size_t> qos12;  // until PUBACK/PUBCOMP
     InPublish in_publish;
-    SendQueue out;  // the pool's own QoS 0 packets, not yet written (mqtt_pool.hpp)
-    bool out_blocked = false;         // the socket took less than offered: wait for writable
-    bool misc_due = false;            // a keep-alive tick waits for `out` to drain
-    std::uint64_t out_progress = 0;   // loop time (ms) of the last byte written while `out` waits
+    SendQueue out;             // the pool's own QoS 0 packets, not yet written (mqtt_pool.hpp)
+    bool out_blocked = false;  // the socket took less than offered: wait for writable
+    bool misc_due = false;     // a keep-alive tick waits for `out` to drain
+    std::uint64_t out_progress = 0;  // loop time (ms) of the last byte written while `out` waits
     std::size_t waiting() const { return out.size(); }
   };
 
@@ -772,7 +772,7 @@ struct MqttPool::Impl {
       schedule_notify();
       return;
     }
-    const char* why = detail != nullptr        ? detail
+    const char* why = detail != nullptr      ? detail
                       : rc == MOSQ_ERR_ERRNO ? "socket error"
                                              : mosquitto_strerror(rc);
     if (was_connected) {
@@ -1331,7 +1331,7 @@ struct MqttPool::Impl {
   LoopHandle* flush_timer_ = nullptr;
   LoopHandle* flush_prepare_ = nullptr;
   bool flush_armed_ = false;
-  bool direct_ = false;  // QoS 0 publishes take the pool's own path (mqtt_pool.hpp)
+  bool direct_ = false;            // QoS 0 publishes take the pool's own path (mqtt_pool.hpp)
   std::vector<std::byte> gather_;  // a multi-part payload made contiguous for libmosquitto
   std::size_t pending_resolves_ = 0;
   bool notify_pending_ = false;

@@ -30,9 +30,9 @@ struct StoredFile {
   std::string bucket;
   std::string key;
   std::uint64_t size_bytes = 0;
-  std::string digest;                  // XXH3-128 of the content, 32 lowercase hex digits
-  std::uint32_t extent_bytes = 0;      // manifest granularity
-  std::vector<std::uint64_t> manifest; // XXH3-64 of each extent, in order
+  std::string digest;                   // XXH3-128 of the content, 32 lowercase hex digits
+  std::uint32_t extent_bytes = 0;       // manifest granularity
+  std::vector<std::uint64_t> manifest;  // XXH3-64 of each extent, in order
 };
 
 struct StoredStream {

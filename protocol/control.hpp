@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/expected.hpp"
+#include "base/expected.hpp"
 
 namespace chunkd::protocol {
 

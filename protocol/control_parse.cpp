@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/text.hpp"
 #include "protocol/control.hpp"
 #include "protocol/topic.hpp"
 
@@ -36,47 +37,6 @@ constexpr std::string_view kTokenPrefix = "v1:";
 constexpr std::size_t kMaxTokenChars = 4 * ((3 + kMaxStreamIdBytes + 2) / 3);
 
 // --- UTF-8 -------------------------------------------------------------------------------------
-
-// Number of code points in `s`, or nullopt when `s` is not valid UTF-8 (overlong forms,
-// surrogates and values over U+10FFFF are invalid).
-std::optional<std::size_t> utf8_code_points(std::string_view s) {
-  std::size_t count = 0;
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    std::size_t len = 0;
-    std::uint32_t cp = 0;
-    if (b0 < 0x80) {
-      len = 1;
-      cp = b0;
-    } else if (b0 >= 0xC2 && b0 <= 0xDF) {
-      len = 2;
-      cp = b0 & 0x1Fu;
-    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-      len = 3;
-      cp = b0 & 0x0Fu;
-    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-      len = 4;
-      cp = b0 & 0x07u;
-    } else {
-      return std::nullopt;
-    }
-    if (n - i < len) return std::nullopt;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto b = static_cast<unsigned char>(s[i + k]);
-      if ((b & 0xC0u) != 0x80u) return std::nullopt;
-      cp = (cp << 6) | (b & 0x3Fu);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return std::nullopt;
-    }
-    i += len;
-    ++count;
-  }
-  return count;
-}
 
 bool has_control_char(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](char c) {
@@ -163,7 +123,7 @@ std::optional<std::string_view> as_string(dom::element v, const std::string& fie
 // Code points of `s`, reporting invalid UTF-8 (simdjson validates its input, so this is a guard).
 std::optional<std::size_t> chars_of(std::string_view s, const std::string& field,
                                     Problems& problems) {
-  auto n = utf8_code_points(s);
+  auto n = base::utf8_code_points(s);
   if (!n) problems.add(field, "must be valid UTF-8");
   return n;
 }
@@ -626,44 +586,6 @@ std::optional<std::string> decode_next_token(std::string_view token) {
 
 // --- query strings -----------------------------------------------------------------------------
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// application/x-www-form-urlencoded decoding: '+' is a space, %XX a byte.
-std::optional<std::string> percent_decode(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    if (c == '+') {
-      out += ' ';
-    } else if (c == '%') {
-      if (in.size() - i < 3) return std::nullopt;
-      const int hi = hex_value(in[i + 1]);
-      const int lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-bool equals_ignore_case(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           const auto lower = [](char ch) {
-             return (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : ch;
-           };
-           return lower(x) == lower(y);
-         });
-}
-
 }  // namespace
 
 Expected<CreateStreamBody, ApiError> parse_create_stream(std::string_view json) {
@@ -731,7 +653,7 @@ Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
     pos = end + 1;
     if (pair.empty()) continue;
     const std::size_t eq = pair.find('=');
-    const auto key = percent_decode(pair.substr(0, eq));
+    const auto key = base::percent_decode(pair.substr(0, eq), true);
     const std::string_view value = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
     if (!key) continue;
     if (*key == "maxResults") {
@@ -746,7 +668,7 @@ Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
   ListQuery out;
   Problems problems;
   const auto decoded = [&](std::string_view raw, const char* field) -> std::optional<std::string> {
-    auto v = percent_decode(raw);
+    auto v = base::percent_decode(raw, true);
     if (!v) problems.add(field, "is not validly percent-encoded");
     return v;
   };
@@ -776,9 +698,9 @@ Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
   }
   if (ascending_raw) {
     if (auto v = decoded(*ascending_raw, "isAscendingOrder")) {
-      if (equals_ignore_case(*v, "true")) {
+      if (base::iequals(*v, "true")) {
         out.ascending = true;
-      } else if (equals_ignore_case(*v, "false")) {
+      } else if (base::iequals(*v, "false")) {
         out.ascending = false;
       } else {
         problems.add("isAscendingOrder", "must be true or false");

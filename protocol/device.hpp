@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/expected.hpp"
+#include "base/expected.hpp"
 #include "protocol/reply.hpp"
 #include "protocol/topic.hpp"
 

@@ -24,7 +24,8 @@ enum class ErrorCode : std::uint8_t {
   RequestThrottled,
   InternalError,
 };
-inline constexpr int kErrorCodeCount = 14;
+// InternalError stays last: the count follows the enum.
+inline constexpr int kErrorCodeCount = static_cast<int>(ErrorCode::InternalError) + 1;
 
 // "InvalidTopic", "ETagMismatch", ... exactly as on the wire.
 std::string_view to_string(ErrorCode code);

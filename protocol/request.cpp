@@ -6,19 +6,13 @@
 #include <limits>
 #include <utility>
 
+#include "base/text.hpp"
 #include "protocol/request_internal.hpp"
 #include "simdjson.h"
 
 namespace chunkd::protocol {
 namespace detail {
 namespace {
-
-constexpr int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 std::string key_message(char key, std::string_view what) {
   std::string message(1, key);
@@ -69,14 +63,14 @@ std::optional<std::size_t> decode_hex(std::string_view text, std::vector<std::ui
   }
   if (text.size() % 2 != 0) return std::nullopt;
   for (char c : text) {
-    if (hex_value(c) < 0) return std::nullopt;
+    if (base::hex_value(c) < 0) return std::nullopt;
   }
   const std::size_t bytes = text.size() / 2;
   if (out != nullptr) {
     out->resize(bytes);
     for (std::size_t i = 0; i < bytes; ++i) {
-      (*out)[i] =
-          static_cast<std::uint8_t>((hex_value(text[2 * i]) << 4) | hex_value(text[2 * i + 1]));
+      (*out)[i] = static_cast<std::uint8_t>((base::hex_value(text[2 * i]) << 4) |
+                                            base::hex_value(text[2 * i + 1]));
     }
   }
   return bytes;

@@ -39,8 +39,8 @@
 #include <string>
 #include <vector>
 
+#include "base/expected.hpp"
 #include "protocol/error_code.hpp"
-#include "protocol/expected.hpp"
 #include "protocol/topic.hpp"
 
 namespace chunkd::protocol {
@@ -61,11 +61,11 @@ inline constexpr std::size_t kMaxRequestMessageBytes = 32768;
 // checked later: see select_blocks().
 struct GetStreamRequest {
   std::optional<std::string> client_token;
-  std::optional<std::uint64_t> version;  // `s`
-  std::uint32_t file_id = 0;             // `f`, 0..255
-  std::uint32_t block_size = 0;          // `l`, 256..131072
-  std::uint32_t offset = 0;              // `o`, 0..98304
-  std::uint32_t count = 0;               // `n` as given, 0 when absent; 0..98304
+  std::optional<std::uint64_t> version;             // `s`
+  std::uint32_t file_id = 0;                        // `f`, 0..255
+  std::uint32_t block_size = 0;                     // `l`, 256..131072
+  std::uint32_t offset = 0;                         // `o`, 0..98304
+  std::uint32_t count = 0;                          // `n` as given, 0 when absent; 0..98304
   std::optional<std::vector<std::uint8_t>> bitmap;  // `b`, decoded bytes, < 12288 bytes
 };
 

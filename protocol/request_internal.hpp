@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/expected.hpp"
+#include "base/expected.hpp"
 #include "protocol/request.hpp"
 
 namespace chunkd::protocol::detail {

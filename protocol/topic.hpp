@@ -26,13 +26,13 @@ bool valid_stream_id(std::string_view id);     // 1..128 of [a-zA-Z0-9_-]
 
 struct ParsedTopic {
   enum class Status : std::uint8_t {
-    Ok,           // thing, stream, verb and format all valid
-    InvalidTopic, // thing and stream valid (a reply can be addressed) but verb/format unknown:
-                  // answer InvalidTopic on rejected/json
-    Drop,         // cannot address a reply: drop and count
+    Ok,            // thing, stream, verb and format all valid
+    InvalidTopic,  // thing and stream valid (a reply can be addressed) but verb/format unknown:
+                   // answer InvalidTopic on rejected/json
+    Drop,          // cannot address a reply: drop and count
   };
   Status status = Status::Drop;
-  std::string_view thing;   // views into the parsed topic; valid unless status == Drop
+  std::string_view thing;  // views into the parsed topic; valid unless status == Drop
   std::string_view stream;
   Verb verb = Verb::Get;
   Format format = Format::Json;

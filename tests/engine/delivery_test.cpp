@@ -15,7 +15,7 @@
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
 #include "engine/metrics.hpp"
-#include "engine/mqtt_publisher.hpp"
+#include "engine/mqtt_transport.hpp"
 #include "protocol/device.hpp"
 #include "protocol/request.hpp"
 #include "protocol/topic.hpp"
@@ -26,7 +26,7 @@ namespace {
 
 using protocol::Format;
 using protocol::GetStreamArgs;
-using testing::FakePublisher;
+using testing::FakeTransport;
 using testing::TempDir;
 
 constexpr std::uint32_t kExtent = 64 * 1024;
@@ -78,7 +78,7 @@ class DeliveryTest : public ::testing::Test {
     o.data_dir = dir_.path();
     o.cache_capacity_bytes = 4u << 20;
     delivery_ =
-        std::make_unique<Delivery>(&loop_, catalog_, *reader_, publisher_, metrics_, clock_, o);
+        std::make_unique<Delivery>(&loop_, catalog_, *reader_, transport_, metrics_, clock_, o);
     return *delivery_;
   }
 
@@ -108,7 +108,7 @@ class DeliveryTest : public ::testing::Test {
 
   // Runs until `n` messages were published, then a few more turns to catch extras.
   bool wait_messages(std::size_t n) {
-    bool ok = testing::run_until(&loop_, [&] { return publisher_.messages.size() >= n; });
+    bool ok = testing::run_until(&loop_, [&] { return transport_.messages.size() >= n; });
     for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
     return ok;
   }
@@ -119,9 +119,9 @@ class DeliveryTest : public ::testing::Test {
                        std::optional<std::string> token = std::nullopt) {
     std::size_t before = seen_;
     ASSERT_TRUE(wait_messages(before + 1)) << "no reply for " << code;
-    ASSERT_EQ(publisher_.messages.size(), before + 1);
-    seen_ = publisher_.messages.size();
-    const auto& m = publisher_.messages.back();
+    ASSERT_EQ(transport_.messages.size(), before + 1);
+    seen_ = transport_.messages.size();
+    const auto& m = transport_.messages.back();
     EXPECT_EQ(m.key, thing);
     EXPECT_EQ(m.topic, reply_topic(thing, stream, protocol::ReplyKind::Rejected, format));
     auto r = protocol::decode_rejected(format, m.payload);
@@ -162,12 +162,12 @@ class DeliveryTest : public ::testing::Test {
       } else {
         a.count = window;
       }
-      const std::size_t before = publisher_.messages.size();
+      const std::size_t before = transport_.messages.size();
       send_get("dev", format, a);
       EXPECT_TRUE(wait_messages(before + expect));
-      EXPECT_EQ(publisher_.messages.size(), before + expect);
-      for (std::size_t i = before; i < publisher_.messages.size(); ++i) {
-        const auto& m = publisher_.messages[i];
+      EXPECT_EQ(transport_.messages.size(), before + expect);
+      for (std::size_t i = before; i < transport_.messages.size(); ++i) {
+        const auto& m = transport_.messages[i];
         EXPECT_EQ(m.key, "dev");
         EXPECT_EQ(m.topic, reply_topic("dev", "fw", protocol::ReplyKind::Data, format));
         auto d = protocol::decode_data_reply(format, m.payload);
@@ -190,7 +190,7 @@ class DeliveryTest : public ::testing::Test {
       if (::testing::Test::HasFailure()) break;
     }
     for (std::uint32_t b = 0; b < blocks; ++b) EXPECT_TRUE(got[b]) << "block " << b;
-    seen_ = publisher_.messages.size();
+    seen_ = transport_.messages.size();
     return out;
   }
 
@@ -199,7 +199,7 @@ class DeliveryTest : public ::testing::Test {
   Metrics metrics_;
   ManualClock clock_;
   Catalog catalog_;
-  FakePublisher publisher_;
+  FakeTransport transport_;
   protocol::TopicCodec codec_;
   std::unique_ptr<io::FileReader> reader_;
   std::unique_ptr<Delivery> delivery_;
@@ -233,7 +233,7 @@ TEST_F(DeliveryTest, CborBlocksGoOutAsHeaderAndExtentSlices) {
   auto out = download(Format::Cbor, 3000, 10, false);  // 3000-byte blocks straddle extents
   EXPECT_EQ(out, content_);
   std::size_t straddling = 0;
-  for (const auto& m : publisher_.messages) {
+  for (const auto& m : transport_.messages) {
     if (m.topic.find("/data/") == std::string::npos) continue;
     EXPECT_GE(m.parts, 2u);
     EXPECT_LE(m.parts, 3u);
@@ -261,8 +261,8 @@ TEST_F(DeliveryTest, LargestBlocksAndDefaultCount) {
   a.offset = 2;
   send_get("dev", Format::Cbor, a);
   ASSERT_TRUE(wait_messages(1));
-  ASSERT_EQ(publisher_.messages.size(), 1u);
-  auto d = protocol::decode_data_reply(Format::Cbor, publisher_.messages[0].payload);
+  ASSERT_EQ(transport_.messages.size(), 1u);
+  auto d = protocol::decode_data_reply(Format::Cbor, transport_.messages[0].payload);
   ASSERT_TRUE(d) << d.error();
   EXPECT_EQ(d->block_index, 2u);
   EXPECT_EQ(d->length, kFileBytes - 2 * 131072);
@@ -275,8 +275,8 @@ TEST_F(DeliveryTest, DescribeJsonAndCbor) {
     auto payload = protocol::encode_describe_request(f, "tok-1");
     delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Describe, f), payload);
     ASSERT_TRUE(wait_messages(seen_ + 1));
-    const auto& m = publisher_.messages.back();
-    seen_ = publisher_.messages.size();
+    const auto& m = transport_.messages.back();
+    seen_ = transport_.messages.size();
     EXPECT_EQ(m.topic, reply_topic("dev", "fw", protocol::ReplyKind::Description, f));
     auto d = protocol::decode_description(f, m.payload);
     ASSERT_TRUE(d) << d.error();
@@ -292,7 +292,7 @@ TEST_F(DeliveryTest, DescribeJsonAndCbor) {
   // An empty payload counts as {}.
   delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Describe, Format::Json), {});
   ASSERT_TRUE(wait_messages(seen_ + 1));
-  auto d = protocol::decode_description(Format::Json, publisher_.messages.back().payload);
+  auto d = protocol::decode_description(Format::Json, transport_.messages.back().payload);
   ASSERT_TRUE(d) << d.error();
   EXPECT_FALSE(d->client_token);
   EXPECT_EQ(requests("describe", "ok"), 3u);
@@ -322,7 +322,7 @@ TEST_F(DeliveryTest, UnaddressableTopicsAreDroppedAndCounted) {
   send_raw("$aws/things/dev/streams/fw/data/json", "{}");  // our own reply topic
   send_raw("elsewhere/dev/streams/fw/get/json", "{}");
   for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
-  EXPECT_TRUE(publisher_.messages.empty());
+  EXPECT_TRUE(transport_.messages.empty());
   EXPECT_EQ(metrics_.counter_value("chunkd_requests_dropped_total"), 3u);
 }
 
@@ -423,16 +423,16 @@ TEST_F(DeliveryTest, ChangedBlobIsETagMismatch) {
   a.count = 4;
   send_get("dev", Format::Json, a);
   ASSERT_TRUE(wait_messages(3));
-  ASSERT_EQ(publisher_.messages.size(), 3u);
+  ASSERT_EQ(transport_.messages.size(), 3u);
   for (std::uint32_t i = 0; i < 2; ++i) {  // the two good blocks first...
-    auto d = protocol::decode_data_reply(Format::Json, publisher_.messages[i].payload);
+    auto d = protocol::decode_data_reply(Format::Json, transport_.messages[i].payload);
     ASSERT_TRUE(d) << d.error();
     EXPECT_EQ(d->block_index, 2u + i);
   }
   // ...then the rejection, and nothing after it.
-  EXPECT_EQ(publisher_.messages[2].topic,
+  EXPECT_EQ(transport_.messages[2].topic,
             reply_topic("dev", "fw", protocol::ReplyKind::Rejected, Format::Json));
-  auto r = protocol::decode_rejected(Format::Json, publisher_.messages[2].payload);
+  auto r = protocol::decode_rejected(Format::Json, transport_.messages[2].payload);
   ASSERT_TRUE(r) << r.error();
   EXPECT_EQ(r->code, "ETagMismatch");
   EXPECT_EQ(r->client_token, "e");
@@ -467,18 +467,18 @@ TEST_F(DeliveryTest, OverTheQueueBoundIsThrottledAtOnce) {
   a.block_size = 256;
   send_get("dev", Format::Json, a);
   send_get("dev", Format::Cbor, a);  // the first is still queued: no loop turn ran yet
-  ASSERT_EQ(publisher_.messages.size(), 1u) << "the throttled reply does not wait for the queue";
-  auto r = protocol::decode_rejected(Format::Cbor, publisher_.messages[0].payload);
+  ASSERT_EQ(transport_.messages.size(), 1u) << "the throttled reply does not wait for the queue";
+  auto r = protocol::decode_rejected(Format::Cbor, transport_.messages[0].payload);
   ASSERT_TRUE(r) << r.error();
   EXPECT_EQ(r->code, "RequestThrottled");
   EXPECT_EQ(r->client_token, "q");
-  EXPECT_EQ(publisher_.messages[0].topic,
+  EXPECT_EQ(transport_.messages[0].topic,
             reply_topic("dev", "fw", protocol::ReplyKind::Rejected, Format::Cbor));
   // Describe over the bound too.
   delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Describe, Format::Json), {});
-  ASSERT_EQ(publisher_.messages.size(), 2u);
+  ASSERT_EQ(transport_.messages.size(), 2u);
   ASSERT_TRUE(wait_messages(6));  // 4 blocks of the first request
-  EXPECT_EQ(publisher_.messages.size(), 6u);
+  EXPECT_EQ(transport_.messages.size(), 6u);
   EXPECT_EQ(metrics_.counter_value("chunkd_throttled_total"), 2u);
   EXPECT_EQ(requests("get", "RequestThrottled"), 1u);
   EXPECT_EQ(requests("describe", "RequestThrottled"), 1u);
@@ -492,8 +492,8 @@ TEST_F(DeliveryTest, RejectionsQueueBehindTheThingsBlocks) {
   send_get("dev", Format::Json, a);
   send_raw(request_topic("dev", "fw", protocol::Verb::Get, Format::Json), "nope");
   ASSERT_TRUE(wait_messages(5));
-  ASSERT_EQ(publisher_.messages.size(), 5u);
-  EXPECT_EQ(publisher_.messages[4].topic,
+  ASSERT_EQ(transport_.messages.size(), 5u);
+  EXPECT_EQ(transport_.messages[4].topic,
             reply_topic("dev", "fw", protocol::ReplyKind::Rejected, Format::Json));
 }
 
@@ -507,8 +507,8 @@ TEST_F(DeliveryTest, VersionCheckCanBeRelaxed) {
   a.block_size = 512;
   send_get("dev", Format::Json, a);
   ASSERT_TRUE(wait_messages(2));
-  ASSERT_EQ(publisher_.messages.size(), 2u);
-  auto d = protocol::decode_data_reply(Format::Json, publisher_.messages[1].payload);
+  ASSERT_EQ(transport_.messages.size(), 2u);
+  auto d = protocol::decode_data_reply(Format::Json, transport_.messages[1].payload);
   ASSERT_TRUE(d);
   EXPECT_EQ(d->length, 1000u - 512u);
   EXPECT_EQ(0, std::memcmp(d->payload.data(), small_.data() + 512, d->length));
@@ -522,7 +522,7 @@ TEST_F(DeliveryTest, ClientTokenIsEchoedInEveryBlock) {
   a.block_size = 256;
   send_get("dev", Format::Cbor, a);
   ASSERT_TRUE(wait_messages(4));
-  for (const auto& m : publisher_.messages) {
+  for (const auto& m : transport_.messages) {
     auto d = protocol::decode_data_reply(Format::Cbor, m.payload);
     ASSERT_TRUE(d);
     EXPECT_EQ(d->client_token, a.client_token);
@@ -531,7 +531,7 @@ TEST_F(DeliveryTest, ClientTokenIsEchoedInEveryBlock) {
   b.client_token.reset();
   send_get("dev", Format::Json, b);
   ASSERT_TRUE(wait_messages(8));
-  auto d = protocol::decode_data_reply(Format::Json, publisher_.messages.back().payload);
+  auto d = protocol::decode_data_reply(Format::Json, transport_.messages.back().payload);
   ASSERT_TRUE(d);
   EXPECT_FALSE(d->client_token);
 }
@@ -546,7 +546,7 @@ TEST_F(DeliveryTest, CustomPrefix) {
   delivery_->on_message(t, {});
   ASSERT_TRUE(wait_messages(1));
   codec.reply_topic(t, "dev", "fw", protocol::ReplyKind::Description, Format::Json);
-  EXPECT_EQ(publisher_.messages[0].topic, t);
+  EXPECT_EQ(transport_.messages[0].topic, t);
 }
 
 TEST_F(DeliveryTest, StopRefusesNewRequests) {
@@ -556,7 +556,7 @@ TEST_F(DeliveryTest, StopRefusesNewRequests) {
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return stopped; }));
   delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Describe, Format::Json), {});
   for (int i = 0; i < 20; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
-  EXPECT_TRUE(publisher_.messages.empty());
+  EXPECT_TRUE(transport_.messages.empty());
   EXPECT_EQ(metrics_.counter_value("chunkd_requests_dropped_total"), 1u);
   EXPECT_EQ(delivery_->queued_requests(), 0u);
   delivery_.reset();
@@ -564,33 +564,33 @@ TEST_F(DeliveryTest, StopRefusesNewRequests) {
 
 TEST_F(DeliveryTest, StopLetsAStartedDownloadFinish) {
   make();
-  publisher_.accept_before_backpressure = 1;
+  transport_.accept_before_backpressure = 1;
   GetStreamArgs a;
   a.file_id = 0;
   a.block_size = 4096;
   a.count = 10;
   send_get("dev", Format::Json, a);
   send_get("other", Format::Json, a);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.backpressure; }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.backpressure; }));
   bool stopped = false;
   delivery_->stop(60'000, [&] { stopped = true; });
-  publisher_.signal_writable();
+  transport_.signal_writable();
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return stopped; }));
   std::size_t dev = 0;
-  for (const auto& m : publisher_.messages) dev += m.key == "dev" ? 1u : 0u;
+  for (const auto& m : transport_.messages) dev += m.key == "dev" ? 1u : 0u;
   EXPECT_EQ(dev, 10u) << "started before stop: finished";
-  EXPECT_EQ(publisher_.messages.size(), 10u) << "not started: dropped";
+  EXPECT_EQ(transport_.messages.size(), 10u) << "not started: dropped";
   EXPECT_EQ(requests("get", "ok"), 1u);
   EXPECT_EQ(requests("get", "dropped"), 1u);
   delivery_.reset();
 }
 
-TEST(MqttPublisherTest, MapsEveryPoolResult) {
-  using R = Publisher::Result;
-  EXPECT_EQ(MqttPublisher::map(io::PublishResult::Ok), R::Ok);
-  EXPECT_EQ(MqttPublisher::map(io::PublishResult::Backpressure), R::Backpressure);
-  EXPECT_EQ(MqttPublisher::map(io::PublishResult::NotConnected), R::NotConnected);
-  EXPECT_EQ(MqttPublisher::map(io::PublishResult::Error), R::Error);
+TEST(MqttTransportTest, MapsEveryPoolResult) {
+  using R = Transport::SendResult;
+  EXPECT_EQ(MqttTransport::map(io::PublishResult::Ok), R::Ok);
+  EXPECT_EQ(MqttTransport::map(io::PublishResult::Backpressure), R::Backpressure);
+  EXPECT_EQ(MqttTransport::map(io::PublishResult::NotConnected), R::NotConnected);
+  EXPECT_EQ(MqttTransport::map(io::PublishResult::Error), R::Error);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Test seams for the engine's data plane (header-only; included by tests/engine/*_test.cpp):
 //   FakeReader     io::FileReader that completes reads on a later loop turn (or when the test
 //                  says), with injected errors, short reads, corruption and holds;
-//   FakePublisher  engine::Publisher recording (key, topic, payload), able to refuse with
+//   FakeTransport  engine::Transport recording (key, topic, payload), able to refuse with
 //                  Backpressure / NotConnected and to signal writable;
 //   TempDir, make_blob   a temporary data_dir with blobs laid out as the content store does,
 //                  and the io::StoredFile (digest, extent manifest) describing each;
@@ -166,9 +166,9 @@ class FakeReader final : public io::FileReader {
   std::function<void()> close_done_;
 };
 
-// ---- FakePublisher ----
+// ---- FakeTransport ----
 
-class FakePublisher final : public Publisher {
+class FakeTransport final : public Transport {
  public:
   struct Message {
     std::string key;
@@ -178,30 +178,35 @@ class FakePublisher final : public Publisher {
     std::size_t parts = 0;  // how many pieces the payload was handed over in
   };
 
-  using Publisher::publish;
-  Result publish(std::string_view key, std::string_view topic,
-                 std::span<const std::span<const std::byte>> parts, int qos) override {
+  Expected<void> start(RequestHandler, ReadyHandler) override { return {}; }
+  bool ready() const override { return true; }
+  TransportStats stats() const override { return {}; }
+  void stop(int, std::function<void()> done) override { done(); }
+
+  using Transport::send;
+  SendResult send(std::string_view key, std::string_view topic,
+                  std::span<const std::span<const std::byte>> parts, int qos) override {
     attempts++;
     if (backpressure) {
       refused++;
-      return Result::Backpressure;
+      return SendResult::Backpressure;
     }
     if (accept_before_backpressure == 0) {
       backpressure = true;
       refused++;
-      return Result::Backpressure;
+      return SendResult::Backpressure;
     }
     if (accept_before_backpressure != kUnlimited) accept_before_backpressure--;
-    if (next_result != Result::Ok) {
-      Result r = next_result;
-      if (--fail_count == 0) next_result = Result::Ok;
+    if (next_result != SendResult::Ok) {
+      SendResult r = next_result;
+      if (--fail_count == 0) next_result = SendResult::Ok;
       return r;
     }
     std::vector<std::byte> payload;
     for (auto p : parts) payload.insert(payload.end(), p.begin(), p.end());
     messages.push_back(
         Message{std::string(key), std::string(topic), std::move(payload), qos, parts.size()});
-    return Result::Ok;
+    return SendResult::Ok;
   }
   std::size_t bytes_in_flight() const override { return in_flight; }
   void on_writable(std::function<void()> callback) override { writable_ = std::move(callback); }
@@ -213,7 +218,7 @@ class FakePublisher final : public Publisher {
     if (writable_) writable_();
   }
   // The next `count` publishes fail with `r` (NotConnected / Error).
-  void fail_next(Result r, int count = 1) {
+  void fail_next(SendResult r, int count = 1) {
     next_result = r;
     fail_count = count;
   }
@@ -226,7 +231,7 @@ class FakePublisher final : public Publisher {
   std::size_t in_flight = 0;
   std::size_t attempts = 0;
   std::size_t refused = 0;
-  Result next_result = Result::Ok;
+  SendResult next_result = SendResult::Ok;
   int fail_count = 0;
 
  private:

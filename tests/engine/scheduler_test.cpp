@@ -19,8 +19,8 @@
 namespace chunkd::engine {
 namespace {
 
-using testing::FakePublisher;
 using testing::FakeReader;
+using testing::FakeTransport;
 using testing::TempDir;
 
 // Encodes a block as <4-byte little-endian block index><bytes>, a failure as "FAIL <message>".
@@ -57,7 +57,7 @@ class TestSink final : public SchedulerSink {
   std::vector<std::span<const std::byte>> parts_;
 };
 
-std::uint32_t block_of(const FakePublisher::Message& m) {
+std::uint32_t block_of(const FakeTransport::Message& m) {
   std::uint32_t v = 0;
   for (int i = 0; i < 4; ++i)
     v |= std::to_integer<std::uint32_t>(m.payload[static_cast<std::size_t>(i)]) << (8 * i);
@@ -102,7 +102,7 @@ class SchedulerTest : public ::testing::Test {
 
   Scheduler& make(SchedulerOptions o = {}) {
     scheduler_ =
-        std::make_unique<Scheduler>(&loop_, *cache_, publisher_, sink_, clock_, metrics_, o);
+        std::make_unique<Scheduler>(&loop_, *cache_, transport_, sink_, clock_, metrics_, o);
     return *scheduler_;
   }
 
@@ -117,7 +117,7 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_EQ(s.submit(job("b", 0, 1024, 0, blocks)), Scheduler::Admit::Ok);
     EXPECT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
     std::string order;
-    for (const auto& m : publisher_.messages) order += m.key;
+    for (const auto& m : transport_.messages) order += m.key;
     return order;
   }
 
@@ -138,7 +138,7 @@ class SchedulerTest : public ::testing::Test {
   }
 
   // The payload bytes a block must carry.
-  bool block_matches(const FakePublisher::Message& m, std::uint32_t file_id,
+  bool block_matches(const FakeTransport::Message& m, std::uint32_t file_id,
                      std::uint32_t block_size) {
     const auto& c = content_[file_id];
     std::uint32_t b = block_of(m);
@@ -156,7 +156,7 @@ class SchedulerTest : public ::testing::Test {
   TempDir dir_;
   Metrics metrics_;
   ManualClock clock_;
-  FakePublisher publisher_;
+  FakeTransport transport_;
   TestSink sink_;
   std::unique_ptr<FakeReader> reader_;
   std::unique_ptr<BlockCache> cache_;
@@ -170,9 +170,9 @@ TEST_F(SchedulerTest, ServesAJobInOrderWithTheRightBytes) {
   auto& s = make();
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 11)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
-  ASSERT_EQ(publisher_.messages.size(), 11u);
+  ASSERT_EQ(transport_.messages.size(), 11u);
   for (std::uint32_t i = 0; i < 11; ++i) {
-    const auto& m = publisher_.messages[i];
+    const auto& m = transport_.messages[i];
     EXPECT_EQ(m.key, "dev");
     EXPECT_EQ(m.topic, "dev/data");
     EXPECT_EQ(block_of(m), i);
@@ -190,8 +190,8 @@ TEST_F(SchedulerTest, BlocksSpanningExtentsAreStitched) {
   // 3000-byte blocks straddle 4 KiB extents; 1 is 3000..5999 (extents 0 and 1).
   ASSERT_EQ(scheduler_->submit(job("dev", 0, 3000, 0, 7)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
-  ASSERT_EQ(publisher_.messages.size(), 7u);
-  for (const auto& m : publisher_.messages) EXPECT_TRUE(block_matches(m, 0, 3000)) << block_of(m);
+  ASSERT_EQ(transport_.messages.size(), 7u);
+  for (const auto& m : transport_.messages) EXPECT_TRUE(block_matches(m, 0, 3000)) << block_of(m);
 }
 
 TEST_F(SchedulerTest, BlockLargerThanExtentsCoversSeveral) {
@@ -199,8 +199,8 @@ TEST_F(SchedulerTest, BlockLargerThanExtentsCoversSeveral) {
   make();
   ASSERT_EQ(scheduler_->submit(job("dev", 0, 16384, 1, 2)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
-  ASSERT_EQ(publisher_.messages.size(), 2u);
-  for (const auto& m : publisher_.messages) EXPECT_TRUE(block_matches(m, 0, 16384));
+  ASSERT_EQ(transport_.messages.size(), 2u);
+  for (const auto& m : transport_.messages) EXPECT_TRUE(block_matches(m, 0, 16384));
 }
 
 TEST_F(SchedulerTest, RoundRobinDoesNotStarveSmallThings) {
@@ -217,12 +217,12 @@ TEST_F(SchedulerTest, RoundRobinDoesNotStarveSmallThings) {
   }
   EXPECT_EQ(s.active_things(), 101u);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 108; }));
-  ASSERT_EQ(publisher_.messages.size(), 1124u);
+  ASSERT_EQ(transport_.messages.size(), 1124u);
 
   std::set<std::string> small_served;
   std::uint32_t expect_big = 0;
-  for (std::size_t i = 0; i < publisher_.messages.size(); ++i) {
-    const auto& m = publisher_.messages[i];
+  for (std::size_t i = 0; i < transport_.messages.size(); ++i) {
+    const auto& m = transport_.messages[i];
     EXPECT_TRUE(block_matches(m, 0, 1024));
     if (m.key == "big") {
       EXPECT_EQ(block_of(m), expect_big++) << "a thing's blocks stay in order";
@@ -262,10 +262,10 @@ TEST_F(SchedulerTest, PerThingRateLimitFollowsTheClock) {
   auto& s = make(o);
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 30)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("other", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() >= 13; }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() >= 13; }));
   settle();
   auto count = [&](const std::string& key) {
-    return std::count_if(publisher_.messages.begin(), publisher_.messages.end(),
+    return std::count_if(transport_.messages.begin(), transport_.messages.end(),
                          [&](const auto& m) { return m.key == key; });
   };
   EXPECT_EQ(count("dev"), 10);
@@ -283,11 +283,11 @@ TEST_F(SchedulerTest, PerThingRateLimitFollowsTheClock) {
   // Messages are not rate limited.
   ASSERT_EQ(s.post("dev", "dev/description", {}), Scheduler::Admit::Ok);
   settle();
-  EXPECT_EQ(publisher_.messages.size(), 28u) << "the description waits behind dev's blocks";
+  EXPECT_EQ(transport_.messages.size(), 28u) << "the description waits behind dev's blocks";
   clock_.advance_ms(500);
   s.wake();
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.queued_requests() == 0; }));
-  EXPECT_EQ(publisher_.messages.back().topic, "dev/description");
+  EXPECT_EQ(transport_.messages.back().topic, "dev/description");
 }
 
 TEST_F(SchedulerTest, PerThingBucketSurvivesBetweenRequests) {
@@ -299,11 +299,11 @@ TEST_F(SchedulerTest, PerThingBucketSurvivesBetweenRequests) {
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 4, 4)), Scheduler::Admit::Ok);
   settle();
-  EXPECT_EQ(publisher_.messages.size(), 4u) << "a new request does not refill the bucket";
+  EXPECT_EQ(transport_.messages.size(), 4u) << "a new request does not refill the bucket";
   clock_.advance_ms(1000);
   s.wake();
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
-  EXPECT_EQ(publisher_.messages.size(), 8u);
+  EXPECT_EQ(transport_.messages.size(), 8u);
 }
 
 TEST_F(SchedulerTest, GlobalRateLimitSharesTokens) {
@@ -313,16 +313,16 @@ TEST_F(SchedulerTest, GlobalRateLimitSharesTokens) {
   auto& s = make(o);
   ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() >= 4; }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() >= 4; }));
   settle();
-  EXPECT_EQ(publisher_.messages.size(), 4u);
+  EXPECT_EQ(transport_.messages.size(), 4u);
   clock_.advance_ms(500);
   s.wake();
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() >= 6; }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() >= 6; }));
   settle();
-  EXPECT_EQ(publisher_.messages.size(), 6u);
+  EXPECT_EQ(transport_.messages.size(), 6u);
   std::size_t a = 0;
-  for (const auto& m : publisher_.messages) a += m.key == "a" ? 1u : 0u;
+  for (const auto& m : transport_.messages) a += m.key == "a" ? 1u : 0u;
   EXPECT_EQ(a, 3u) << "the two things alternate";
 }
 
@@ -331,7 +331,7 @@ TEST_F(SchedulerTest, ATurnServesAQuantumOfBlocks) {
   EXPECT_EQ(serve_two_things(3 * 1024, 7), "aaabbbaaabbbab");
   for (const char* thing : {"a", "b"}) {
     std::uint32_t next = 0;
-    for (const auto& m : publisher_.messages) {
+    for (const auto& m : transport_.messages) {
       if (m.key == thing) EXPECT_EQ(block_of(m), next++);
     }
     EXPECT_EQ(next, 7u);
@@ -345,22 +345,22 @@ TEST_F(SchedulerTest, ASmallQuantumAlternatesBlockByBlock) {
 TEST_F(SchedulerTest, BackpressurePausesAndResumesWithoutLoss) {
   add_file(40 * 1024, 8192);
   auto& s = make();
-  publisher_.accept_before_backpressure = 5;
+  transport_.accept_before_backpressure = 5;
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 40)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
   settle();
-  EXPECT_EQ(publisher_.messages.size(), 5u);
+  EXPECT_EQ(transport_.messages.size(), 5u);
   for (int round = 0; round < 3; ++round) {
-    publisher_.signal_writable();
-    publisher_.accept_before_backpressure = 7;
+    transport_.signal_writable();
+    transport_.accept_before_backpressure = 7;
     ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
   }
-  publisher_.signal_writable();
+  transport_.signal_writable();
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
-  ASSERT_EQ(publisher_.messages.size(), 40u);
+  ASSERT_EQ(transport_.messages.size(), 40u);
   for (std::uint32_t i = 0; i < 40; ++i) {
-    EXPECT_EQ(block_of(publisher_.messages[i]), i);
-    EXPECT_TRUE(block_matches(publisher_.messages[i], 0, 1024));
+    EXPECT_EQ(block_of(transport_.messages[i]), i);
+    EXPECT_TRUE(block_matches(transport_.messages[i], 0, 1024));
   }
   EXPECT_GE(metrics_.counter_value("chunkd_publish_refused_total", R"(reason="backpressure")"), 4u);
 }
@@ -370,16 +370,16 @@ TEST_F(SchedulerTest, BytesInFlightBoundStopsEncoding) {
   SchedulerOptions o;
   o.max_publish_bytes_in_flight = 1000;
   auto& s = make(o);
-  publisher_.in_flight = 1000;
+  transport_.in_flight = 1000;
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 8)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
   settle();
-  EXPECT_TRUE(publisher_.messages.empty());
-  EXPECT_EQ(publisher_.attempts, 0u) << "nothing encoded or offered while over the bound";
-  publisher_.in_flight = 0;
-  publisher_.signal_writable();
+  EXPECT_TRUE(transport_.messages.empty());
+  EXPECT_EQ(transport_.attempts, 0u) << "nothing encoded or offered while over the bound";
+  transport_.in_flight = 0;
+  transport_.signal_writable();
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
-  EXPECT_EQ(publisher_.messages.size(), 8u);
+  EXPECT_EQ(transport_.messages.size(), 8u);
 }
 
 TEST_F(SchedulerTest, MessagesStayInOrderWithBlocks) {
@@ -390,11 +390,11 @@ TEST_F(SchedulerTest, MessagesStayInOrderWithBlocks) {
   ASSERT_EQ(s.post("dev", "dev/description", hello), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 3, 2)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.queued_requests() == 0; }));
-  ASSERT_EQ(publisher_.messages.size(), 6u);
-  EXPECT_EQ(publisher_.messages[3].topic, "dev/description");
-  EXPECT_EQ(publisher_.messages[3].payload, hello);
-  EXPECT_EQ(block_of(publisher_.messages[2]), 2u);
-  EXPECT_EQ(block_of(publisher_.messages[4]), 3u);
+  ASSERT_EQ(transport_.messages.size(), 6u);
+  EXPECT_EQ(transport_.messages[3].topic, "dev/description");
+  EXPECT_EQ(transport_.messages[3].payload, hello);
+  EXPECT_EQ(block_of(transport_.messages[2]), 2u);
+  EXPECT_EQ(block_of(transport_.messages[4]), 3u);
 }
 
 TEST_F(SchedulerTest, ReadFailureBecomesARejectionInPlace) {
@@ -411,12 +411,12 @@ TEST_F(SchedulerTest, ReadFailureBecomesARejectionInPlace) {
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 8, 2)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
-  ASSERT_EQ(publisher_.messages.size(), 3u);
-  EXPECT_EQ(publisher_.messages[0].topic, "dev/rejected");
+  ASSERT_EQ(transport_.messages.size(), 3u);
+  EXPECT_EQ(transport_.messages[0].topic, "dev/rejected");
   EXPECT_EQ(sink_.ended[0].end, JobEnd::Failed);
   EXPECT_EQ(sink_.ended[0].error, CacheError::ManifestMismatch);
   EXPECT_EQ(sink_.ended[1].end, JobEnd::Completed);
-  EXPECT_EQ(block_of(publisher_.messages[1]), 8u);
+  EXPECT_EQ(block_of(transport_.messages[1]), 8u);
 }
 
 TEST_F(SchedulerTest, AFailedPrefetchIsRetriedOnDemand) {
@@ -426,7 +426,7 @@ TEST_F(SchedulerTest, AFailedPrefetchIsRetriedOnDemand) {
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 8)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
   EXPECT_EQ(sink_.ended[0].end, JobEnd::Completed);
-  EXPECT_EQ(publisher_.messages.size(), 8u);
+  EXPECT_EQ(transport_.messages.size(), 8u);
   EXPECT_EQ(reader_->reads_started, 2u);
 }
 
@@ -438,20 +438,20 @@ TEST_F(SchedulerTest, MissingBlobFailsTheJob) {
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 1; }));
   EXPECT_EQ(sink_.ended[0].end, JobEnd::Failed);
   EXPECT_EQ(sink_.ended[0].error, std::errc::no_such_file_or_directory);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() == 1; }));
-  EXPECT_EQ(publisher_.messages[0].topic, "dev/rejected");
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() == 1; }));
+  EXPECT_EQ(transport_.messages[0].topic, "dev/rejected");
 }
 
 TEST_F(SchedulerTest, DisconnectedPublisherDropsTheRestOfTheJob) {
   add_file(8 * 1024, 8192);
   auto& s = make();
-  publisher_.fail_next(Publisher::Result::NotConnected);
+  transport_.fail_next(Transport::SendResult::NotConnected);
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 8)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return sink_.ended.size() == 2; }));
   EXPECT_EQ(sink_.ended[0].end, JobEnd::PublishFailed);
   EXPECT_EQ(sink_.ended[1].end, JobEnd::Completed);
-  EXPECT_EQ(publisher_.messages.size(), 2u);
+  EXPECT_EQ(transport_.messages.size(), 2u);
   EXPECT_EQ(metrics_.counter_value("chunkd_publish_refused_total", R"(reason="not_connected")"),
             1u);
 }
@@ -464,9 +464,9 @@ TEST_F(SchedulerTest, PrefetchKeepsTheNextExtentInFlight) {
   EXPECT_EQ(reader_->reads_started, 1u) << "a queued job's first extent is read at once";
   settle(10);
   ASSERT_TRUE(reader_->complete_one());
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return publisher_.messages.size() == 8; }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() == 8; }));
   settle(10);
-  EXPECT_EQ(publisher_.messages.size(), 8u) << "waits for extent 1";
+  EXPECT_EQ(transport_.messages.size(), 8u) << "waits for extent 1";
   EXPECT_EQ(reader_->reads_started, 2u) << "extent 1 was requested while extent 0 was served";
   EXPECT_TRUE(cache_->reading(stream_->files[0], 1));
   reader_->release();
@@ -491,26 +491,26 @@ TEST_F(SchedulerTest, ExtentReadsInFlightAreBounded) {
     reader_->complete_all();
     settle(5);
   }
-  EXPECT_EQ(publisher_.messages.size(), 40u);
+  EXPECT_EQ(transport_.messages.size(), 40u);
 }
 
 TEST_F(SchedulerTest, StopFinishesStartedJobsAndDropsTheRest) {
   add_file(16 * 1024, 16384);
   auto& s = make();
-  publisher_.accept_before_backpressure = 1;
+  transport_.accept_before_backpressure = 1;
   ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("one", 0, 1024, 10, 2)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("two", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
-  ASSERT_EQ(publisher_.messages.size(), 1u);
+  ASSERT_EQ(transport_.messages.size(), 1u);
   bool done = false;
   s.stop(60'000, [&] { done = true; });
   EXPECT_EQ(s.submit(job("three", 0, 1024, 0, 1)), Scheduler::Admit::Stopped);
   EXPECT_EQ(sink_.ended.size(), 2u);  // one's second job and two's job
-  publisher_.signal_writable();
+  transport_.signal_writable();
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return done; }));
-  EXPECT_EQ(publisher_.messages.size(), 10u);
-  for (const auto& m : publisher_.messages) EXPECT_EQ(m.key, "one");
+  EXPECT_EQ(transport_.messages.size(), 10u);
+  for (const auto& m : transport_.messages) EXPECT_EQ(m.key, "one");
   EXPECT_EQ(sink_.ended.back().end, JobEnd::Completed);
   EXPECT_EQ(metrics_.counter_value("chunkd_jobs_dropped_total"), 2u);
   scheduler_.reset();
@@ -519,7 +519,7 @@ TEST_F(SchedulerTest, StopFinishesStartedJobsAndDropsTheRest) {
 TEST_F(SchedulerTest, StopTimeoutDropsWhatCannotFinish) {
   add_file(16 * 1024, 16384);
   auto& s = make();
-  publisher_.accept_before_backpressure = 1;
+  transport_.accept_before_backpressure = 1;
   ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
   bool done = false;
@@ -539,8 +539,8 @@ TEST_F(SchedulerTest, DestroyedWhileReadsAreInFlight) {
   scheduler_.reset();
   reader_->release();
   settle(10);
-  EXPECT_TRUE(publisher_.messages.empty());
-  EXPECT_FALSE(publisher_.has_writable_callback());
+  EXPECT_TRUE(transport_.messages.empty());
+  EXPECT_FALSE(transport_.has_writable_callback());
 }
 
 }  // namespace

@@ -495,12 +495,14 @@ TEST_F(MqttPoolTest, StalledSocketIsReconnectedAfterKeepalive) {
     if (pool.queued_bytes(0) > 4 * payload.size()) break;
   }
   ASSERT_GT(pool.queued_bytes(0), 4 * payload.size()) << "the socket never filled";
-  ASSERT_TRUE(run_until(&loop_, [&] { return transitions_.size() >= 2; }, 20000));
+  ASSERT_TRUE(run_until(
+      &loop_, [&] { return transitions_.size() >= 2; }, 20000));
   EXPECT_FALSE(transitions_[1]);
   EXPECT_EQ(pool.queued_bytes(0), 0u);  // the stalled bytes were dropped with the connection
 
   broker_.resume();
-  ASSERT_TRUE(run_until(&loop_, [&] { return pool.ready(); }, 20000));
+  ASSERT_TRUE(run_until(
+      &loop_, [&] { return pool.ready(); }, 20000));
   EXPECT_GE(pool.stats().reconnects, 1u);
   EXPECT_EQ(pool.publish(0, "s/thing", bytes_of("again"), 0), PublishResult::Ok);
   ASSERT_TRUE(stop_pool(pool));

@@ -28,7 +28,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: chunkctl [--url URL] [--token T | --token-file F] [--json] <command> ...\n"
-    "  create <id> --file ID=BUCKET:KEY[@DIGEST]... --role-arn ARN [--description D] [--tag K=V]...\n"
+    "  create <id> --file ID=BUCKET:KEY[@DIGEST]... --role-arn ARN [--description D] [--tag "
+    "K=V]...\n"
     "  describe <id>\n"
     "  list [--max-results N] [--next-token T] [--descending] [--all]\n"
     "  update <id> [--file ID=BUCKET:KEY[@DIGEST]]... [--description D] [--role-arn ARN]\n"

@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/expected.hpp"
+#include "base/expected.hpp"
 #include "tools/chunkload/device.hpp"
 #include "tools/chunkload/options.hpp"
 #include "tools/chunkload/report.hpp"

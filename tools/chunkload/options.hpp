@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "protocol/expected.hpp"
+#include "base/expected.hpp"
 #include "protocol/topic.hpp"
 
 namespace chunkd::chunkload {

@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include "base/text.hpp"
 #include "tools/common/http_client.hpp"
 
 namespace chunkd::chunkload {
@@ -9,13 +10,6 @@ namespace {
 
 using Error = chunkd::Unexpected<std::string>;
 Error fail(std::string message) { return chunkd::unexpected<std::string>(std::move(message)); }
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 std::string text_field(simdjson::dom::element e, const char* key) {
   std::string_view v;
@@ -36,8 +30,8 @@ std::optional<Digest> parse_digest(std::string_view hex) {
   Digest d{};
   if (hex.size() != 2 * d.size()) return std::nullopt;
   for (std::size_t i = 0; i < d.size(); ++i) {
-    int hi = hex_value(hex[2 * i]);
-    int lo = hex_value(hex[2 * i + 1]);
+    int hi = base::hex_value(hex[2 * i]);
+    int lo = base::hex_value(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) return std::nullopt;
     d[i] = static_cast<std::uint8_t>(hi * 16 + lo);
   }

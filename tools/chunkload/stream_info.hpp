@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/expected.hpp"
+#include "base/expected.hpp"
 
 namespace chunkd::chunkload {
 

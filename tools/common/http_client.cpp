@@ -5,9 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
-#include <cctype>
 #include <cstdlib>
 #include <cstring>
 
@@ -19,7 +19,8 @@ constexpr std::size_t kMaxResponseBytes = 64u << 20;
 using Clock = std::chrono::steady_clock;
 
 int remaining_ms(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   return left > 0 ? static_cast<int>(left) : 0;
 }
 
@@ -107,7 +108,8 @@ chunkd::Expected<Response, std::string> http_request(
   std::string last_error = "no address";
   int fd = -1;
   for (addrinfo* ai = found; ai != nullptr && fd < 0; ai = ai->ai_next) {
-    int s = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    int s =
+        ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (s < 0) continue;
     if (::connect(s, ai->ai_addr, ai->ai_addrlen) == 0 ||
         (errno == EINPROGRESS && wait_fd(s, POLLOUT, deadline))) {
@@ -161,13 +163,16 @@ chunkd::Expected<Response, std::string> http_request(
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n > 0) {
       raw.append(buf, static_cast<std::size_t>(n));
-      if (raw.size() > kMaxResponseBytes) return chunkd::unexpected<std::string>("response too large");
+      if (raw.size() > kMaxResponseBytes)
+        return chunkd::unexpected<std::string>("response too large");
     } else if (n == 0) {
       break;
     } else if (errno == EAGAIN || errno == EINTR) {
-      if (!wait_fd(fd, POLLIN, deadline)) return chunkd::unexpected<std::string>("response timed out");
+      if (!wait_fd(fd, POLLIN, deadline))
+        return chunkd::unexpected<std::string>("response timed out");
     } else {
-      return chunkd::unexpected<std::string>(std::string("receive failed: ") + std::strerror(errno));
+      return chunkd::unexpected<std::string>(std::string("receive failed: ") +
+                                             std::strerror(errno));
     }
   }
 

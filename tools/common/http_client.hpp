@@ -1,13 +1,13 @@
-// A minimal blocking HTTP/1.1 client for the tools (chunkctl, chunkload): one request per connection, Content-Length
-// bodies, bounded response size, plain http:// only (run chunkctl next to the daemon or through an
-// operator's TLS tunnel).
+// A minimal blocking HTTP/1.1 client for the tools (chunkctl, chunkload): one request per
+// connection, Content-Length bodies, bounded response size, plain http:// only (run chunkctl next
+// to the daemon or through an operator's TLS tunnel).
 #pragma once
 
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "protocol/expected.hpp"
+#include "base/expected.hpp"
 
 namespace chunkd::tools {
 

@@ -1,0 +1,40 @@
+// The MQTT transport: engine::Transport over io::MqttPool. A thing's replies go out on
+// pool.connection_for(thing) (a stable hash, so they stay in order); requests are what the pool's
+// subscriptions deliver; bytes in flight are the pool's queued bytes over every connection.
+//
+// Thread: loop thread only.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+
+#include "engine/transport.hpp"
+#include "io/mqtt_pool.hpp"
+
+namespace chunkd::engine {
+
+class MqttTransport final : public Transport {
+ public:
+  MqttTransport(uv_loop_t* loop, io::MqttOptions options);
+  ~MqttTransport() override;
+
+  Expected<void> start(RequestHandler on_request, ReadyHandler on_ready) override;
+  bool ready() const override;
+  using Transport::send;
+  SendResult send(std::string_view key, std::string_view topic,
+                  std::span<const std::span<const std::byte>> parts, int qos) override;
+  std::size_t bytes_in_flight() const override;
+  void on_writable(std::function<void()> callback) override;
+  TransportStats stats() const override;
+  void stop(int flush_timeout_ms, std::function<void()> done) override;
+
+  static SendResult map(io::PublishResult r);
+
+ private:
+  RequestHandler on_request_;
+  ReadyHandler on_ready_;
+  std::unique_ptr<io::MqttPool> pool_;
+};
+
+}  // namespace chunkd::engine
