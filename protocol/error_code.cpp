@@ -1,39 +1,37 @@
 #include "protocol/error_code.hpp"
 
+#include <array>
+#include <cstddef>
+
 namespace chunkd::protocol {
+namespace {
+
+// In the enum's order; a code added to the enum without its name here fails to compile.
+constexpr auto kNames = std::to_array<std::string_view>({
+    "InvalidTopic",
+    "InvalidJson",
+    "InvalidCbor",
+    "InvalidRequest",
+    "ResourceNotFound",
+    "VersionMismatch",
+    "BlockSizeOutOfBounds",
+    "OffsetOutOfBounds",
+    "BlockCountLimitExceeded",
+    "BlockBitmapLimitExceeded",
+    "Unauthorized",
+    "ETagMismatch",
+    "RequestThrottled",
+    "InternalError",
+});
+static_assert(kNames.size() == static_cast<std::size_t>(kErrorCodeCount));
+static_assert(kNames[static_cast<std::size_t>(ErrorCode::RequestThrottled)] == "RequestThrottled");
+static_assert(kNames[static_cast<std::size_t>(ErrorCode::InternalError)] == "InternalError");
+
+}  // namespace
 
 std::string_view to_string(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::InvalidTopic:
-      return "InvalidTopic";
-    case ErrorCode::InvalidJson:
-      return "InvalidJson";
-    case ErrorCode::InvalidCbor:
-      return "InvalidCbor";
-    case ErrorCode::InvalidRequest:
-      return "InvalidRequest";
-    case ErrorCode::ResourceNotFound:
-      return "ResourceNotFound";
-    case ErrorCode::VersionMismatch:
-      return "VersionMismatch";
-    case ErrorCode::BlockSizeOutOfBounds:
-      return "BlockSizeOutOfBounds";
-    case ErrorCode::OffsetOutOfBounds:
-      return "OffsetOutOfBounds";
-    case ErrorCode::BlockCountLimitExceeded:
-      return "BlockCountLimitExceeded";
-    case ErrorCode::BlockBitmapLimitExceeded:
-      return "BlockBitmapLimitExceeded";
-    case ErrorCode::Unauthorized:
-      return "Unauthorized";
-    case ErrorCode::ETagMismatch:
-      return "ETagMismatch";
-    case ErrorCode::RequestThrottled:
-      return "RequestThrottled";
-    case ErrorCode::InternalError:
-      return "InternalError";
-  }
-  return "InternalError";
+  const auto i = static_cast<std::size_t>(code);
+  return i < kNames.size() ? kNames[i] : kNames.back();
 }
 
 }  // namespace chunkd::protocol

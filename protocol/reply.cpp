@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "base/assert.hpp"
 #include "protocol/base64.hpp"
 
 namespace chunkd::protocol {
@@ -210,8 +211,11 @@ std::byte* put_cbor_text(std::byte* out, std::string_view text) {
 // Growable output for the rare replies (description, rejected): sized exactly up front.
 class Sink {
  public:
-  explicit Sink(std::size_t size) : bytes_(size) {}
-  char* chars() { return reinterpret_cast<char*>(bytes_.data()); }
+  explicit Sink(std::size_t size) : bytes_(size) { CHUNKD_ASSERT(size > 0); }
+  char* chars() {
+    CHUNKD_ASSERT(bytes_.data() != nullptr);  // sized > 0 at construction
+    return reinterpret_cast<char*>(bytes_.data());
+  }
   std::byte* data() { return bytes_.data(); }
   std::vector<std::byte> finish(const void* end) {
     bytes_.resize(static_cast<std::size_t>(static_cast<const std::byte*>(end) - bytes_.data()));

@@ -11,8 +11,7 @@
 //   thing name or stream id, names over 128 bytes) → Drop.
 #include "protocol/topic.hpp"
 
-#include <cassert>
-
+#include "base/assert.hpp"
 #include "simdjson.h"
 
 namespace chunkd::protocol {
@@ -76,7 +75,7 @@ bool valid_stream_id(std::string_view id) {
 }
 
 TopicCodec::TopicCodec(std::string prefix) : prefix_(std::move(prefix)) {
-  assert(valid_prefix(prefix_));
+  CHUNKD_ASSERT(valid_prefix(prefix_));  // REQUIRES: the config loader checked it
 }
 
 bool TopicCodec::valid_prefix(std::string_view prefix) {
