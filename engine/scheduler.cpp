@@ -2,23 +2,16 @@
 
 #include <algorithm>
 #include <deque>
-#include <unordered_map>
 #include <utility>
 
 #include "base/assert.hpp"
+#include "engine/thing_queues.hpp"
 #include "engine/token_bucket.hpp"
 
 namespace chunkd::engine {
 namespace {
 
 constexpr std::uint64_t kBackstopMs = 20;  // re-check paused publishing / read slots
-
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
-  }
-};
 
 // Handles are heap-allocated and freed in their close callbacks, which may run after the
 // Scheduler is gone; `done` runs once the last one closed.
@@ -46,7 +39,10 @@ void close_handle(uv_handle_t* h, CloseGroup* group) {
   });
 }
 
-ReadBounds read_bounds(SchedulerOptions& o) {
+// Fills in the bounds an option left at 0 and returns the read bounds.
+ReadBounds normalize(SchedulerOptions& o) {
+  if (o.blocks_per_turn == 0) o.blocks_per_turn = 1;
+  if (o.per_thing_queue_requests == 0) o.per_thing_queue_requests = 1;
   if (o.max_extent_reads < 1) o.max_extent_reads = 1;
   if (o.max_prefetch_reads >= o.max_extent_reads) o.max_prefetch_reads = o.max_extent_reads - 1;
   return ReadBounds{o.max_extent_reads, o.max_prefetch_reads};
@@ -55,16 +51,8 @@ ReadBounds read_bounds(SchedulerOptions& o) {
 }  // namespace
 
 struct Scheduler::Impl {
-  enum class State { Idle, Ready, Serving, WaitRead, WaitTokens, WaitGlobal, WaitSlot };
-
-  struct Thing {
-    std::string name;
-    std::deque<WorkItem> items;
-    State state = State::Idle;
-    RateLimit::Bucket bucket;
-    std::uint64_t ready_at_ms = 0;
-    bool in_idle_list = false;
-  };
+  using State = ThingQueues::State;
+  using Thing = ThingQueues::Thing;
 
   // How serving a thing's head went, for the round-robin pass.
   enum class Outcome { Progress, Parked, Blocked };
@@ -75,13 +63,10 @@ struct Scheduler::Impl {
         transport(t),
         clock(clk),
         options(o),
-        bounds(read_bounds(options)),
-        per_thing(options.per_thing_blocks_per_s),
+        bounds(normalize(options)),
         global(options.global_blocks_per_s),
-        queue_gauge(m.gauge("chunkd_queue_requests", "Requests queued for delivery, all things")),
-        things_gauge(m.gauge("chunkd_things_active", "Things with queued requests")) {
-    if (options.blocks_per_turn == 0) options.blocks_per_turn = 1;
-    if (options.per_thing_queue_requests == 0) options.per_thing_queue_requests = 1;
+        queues(clk, m, RateLimit(options.per_thing_blocks_per_s), options.per_thing_queue_requests,
+               options.global_queue_requests) {
     idle = new uv_idle_t;
     uv_idle_init(loop, idle);
     idle->data = this;
@@ -115,10 +100,8 @@ struct Scheduler::Impl {
   const Clock& clock;
   SchedulerOptions options;
   ReadBounds bounds;
-  RateLimit per_thing;
   RateLimit global;
-  Gauge& queue_gauge;
-  Gauge& things_gauge;
+  ThingQueues queues;
 
   std::shared_ptr<char> alive = std::make_shared<char>(0);
   uv_idle_t* idle = nullptr;
@@ -129,79 +112,15 @@ struct Scheduler::Impl {
   bool stopping = false;
   std::function<void()> stop_done;
 
-  std::unordered_map<std::string, std::unique_ptr<Thing>, StringHash, std::equal_to<>> things;
+  // Serving order: each thing with items is in exactly one of these, or Serving.
   std::deque<Thing*> ring;
   std::vector<Thing*> wait_tokens;
   std::deque<Thing*> wait_global;
   std::deque<Thing*> wait_slot;
-  struct IdleBucket {
-    Thing* thing;
-    std::uint64_t full_at_ms;
-  };
-  std::deque<IdleBucket> idle_buckets;
 
   RateLimit::Bucket global_bucket;
-  std::size_t total_items = 0;
-  std::size_t active = 0;  // things with items
   std::size_t demand_reads = 0;
-  std::uint64_t next_id = 1;
   bool paused = false;  // waiting for on_writable (or the in-flight bound to fall)
-
-  void update_gauges() {
-    queue_gauge.set(static_cast<double>(total_items));
-    things_gauge.set(static_cast<double>(active));
-  }
-
-  // ---- things and their queues ----
-
-  Thing& thing_for(std::string_view name) {
-    auto it = things.find(name);
-    if (it != things.end()) return *it->second;
-    auto t = std::make_unique<Thing>();
-    t->name = std::string(name);
-    t->bucket = per_thing.full(clock.now_ms());
-    Thing& ref = *t;
-    things.emplace(ref.name, std::move(t));
-    return ref;
-  }
-
-  Admit admit(Thing*& out, std::string_view name) {
-    if (stopping || closed) return Admit::Stopped;
-    sweep_idle_buckets();
-    auto it = things.find(name);
-    std::size_t mine = it == things.end() ? 0 : it->second->items.size();
-    if (mine >= options.per_thing_queue_requests || total_items >= options.global_queue_requests) {
-      return Admit::Throttled;
-    }
-    out = &thing_for(name);
-    return Admit::Ok;
-  }
-
-  WorkItem& push(Thing& t, WorkItem item) {
-    item.id = next_id++;
-    t.items.push_back(std::move(item));
-    total_items++;
-    if (t.items.size() == 1) active++;
-    CHUNKD_ASSERT(active <= total_items && total_items <= options.global_queue_requests);
-    update_gauges();
-    return t.items.back();
-  }
-
-  void pop_front(Thing& t) {
-    CHUNKD_ASSERT(!t.items.empty() && total_items > 0);
-    t.items.pop_front();
-    popped(t);
-  }
-
-  void popped(Thing& t) {
-    total_items--;
-    if (t.items.empty()) {
-      CHUNKD_ASSERT(active > 0);
-      active--;
-    }
-    CHUNKD_ASSERT(active <= total_items);
-    update_gauges();
-  }
 
   void make_ready(Thing& t) {
     t.state = State::Ready;
@@ -209,42 +128,18 @@ struct Scheduler::Impl {
     start_idle();
   }
 
-  // After serving `t`'s head: back of the ring, or idle (and forgotten unless its bucket must be
-  // remembered).
-  void requeue(Thing& t) {
-    if (!t.items.empty()) {
-      make_ready(t);
-      return;
-    }
-    t.state = State::Idle;
-    if (per_thing.on()) {
-      const std::uint64_t now = clock.now_ms();
-      per_thing.refill(t.bucket, now);
-      if (const std::uint64_t full_in = per_thing.full_in_ms(t.bucket); full_in > 0) {
-        if (!t.in_idle_list) {
-          t.in_idle_list = true;
-          idle_buckets.push_back({&t, now + full_in});
-        }
-        return;
-      }
-    }
-    if (!t.in_idle_list) things.erase(things.find(t.name));
+  Admit admit(Thing*& out, std::string_view name) {
+    if (stopping || closed) return Admit::Stopped;
+    out = queues.admit(name);
+    return out == nullptr ? Admit::Throttled : Admit::Ok;
   }
 
-  void sweep_idle_buckets() {
-    const std::uint64_t now = clock.now_ms();
-    while (!idle_buckets.empty() && idle_buckets.front().full_at_ms <= now) {
-      Thing* t = idle_buckets.front().thing;
-      idle_buckets.pop_front();
-      t->in_idle_list = false;
-      if (t->state != State::Idle || !t->items.empty()) continue;
-      per_thing.refill(t->bucket, now);
-      if (const std::uint64_t full_in = per_thing.full_in_ms(t->bucket); full_in > 0) {
-        t->in_idle_list = true;
-        idle_buckets.push_back({t, now + full_in});
-      } else {
-        things.erase(things.find(t->name));
-      }
+  // After serving `t`'s head: back of the ring, or retired.
+  void requeue(Thing& t) {
+    if (t.items.empty()) {
+      queues.retire(t);
+    } else {
+      make_ready(t);
     }
   }
 
@@ -316,6 +211,7 @@ struct Scheduler::Impl {
   // Parks `t` when a rate limit has no token for its next block.
   bool park_for_tokens(Thing& t, WorkItem& item) {
     const std::uint64_t now = clock.now_ms();
+    const RateLimit& per_thing = queues.per_thing();
     if (per_thing.on()) {
       per_thing.refill(t.bucket, now);
       if (t.bucket.tokens < 1.0) {
@@ -342,15 +238,15 @@ struct Scheduler::Impl {
     switch (served) {
       case Served::Sent:
         if (item.is_job) {
-          if (per_thing.on()) t.bucket.tokens -= 1.0;
+          if (queues.per_thing().on()) t.bucket.tokens -= 1.0;
           if (global.on()) global_bucket.tokens -= 1.0;
           item.started = true;
           if (++item.next < item.job.blocks.size()) return Outcome::Progress;
         }
-        pop_front(t);
+        queues.pop_front(t);
         return Outcome::Progress;
       case Served::Lost:
-        pop_front(t);
+        queues.pop_front(t);
         return Outcome::Progress;
       case Served::Backpressure:
         paused = true;
@@ -374,13 +270,11 @@ struct Scheduler::Impl {
     CHUNKD_ASSERT(demand_reads > 0);
     demand_reads--;
     wake_slot_waiters();  // a slot freed: parked things retry
-    auto it = things.find(name);
-    if (it == things.end()) return;
-    Thing& t = *it->second;
-    if (t.items.empty() || t.items.front().id != id) return;  // stale: that item is gone
-    if (t.items.front().pins.landed(extent, error, std::move(handle)) &&
-        t.state == State::WaitRead) {
-      make_ready(t);
+    Thing* t = queues.find(name);
+    if (t == nullptr || t->items.empty() || t->items.front().id != id) return;  // item gone
+    if (t->items.front().pins.landed(extent, error, std::move(handle)) &&
+        t->state == State::WaitRead) {
+      make_ready(*t);
     }
   }
 
@@ -459,15 +353,14 @@ struct Scheduler::Impl {
     }
     stopping = true;
     stop_done = std::move(done);
-    for (auto& [name, thing] : things) {
-      Thing& t = *thing;
+    queues.for_each([this](Thing& t) {
       std::size_t keep = 0;
       if (!t.items.empty()) {
         const WorkItem& head = t.items.front();
         if (!head.is_job || head.started) keep = 1;
       }
       while (t.items.size() > keep) drop_back(t);
-    }
+    });
     // Things left without items leave their wait lists lazily: serve_pass skips them.
     purge_empty_from_lists();
     uv_timer_start(
@@ -479,8 +372,7 @@ struct Scheduler::Impl {
   void drop_back(Thing& t) {
     CHUNKD_ASSERT(!t.items.empty());
     worker.dropped(t.items.back());
-    t.items.pop_back();
-    popped(t);
+    queues.pop_back(t);
   }
 
   void purge_empty_from_lists() {
@@ -489,24 +381,22 @@ struct Scheduler::Impl {
     std::erase_if(wait_tokens, empty);
     std::erase_if(wait_global, empty);
     std::erase_if(wait_slot, empty);
-    for (auto& [name, thing] : things) {
-      if (thing->items.empty()) thing->state = State::Idle;
-    }
+    queues.for_each([](Thing& t) {
+      if (t.items.empty()) t.state = State::Idle;
+    });
   }
 
   void stop_timeout() {
-    for (auto& [name, thing] : things) {
-      while (!thing->items.empty()) drop_back(*thing);
-    }
+    queues.for_each([this](Thing& t) {
+      while (!t.items.empty()) drop_back(t);
+    });
     purge_empty_from_lists();
     maybe_finish_stop();
   }
 
   void maybe_finish_stop() {
-    if (!stopping || closed || total_items > 0) return;
-    CHUNKD_ASSERT(active == 0);
-    things.clear();
-    idle_buckets.clear();
+    if (!stopping || closed || queues.total_items() > 0) return;
+    queues.clear();
     ring.clear();
     wait_tokens.clear();
     wait_global.clear();
@@ -528,17 +418,9 @@ struct Scheduler::Impl {
   }
 
   void check_invariants() const {
-    std::size_t items = 0;
-    std::size_t with_items = 0;
-    for (const auto& [name, thing] : things) {
-      CHUNKD_ASSERT(name == thing->name);
-      items += thing->items.size();
-      if (!thing->items.empty()) with_items++;
-      CHUNKD_ASSERT(thing->items.size() <= options.per_thing_queue_requests);
-    }
-    CHUNKD_ASSERT(items == total_items);
-    CHUNKD_ASSERT(with_items == active);
-    CHUNKD_ASSERT(total_items <= options.global_queue_requests);
+    queues.check_invariants();
+    std::size_t listed = ring.size() + wait_tokens.size() + wait_global.size() + wait_slot.size();
+    CHUNKD_ASSERT(listed <= queues.active_things());
   }
 };
 
@@ -557,7 +439,7 @@ Scheduler::Admit Scheduler::submit(BlockJob job) {
   item.is_job = true;
   item.job = std::move(job);
   const bool was_idle = t->state == Impl::State::Idle;
-  WorkItem& queued = impl_->push(*t, std::move(item));
+  WorkItem& queued = impl_->queues.push(*t, std::move(item));
   impl_->worker.queued(queued, impl_->bounds);
   if (was_idle) impl_->make_ready(*t);
   return Admit::Ok;
@@ -572,7 +454,7 @@ Scheduler::Admit Scheduler::post(std::string_view thing, std::string topic,
   item.topic = std::move(topic);
   item.payload = std::move(payload);
   const bool was_idle = t->state == Impl::State::Idle;
-  impl_->push(*t, std::move(item));
+  impl_->queues.push(*t, std::move(item));
   if (was_idle) impl_->make_ready(*t);
   return Admit::Ok;
 }
@@ -586,8 +468,8 @@ void Scheduler::stop(int timeout_ms, std::function<void()> done) {
   impl_->stop(timeout_ms, std::move(done));
 }
 
-std::size_t Scheduler::queued_requests() const { return impl_->total_items; }
-std::size_t Scheduler::active_things() const { return impl_->active; }
+std::size_t Scheduler::queued_requests() const { return impl_->queues.total_items(); }
+std::size_t Scheduler::active_things() const { return impl_->queues.active_things(); }
 std::size_t Scheduler::reads_in_flight() const { return impl_->demand_reads; }
 bool Scheduler::paused() const { return impl_->paused; }
 void Scheduler::check_invariants() const { impl_->check_invariants(); }

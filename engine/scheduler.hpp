@@ -3,11 +3,11 @@
 // (pin extents, encode, send, count) and says how it went (ServeResult). It never encodes, reads
 // or sends itself.
 //
-// What it owns: one FIFO per thing with work, holding GetStream jobs (a block list) and ready
-// messages (descriptions, rejections) in arrival order, so everything a thing is sent stays in the
-// order its requests came. Bounds: `per_thing_queue_requests` items per thing and
-// `global_queue_requests` items in all; submit()/post() over a bound return Admit::Throttled and
-// queue nothing (the caller answers RequestThrottled at once, out of band).
+// What it owns: one FIFO per thing with work (engine/thing_queues.hpp), holding GetStream jobs (a
+// block list) and ready messages (descriptions, rejections) in arrival order, so everything a thing
+// is sent stays in the order its requests came. Bounds: `per_thing_queue_requests` items per thing
+// and `global_queue_requests` items in all; submit()/post() over a bound return Admit::Throttled
+// and queue nothing (the caller answers RequestThrottled at once, out of band).
 //
 // Serving (from a uv_idle_t while there is runnable work, at most `blocks_per_turn` items per loop
 // turn, so the loop keeps polling sockets in between; no recursion): things with runnable work
