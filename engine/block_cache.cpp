@@ -5,7 +5,6 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <list>
 #include <map>
@@ -13,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/assert.hpp"
 #include "engine/content_store.hpp"
 
 namespace chunkd::engine {
@@ -208,7 +208,8 @@ struct BlockCache::Impl {
   }
 
   void evict(Entry* e) {
-    assert(e->ready && e->refs == 0 && e->in_lru);
+    CHUNKD_ASSERT(e->ready && e->refs == 0 && e->in_lru);
+    CHUNKD_ASSERT(self.charged_bytes_ >= e->buffer_bytes);
     e->unlink();
     e->in_lru = false;
     evictions.inc();
@@ -236,6 +237,7 @@ struct BlockCache::Impl {
       Buffer b = std::move(same.back());
       same.pop_back();
       self.charged_bytes_ += size;
+      CHUNKD_ASSERT(self.charged_bytes_ <= self.allocated_bytes_);
       return b;
     }
     // Make room among free buffers of other sizes before allocating.
@@ -257,6 +259,8 @@ struct BlockCache::Impl {
     }
     self.allocated_bytes_ += size;
     self.charged_bytes_ += size;
+    CHUNKD_ASSERT(self.charged_bytes_ <= self.allocated_bytes_ &&
+                  self.allocated_bytes_ <= limit_bytes());
     return b;
   }
 
@@ -354,6 +358,7 @@ struct BlockCache::Impl {
   std::error_code complete(const std::shared_ptr<ReadState>& read, std::error_code err,
                            std::size_t n) {
     Entry* e = read->entry;
+    CHUNKD_ASSERT(e != nullptr && !e->ready && self.reads_in_flight_ > 0);
     self.reads_in_flight_--;
     read->file.reset();
     e->read.reset();
@@ -394,7 +399,10 @@ BlockCache::Handle::Handle(BlockCache* cache, Entry* entry) : cache_(cache), ent
 }
 
 BlockCache::Handle::Handle(const Handle& other) : cache_(other.cache_), entry_(other.entry_) {
-  if (entry_ != nullptr) entry_->refs++;
+  if (entry_ != nullptr) {
+    CHUNKD_ASSERT(entry_->refs > 0);  // a live handle already pins it
+    entry_->refs++;
+  }
 }
 
 BlockCache::Handle::Handle(Handle&& other) noexcept
@@ -407,12 +415,12 @@ BlockCache::Handle& BlockCache::Handle::operator=(Handle other) noexcept {
 }
 
 std::span<const std::byte> BlockCache::Handle::bytes() const {
-  assert(entry_ != nullptr);
+  CHUNKD_ASSERT(entry_ != nullptr && entry_->ready);
   return {entry_->buffer.get(), entry_->length};
 }
 
 std::uint32_t BlockCache::Handle::extent_index() const {
-  assert(entry_ != nullptr);
+  CHUNKD_ASSERT(entry_ != nullptr);
   return entry_->key.index;
 }
 
@@ -430,7 +438,7 @@ BlockCache::BlockCache(io::FileReader& reader, Metrics& metrics, BlockCacheOptio
     : impl_(std::make_unique<Impl>(*this, reader, metrics, std::move(options))) {}
 
 BlockCache::~BlockCache() {
-  assert(pinned_entries_ == 0 && "BlockCache destroyed with pinned handles");
+  CHUNKD_ASSERT(pinned_entries_ == 0);  // every Handle is released before the cache goes
   for (auto& [key, e] : impl_->entries) {
     if (e->read) {
       e->read->cache = nullptr;  // the callback frees buffer and descriptor when it runs
@@ -450,7 +458,7 @@ std::uint64_t BlockCache::extent_count(const io::StoredFile& file) {
 }
 
 void BlockCache::unpin(Entry* e) {
-  assert(e->refs > 0);
+  CHUNKD_ASSERT(e->refs > 0 && pinned_entries_ > 0);
   if (--e->refs > 0) return;
   pinned_entries_--;
   e->insert_before(&impl_->lru);  // most recently used at the back
@@ -525,6 +533,34 @@ void BlockCache::close() {
 }
 
 std::size_t BlockCache::cached_entries() const { return impl_->ready_entries; }
+
+void BlockCache::check_invariants() const {
+  std::size_t charged = 0;
+  std::size_t pinned = 0;
+  std::size_t ready = 0;
+  std::size_t reading = 0;
+  for (const auto& [key, e] : impl_->entries) {
+    CHUNKD_ASSERT(key == e->key);
+    charged += e->buffer_bytes;
+    if (e->refs > 0) pinned++;
+    CHUNKD_ASSERT(e->in_lru == (e->ready && e->refs == 0));
+    if (e->ready) {
+      ready++;
+      CHUNKD_ASSERT(e->buffer != nullptr && e->length <= e->buffer_bytes && !e->read);
+    } else {
+      reading++;
+      CHUNKD_ASSERT(e->refs == 0 && e->read != nullptr);
+    }
+  }
+  CHUNKD_ASSERT(charged == charged_bytes_);
+  CHUNKD_ASSERT(pinned == pinned_entries_);
+  CHUNKD_ASSERT(ready == impl_->ready_entries);
+  CHUNKD_ASSERT(reading == reads_in_flight_);
+  CHUNKD_ASSERT(charged_bytes_ <= allocated_bytes_ && allocated_bytes_ <= impl_->limit_bytes());
+  std::size_t unpinned = 0;
+  for (const LruLink* l = impl_->lru.next; l != &impl_->lru; l = l->next) unpinned++;
+  CHUNKD_ASSERT(unpinned + pinned == ready);
+}
 std::size_t BlockCache::open_files() const { return impl_->files.size(); }
 
 }  // namespace chunkd::engine

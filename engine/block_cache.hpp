@@ -132,6 +132,10 @@ class BlockCache {
   std::size_t pinned_entries() const { return pinned_entries_; }
   std::size_t cached_entries() const;  // ready entries
   std::size_t open_files() const;
+  // Recounts every entry (O(entries)) and aborts when the counters above, the LRU or the memory
+  // bound disagree with them: charged == sum of cached and reading extents' buffers <= allocated
+  // <= capacity_bytes + overcommit_bytes; pinned == entries with refs > 0. For tests and checks.
+  void check_invariants() const;
 
  private:
   struct Impl;

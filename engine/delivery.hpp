@@ -1,14 +1,22 @@
 // The data plane: GetStream and DescribeStream requests in, blocks and descriptions out.
 //
-// Path of a request: MQTT message → topic parse + decode (protocol/) → stream/file/version checks
-// against the Catalog → block selection → a job queued per thing in the Scheduler (round-robin
-// across things, bounded per-thing and global queues, per-thing and global block rates, and
-// publish backpressure) → each block a slice of a BlockCache extent (read with the FileReader on
-// a miss, checked against the manifest) → encoded (CBOR: a header, the extent slices following it
-// uncopied; JSON: base64 into a pooled buffer) → published on the thing's connection. Over any
-// bound a request is answered RequestThrottled, never dropped silently.
+// Path of a request, always forward:
+//   Transport → Delivery::on_message (engine/delivery.cpp: topic parse + decode in protocol/,
+//   stream/file/version checks against the Catalog, block selection)
+//   → Scheduler::submit/post (engine/scheduler.cpp: per-thing FIFOs, round-robin, quanta, rate
+//   limits, queue bounds, backpressure pause)
+//   → Worker::serve on BlockServer (engine/block_server.cpp: pins the block's BlockCache extents,
+//   reading a miss with the FileReader, checked against the manifest; encodes it — CBOR: a
+//   header, the extent slices following it uncopied; JSON: base64 into a reused buffer; sends it
+//   with Transport::send; counts it) → a ServeResult back to the scheduler, which moves on.
+// Over any bound a request is answered RequestThrottled at once (BlockServer::send_now), never
+// dropped silently. Errors map to rejection codes in one table (engine/reply_errors.hpp); every
+// metric is registered once (engine/delivery_metrics.hpp).
 //
-// Thread: loop thread only. Construct after the pool, call on_message from the pool's handler.
+// Owns the BlockCache, the BlockServer and the Scheduler. Thread: loop thread only. REQUIRES:
+// catalog, reader, transport, metrics and clock outlive it; construct after the transport and
+// call on_message from its request handler; options.topic_prefix is valid
+// (protocol::TopicCodec::valid_prefix).
 #pragma once
 
 #include <uv.h>
