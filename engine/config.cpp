@@ -10,9 +10,12 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <vector>
 
+#include "engine/config_values.hpp"
 #include "io/log.hpp"
 #include "protocol/topic.hpp"
 
@@ -20,36 +23,66 @@ namespace chunkd::engine {
 namespace {
 
 using Result = Expected<Config, std::string>;
+using config_values::absolute_path;
+using config_values::has_control_chars;
+using config_values::parse_listen;
+using config_values::read_first_line;
+using config_values::readable_file;
+using config_values::valid_bucket_name;
 
-// The keys each section accepts ([buckets] takes any bucket name).
+// The keys each section accepts ([buckets] takes any bucket name), by their current names.
 const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
   static const std::map<std::string, std::set<std::string>, std::less<>> keys = {
       {"mqtt",
        {"uri", "client_id", "connections", "username", "password_file", "ca_file", "cert_file",
-        "key_file", "qos", "topic_prefix", "keepalive_s", "max_queued_mb"}},
+        "key_file", "qos", "topic_prefix", "keepalive_s", "max_queued_mib"}},
       {"control",
        {"listen", "token_file", "allow_insecure_listen", "max_body_bytes", "max_connections",
         "idle_timeout_ms", "request_timeout_ms", "max_concurrent_ingests"}},
-      {"storage", {"data_dir", "extent_kb", "max_streams"}},
+      {"storage", {"data_dir", "extent_kib", "max_streams"}},
       {"buckets", {}},
-      {"cache", {"capacity_mb"}},
+      {"cache", {"capacity_mib"}},
       {"delivery",
-       {"relax_version_check", "per_thing_queue", "global_queue", "per_thing_blocks_per_s",
-        "global_blocks_per_s", "max_bytes_in_flight_mb", "quantum_kib", "max_open_files"}},
+       {"relax_version_check", "per_thing_queue_requests", "global_queue_requests",
+        "per_thing_blocks_per_s", "global_blocks_per_s", "max_publish_in_flight_mib", "quantum_kib",
+        "max_open_files"}},
       {"log", {"level"}},
   };
   return keys;
 }
 
-std::string absolute_path(const std::string& path, const std::string& base_dir) {
-  if (!path.empty() && path.front() == '/') return path;
-  std::string out = base_dir;
-  if (out.empty() || out.back() != '/') out += '/';
-  std::string_view rest = path;
-  while (rest.substr(0, 2) == "./") rest.remove_prefix(2);
-  out += rest;
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  return out;
+// Keys renamed to say their unit (or what they count). The old name is read as the new one, with
+// a warning, for one release; then it goes from this table and becomes an unknown key.
+struct Rename {
+  std::string_view section;
+  std::string_view old_key;
+  std::string_view new_key;
+};
+constexpr Rename kRenames[] = {
+    {"mqtt", "max_queued_mb", "max_queued_mib"},
+    {"storage", "extent_kb", "extent_kib"},
+    {"cache", "capacity_mb", "capacity_mib"},
+    {"delivery", "per_thing_queue", "per_thing_queue_requests"},
+    {"delivery", "global_queue", "global_queue_requests"},
+    {"delivery", "max_bytes_in_flight_mb", "max_publish_in_flight_mib"},
+};
+
+const Rename* rename_of_old(std::string_view section, std::string_view key) {
+  for (const Rename& r : kRenames) {
+    if (r.section == section && r.old_key == key) return &r;
+  }
+  return nullptr;
+}
+
+const Rename* rename_of_new(std::string_view section, std::string_view key) {
+  for (const Rename& r : kRenames) {
+    if (r.section == section && r.new_key == key) return &r;
+  }
+  return nullptr;
+}
+
+std::string dotted(std::string_view section, std::string_view key) {
+  return std::string(section) + "." + std::string(key);
 }
 
 std::string type_name(const toml::node& node) {
@@ -77,30 +110,45 @@ class Section {
   Section(const toml::table* table, std::string name, std::string& error)
       : table_(table), name_(std::move(name)), error_(error) {}
 
+  // The key's node under its current name or, failing that, its deprecated one.
   const toml::node* node(std::string_view key) const {
-    return table_ == nullptr ? nullptr : table_->get(key);
+    if (table_ == nullptr) return nullptr;
+    if (const toml::node* n = table_->get(key)) return n;
+    const Rename* r = rename_of_new(name_, key);
+    return r == nullptr ? nullptr : table_->get(r->old_key);
   }
-  std::string key_name(std::string_view key) const { return name_ + "." + std::string(key); }
+  // The key as the file spells it, so a message names what the operator wrote.
+  std::string key_name(std::string_view key) const {
+    const Rename* r = rename_of_new(name_, key);
+    if (r != nullptr && table_ != nullptr && table_->get(key) == nullptr &&
+        table_->get(r->old_key) != nullptr) {
+      return dotted(name_, r->old_key);
+    }
+    return dotted(name_, key);
+  }
+  const std::string& name() const { return name_; }
+  bool failed() const { return !error_.empty(); }
   void fail(std::string_view key, const std::string& message) {
     if (error_.empty()) error_ = key_name(key) + ": " + message;
   }
 
-  template <class T>
-  void integer(std::string_view key, T& out, std::int64_t min, std::int64_t max) {
+  // Returns true when the key is present and valid.
+  bool integer(std::string_view key, std::int64_t& out, std::int64_t min, std::int64_t max) {
     const toml::node* n = node(key);
-    if (n == nullptr) return;
+    if (n == nullptr) return false;
     std::string range =
         "must be an integer between " + std::to_string(min) + " and " + std::to_string(max);
     if (!n->is_integer()) {
       fail(key, range + " (got " + type_name(*n) + ")");
-      return;
+      return false;
     }
     std::int64_t v = n->as_integer()->get();
     if (v < min || v > max) {
       fail(key, range + " (got " + std::to_string(v) + ")");
-      return;
+      return false;
     }
-    out = static_cast<T>(v);
+    out = v;
+    return true;
   }
   void number(std::string_view key, double& out, double min, double max) {
     const toml::node* n = node(key);
@@ -150,44 +198,6 @@ class Section {
   std::string& error_;
 };
 
-bool has_control_chars(std::string_view s) {
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return true;
-  }
-  return false;
-}
-
-// "host:port" or "[v6]:port" with an IP literal host.
-bool parse_listen(const std::string& text, std::string& host, std::uint16_t& port) {
-  std::string port_text;
-  if (!text.empty() && text.front() == '[') {
-    std::size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return false;
-    }
-    host = text.substr(1, close - 1);
-    port_text = text.substr(close + 2);
-    in6_addr a6{};
-    if (inet_pton(AF_INET6, host.c_str(), &a6) != 1) return false;
-  } else {
-    std::size_t colon = text.rfind(':');
-    if (colon == std::string::npos) return false;
-    host = text.substr(0, colon);
-    port_text = text.substr(colon + 1);
-    in_addr a4{};
-    if (inet_pton(AF_INET, host.c_str(), &a4) != 1) return false;
-  }
-  if (port_text.empty() || port_text.size() > 5) return false;
-  unsigned value = 0;
-  for (char c : port_text) {
-    if (c < '0' || c > '9') return false;
-    value = value * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (value > 65535) return false;
-  port = static_cast<std::uint16_t>(value);
-  return true;
-}
-
 bool parse_mqtt_uri(const std::string& uri, bool& tls) {
   std::string rest;
   if (uri.rfind("tcp://", 0) == 0) {
@@ -229,244 +239,311 @@ bool parse_mqtt_uri(const std::string& uri, bool& tls) {
   return true;
 }
 
-// First line of a small secret file, surrounding whitespace trimmed.
-bool read_first_line(const std::string& path, std::string& out, std::string& problem) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    problem = "cannot read " + path + ": " + std::strerror(errno);
-    return false;
-  }
-  std::string line;
-  std::getline(in, line);
-  const char* ws = " \t\r\n\v\f";
-  std::size_t first = line.find_first_not_of(ws);
-  if (first == std::string::npos) {
-    out.clear();
-    return true;
-  }
-  std::size_t last = line.find_last_not_of(ws);
-  out = line.substr(first, last - first + 1);
-  return true;
+// The numeric keys: bounds in the key's unit, and where the value goes (converted to the member's
+// unit by `unit`). Keys needing more than a range are read by the section's step below.
+// The key's unit, as the shift that converts it to the member's (bytes); Same: no conversion.
+enum class Unit : unsigned { Same = 0, KiB = 10, MiB = 20 };
+
+struct IntegerKey {
+  std::string_view section;
+  std::string_view key;
+  std::int64_t min;
+  std::int64_t max;
+  Unit unit;
+  void (*set)(Config& c, std::uint64_t value);  // value in the member's unit
+  bool power_of_two = false;
+};
+
+template <class T>
+T narrow(std::uint64_t v) {
+  return static_cast<T>(v);  // the bounds above make it fit
 }
 
-bool readable_file(const std::string& path, std::string& problem) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    problem = "cannot read " + path + ": " + std::strerror(errno);
-    return false;
+// clang-format off
+constexpr IntegerKey kIntegerKeys[] = {
+    {"mqtt", "connections", 1, 64, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.mqtt.connections = v; }},
+    {"mqtt", "qos", 0, 1, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.mqtt.subscribe_qos = c.delivery.qos = narrow<int>(v); }},
+    {"mqtt", "keepalive_s", 5, 3600, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.mqtt.keepalive_s = narrow<int>(v); }},
+    {"mqtt", "max_queued_mib", 1, 4096, Unit::MiB,
+     [](Config& c, std::uint64_t v) { c.mqtt.max_queued_bytes = v; }},
+    {"control", "max_body_bytes", 1024, 64 << 20, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.control.http.max_body_bytes = v; }},
+    {"control", "max_connections", 1, 65536, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.control.http.max_connections = v; }},
+    {"control", "idle_timeout_ms", 100, 3600000, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.control.http.idle_timeout_ms = narrow<int>(v); }},
+    {"control", "request_timeout_ms", 100, 600000, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.control.http.request_timeout_ms = narrow<int>(v); }},
+    {"control", "max_concurrent_ingests", 1, 64, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.control.service.max_concurrent_ingests = v; }},
+    {"storage", "extent_kib", 64, 4096, Unit::KiB,
+     [](Config& c, std::uint64_t v) { c.store.extent_bytes = narrow<std::uint32_t>(v); }, true},
+    {"storage", "max_streams", 1, 1000000, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.control.service.max_streams = v; }},
+    {"cache", "capacity_mib", 1, 1 << 20, Unit::MiB,
+     [](Config& c, std::uint64_t v) { c.delivery.cache_capacity_bytes = v; }},
+    {"delivery", "per_thing_queue_requests", 1, 4096, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.delivery.per_thing_queue_requests = v; }},
+    {"delivery", "global_queue_requests", 1, 1000000, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.delivery.global_queue_requests = v; }},
+    {"delivery", "max_publish_in_flight_mib", 1, 4096, Unit::MiB,
+     [](Config& c, std::uint64_t v) { c.delivery.max_publish_bytes_in_flight = v; }},
+    {"delivery", "quantum_kib", 1, 4096, Unit::KiB,
+     [](Config& c, std::uint64_t v) { c.delivery.quantum_bytes = v; }},
+    {"delivery", "max_open_files", 1, 65536, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.delivery.max_open_files = v; }},
+};
+
+struct NumberKey {
+  std::string_view section;
+  std::string_view key;
+  double min;
+  double max;
+  double DeliveryOptions::*member;
+};
+
+constexpr NumberKey kNumberKeys[] = {
+    {"delivery", "per_thing_blocks_per_s", 0, 1e9, &DeliveryOptions::per_thing_blocks_per_s},
+    {"delivery", "global_blocks_per_s", 0, 1e9, &DeliveryOptions::global_blocks_per_s},
+};
+// clang-format on
+
+// Reads the table's keys of section `s`.
+void read_numeric_keys(Section& s, Config& c) {
+  for (const IntegerKey& k : kIntegerKeys) {
+    std::int64_t v = 0;
+    if (k.section != s.name() || !s.integer(k.key, v, k.min, k.max)) continue;
+    if (k.power_of_two && (v & (v - 1)) != 0) {
+      s.fail(k.key, "must be a power of two (got " + std::to_string(v) + ")");
+      continue;
+    }
+    k.set(c, static_cast<std::uint64_t>(v) << static_cast<unsigned>(k.unit));
   }
-  if (!S_ISREG(st.st_mode)) {
-    problem = path + " is not a regular file";
-    return false;
+  for (const NumberKey& k : kNumberKeys) {
+    if (k.section == s.name()) s.number(k.key, c.delivery.*k.member, k.min, k.max);
   }
-  if (::access(path.c_str(), R_OK) != 0) {
-    problem = "cannot read " + path + ": " + std::strerror(errno);
-    return false;
-  }
-  return true;
 }
 
-bool valid_bucket_name(std::string_view name) {
-  if (name.empty() || name.size() > 255) return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-Result validate(const toml::table& root, const std::string& config_dir) {
-  std::string error;
-  // Unknown sections and keys first, so a typo is reported as such, not as a missing default.
+// Unknown sections and keys, and renamed keys given twice. Done first, so a typo is reported as
+// such, not as a missing default.
+std::optional<std::string> check_keys(const toml::table& root, std::vector<std::string>& warnings) {
   for (const auto& [key, node] : root) {
     auto section = known_keys().find(key.str());
-    if (section == known_keys().end()) return unexpected("unknown key: " + std::string(key.str()));
+    if (section == known_keys().end()) return "unknown key: " + std::string(key.str());
     if (!node.is_table()) {
-      return unexpected(std::string(key.str()) + ": must be a table ([" + std::string(key.str()) +
-                        "])");
+      return std::string(key.str()) + ": must be a table ([" + std::string(key.str()) + "])";
     }
     if (section->first == "buckets") continue;
     for (const auto& [sub, subnode] : *node.as_table()) {
       (void)subnode;
-      if (section->second.count(std::string(sub.str())) == 0) {
-        return unexpected("unknown key: " + std::string(key.str()) + "." + std::string(sub.str()));
+      if (section->second.count(std::string(sub.str())) == 0 &&
+          rename_of_old(section->first, sub.str()) == nullptr) {
+        return "unknown key: " + dotted(section->first, sub.str());
       }
     }
   }
+  for (const Rename& r : kRenames) {
+    const toml::table* table = root[r.section].as_table();
+    if (table == nullptr || table->get(r.old_key) == nullptr) continue;
+    std::string old_name = dotted(r.section, r.old_key);
+    std::string new_name = dotted(r.section, r.new_key);
+    if (table->get(r.new_key) != nullptr) {
+      return old_name + " and " + new_name + " are the same setting: keep only " + new_name + " (" +
+             old_name + " is its deprecated name)";
+    }
+    warnings.push_back(old_name + " is deprecated: rename it to " + new_name +
+                       " (same value and unit); the old name goes in the next release");
+  }
+  return std::nullopt;
+}
 
+// A file path key, made absolute. Returns true when present and non-empty.
+bool path_key(Section& s, std::string_view key, std::string& out, const std::string& config_dir) {
+  if (!s.string(key, out) || out.empty()) return false;
+  out = absolute_path(out, config_dir);
+  return true;
+}
+
+void read_mqtt_endpoint(Section& s, Config& c, bool& tls) {
+  s.string("uri", c.mqtt.uri);
+  if (!parse_mqtt_uri(c.mqtt.uri, tls)) {
+    s.fail("uri", "must be tcp://host:port or ssl://host:port (got \"" + c.mqtt.uri + "\")");
+  }
+  if (s.string("client_id", c.mqtt.client_id) &&
+      (c.mqtt.client_id.empty() || c.mqtt.client_id.size() > 200 ||
+       has_control_chars(c.mqtt.client_id))) {
+    s.fail("client_id", "must be 1 to 200 printable characters");
+  }
+  if (s.string("topic_prefix", c.delivery.topic_prefix) &&
+      !protocol::TopicCodec::valid_prefix(c.delivery.topic_prefix)) {
+    s.fail("topic_prefix", "must be a non-empty topic without '+', '#' or a trailing '/'");
+  }
+}
+
+void read_mqtt_credentials(Section& s, Config& c, bool tls, const std::string& config_dir) {
+  s.string("username", c.mqtt.username);
+  if (path_key(s, "password_file", c.mqtt_password_file, config_dir)) {
+    std::string problem;
+    if (!read_first_line(c.mqtt_password_file, c.mqtt.password, problem)) {
+      s.fail("password_file", problem);
+    } else if (c.mqtt.username.empty()) {
+      s.fail("password_file", "needs mqtt.username");
+    }
+  }
+  for (auto [key, field] :
+       {std::pair{"ca_file", &c.mqtt.ca_file}, std::pair{"cert_file", &c.mqtt.cert_file},
+        std::pair{"key_file", &c.mqtt.key_file}}) {
+    if (!path_key(s, key, *field, config_dir)) continue;
+    std::string problem;
+    if (!tls) {
+      s.fail(key, "needs an ssl:// mqtt.uri");
+    } else if (!readable_file(*field, problem)) {
+      s.fail(key, problem);
+    }
+  }
+  if (c.mqtt.cert_file.empty() != c.mqtt.key_file.empty()) {
+    s.fail(c.mqtt.cert_file.empty() ? "cert_file" : "key_file",
+           "cert_file and key_file go together");
+  }
+}
+
+void read_mqtt(Section& s, Config& c, const std::string& config_dir) {
+  bool tls = false;
+  read_mqtt_endpoint(s, c, tls);
+  read_mqtt_credentials(s, c, tls, config_dir);
+  read_numeric_keys(s, c);
+}
+
+void read_control(Section& s, Config& c, const std::string& config_dir) {
+  Config::Control& control = c.control;
+  s.string("listen", control.listen);
+  if (!parse_listen(control.listen, control.listen_host, control.listen_port)) {
+    s.fail("listen", "must be an IP address and port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"");
+  }
+  std::string& token = control.service.token;
+  if (path_key(s, "token_file", control.token_file, config_dir)) {
+    std::string problem;
+    if (!read_first_line(control.token_file, token, problem)) {
+      s.fail("token_file", problem);
+    } else if (token.empty()) {
+      s.fail("token_file", control.token_file + " holds no token (its first line is empty)");
+    }
+  }
+  s.boolean("allow_insecure_listen", control.allow_insecure_listen);
+  read_numeric_keys(s, c);
+  if (!s.failed() && control.token_file.empty() && !control.allow_insecure_listen &&
+      !is_loopback_host(control.listen_host)) {
+    s.fail("listen",
+           control.listen +
+               " is not a loopback address and control.token_file is empty: set a token_file, "
+               "listen on 127.0.0.1, or set control.allow_insecure_listen = true");
+  }
+}
+
+void read_storage(Section& s, Config& c, const std::string& config_dir) {
+  std::string& data_dir = c.store.data_dir;
+  if (s.string("data_dir", data_dir)) {
+    if (data_dir.empty()) {
+      s.fail("data_dir", "must not be empty");
+    } else {
+      data_dir = absolute_path(data_dir, config_dir);
+    }
+  }
+  struct stat st {};
+  if (!s.failed() && ::stat(data_dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+    s.fail("data_dir", data_dir + " exists and is not a directory");
+  }
+  read_numeric_keys(s, c);
+}
+
+// The directory of bucket `name`, or the problem with it.
+Expected<std::string, std::string> bucket_dir(const std::string& name, const toml::node& node,
+                                              const std::string& config_dir) {
+  if (!valid_bucket_name(name))
+    return unexpected(std::string("a bucket name is 1 to 255 of [a-zA-Z0-9._-]"));
+  if (!node.is_string() || node.as_string()->get().empty()) {
+    return unexpected(std::string("must be a directory path (a non-empty string)"));
+  }
+  std::string dir = absolute_path(node.as_string()->get(), config_dir);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return unexpected(dir + ": " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return unexpected(dir + " is not a directory");
+  return dir;
+}
+
+void read_buckets(const toml::table* buckets, Config& c, const std::string& config_dir,
+                  std::string& error) {
+  if (buckets == nullptr) return;
+  for (const auto& [key, node] : *buckets) {
+    std::string name(key.str());
+    auto dir = bucket_dir(name, node, config_dir);
+    if (!dir) {
+      if (error.empty()) error = "buckets." + name + ": " + dir.error();
+      continue;
+    }
+    c.control.service.buckets.emplace(std::move(name), std::move(*dir));
+  }
+}
+
+void read_delivery(Section& s, Config& c) {
+  s.boolean("relax_version_check", c.delivery.relax_version_check);
+  read_numeric_keys(s, c);
+}
+
+void read_log(Section& s, Config& c) {
+  std::string level;
+  if (s.string("level", level) && !io::parse_log_level(level, c.log_level)) {
+    s.fail("level", "must be one of debug, info, warn, error (got \"" + level + "\")");
+  }
+}
+
+// Values one section sets for modules configured by another.
+void share_values(Config& c) {
+  c.delivery.data_dir = c.store.data_dir;
+  protocol::TopicCodec codec(c.delivery.topic_prefix);
+  c.mqtt.subscriptions = {codec.subscription(protocol::Verb::Get),
+                          codec.subscription(protocol::Verb::Describe)};
+}
+
+Result validate(const toml::table& root, const std::string& config_dir) {
   Config c;
-  c.storage.data_dir = absolute_path("var/chunkd", config_dir);
+  if (auto problem = check_keys(root, c.warnings)) return unexpected(std::move(*problem));
+  c.store.data_dir = absolute_path("var/chunkd", config_dir);
 
-  // [mqtt]
+  std::string error;
+  const auto section = [&](const char* name) {
+    return Section(root[name].as_table(), name, error);
+  };
   {
-    Section s(root["mqtt"].as_table(), "mqtt", error);
-    bool tls = false;
-    s.string("uri", c.mqtt.uri);
-    if (!parse_mqtt_uri(c.mqtt.uri, tls)) {
-      s.fail("uri", "must be tcp://host:port or ssl://host:port (got \"" + c.mqtt.uri + "\")");
-    }
-    if (s.string("client_id", c.mqtt.client_id) &&
-        (c.mqtt.client_id.empty() || c.mqtt.client_id.size() > 200 ||
-         has_control_chars(c.mqtt.client_id))) {
-      s.fail("client_id", "must be 1 to 200 printable characters");
-    }
-    s.integer("connections", c.mqtt.connections, 1, 64);
-    s.string("username", c.mqtt.username);
-    if (s.string("password_file", c.mqtt.password_file) && !c.mqtt.password_file.empty()) {
-      c.mqtt.password_file = absolute_path(c.mqtt.password_file, config_dir);
-      std::string problem;
-      if (!read_first_line(c.mqtt.password_file, c.mqtt.password, problem)) {
-        s.fail("password_file", problem);
-      } else if (c.mqtt.username.empty()) {
-        s.fail("password_file", "needs mqtt.username");
-      }
-    }
-    for (auto [key, field] :
-         {std::pair{"ca_file", &c.mqtt.ca_file}, std::pair{"cert_file", &c.mqtt.cert_file},
-          std::pair{"key_file", &c.mqtt.key_file}}) {
-      if (!s.string(key, *field) || field->empty()) continue;
-      *field = absolute_path(*field, config_dir);
-      std::string problem;
-      if (!tls) {
-        s.fail(key, "needs an ssl:// mqtt.uri");
-      } else if (!readable_file(*field, problem)) {
-        s.fail(key, problem);
-      }
-    }
-    if (c.mqtt.cert_file.empty() != c.mqtt.key_file.empty()) {
-      s.fail(c.mqtt.cert_file.empty() ? "cert_file" : "key_file",
-             "cert_file and key_file go together");
-    }
-    s.integer("qos", c.mqtt.qos, 0, 1);
-    if (s.string("topic_prefix", c.mqtt.topic_prefix) &&
-        !protocol::TopicCodec::valid_prefix(c.mqtt.topic_prefix)) {
-      s.fail("topic_prefix", "must be a non-empty topic without '+', '#' or a trailing '/'");
-    }
-    s.integer("keepalive_s", c.mqtt.keepalive_s, 5, 3600);
-    std::size_t mb = c.mqtt.max_queued_bytes >> 20;
-    s.integer("max_queued_mb", mb, 1, 4096);
-    c.mqtt.max_queued_bytes = mb << 20;
+    Section s = section("mqtt");
+    read_mqtt(s, c, config_dir);
   }
-
-  // [control]
   {
-    Section s(root["control"].as_table(), "control", error);
-    s.string("listen", c.control.listen);
-    if (!parse_listen(c.control.listen, c.control.listen_host, c.control.listen_port)) {
-      s.fail("listen", "must be an IP address and port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"");
-    }
-    if (s.string("token_file", c.control.token_file) && !c.control.token_file.empty()) {
-      c.control.token_file = absolute_path(c.control.token_file, config_dir);
-      std::string problem;
-      if (!read_first_line(c.control.token_file, c.control.token, problem)) {
-        s.fail("token_file", problem);
-      } else if (c.control.token.empty()) {
-        s.fail("token_file", c.control.token_file + " holds no token (its first line is empty)");
-      }
-    }
-    s.boolean("allow_insecure_listen", c.control.allow_insecure_listen);
-    s.integer("max_body_bytes", c.control.max_body_bytes, 1024, 64 << 20);
-    s.integer("max_connections", c.control.max_connections, 1, 65536);
-    s.integer("idle_timeout_ms", c.control.idle_timeout_ms, 100, 3600000);
-    s.integer("request_timeout_ms", c.control.request_timeout_ms, 100, 600000);
-    s.integer("max_concurrent_ingests", c.control.max_concurrent_ingests, 1, 64);
-    if (error.empty() && c.control.token_file.empty() && !c.control.allow_insecure_listen &&
-        !is_loopback_host(c.control.listen_host)) {
-      s.fail("listen",
-             c.control.listen +
-                 " is not a loopback address and control.token_file is empty: set a token_file, "
-                 "listen on 127.0.0.1, or set control.allow_insecure_listen = true");
-    }
+    Section s = section("control");
+    read_control(s, c, config_dir);
   }
-
-  // [storage]
   {
-    Section s(root["storage"].as_table(), "storage", error);
-    if (s.string("data_dir", c.storage.data_dir)) {
-      if (c.storage.data_dir.empty()) {
-        s.fail("data_dir", "must not be empty");
-      } else {
-        c.storage.data_dir = absolute_path(c.storage.data_dir, config_dir);
-      }
-    }
-    struct stat st {};
-    if (error.empty() && ::stat(c.storage.data_dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
-      s.fail("data_dir", c.storage.data_dir + " exists and is not a directory");
-    }
-    std::int64_t extent_kb = c.storage.extent_bytes >> 10;
-    s.integer("extent_kb", extent_kb, 64, 4096);
-    if ((extent_kb & (extent_kb - 1)) != 0) {
-      s.fail("extent_kb", "must be a power of two (got " + std::to_string(extent_kb) + ")");
-    }
-    c.storage.extent_bytes = static_cast<std::uint32_t>(extent_kb << 10);
-    s.integer("max_streams", c.storage.max_streams, 1, 1000000);
+    Section s = section("storage");
+    read_storage(s, c, config_dir);
   }
-
-  // [buckets]
-  if (const toml::table* buckets = root["buckets"].as_table()) {
-    for (const auto& [key, node] : *buckets) {
-      std::string name(key.str());
-      std::string full = "buckets." + name;
-      if (!valid_bucket_name(name)) {
-        if (error.empty()) {
-          error = full + ": a bucket name is 1 to 255 of [a-zA-Z0-9._-]";
-        }
-        continue;
-      }
-      if (!node.is_string() || node.as_string()->get().empty()) {
-        if (error.empty()) error = full + ": must be a directory path (a non-empty string)";
-        continue;
-      }
-      std::string dir = absolute_path(node.as_string()->get(), config_dir);
-      struct stat st {};
-      if (::stat(dir.c_str(), &st) != 0) {
-        if (error.empty()) error = full + ": " + dir + ": " + std::strerror(errno);
-        continue;
-      }
-      if (!S_ISDIR(st.st_mode)) {
-        if (error.empty()) error = full + ": " + dir + " is not a directory";
-        continue;
-      }
-      c.buckets.emplace(std::move(name), std::move(dir));
-    }
-  }
-
-  // [cache]
+  read_buckets(root["buckets"].as_table(), c, config_dir, error);
   {
-    Section s(root["cache"].as_table(), "cache", error);
-    std::size_t mb = c.cache.capacity_bytes >> 20;
-    s.integer("capacity_mb", mb, 1, 1 << 20);
-    c.cache.capacity_bytes = mb << 20;
+    Section s = section("cache");
+    read_numeric_keys(s, c);
   }
-
-  // [delivery]
   {
-    Section s(root["delivery"].as_table(), "delivery", error);
-    s.boolean("relax_version_check", c.delivery.relax_version_check);
-    s.integer("per_thing_queue", c.delivery.per_thing_queue, 1, 4096);
-    s.integer("global_queue", c.delivery.global_queue, 1, 1000000);
-    s.number("per_thing_blocks_per_s", c.delivery.per_thing_blocks_per_s, 0, 1e9);
-    s.number("global_blocks_per_s", c.delivery.global_blocks_per_s, 0, 1e9);
-    std::size_t mb = c.delivery.max_bytes_in_flight >> 20;
-    s.integer("max_bytes_in_flight_mb", mb, 1, 4096);
-    c.delivery.max_bytes_in_flight = mb << 20;
-    std::size_t kib = c.delivery.quantum_bytes >> 10;
-    s.integer("quantum_kib", kib, 1, 4096);
-    c.delivery.quantum_bytes = kib << 10;
-    s.integer("max_open_files", c.delivery.max_open_files, 1, 65536);
+    Section s = section("delivery");
+    read_delivery(s, c);
   }
-
-  // [log]
   {
-    Section s(root["log"].as_table(), "log", error);
-    io::LogLevel level{};
-    if (s.string("level", c.log.level) && !io::parse_log_level(c.log.level, level)) {
-      s.fail("level", "must be one of debug, info, warn, error (got \"" + c.log.level + "\")");
-    }
+    Section s = section("log");
+    read_log(s, c);
   }
-
   if (!error.empty()) return unexpected(error);
+  share_values(c);
   return c;
 }
 

@@ -8,76 +8,65 @@
 // Bucket directories must exist; the token and password files are read here, so a bad one fails
 // start-up, not the first request.
 //
+// Renamed keys: the old name of a renamed key (storage.extent_kb → storage.extent_kib, ...) is
+// still accepted for one release with a warning in Config::warnings; giving both names is an error
+// naming both.
+//
 // Thread: any; blocking file-system calls, so start-up only.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/expected.hpp"
+#include "engine/content_store.hpp"
+#include "engine/control_service.hpp"
+#include "engine/delivery.hpp"
+#include "io/http_server.hpp"
+#include "io/log.hpp"
+#include "io/mqtt_pool.hpp"
 
 namespace chunkd::engine {
 
+// Each section fills the options struct of the module that uses it, so the daemon hands them on
+// unchanged. A key's member is named with the member's unit (bytes), the key with the operator's
+// unit (KiB, MiB); the loader converts once. Values one module needs from another section are
+// copied by the loader, never by the daemon: mqtt.qos (mqtt.subscribe_qos, delivery.qos),
+// mqtt.topic_prefix (delivery.topic_prefix, mqtt.subscriptions), storage.data_dir (store.data_dir,
+// delivery.data_dir).
 struct Config {
-  struct Mqtt {
-    std::string uri = "tcp://127.0.0.1:1883";
-    std::string client_id = "chunkd";
-    std::size_t connections = 2;
-    std::string username;
-    std::string password_file;  // absolute after loading; "" when unset
-    std::string password;       // the file's first line, trimmed
-    std::string ca_file;
-    std::string cert_file;
-    std::string key_file;
-    int qos = 0;  // replies and subscriptions
-    std::string topic_prefix = "$aws/things";
-    int keepalive_s = 30;
-    std::size_t max_queued_bytes = 8u << 20;  // per connection (mqtt.max_queued_mb)
-  } mqtt;
+  // [mqtt]. `password` is the first line of mqtt.password_file, trimmed.
+  io::MqttOptions mqtt;
+  std::string mqtt_password_file;  // absolute after loading; "" when unset
 
+  // [control]
   struct Control {
     std::string listen = "127.0.0.1:8080";
     std::string listen_host = "127.0.0.1";  // parsed from `listen`
     std::uint16_t listen_port = 8080;
     std::string token_file;  // absolute after loading; "" when unset
-    std::string token;       // the file's first line, trimmed; "" when no token_file
     bool allow_insecure_listen = false;
-    std::size_t max_body_bytes = 1u << 20;
-    std::size_t max_connections = 1024;
-    int idle_timeout_ms = 60000;
-    int request_timeout_ms = 10000;
-    std::size_t max_concurrent_ingests = 2;
+    io::HttpLimits http;  // max_body_bytes, max_connections, idle/request_timeout_ms
+    // token (token_file's first line), buckets ([buckets]: name → absolute directory),
+    // max_streams (storage.max_streams), max_concurrent_ingests
+    ControlOptions service;
   } control;
 
-  struct Storage {
-    std::string data_dir;                     // absolute; default "<config dir>/var/chunkd"
-    std::uint32_t extent_bytes = 256u << 10;  // storage.extent_kb
-    std::size_t max_streams = 10000;
-  } storage;
+  // [storage] data_dir (absolute; default "<config dir>/var/chunkd") and extent_kib.
+  ContentStoreOptions store;
 
-  std::map<std::string, std::string> buckets;  // name → absolute directory
+  // [delivery], [cache] capacity_mib, and the mqtt/storage values above.
+  DeliveryOptions delivery;
 
-  struct Cache {
-    std::size_t capacity_bytes = 256u << 20;  // cache.capacity_mb
-  } cache;
+  // [log] level
+  io::LogLevel log_level = io::LogLevel::Info;
 
-  struct Delivery {
-    bool relax_version_check = false;
-    std::size_t per_thing_queue = 16;
-    std::size_t global_queue = 4096;
-    double per_thing_blocks_per_s = 0;  // 0: unlimited
-    double global_blocks_per_s = 0;
-    std::size_t max_bytes_in_flight = 32u << 20;  // delivery.max_bytes_in_flight_mb
-    std::size_t quantum_bytes = 32u << 10;        // delivery.quantum_kib
-    std::size_t max_open_files = 256;
-  } delivery;
-
-  struct Log {
-    std::string level = "info";
-  } log;
+  // One line per deprecated key used, naming its new key; chunkd logs them at start-up and
+  // `--check` prints them.
+  std::vector<std::string> warnings;
 };
 
 // Parses TOML text. `config_dir` is the directory relative paths resolve against (absolute).

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <span>
 
+#include "base/assert.hpp"
 #include "io/log.hpp"
 
 namespace chunkd::engine {
@@ -223,7 +224,10 @@ ContentStore::ContentStore(uv_loop_t* loop, io::FileReader& reader, Metrics* met
       clock_(clock),
       options_(std::move(options)),
       live_(std::move(live)) {
-  assert(options_.extent_bytes > 0 && options_.reads_in_flight > 0);
+  // REQUIRES: a power-of-two extent (the config's storage.extent_kib), at least one read.
+  CHUNKD_ASSERT(options_.extent_bytes > 0 &&
+                (options_.extent_bytes & (options_.extent_bytes - 1)) == 0);
+  CHUNKD_ASSERT(options_.reads_in_flight > 0);
   if (metrics_ != nullptr) {
     ingest_bytes_ = &metrics_->counter("chunkd_ingest_bytes_total",
                                        "Bytes read into the content store by ingests.");

@@ -10,7 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "base/text.hpp"
+#include "base/assert.hpp"
+#include "engine/control_service_internal.hpp"
 #include "io/log.hpp"
 #include "io/safe_open.hpp"
 #include "protocol/control.hpp"
@@ -22,60 +23,9 @@ using protocol::ApiError;
 using protocol::ApiErrorCode;
 using protocol::FieldProblem;
 using Responder = io::HttpServer::Responder;
-
-constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4";
-
-io::HttpResponse json_response(int status, std::string body) {
-  io::HttpResponse r;
-  r.status = status;
-  r.body = std::move(body);
-  return r;
-}
-
-io::HttpResponse api_error(ApiErrorCode code, std::string message,
-                           std::vector<FieldProblem> details = {}) {
-  ApiError error{code, std::move(message), std::move(details)};
-  return json_response(protocol::http_status(code), protocol::error_response(error));
-}
-
-io::HttpResponse api_error(const ApiError& error) {
-  return json_response(protocol::http_status(error.code), protocol::error_response(error));
-}
-
-std::string stream_arn(std::string_view id) { return "arn:chunkd:stream/" + std::string(id); }
-
-protocol::StreamInfo to_info(const io::StoredStream& s) {
-  protocol::StreamInfo info;
-  info.stream_id = s.id;
-  info.stream_arn = stream_arn(s.id);
-  info.version = s.version;
-  info.description = s.description;
-  info.role_arn = s.role_arn;
-  for (const auto& [key, value] : s.tags) info.tags.push_back({key, value});
-  for (const auto& f : s.files) {
-    info.files.push_back({f.file_id, f.bucket, f.key, f.size_bytes, f.digest});
-  }
-  info.created_at = s.created_at;
-  info.updated_at = s.updated_at;
-  return info;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// Constant time in the content of both: every byte of the expected token is compared whatever
-// `given` holds (only the lengths, which are not secret here, decide the loop's shape).
-bool constant_time_equal(std::string_view given, std::string_view expected) {
-  unsigned diff = given.size() == expected.size() ? 0u : 1u;
-  for (std::size_t i = 0; i < expected.size(); ++i) {
-    unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
-    diff |= static_cast<unsigned>(g ^ static_cast<unsigned char>(expected[i]));
-  }
-  return diff == 0;
-}
+using control_detail::api_error;
+using control_detail::json_response;
+using control_detail::to_info;
 
 // What a failed safe_open means to an operator, for files[i].s3Location.key.
 std::string open_problem(const std::error_code& e, std::string_view bucket) {
@@ -146,6 +96,7 @@ ControlService::ControlService(uv_loop_t* loop, Catalog& catalog, io::RegistrySt
       metrics_(metrics),
       clock_(clock),
       options_(std::move(options)) {
+  CHUNKD_ASSERT(options_.max_streams > 0 && options_.max_concurrent_ingests > 0);
   metrics_.gauge_fn("chunkd_streams", "Streams in the registry.", "",
                     [this] { return static_cast<double>(catalog_.size()); });
 }
@@ -170,200 +121,6 @@ std::error_code ControlService::open(std::string& message) {
 }
 
 std::size_t ControlService::operations_in_progress() const { return ops_.size(); }
-
-std::string ControlService::error_body(int status, std::string_view message) {
-  ApiErrorCode code = ApiErrorCode::ValidationError;
-  switch (status) {
-    case 401:
-      code = ApiErrorCode::Unauthorized;
-      break;
-    case 404:
-      code = ApiErrorCode::NotFound;
-      break;
-    case 405:
-      code = ApiErrorCode::MethodNotAllowed;
-      break;
-    case 413:
-    case 431:
-      code = ApiErrorCode::PayloadTooLarge;
-      break;
-    case 429:
-      code = ApiErrorCode::RateLimited;
-      break;
-    case 503:
-      code = ApiErrorCode::ServiceUnavailable;
-      break;
-    default:
-      code = status >= 500 ? ApiErrorCode::InternalError : ApiErrorCode::ValidationError;
-  }
-  return protocol::error_response(ApiError{code, std::string(message), {}});
-}
-
-void ControlService::handle(io::HttpRequest&& request, Responder respond) {
-  // Route first (for the metrics label), then auth, then the method.
-  std::string_view path = request.path;
-  const std::string& method = request.method;
-  enum class Target { Collection, Item, Health, MetricsPage, None } target = Target::None;
-  std::string_view id;
-  if (path == "/streams") {
-    target = Target::Collection;
-  } else if (path.rfind("/streams/", 0) == 0 && path.size() > 9 &&
-             path.find('/', 9) == std::string_view::npos) {
-    target = Target::Item;
-    id = path.substr(9);
-  } else if (path == "/healthz") {
-    target = Target::Health;
-  } else if (path == "/metrics") {
-    target = Target::MetricsPage;
-  }
-
-  std::string route = "other";
-  const char* allow = nullptr;
-  switch (target) {
-    case Target::Collection:
-      allow = "GET";
-      if (method == "GET") route = "list";
-      break;
-    case Target::Item:
-      allow = "GET, POST, PUT, DELETE";
-      if (method == "GET") route = "describe";
-      if (method == "POST") route = "create";
-      if (method == "PUT") route = "update";
-      if (method == "DELETE") route = "delete";
-      break;
-    case Target::Health:
-      allow = "GET";
-      if (method == "GET") route = "healthz";
-      break;
-    case Target::MetricsPage:
-      allow = "GET";
-      if (method == "GET") route = "metrics";
-      break;
-    case Target::None:
-      break;
-  }
-
-  Responder counted = [this, route, respond = std::move(respond)](io::HttpResponse r) {
-    metrics_
-        .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
-                 "route=\"" + route + "\",status=\"" + std::to_string(r.status) + "\"")
-        .inc();
-    respond(std::move(r));
-  };
-
-  if (target == Target::None) {
-    counted(api_error(ApiErrorCode::NotFound, "no such resource: " + request.path));
-    return;
-  }
-  if (target == Target::Collection || target == Target::Item) {
-    bool ok = options_.token.empty();
-    if (!ok) {
-      const std::string* header = request.header("authorization");
-      if (header != nullptr) {
-        std::string_view value = trim(*header);
-        if (value.size() > 7 && base::iequals(value.substr(0, 6), "bearer") &&
-            (value[6] == ' ' || value[6] == '\t')) {
-          ok = constant_time_equal(trim(value.substr(7)), options_.token);
-        }
-      }
-    }
-    if (!ok) {
-      io::HttpResponse r =
-          api_error(ApiErrorCode::Unauthorized,
-                    request.header("authorization") == nullptr
-                        ? "this route needs an \"Authorization: Bearer <token>\" header"
-                        : "the bearer token is not valid");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      counted(std::move(r));
-      return;
-    }
-  }
-  if (route == "other") {
-    io::HttpResponse r = api_error(ApiErrorCode::MethodNotAllowed,
-                                   "method " + method + " is not allowed on " + request.path);
-    r.headers.emplace_back("Allow", allow);
-    counted(std::move(r));
-    return;
-  }
-
-  if (route == "healthz") {
-    if (ready_ && !closing_) {
-      counted(json_response(200, R"({"status":"ok"})"));
-    } else {
-      counted(api_error(ApiErrorCode::ServiceUnavailable,
-                        closing_ ? "chunkd is shutting down"
-                                 : "not connected and subscribed to the MQTT broker"));
-    }
-    return;
-  }
-  if (route == "metrics") {
-    io::HttpResponse r;
-    r.status = 200;
-    r.content_type = std::string(kMetricsContentType);
-    r.body = metrics_.render();
-    counted(std::move(r));
-    return;
-  }
-  if (closing_) {
-    counted(api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
-    return;
-  }
-  if (route == "list") {
-    list(request, counted);
-    return;
-  }
-  if (auto problem = protocol::validate_stream_id(id)) {
-    counted(api_error(*problem));
-    return;
-  }
-  if (route == "describe") {
-    describe(id, counted);
-  } else if (route == "create") {
-    create(std::string(id), request, counted);
-  } else if (route == "update") {
-    update(std::string(id), request, counted);
-  } else {
-    remove(std::string(id), counted);
-  }
-}
-
-void ControlService::describe(std::string_view id, Responder& respond) {
-  StreamSnapshot s = catalog_.find(id);
-  if (!s) {
-    respond(api_error(ApiErrorCode::NotFound, "no stream " + std::string(id)));
-    return;
-  }
-  respond(json_response(200, protocol::describe_response(to_info(*s))));
-}
-
-void ControlService::list(const io::HttpRequest& request, Responder& respond) {
-  auto query = protocol::parse_list_query(request.query);
-  if (!query) {
-    respond(api_error(query.error()));
-    return;
-  }
-  std::optional<std::string_view> after;
-  if (query->after_id) after = *query->after_id;
-  std::vector<StreamSnapshot> page =
-      catalog_.page(after, query->ascending, std::size_t{query->max_results} + 1);
-  std::optional<std::string> next_token;
-  if (page.size() > query->max_results) {
-    page.resize(query->max_results);
-    next_token = protocol::encode_next_token(page.back()->id);
-  }
-  std::vector<protocol::StreamInfo> infos;
-  infos.reserve(page.size());
-  for (const auto& s : page) {
-    protocol::StreamInfo info;
-    info.stream_id = s->id;
-    info.stream_arn = stream_arn(s->id);
-    info.version = s->version;
-    info.description = s->description;
-    info.created_at = s->created_at;
-    infos.push_back(std::move(info));
-  }
-  respond(json_response(200, protocol::list_response(infos, next_token)));
-}
 
 std::optional<io::HttpResponse> ControlService::unknown_bucket_error(
     const std::vector<protocol::StreamFileSpec>& files) const {

@@ -97,6 +97,15 @@ class ControlService {
   void remove(std::string id, io::HttpServer::Responder& respond);
   void describe(std::string_view id, io::HttpServer::Responder& respond);
   void list(const io::HttpRequest& request, io::HttpServer::Responder& respond);
+  void health(io::HttpServer::Responder& respond);
+  void metrics_page(io::HttpServer::Responder& respond);
+
+  // The route table (control_service_routes.cpp): the route serving `method` on a resource, or
+  // nullptr.
+  struct Route;
+  static const Route* find_route(int resource, std::string_view method);
+  // True when no token is configured or the request carries it.
+  bool authorized(const io::HttpRequest& request) const;
 
   void open_files(Op& op);
   void ingest_next(Op& op);

@@ -21,7 +21,6 @@
 #include "io/http_server.hpp"
 #include "io/log.hpp"
 #include "io/registry_store.hpp"
-#include "protocol/topic.hpp"
 
 #ifndef CHUNKD_VERSION
 #define CHUNKD_VERSION "0.0.0"
@@ -33,54 +32,7 @@ namespace {
 constexpr const char* kTag = "chunkd";
 constexpr int kDeliveryStopMs = 5000;       // jobs already started may finish within this
 constexpr int kMqttFlushMs = 2000;          // queued replies may be written within this
-constexpr int kHttpGraceMs = 5000;          // responses in progress may finish within this
 constexpr int kShutdownWatchdogMs = 30000;  // a stop taking longer than this is a bug: exit(1)
-
-io::MqttOptions mqtt_options(const Config& c) {
-  io::MqttOptions o;
-  o.uri = c.mqtt.uri;
-  o.client_id = c.mqtt.client_id;
-  o.connections = c.mqtt.connections;
-  o.username = c.mqtt.username;
-  o.password = c.mqtt.password;
-  o.ca_file = c.mqtt.ca_file;
-  o.cert_file = c.mqtt.cert_file;
-  o.key_file = c.mqtt.key_file;
-  o.keepalive_s = c.mqtt.keepalive_s;
-  o.max_queued_bytes = c.mqtt.max_queued_bytes;
-  o.subscribe_qos = c.mqtt.qos;
-  protocol::TopicCodec codec(c.mqtt.topic_prefix);
-  o.subscriptions = {codec.subscription(protocol::Verb::Get),
-                     codec.subscription(protocol::Verb::Describe)};
-  return o;
-}
-
-DeliveryOptions delivery_options(const Config& c) {
-  DeliveryOptions o;
-  o.topic_prefix = c.mqtt.topic_prefix;
-  o.data_dir = c.storage.data_dir;
-  o.cache_capacity_bytes = c.cache.capacity_bytes;
-  o.max_open_files = c.delivery.max_open_files;
-  o.qos = c.mqtt.qos;
-  o.relax_version_check = c.delivery.relax_version_check;
-  o.per_thing_queue_requests = c.delivery.per_thing_queue;
-  o.global_queue_requests = c.delivery.global_queue;
-  o.per_thing_blocks_per_s = c.delivery.per_thing_blocks_per_s;
-  o.global_blocks_per_s = c.delivery.global_blocks_per_s;
-  o.max_publish_bytes_in_flight = c.delivery.max_bytes_in_flight;
-  o.quantum_bytes = c.delivery.quantum_bytes;
-  return o;
-}
-
-io::HttpLimits http_limits(const Config& c) {
-  io::HttpLimits l;
-  l.max_body_bytes = c.control.max_body_bytes;
-  l.max_connections = c.control.max_connections;
-  l.idle_timeout_ms = c.control.idle_timeout_ms;
-  l.request_timeout_ms = c.control.request_timeout_ms;
-  l.shutdown_grace_ms = kHttpGraceMs;
-  return l;
-}
 
 const char* signal_name(int signum) {
   switch (signum) {
@@ -111,7 +63,16 @@ std::function<void()> barrier(std::size_t expected, std::function<void()> done) 
 struct Daemon::Impl {
   explicit Impl(Config c) : config(std::move(c)) {}
 
+  // start() runs these in order; each logs what to change when it fails and returns false.
   bool start();
+  bool open_signals();
+  bool open_reader();
+  bool open_registry();
+  bool open_store();
+  bool open_control();
+  bool open_delivery();
+  bool open_http();
+  bool start_transport();
   void shutdown();
   void phase_mqtt();
   void phase_storage();
@@ -141,8 +102,13 @@ struct Daemon::Impl {
 
 bool Daemon::Impl::start() {
   LOG_INFO(kTag, "chunkd %s starting: data_dir %s, %zu buckets", CHUNKD_VERSION,
-           config.storage.data_dir.c_str(), config.buckets.size());
+           config.store.data_dir.c_str(), config.control.service.buckets.size());
+  for (const std::string& warning : config.warnings) LOG_WARN(kTag, "config: %s", warning.c_str());
+  return open_signals() && open_reader() && open_registry() && open_store() && open_control() &&
+         open_delivery() && open_http() && start_transport();
+}
 
+bool Daemon::Impl::open_signals() {
   uv_signal_init(&loop, &sigint);
   uv_signal_init(&loop, &sigterm);
   sigint.data = this;
@@ -159,7 +125,10 @@ bool Daemon::Impl::start() {
   uv_signal_start(&sigint, on_signal, SIGINT);
   uv_signal_start(&sigterm, on_signal, SIGTERM);
   signals_started = true;
+  return true;
+}
 
+bool Daemon::Impl::open_reader() {
   std::error_code error;
   std::string note;
   reader = io::make_file_reader(&loop, io::FileReaderOptions{}, error, note);
@@ -173,9 +142,14 @@ bool Daemon::Impl::start() {
   } else {
     LOG_INFO(kTag, "%s", note.c_str());
   }
+  return true;
+}
 
+// The registry, loaded into the catalog.
+bool Daemon::Impl::open_registry() {
+  std::error_code error;
   std::string message;
-  registry = io::RegistryStore::open(&loop, config.storage.data_dir, error, message);
+  registry = io::RegistryStore::open(&loop, config.store.data_dir, error, message);
   if (!registry) {
     LOG_ERROR(kTag, "storage.data_dir: %s", message.c_str());
     return false;
@@ -187,11 +161,12 @@ bool Daemon::Impl::start() {
   }
   for (auto& s : streams) catalog.put(std::make_shared<const io::StoredStream>(std::move(s)));
   LOG_INFO(kTag, "registry: %zu streams", catalog.size());
+  return true;
+}
 
-  ContentStoreOptions store_options;
-  store_options.data_dir = config.storage.data_dir;
-  store_options.extent_bytes = config.storage.extent_bytes;
-  store = std::make_unique<ContentStore>(&loop, *reader, &metrics, clock, store_options,
+bool Daemon::Impl::open_store() {
+  std::string message;
+  store = std::make_unique<ContentStore>(&loop, *reader, &metrics, clock, config.store,
                                          [this] { return catalog.referenced_digests(); });
   if (store->open(message)) {
     LOG_ERROR(kTag, "storage.data_dir: %s", message.c_str());
@@ -200,51 +175,59 @@ bool Daemon::Impl::start() {
   // Files a stream references must be in the store; say so loudly if one is missing.
   std::size_t missing = 0;
   for (const auto& digest : catalog.referenced_digests()) {
-    if (::access(blob_path(config.storage.data_dir, digest).c_str(), R_OK) != 0) missing++;
+    if (::access(blob_path(config.store.data_dir, digest).c_str(), R_OK) != 0) missing++;
   }
   if (missing != 0) {
     LOG_ERROR(kTag, "content store: %zu blobs referenced by streams are missing from %s/blobs",
-              missing, config.storage.data_dir.c_str());
+              missing, config.store.data_dir.c_str());
   }
   store->collect_garbage();
+  return true;
+}
 
-  ControlOptions control_options;
-  control_options.buckets = config.buckets;
-  control_options.token = config.control.token;
-  control_options.max_streams = config.storage.max_streams;
-  control_options.max_concurrent_ingests = config.control.max_concurrent_ingests;
+bool Daemon::Impl::open_control() {
+  std::string message;
   control = std::make_unique<ControlService>(&loop, catalog, *registry, *store, metrics, clock,
-                                             control_options);
+                                             config.control.service);
   if (control->open(message)) {
     LOG_ERROR(kTag, "%s", message.c_str());
     return false;
   }
+  return true;
+}
 
-  transport = std::make_unique<MqttTransport>(&loop, mqtt_options(config));
+// The MQTT transport (not connecting yet) and the data plane on it.
+bool Daemon::Impl::open_delivery() {
+  transport = std::make_unique<MqttTransport>(&loop, config.mqtt);
   delivery = std::make_unique<Delivery>(&loop, catalog, *reader, *transport, metrics, clock,
-                                        delivery_options(config));
+                                        config.delivery);
   register_transport_metrics();
+  return true;
+}
 
+bool Daemon::Impl::open_http() {
+  const Config::Control& c = config.control;
   http = std::make_unique<io::HttpServer>(
-      &loop, http_limits(config),
+      &loop, c.http,
       [this](io::HttpRequest&& request, io::HttpServer::Responder respond) {
         control->handle(std::move(request), std::move(respond));
       },
       &ControlService::error_body);
   metrics.gauge_fn("chunkd_http_open_connections", "Open HTTP connections.", "",
                    [this] { return http ? static_cast<double>(http->open_connections()) : 0.0; });
-  if (std::error_code e = http->listen(config.control.listen_host, config.control.listen_port)) {
-    LOG_ERROR(kTag, "control.listen: cannot listen on %s: %s", config.control.listen.c_str(),
+  if (std::error_code e = http->listen(c.listen_host, c.listen_port)) {
+    LOG_ERROR(kTag, "control.listen: cannot listen on %s: %s", c.listen.c_str(),
               e.message().c_str());
     return false;
   }
-  LOG_INFO(kTag, "control API listening on %s%s%s:%u%s",
-           config.control.listen_host.find(':') != std::string::npos ? "[" : "",
-           config.control.listen_host.c_str(),
-           config.control.listen_host.find(':') != std::string::npos ? "]" : "",
-           static_cast<unsigned>(http->port()),
-           config.control.token.empty() ? " (no token: every client may change streams)" : "");
+  const bool v6 = c.listen_host.find(':') != std::string::npos;
+  LOG_INFO(kTag, "control API listening on %s%s%s:%u%s", v6 ? "[" : "", c.listen_host.c_str(),
+           v6 ? "]" : "", static_cast<unsigned>(http->port()),
+           c.service.token.empty() ? " (no token: every client may change streams)" : "");
+  return true;
+}
 
+bool Daemon::Impl::start_transport() {
   auto started = transport->start(
       [this](std::string_view topic, std::span<const std::byte> payload) {
         if (delivery) delivery->on_message(topic, payload);
@@ -348,8 +331,7 @@ void Daemon::stop() { impl_->shutdown(); }
 
 int Daemon::run() {
   Impl& d = *impl_;
-  io::LogLevel level = io::LogLevel::Info;
-  if (io::parse_log_level(d.config.log.level, level)) io::set_log_level(level);
+  io::set_log_level(d.config.log_level);
   // A peer closing a socket must not kill the daemon; writes report EPIPE instead.
   ::signal(SIGPIPE, SIG_IGN);
 

@@ -1,10 +1,12 @@
 // The daemon: owns the libuv loop and every object on it, wires them together and runs them.
 //
-// Start-up, in order (any failure is logged with what to change, and run() returns 1):
-//   FileReader (io_uring or the thread pool; the choice is logged once) → RegistryStore (load_all →
-//   Catalog) → ContentStore (tmp emptied, blobs counted; GC queued) → ControlService (bucket
-//   directories opened) → MqttPool (subscribed to get/+ and describe/+; ready → /healthz) →
-//   MqttTransport + Delivery → HttpServer listening → MqttPool connecting.
+// Start-up, one step per object, in order (any failure is logged with what to change, and run()
+// returns 1): open_signals → open_reader: FileReader (io_uring or the thread pool; the choice is
+// logged once) → open_registry: RegistryStore (load_all → Catalog) → open_store: ContentStore (tmp
+// emptied, blobs counted; GC queued) → open_control: ControlService (bucket directories opened) →
+// open_delivery: MqttTransport (subscribing to get/+ and describe/+ once connected; ready →
+// /healthz) + Delivery → open_http: HttpServer listening → start_transport: connecting. Each object
+// gets its options from the Config as they are; deprecated config keys are logged first.
 // Stop (SIGINT/SIGTERM, or stop()): the HTTP listener closes, the control plane refuses new work
 // and in-flight ingests are cancelled, delivery finishes started jobs (bounded); then the transport
 // flushes (bounded) and disconnects; then the reader and the registry close; every handle is

@@ -20,7 +20,8 @@ constexpr const char* kUsage =
     "\n"
     "  --config FILE  the TOML configuration (see chunkd.example.toml)\n"
     "  --check        validate the configuration, print \"config ok\" and exit (non-zero and a\n"
-    "                 message naming the bad key when it is not valid)\n"
+    "                 message naming the bad key when it is not valid); deprecated keys are\n"
+    "                 reported as warnings on stderr\n"
     "  --version      print the version and exit\n"
     "  --help         print this help and exit\n"
     "\n"
@@ -63,6 +64,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check) {
+    for (const std::string& warning : config->warnings) {
+      std::fprintf(stderr, "chunkd: warning: %s\n", warning.c_str());
+    }
     std::printf("config ok\n");
     return 0;
   }

@@ -54,38 +54,38 @@ TEST_F(ConfigTest, EmptyFileGivesEveryDefault) {
   EXPECT_EQ(c.mqtt.client_id, "chunkd");
   EXPECT_EQ(c.mqtt.connections, 2u);
   EXPECT_EQ(c.mqtt.username, "");
-  EXPECT_EQ(c.mqtt.password_file, "");
+  EXPECT_EQ(c.mqtt_password_file, "");
   EXPECT_EQ(c.mqtt.password, "");
   EXPECT_EQ(c.mqtt.ca_file, "");
-  EXPECT_EQ(c.mqtt.qos, 0);
-  EXPECT_EQ(c.mqtt.topic_prefix, "$aws/things");
+  EXPECT_EQ(c.mqtt.subscribe_qos, 0);
+  EXPECT_EQ(c.delivery.topic_prefix, "$aws/things");
   EXPECT_EQ(c.mqtt.keepalive_s, 30);
   EXPECT_EQ(c.mqtt.max_queued_bytes, 8u << 20);
   EXPECT_EQ(c.control.listen, "127.0.0.1:8080");
   EXPECT_EQ(c.control.listen_host, "127.0.0.1");
   EXPECT_EQ(c.control.listen_port, 8080);
   EXPECT_EQ(c.control.token_file, "");
-  EXPECT_EQ(c.control.token, "");
+  EXPECT_EQ(c.control.service.token, "");
   EXPECT_FALSE(c.control.allow_insecure_listen);
-  EXPECT_EQ(c.control.max_body_bytes, 1u << 20);
-  EXPECT_EQ(c.control.max_connections, 1024u);
-  EXPECT_EQ(c.control.idle_timeout_ms, 60000);
-  EXPECT_EQ(c.control.request_timeout_ms, 10000);
-  EXPECT_EQ(c.control.max_concurrent_ingests, 2u);
-  EXPECT_EQ(c.storage.data_dir, dir_ + "/var/chunkd");
-  EXPECT_EQ(c.storage.extent_bytes, 256u << 10);
-  EXPECT_EQ(c.storage.max_streams, 10000u);
-  EXPECT_TRUE(c.buckets.empty());
-  EXPECT_EQ(c.cache.capacity_bytes, 256u << 20);
+  EXPECT_EQ(c.control.http.max_body_bytes, 1u << 20);
+  EXPECT_EQ(c.control.http.max_connections, 1024u);
+  EXPECT_EQ(c.control.http.idle_timeout_ms, 60000);
+  EXPECT_EQ(c.control.http.request_timeout_ms, 10000);
+  EXPECT_EQ(c.control.service.max_concurrent_ingests, 2u);
+  EXPECT_EQ(c.store.data_dir, dir_ + "/var/chunkd");
+  EXPECT_EQ(c.store.extent_bytes, 256u << 10);
+  EXPECT_EQ(c.control.service.max_streams, 10000u);
+  EXPECT_TRUE(c.control.service.buckets.empty());
+  EXPECT_EQ(c.delivery.cache_capacity_bytes, 256u << 20);
   EXPECT_FALSE(c.delivery.relax_version_check);
-  EXPECT_EQ(c.delivery.per_thing_queue, 16u);
-  EXPECT_EQ(c.delivery.global_queue, 4096u);
+  EXPECT_EQ(c.delivery.per_thing_queue_requests, 16u);
+  EXPECT_EQ(c.delivery.global_queue_requests, 4096u);
   EXPECT_EQ(c.delivery.per_thing_blocks_per_s, 0.0);
   EXPECT_EQ(c.delivery.global_blocks_per_s, 0.0);
-  EXPECT_EQ(c.delivery.max_bytes_in_flight, 32u << 20);
+  EXPECT_EQ(c.delivery.max_publish_bytes_in_flight, 32u << 20);
   EXPECT_EQ(c.delivery.quantum_bytes, 32u << 10);
   EXPECT_EQ(c.delivery.max_open_files, 256u);
-  EXPECT_EQ(c.log.level, "info");
+  EXPECT_EQ(c.log_level, io::LogLevel::Info);
 }
 
 TEST_F(ConfigTest, EveryKeyIsRead) {
@@ -107,7 +107,7 @@ key_file = "key.pem"
 qos = 1
 topic_prefix = "chunkd/things"
 keepalive_s = 45
-max_queued_mb = 16
+max_queued_mib = 16
 [control]
 listen = "[::]:9090"
 token_file = "token"
@@ -119,20 +119,20 @@ request_timeout_ms = 2000
 max_concurrent_ingests = 3
 [storage]
 data_dir = "state"
-extent_kb = 512
+extent_kib = 512
 max_streams = 20
 [buckets]
 firmware = "firmware"
 models = "/"
 [cache]
-capacity_mb = 64
+capacity_mib = 64
 [delivery]
 relax_version_check = true
-per_thing_queue = 8
-global_queue = 100
+per_thing_queue_requests = 8
+global_queue_requests = 100
 per_thing_blocks_per_s = 12.5
 global_blocks_per_s = 1000
-max_bytes_in_flight_mb = 4
+max_publish_in_flight_mib = 4
 quantum_kib = 4
 max_open_files = 32
 [log]
@@ -144,41 +144,155 @@ level = "debug"
   EXPECT_EQ(c.mqtt.client_id, "gw-1");
   EXPECT_EQ(c.mqtt.connections, 4u);
   EXPECT_EQ(c.mqtt.username, "chunkd");
-  EXPECT_EQ(c.mqtt.password_file, dir_ + "/password");
+  EXPECT_EQ(c.mqtt_password_file, dir_ + "/password");
   EXPECT_EQ(c.mqtt.password, "hunter2");
   EXPECT_EQ(c.mqtt.ca_file, dir_ + "/ca.pem");
   EXPECT_EQ(c.mqtt.cert_file, dir_ + "/cert.pem");
   EXPECT_EQ(c.mqtt.key_file, dir_ + "/key.pem");
-  EXPECT_EQ(c.mqtt.qos, 1);
-  EXPECT_EQ(c.mqtt.topic_prefix, "chunkd/things");
+  EXPECT_EQ(c.mqtt.subscribe_qos, 1);
+  EXPECT_EQ(c.delivery.topic_prefix, "chunkd/things");
   EXPECT_EQ(c.mqtt.keepalive_s, 45);
   EXPECT_EQ(c.mqtt.max_queued_bytes, 16u << 20);
   EXPECT_EQ(c.control.listen_host, "::");
   EXPECT_EQ(c.control.listen_port, 9090);
   EXPECT_EQ(c.control.token_file, dir_ + "/token");
-  EXPECT_EQ(c.control.token, "s3cret-token");
+  EXPECT_EQ(c.control.service.token, "s3cret-token");
   EXPECT_TRUE(c.control.allow_insecure_listen);
-  EXPECT_EQ(c.control.max_body_bytes, 65536u);
-  EXPECT_EQ(c.control.max_connections, 64u);
-  EXPECT_EQ(c.control.idle_timeout_ms, 5000);
-  EXPECT_EQ(c.control.request_timeout_ms, 2000);
-  EXPECT_EQ(c.control.max_concurrent_ingests, 3u);
-  EXPECT_EQ(c.storage.data_dir, dir_ + "/state");
-  EXPECT_EQ(c.storage.extent_bytes, 512u << 10);
-  EXPECT_EQ(c.storage.max_streams, 20u);
-  ASSERT_EQ(c.buckets.size(), 2u);
-  EXPECT_EQ(c.buckets.at("firmware"), dir_ + "/firmware");
-  EXPECT_EQ(c.buckets.at("models"), "/");
-  EXPECT_EQ(c.cache.capacity_bytes, 64u << 20);
+  EXPECT_EQ(c.control.http.max_body_bytes, 65536u);
+  EXPECT_EQ(c.control.http.max_connections, 64u);
+  EXPECT_EQ(c.control.http.idle_timeout_ms, 5000);
+  EXPECT_EQ(c.control.http.request_timeout_ms, 2000);
+  EXPECT_EQ(c.control.service.max_concurrent_ingests, 3u);
+  EXPECT_EQ(c.store.data_dir, dir_ + "/state");
+  EXPECT_EQ(c.store.extent_bytes, 512u << 10);
+  EXPECT_EQ(c.control.service.max_streams, 20u);
+  ASSERT_EQ(c.control.service.buckets.size(), 2u);
+  EXPECT_EQ(c.control.service.buckets.at("firmware"), dir_ + "/firmware");
+  EXPECT_EQ(c.control.service.buckets.at("models"), "/");
+  EXPECT_EQ(c.delivery.cache_capacity_bytes, 64u << 20);
   EXPECT_TRUE(c.delivery.relax_version_check);
-  EXPECT_EQ(c.delivery.per_thing_queue, 8u);
-  EXPECT_EQ(c.delivery.global_queue, 100u);
+  EXPECT_EQ(c.delivery.per_thing_queue_requests, 8u);
+  EXPECT_EQ(c.delivery.global_queue_requests, 100u);
   EXPECT_EQ(c.delivery.per_thing_blocks_per_s, 12.5);
   EXPECT_EQ(c.delivery.global_blocks_per_s, 1000.0);
-  EXPECT_EQ(c.delivery.max_bytes_in_flight, 4u << 20);
+  EXPECT_EQ(c.delivery.max_publish_bytes_in_flight, 4u << 20);
   EXPECT_EQ(c.delivery.quantum_bytes, 4u << 10);
   EXPECT_EQ(c.delivery.max_open_files, 32u);
-  EXPECT_EQ(c.log.level, "debug");
+  EXPECT_EQ(c.log_level, io::LogLevel::Debug);
+  // Values other modules need are shared by the loader.
+  EXPECT_EQ(c.delivery.qos, 1);
+  EXPECT_EQ(c.delivery.data_dir, dir_ + "/state");
+  EXPECT_EQ(c.mqtt.subscriptions,
+            (std::vector<std::string>{"chunkd/things/+/streams/+/get/+",
+                                      "chunkd/things/+/streams/+/describe/+"}));
+  EXPECT_TRUE(c.warnings.empty());
+}
+
+// Renamed keys: the old name still works for one release, with a warning naming the new one.
+struct RenamedKey {
+  const char* section;
+  const char* old_key;
+  const char* new_key;
+};
+const RenamedKey kRenamed[] = {
+    {"mqtt", "max_queued_mb", "max_queued_mib"},
+    {"storage", "extent_kb", "extent_kib"},
+    {"cache", "capacity_mb", "capacity_mib"},
+    {"delivery", "per_thing_queue", "per_thing_queue_requests"},
+    {"delivery", "global_queue", "global_queue_requests"},
+    {"delivery", "max_bytes_in_flight_mb", "max_publish_in_flight_mib"},
+};
+
+TEST_F(ConfigTest, OldKeyNamesStillWorkWithAWarning) {
+  auto r = parse(R"(
+[mqtt]
+max_queued_mb = 16
+[storage]
+extent_kb = 512
+[cache]
+capacity_mb = 64
+[delivery]
+per_thing_queue = 8
+global_queue = 100
+max_bytes_in_flight_mb = 4
+)");
+  ASSERT_TRUE(r.has_value()) << r.error();
+  const Config& c = *r;
+  EXPECT_EQ(c.mqtt.max_queued_bytes, 16u << 20);
+  EXPECT_EQ(c.store.extent_bytes, 512u << 10);
+  EXPECT_EQ(c.delivery.cache_capacity_bytes, 64u << 20);
+  EXPECT_EQ(c.delivery.per_thing_queue_requests, 8u);
+  EXPECT_EQ(c.delivery.global_queue_requests, 100u);
+  EXPECT_EQ(c.delivery.max_publish_bytes_in_flight, 4u << 20);
+  ASSERT_EQ(c.warnings.size(), std::size(kRenamed));
+  for (std::size_t i = 0; i < std::size(kRenamed); ++i) {
+    std::string old_name = std::string(kRenamed[i].section) + "." + kRenamed[i].old_key;
+    std::string new_name = std::string(kRenamed[i].section) + "." + kRenamed[i].new_key;
+    EXPECT_EQ(c.warnings[i].rfind(old_name + " is deprecated: rename it to " + new_name, 0), 0u)
+        << c.warnings[i];
+  }
+}
+
+TEST_F(ConfigTest, AnOldKeyNameIsCheckedUnderItsOwnName) {
+  EXPECT_EQ(error_of("[storage]\nextent_kb = 100"),
+            "storage.extent_kb: must be a power of two (got 100)");
+  EXPECT_EQ(error_of("[cache]\ncapacity_mb = 0").rfind("cache.capacity_mb: must be an integer", 0),
+            0u);
+}
+
+TEST_F(ConfigTest, OldAndNewNameOfOneKeyIsAnError) {
+  for (const RenamedKey& k : kRenamed) {
+    std::string toml =
+        std::string("[") + k.section + "]\n" + k.old_key + " = 8\n" + k.new_key + " = 8\n";
+    std::string old_name = std::string(k.section) + "." + k.old_key;
+    std::string new_name = std::string(k.section) + "." + k.new_key;
+    EXPECT_EQ(error_of(toml), old_name + " and " + new_name + " are the same setting: keep only " +
+                                  new_name + " (" + old_name + " is its deprecated name)");
+  }
+}
+
+// Each numeric key accepts its bounds and rejects one past either of them.
+TEST_F(ConfigTest, EveryBoundRejects) {
+  struct Bound {
+    const char* section;
+    const char* key;
+    long long min;
+    long long max;
+  };
+  const Bound bounds[] = {
+      {"mqtt", "connections", 1, 64},
+      {"mqtt", "qos", 0, 1},
+      {"mqtt", "keepalive_s", 5, 3600},
+      {"mqtt", "max_queued_mib", 1, 4096},
+      {"control", "max_body_bytes", 1024, 64 << 20},
+      {"control", "max_connections", 1, 65536},
+      {"control", "idle_timeout_ms", 100, 3600000},
+      {"control", "request_timeout_ms", 100, 600000},
+      {"control", "max_concurrent_ingests", 1, 64},
+      {"storage", "extent_kib", 64, 4096},
+      {"storage", "max_streams", 1, 1000000},
+      {"cache", "capacity_mib", 1, 1 << 20},
+      {"delivery", "per_thing_queue_requests", 1, 4096},
+      {"delivery", "global_queue_requests", 1, 1000000},
+      {"delivery", "max_publish_in_flight_mib", 1, 4096},
+      {"delivery", "quantum_kib", 1, 4096},
+      {"delivery", "max_open_files", 1, 65536},
+      {"delivery", "per_thing_blocks_per_s", 0, 1000000000},
+      {"delivery", "global_blocks_per_s", 0, 1000000000},
+  };
+  for (const Bound& b : bounds) {
+    const auto toml = [&](long long v) {
+      return std::string("[") + b.section + "]\n" + b.key + " = " + std::to_string(v) + "\n";
+    };
+    const std::string name = std::string(b.section) + "." + b.key + ": must be";
+    for (long long ok : {b.min, b.max}) {
+      auto r = parse(toml(ok));
+      EXPECT_TRUE(r.has_value()) << toml(ok) << (r.has_value() ? "" : r.error());
+    }
+    for (long long bad : {b.min - 1, b.max + 1}) {
+      EXPECT_EQ(error_of(toml(bad)).rfind(name, 0), 0u) << toml(bad);
+    }
+  }
 }
 
 struct BadCase {
@@ -214,7 +328,7 @@ TEST_F(ConfigTest, EveryErrorNamesTheKey) {
       {"[mqtt]\ntopic_prefix = \"a/+/b\"", "mqtt.topic_prefix:"},
       {"[mqtt]\ntopic_prefix = \"\"", "mqtt.topic_prefix:"},
       {"[mqtt]\nkeepalive_s = 1", "mqtt.keepalive_s: must be an integer between 5 and 3600"},
-      {"[mqtt]\nmax_queued_mb = 0", "mqtt.max_queued_mb: must be an integer between 1 and 4096"},
+      {"[mqtt]\nmax_queued_mib = 0", "mqtt.max_queued_mib: must be an integer between 1 and 4096"},
       {"[mqtt]\nconection = 1", "unknown key: mqtt.conection"},
       {"[control]\nlisten = \"localhost:8080\"", "control.listen: must be an IP address and port"},
       {"[control]\nlisten = \"127.0.0.1\"", "control.listen:"},
@@ -235,24 +349,26 @@ TEST_F(ConfigTest, EveryErrorNamesTheKey) {
       {"[storage]\ndata_dir = \"\"", "storage.data_dir: must not be empty"},
       {"[storage]\ndata_dir = \"afile\"", "storage.data_dir:"},
       {"[storage]\ndata_dir = 3", "storage.data_dir: must be a string"},
-      {"[storage]\nextent_kb = 100", "storage.extent_kb: must be a power of two"},
-      {"[storage]\nextent_kb = 32", "storage.extent_kb: must be an integer between 64 and 4096"},
+      {"[storage]\nextent_kib = 100", "storage.extent_kib: must be a power of two"},
+      {"[storage]\nextent_kib = 32", "storage.extent_kib: must be an integer between 64 and 4096"},
       {"[storage]\nmax_streams = 0", "storage.max_streams: must be an integer between"},
       {"[buckets]\nfw = \"missing-dir\"", "buckets.fw: "},
       {"[buckets]\nfw = \"afile\"", "buckets.fw: "},
       {"[buckets]\nfw = 1", "buckets.fw: must be a directory path"},
       {"[buckets]\n\"bad name\" = \"firmware\"", "buckets.bad name: a bucket name is"},
-      {"[cache]\ncapacity_mb = 0", "cache.capacity_mb: must be an integer between"},
+      {"[cache]\ncapacity_mib = 0", "cache.capacity_mib: must be an integer between"},
       {"[delivery]\nrelax_version_check = 1",
        "delivery.relax_version_check: must be true or false"},
-      {"[delivery]\nper_thing_queue = 0", "delivery.per_thing_queue: must be an integer between"},
-      {"[delivery]\nglobal_queue = 0", "delivery.global_queue: must be an integer between"},
+      {"[delivery]\nper_thing_queue_requests = 0",
+       "delivery.per_thing_queue_requests: must be an integer between"},
+      {"[delivery]\nglobal_queue_requests = 0",
+       "delivery.global_queue_requests: must be an integer between"},
       {"[delivery]\nper_thing_blocks_per_s = -1",
        "delivery.per_thing_blocks_per_s: must be a number between"},
       {"[delivery]\nglobal_blocks_per_s = \"fast\"",
        "delivery.global_blocks_per_s: must be a number between"},
-      {"[delivery]\nmax_bytes_in_flight_mb = 0",
-       "delivery.max_bytes_in_flight_mb: must be an integer between"},
+      {"[delivery]\nmax_publish_in_flight_mib = 0",
+       "delivery.max_publish_in_flight_mib: must be an integer between"},
       {"[delivery]\nquantum_kib = 0", "delivery.quantum_kib: must be an integer between"},
       {"[delivery]\nquantum_kib = 4097", "delivery.quantum_kib: must be an integer between"},
       {"[delivery]\nmax_open_files = 0", "delivery.max_open_files: must be an integer between"},
@@ -305,8 +421,8 @@ TEST_F(ConfigTest, LoadConfigResolvesAgainstTheFilesDirectory) {
   write("etc/chunkd.toml", "[storage]\ndata_dir = \"data\"\n[buckets]\nfw = \"fw\"\n");
   auto r = load_config(dir_ + "/etc/chunkd.toml");
   ASSERT_TRUE(r.has_value()) << r.error();
-  EXPECT_EQ(r->storage.data_dir, dir_ + "/etc/data");
-  EXPECT_EQ(r->buckets.at("fw"), dir_ + "/etc/fw");
+  EXPECT_EQ(r->store.data_dir, dir_ + "/etc/data");
+  EXPECT_EQ(r->control.service.buckets.at("fw"), dir_ + "/etc/fw");
 
   // A relative config path resolves against the working directory.
   char cwd[4096];
@@ -316,7 +432,7 @@ TEST_F(ConfigTest, LoadConfigResolvesAgainstTheFilesDirectory) {
   auto bare = load_config("missing.toml");
   ASSERT_EQ(::chdir(cwd), 0);
   ASSERT_TRUE(rel.has_value()) << rel.error();
-  EXPECT_EQ(rel->storage.data_dir, dir_ + "/etc/data");
+  EXPECT_EQ(rel->store.data_dir, dir_ + "/etc/data");
   ASSERT_FALSE(bare.has_value());
   EXPECT_NE(bare.error().find("missing.toml"), std::string::npos);
 }
@@ -354,35 +470,36 @@ TEST_F(ConfigTest, ExampleFileHoldsEveryDefault) {
   EXPECT_EQ(c.mqtt.client_id, def.mqtt.client_id);
   EXPECT_EQ(c.mqtt.connections, def.mqtt.connections);
   EXPECT_EQ(c.mqtt.username, def.mqtt.username);
-  EXPECT_EQ(c.mqtt.password_file, def.mqtt.password_file);
+  EXPECT_EQ(c.mqtt_password_file, def.mqtt_password_file);
   EXPECT_EQ(c.mqtt.ca_file, def.mqtt.ca_file);
   EXPECT_EQ(c.mqtt.cert_file, def.mqtt.cert_file);
   EXPECT_EQ(c.mqtt.key_file, def.mqtt.key_file);
-  EXPECT_EQ(c.mqtt.qos, def.mqtt.qos);
-  EXPECT_EQ(c.mqtt.topic_prefix, def.mqtt.topic_prefix);
+  EXPECT_EQ(c.mqtt.subscribe_qos, def.mqtt.subscribe_qos);
+  EXPECT_EQ(c.delivery.topic_prefix, def.delivery.topic_prefix);
   EXPECT_EQ(c.mqtt.keepalive_s, def.mqtt.keepalive_s);
   EXPECT_EQ(c.mqtt.max_queued_bytes, def.mqtt.max_queued_bytes);
   EXPECT_EQ(c.control.listen, def.control.listen);
   EXPECT_EQ(c.control.token_file, def.control.token_file);
   EXPECT_EQ(c.control.allow_insecure_listen, def.control.allow_insecure_listen);
-  EXPECT_EQ(c.control.max_body_bytes, def.control.max_body_bytes);
-  EXPECT_EQ(c.control.max_connections, def.control.max_connections);
-  EXPECT_EQ(c.control.idle_timeout_ms, def.control.idle_timeout_ms);
-  EXPECT_EQ(c.control.request_timeout_ms, def.control.request_timeout_ms);
-  EXPECT_EQ(c.control.max_concurrent_ingests, def.control.max_concurrent_ingests);
-  EXPECT_EQ(c.storage.data_dir, def.storage.data_dir);
-  EXPECT_EQ(c.storage.extent_bytes, def.storage.extent_bytes);
-  EXPECT_EQ(c.storage.max_streams, def.storage.max_streams);
-  EXPECT_EQ(c.buckets.size(), 1u);
-  EXPECT_EQ(c.cache.capacity_bytes, def.cache.capacity_bytes);
+  EXPECT_EQ(c.control.http.max_body_bytes, def.control.http.max_body_bytes);
+  EXPECT_EQ(c.control.http.max_connections, def.control.http.max_connections);
+  EXPECT_EQ(c.control.http.idle_timeout_ms, def.control.http.idle_timeout_ms);
+  EXPECT_EQ(c.control.http.request_timeout_ms, def.control.http.request_timeout_ms);
+  EXPECT_EQ(c.control.service.max_concurrent_ingests, def.control.service.max_concurrent_ingests);
+  EXPECT_EQ(c.store.data_dir, def.store.data_dir);
+  EXPECT_EQ(c.store.extent_bytes, def.store.extent_bytes);
+  EXPECT_EQ(c.control.service.max_streams, def.control.service.max_streams);
+  EXPECT_EQ(c.control.service.buckets.size(), 1u);
+  EXPECT_EQ(c.delivery.cache_capacity_bytes, def.delivery.cache_capacity_bytes);
   EXPECT_EQ(c.delivery.relax_version_check, def.delivery.relax_version_check);
-  EXPECT_EQ(c.delivery.per_thing_queue, def.delivery.per_thing_queue);
-  EXPECT_EQ(c.delivery.global_queue, def.delivery.global_queue);
+  EXPECT_EQ(c.delivery.per_thing_queue_requests, def.delivery.per_thing_queue_requests);
+  EXPECT_EQ(c.delivery.global_queue_requests, def.delivery.global_queue_requests);
   EXPECT_EQ(c.delivery.per_thing_blocks_per_s, def.delivery.per_thing_blocks_per_s);
   EXPECT_EQ(c.delivery.global_blocks_per_s, def.delivery.global_blocks_per_s);
-  EXPECT_EQ(c.delivery.max_bytes_in_flight, def.delivery.max_bytes_in_flight);
+  EXPECT_EQ(c.delivery.max_publish_bytes_in_flight, def.delivery.max_publish_bytes_in_flight);
   EXPECT_EQ(c.delivery.max_open_files, def.delivery.max_open_files);
-  EXPECT_EQ(c.log.level, def.log.level);
+  EXPECT_EQ(c.log_level, def.log_level);
+  EXPECT_TRUE(c.warnings.empty()) << "the example uses a deprecated key: " << c.warnings.front();
 }
 
 }  // namespace

@@ -67,9 +67,10 @@ TEST(DaemonCli, CheckNamesTheBadKey) {
       {"[control]\ntoken_file = " + TestDaemon::quote(empty_token) + "\n", "control.token_file"},
       {"[control]\ntoken_file = \"/nonexistent/token\"\n", "control.token_file"},
       {"[buckets]\nfw = \"/nonexistent/bucket/dir\"\n", "buckets.fw"},
-      {"[delivery]\nper_thing_queue = \"many\"\n", "delivery.per_thing_queue"},
-      {"[storage]\nextent_kb = 100\ndata_dir = \"d\"\n", "storage.extent_kb"},
-      {"[cache]\ncapacity_mb = -1\n", "cache.capacity_mb"},
+      {"[delivery]\nper_thing_queue_requests = \"many\"\n", "delivery.per_thing_queue_requests"},
+      {"[storage]\nextent_kib = 100\ndata_dir = \"d\"\n", "storage.extent_kib"},
+      {"[cache]\ncapacity_mib = -1\n", "cache.capacity_mib"},
+      {"[cache]\ncapacity_mb = 8\ncapacity_mib = 8\n", "cache.capacity_mb and cache.capacity_mib"},
       {"[log]\nlevel = \"loud\"\n", "log.level"},
       {"[nonsense]\nx = 1\n", "nonsense"},
   };
@@ -95,6 +96,23 @@ TEST(DaemonCli, CheckNamesTheBadKey) {
   EXPECT_NE(r.err.find("syntax.toml"), std::string::npos) << r.err;
   auto missing = chunkd_cli({"--config", scratch.dir() + "/missing.toml", "--check"});
   EXPECT_NE(missing.exit_code, 0);
+}
+
+// A renamed key's old name still works for one release: --check succeeds and says what to rename.
+TEST(DaemonCli, CheckReportsDeprecatedKeys) {
+  TestDaemon scratch("tcp://127.0.0.1:1");
+  const std::string path = scratch.dir() + "/old.toml";
+  ASSERT_TRUE(
+      write_file(path, "[storage]\ndata_dir = \"d\"\nextent_kb = 512\n[cache]\ncapacity_mb = 8\n"));
+  auto r = chunkd_cli({"--config", path, "--check"});
+  EXPECT_EXIT_CODE(r, 0);
+  EXPECT_NE(r.out.find("config ok"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("storage.extent_kb is deprecated: rename it to storage.extent_kib"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("cache.capacity_mb is deprecated: rename it to cache.capacity_mib"),
+            std::string::npos)
+      << r.err;
 }
 
 // Relative paths in the config resolve against the config file's directory.

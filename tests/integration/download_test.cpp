@@ -607,7 +607,7 @@ TEST_F(RelaxedVersion, AnyVersionIsServed) {
 
 class Throttled : public Rejections {
   void configure() override {
-    stack.daemon().set("delivery", "per_thing_queue", "1");
+    stack.daemon().set("delivery", "per_thing_queue_requests", "1");
     // One block a second: the first request keeps the thing busy for the whole test.
     stack.daemon().set("delivery", "per_thing_blocks_per_s", "1");
   }

@@ -1,0 +1,269 @@
+// The control API's routes: one table maps (path, method) to a route name (the metrics label)
+// and the member that serves it; handle() applies the same checks to every route, in one order:
+// path (404), auth (401), method (405 with Allow), shutting down (503), stream id (400).
+#include <algorithm>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/text.hpp"
+#include "engine/control_service.hpp"
+#include "engine/control_service_internal.hpp"
+#include "protocol/control.hpp"
+
+namespace chunkd::engine {
+namespace {
+
+using control_detail::api_error;
+using control_detail::json_response;
+using control_detail::to_info;
+using protocol::ApiError;
+using protocol::ApiErrorCode;
+using Responder = io::HttpServer::Responder;
+
+constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4";
+
+// The paths the API serves, and what every route on one of them shares.
+enum class Resource { Collection, Item, Health, MetricsPage };
+
+struct ResourceRule {
+  const char* allow;           // the Allow header of a 405
+  bool needs_token;            // the bearer token, when one is configured
+  bool refused_while_closing;  // 503 once close() started
+};
+
+const ResourceRule& rule_of(Resource resource) {
+  static const ResourceRule collection{"GET", true, true};
+  static const ResourceRule item{"GET, POST, PUT, DELETE", true, true};
+  static const ResourceRule open_page{"GET", false, false};
+  switch (resource) {
+    case Resource::Collection:
+      return collection;
+    case Resource::Item:
+      return item;
+    default:
+      return open_page;
+  }
+}
+
+// The resource of `path`; `id` is the stream id of an Item.
+std::optional<Resource> match_resource(std::string_view path, std::string_view& id) {
+  if (path == "/streams") return Resource::Collection;
+  if (path.rfind("/streams/", 0) == 0 && path.size() > 9 &&
+      path.find('/', 9) == std::string_view::npos) {
+    id = path.substr(9);
+    return Resource::Item;
+  }
+  if (path == "/healthz") return Resource::Health;
+  if (path == "/metrics") return Resource::MetricsPage;
+  return std::nullopt;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Constant time in the content of both: every byte of the expected token is compared whatever
+// `given` holds (only the lengths, which are not secret here, decide the loop's shape).
+bool constant_time_equal(std::string_view given, std::string_view expected) {
+  unsigned diff = given.size() == expected.size() ? 0u : 1u;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+    diff |= static_cast<unsigned>(g ^ static_cast<unsigned char>(expected[i]));
+  }
+  return diff == 0;
+}
+
+}  // namespace
+
+struct ControlService::Route {
+  Resource resource;
+  std::string_view method;
+  std::string_view name;  // the route label of chunkd_http_requests_total
+  void (*serve)(ControlService& self, std::string_view id, const io::HttpRequest& request,
+                Responder& respond);
+};
+
+const ControlService::Route* ControlService::find_route(int resource, std::string_view method) {
+  using S = ControlService;
+  using R = const io::HttpRequest&;
+  static const Route routes[] = {
+      {Resource::Collection, "GET", "list",
+       [](S& self, std::string_view, R request, Responder& respond) {
+         self.list(request, respond);
+       }},
+      {Resource::Item, "GET", "describe",
+       [](S& self, std::string_view id, R, Responder& respond) { self.describe(id, respond); }},
+      {Resource::Item, "POST", "create",
+       [](S& self, std::string_view id, R request, Responder& respond) {
+         self.create(std::string(id), request, respond);
+       }},
+      {Resource::Item, "PUT", "update",
+       [](S& self, std::string_view id, R request, Responder& respond) {
+         self.update(std::string(id), request, respond);
+       }},
+      {Resource::Item, "DELETE", "delete",
+       [](S& self, std::string_view id, R, Responder& respond) {
+         self.remove(std::string(id), respond);
+       }},
+      {Resource::Health, "GET", "healthz",
+       [](S& self, std::string_view, R, Responder& respond) { self.health(respond); }},
+      {Resource::MetricsPage, "GET", "metrics",
+       [](S& self, std::string_view, R, Responder& respond) { self.metrics_page(respond); }},
+  };
+  for (const Route& route : routes) {
+    if (static_cast<int>(route.resource) == resource && route.method == method) return &route;
+  }
+  return nullptr;
+}
+
+void ControlService::handle(io::HttpRequest&& request, Responder respond) {
+  // Route first (for the metrics label), then auth, then the method.
+  std::string_view id;
+  const std::optional<Resource> resource = match_resource(request.path, id);
+  const Route* route = resource ? find_route(static_cast<int>(*resource), request.method) : nullptr;
+  Responder counted = [this, name = std::string(route ? route->name : "other"),
+                       respond = std::move(respond)](io::HttpResponse r) {
+    metrics_
+        .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
+                 "route=\"" + name + "\",status=\"" + std::to_string(r.status) + "\"")
+        .inc();
+    respond(std::move(r));
+  };
+
+  if (!resource) {
+    counted(api_error(ApiErrorCode::NotFound, "no such resource: " + request.path));
+    return;
+  }
+  const ResourceRule& rule = rule_of(*resource);
+  if (rule.needs_token && !authorized(request)) {
+    io::HttpResponse r =
+        api_error(ApiErrorCode::Unauthorized,
+                  request.header("authorization") == nullptr
+                      ? "this route needs an \"Authorization: Bearer <token>\" header"
+                      : "the bearer token is not valid");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    counted(std::move(r));
+    return;
+  }
+  if (route == nullptr) {
+    io::HttpResponse r =
+        api_error(ApiErrorCode::MethodNotAllowed,
+                  "method " + request.method + " is not allowed on " + request.path);
+    r.headers.emplace_back("Allow", rule.allow);
+    counted(std::move(r));
+    return;
+  }
+  if (rule.refused_while_closing && closing_) {
+    counted(api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
+    return;
+  }
+  if (*resource == Resource::Item) {
+    if (auto problem = protocol::validate_stream_id(id)) {
+      counted(api_error(*problem));
+      return;
+    }
+  }
+  route->serve(*this, id, request, counted);
+}
+
+bool ControlService::authorized(const io::HttpRequest& request) const {
+  if (options_.token.empty()) return true;
+  const std::string* header = request.header("authorization");
+  if (header == nullptr) return false;
+  std::string_view value = trim(*header);
+  return value.size() > 7 && base::iequals(value.substr(0, 6), "bearer") &&
+         (value[6] == ' ' || value[6] == '\t') &&
+         constant_time_equal(trim(value.substr(7)), options_.token);
+}
+
+void ControlService::health(Responder& respond) {
+  if (ready_ && !closing_) {
+    respond(json_response(200, R"({"status":"ok"})"));
+  } else {
+    respond(api_error(
+        ApiErrorCode::ServiceUnavailable,
+        closing_ ? "chunkd is shutting down" : "not connected and subscribed to the MQTT broker"));
+  }
+}
+
+void ControlService::metrics_page(Responder& respond) {
+  io::HttpResponse r;
+  r.status = 200;
+  r.content_type = std::string(kMetricsContentType);
+  r.body = metrics_.render();
+  respond(std::move(r));
+}
+
+void ControlService::describe(std::string_view id, Responder& respond) {
+  StreamSnapshot s = catalog_.find(id);
+  if (!s) {
+    respond(api_error(ApiErrorCode::NotFound, "no stream " + std::string(id)));
+    return;
+  }
+  respond(json_response(200, protocol::describe_response(to_info(*s))));
+}
+
+void ControlService::list(const io::HttpRequest& request, Responder& respond) {
+  auto query = protocol::parse_list_query(request.query);
+  if (!query) {
+    respond(api_error(query.error()));
+    return;
+  }
+  std::optional<std::string_view> after;
+  if (query->after_id) after = *query->after_id;
+  std::vector<StreamSnapshot> page =
+      catalog_.page(after, query->ascending, std::size_t{query->max_results} + 1);
+  std::optional<std::string> next_token;
+  if (page.size() > query->max_results) {
+    page.resize(query->max_results);
+    next_token = protocol::encode_next_token(page.back()->id);
+  }
+  std::vector<protocol::StreamInfo> infos;
+  infos.reserve(page.size());
+  for (const auto& s : page) {
+    protocol::StreamInfo info;
+    info.stream_id = s->id;
+    info.stream_arn = control_detail::stream_arn(s->id);
+    info.version = s->version;
+    info.description = s->description;
+    info.created_at = s->created_at;
+    infos.push_back(std::move(info));
+  }
+  respond(json_response(200, protocol::list_response(infos, next_token)));
+}
+
+std::string ControlService::error_body(int status, std::string_view message) {
+  ApiErrorCode code = ApiErrorCode::ValidationError;
+  switch (status) {
+    case 401:
+      code = ApiErrorCode::Unauthorized;
+      break;
+    case 404:
+      code = ApiErrorCode::NotFound;
+      break;
+    case 405:
+      code = ApiErrorCode::MethodNotAllowed;
+      break;
+    case 413:
+    case 431:
+      code = ApiErrorCode::PayloadTooLarge;
+      break;
+    case 429:
+      code = ApiErrorCode::RateLimited;
+      break;
+    case 503:
+      code = ApiErrorCode::ServiceUnavailable;
+      break;
+    default:
+      code = status >= 500 ? ApiErrorCode::InternalError : ApiErrorCode::ValidationError;
+  }
+  return protocol::error_response(ApiError{code, std::string(message), {}});
+}
+
+}  // namespace chunkd::engine
