@@ -13,7 +13,7 @@
 //
 // Bytes in flight: the fleet bounds them with its requests, as it bounds chunkd's; on top of that,
 // above kMaxQueuedBytes of unwritten replies the request connection is not read until half of
-// them are written (chunkd's delivery.max_bytes_in_flight_mb does the same).
+// them are written (chunkd's delivery.max_publish_in_flight_mib does the same).
 //
 // Requests it cannot answer from what it pre-encoded (another format or block size, a file id
 // other than 0, a bad request) are counted in `unanswered`; chunkload then fails the run.
