@@ -9,7 +9,7 @@
 //   chunkd::test::TestBroker broker;  ASSERT_TRUE(broker.start()) << broker.error();
 //   chunkd::test::TestDaemon daemon(broker.uri());
 //   std::string dir = daemon.add_bucket("firmware");        // the test fills this directory
-//   daemon.set("delivery", "per_thing_queue_requests", "1");// any key: section, key, TOML value
+//   daemon.set("delivery", "per_thing_queue_requests", "1");  // any key: section, key, TOML value
 //   ASSERT_TRUE(daemon.start()) << daemon.error();          // waits for GET /healthz == 200
 //   chunkd::test::HttpClient http = daemon.http();
 //   ...
