@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "io/log.hpp"
+#include "io/mqtt_uri.hpp"
 #include "protocol/topic.hpp"
 
 namespace chunkd::engine {
@@ -188,47 +189,6 @@ bool parse_listen(const std::string& text, std::string& host, std::uint16_t& por
   return true;
 }
 
-bool parse_mqtt_uri(const std::string& uri, bool& tls) {
-  std::string rest;
-  if (uri.rfind("tcp://", 0) == 0) {
-    tls = false;
-    rest = uri.substr(6);
-  } else if (uri.rfind("ssl://", 0) == 0) {
-    tls = true;
-    rest = uri.substr(6);
-  } else {
-    return false;
-  }
-  if (rest.empty() || has_control_chars(rest) || rest.find('/') != std::string::npos) return false;
-  std::string host = rest;
-  std::string port;
-  if (rest.front() == '[') {
-    std::size_t close = rest.find(']');
-    if (close == std::string::npos || close == 1) return false;
-    host = rest.substr(1, close - 1);
-    if (close + 1 < rest.size()) {
-      if (rest[close + 1] != ':') return false;
-      port = rest.substr(close + 2);
-      if (port.empty()) return false;
-    }
-  } else if (std::size_t colon = rest.rfind(':'); colon != std::string::npos) {
-    host = rest.substr(0, colon);
-    port = rest.substr(colon + 1);
-    if (port.empty()) return false;
-  }
-  if (host.empty()) return false;
-  if (!port.empty()) {
-    if (port.size() > 5) return false;
-    unsigned value = 0;
-    for (char c : port) {
-      if (c < '0' || c > '9') return false;
-      value = value * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (value == 0 || value > 65535) return false;
-  }
-  return true;
-}
-
 // First line of a small secret file, surrounding whitespace trimmed.
 bool read_first_line(const std::string& path, std::string& out, std::string& problem) {
   std::ifstream in(path, std::ios::binary);
@@ -303,8 +263,11 @@ Result validate(const toml::table& root, const std::string& config_dir) {
     Section s(root["mqtt"].as_table(), "mqtt", error);
     bool tls = false;
     s.string("uri", c.mqtt.uri);
-    if (!parse_mqtt_uri(c.mqtt.uri, tls)) {
-      s.fail("uri", "must be tcp://host:port or ssl://host:port (got \"" + c.mqtt.uri + "\")");
+    if (auto uri = io::parse_mqtt_uri(c.mqtt.uri); !uri) {
+      s.fail("uri", "must be tcp://host:port or ssl://host:port (" + uri.error().detail +
+                        "; got \"" + c.mqtt.uri + "\")");
+    } else {
+      tls = uri->tls;
     }
     if (s.string("client_id", c.mqtt.client_id) &&
         (c.mqtt.client_id.empty() || c.mqtt.client_id.size() > 200 ||
