@@ -17,6 +17,8 @@
 
 #include "engine/config_values.hpp"
 #include "io/log.hpp"
+#include "io/mqtt_options.hpp"
+#include "io/mqtt_uri.hpp"
 #include "protocol/topic.hpp"
 
 namespace chunkd::engine {
@@ -198,47 +200,6 @@ class Section {
   std::string& error_;
 };
 
-bool parse_mqtt_uri(const std::string& uri, bool& tls) {
-  std::string rest;
-  if (uri.rfind("tcp://", 0) == 0) {
-    tls = false;
-    rest = uri.substr(6);
-  } else if (uri.rfind("ssl://", 0) == 0) {
-    tls = true;
-    rest = uri.substr(6);
-  } else {
-    return false;
-  }
-  if (rest.empty() || has_control_chars(rest) || rest.find('/') != std::string::npos) return false;
-  std::string host = rest;
-  std::string port;
-  if (rest.front() == '[') {
-    std::size_t close = rest.find(']');
-    if (close == std::string::npos || close == 1) return false;
-    host = rest.substr(1, close - 1);
-    if (close + 1 < rest.size()) {
-      if (rest[close + 1] != ':') return false;
-      port = rest.substr(close + 2);
-      if (port.empty()) return false;
-    }
-  } else if (std::size_t colon = rest.rfind(':'); colon != std::string::npos) {
-    host = rest.substr(0, colon);
-    port = rest.substr(colon + 1);
-    if (port.empty()) return false;
-  }
-  if (host.empty()) return false;
-  if (!port.empty()) {
-    if (port.size() > 5) return false;
-    unsigned value = 0;
-    for (char c : port) {
-      if (c < '0' || c > '9') return false;
-      value = value * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (value == 0 || value > 65535) return false;
-  }
-  return true;
-}
-
 // The numeric keys: bounds in the key's unit, and where the value goes (converted to the member's
 // unit by `unit`). Keys needing more than a range are read by the section's step below.
 // The key's unit, as the shift that converts it to the member's (bytes); Same: no conversion.
@@ -261,13 +222,13 @@ T narrow(std::uint64_t v) {
 
 // clang-format off
 constexpr IntegerKey kIntegerKeys[] = {
-    {"mqtt", "connections", 1, 64, Unit::Same,
+    {"mqtt", "connections", 1, io::kMqttMaxConnections, Unit::Same,
      [](Config& c, std::uint64_t v) { c.mqtt.connections = v; }},
-    {"mqtt", "qos", 0, 1, Unit::Same,
+    {"mqtt", "qos", 0, io::kMqttMaxQos, Unit::Same,
      [](Config& c, std::uint64_t v) { c.mqtt.subscribe_qos = c.delivery.qos = narrow<int>(v); }},
-    {"mqtt", "keepalive_s", 5, 3600, Unit::Same,
+    {"mqtt", "keepalive_s", io::kMqttMinKeepaliveS, io::kMqttMaxKeepaliveS, Unit::Same,
      [](Config& c, std::uint64_t v) { c.mqtt.keepalive_s = narrow<int>(v); }},
-    {"mqtt", "max_queued_mib", 1, 4096, Unit::MiB,
+    {"mqtt", "max_queued_mib", 1, io::kMqttMaxQueuedBytes >> 20, Unit::MiB,
      [](Config& c, std::uint64_t v) { c.mqtt.max_queued_bytes = v; }},
     {"control", "max_body_bytes", 1024, 64 << 20, Unit::Same,
      [](Config& c, std::uint64_t v) { c.control.http.max_body_bytes = v; }},
@@ -369,11 +330,14 @@ bool path_key(Section& s, std::string_view key, std::string& out, const std::str
 
 void read_mqtt_endpoint(Section& s, Config& c, bool& tls) {
   s.string("uri", c.mqtt.uri);
-  if (!parse_mqtt_uri(c.mqtt.uri, tls)) {
-    s.fail("uri", "must be tcp://host:port or ssl://host:port (got \"" + c.mqtt.uri + "\")");
+  if (auto uri = io::parse_mqtt_uri(c.mqtt.uri); !uri) {
+    s.fail("uri", "must be tcp://host:port or ssl://host:port (" + uri.error().detail + "; got \"" +
+                      c.mqtt.uri + "\")");
+  } else {
+    tls = uri->tls;
   }
   if (s.string("client_id", c.mqtt.client_id) &&
-      (c.mqtt.client_id.empty() || c.mqtt.client_id.size() > 200 ||
+      (c.mqtt.client_id.empty() || c.mqtt.client_id.size() > io::kMqttMaxClientIdBytes ||
        has_control_chars(c.mqtt.client_id))) {
     s.fail("client_id", "must be 1 to 200 printable characters");
   }

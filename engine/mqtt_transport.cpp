@@ -33,8 +33,7 @@ Transport::SendResult MqttTransport::map(io::PublishResult r) {
 Expected<void> MqttTransport::start(RequestHandler on_request, ReadyHandler on_ready) {
   on_request_ = std::move(on_request);
   on_ready_ = std::move(on_ready);
-  if (std::error_code e = pool_->start()) return fail(e);
-  return {};
+  return pool_->start();
 }
 
 bool MqttTransport::ready() const { return pool_->ready(); }

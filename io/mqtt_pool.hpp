@@ -1,29 +1,30 @@
-// A pool of libmosquitto client connections driven by the libuv loop, with no library threads.
+// MqttPool: a pool of MQTT connections to one broker, driven by the libuv loop with no library
+// threads. What each part owns:
+//   - io/mqtt_connection.hpp: one libmosquitto client, its socket's uv_poll_t, keep-alive,
+//     reconnects with backoff, name lookup;
+//   - io/mqtt_writer.hpp: the direct QoS 0 path that writes PUBLISH packets itself;
+//   - this pool: routing (connection_for), the choice of path per publish, accounting of queued
+//     bytes with backpressure, readiness, on_writable, and the stop barrier.
 //
-// Each connection's socket (mosquitto_socket) is watched by a uv_poll_t: readable always, writable
-// only while mosquitto_want_write(); the loop calls mosquitto_loop_read/_write and a timer calls
-// mosquitto_loop_misc (keep-alive). A lost connection is retried with exponential backoff on a
-// libuv timer and resubscribes every filter on reconnect. TCP_NODELAY is set on every socket.
+// Paths: QoS 0 publishes on a plain-TCP pool that subscribes at QoS 0 (chunkd's default) go
+// through the direct writer, gathered per loop turn (a uv_prepare) into one sendmsg per
+// connection; TLS pools, pools subscribing at QoS 1/2 and, from its first QoS 1/2 publish on, a
+// pool publishing at QoS 1/2 use libmosquitto for every message (the writer's header says why).
 //
-// QoS 0 publishes on a plain-TCP pool that subscribes at QoS 0 (chunkd's default) bypass
-// libmosquitto: the pool encodes the PUBLISH packet itself, gathers one loop turn's packets per
-// connection in its own buffer and writes them with one send() just before the loop blocks (a
-// uv_prepare handle), or at once with sendmsg() from the caller's memory when a message is large
-// or the buffer holds 64 KiB, copying only what the socket did not take. libmosquitto writes
-// one packet per write(), mallocs and copies each one and pokes its internal socketpair per call;
-// on loopback that was 60 % of chunkd's CPU per 4 KiB block (bench/README.md). The two writers
-// never interleave: the pool writes only while libmosquitto's queue is empty and calls
-// libmosquitto's writers (keep-alive, QoS 1/2, disconnect) only once its own buffer is drained.
-// TLS pools, pools subscribing at QoS 1/2 and, from its first QoS 1/2 publish on, a pool publishing
-// at QoS 1/2 use libmosquitto for every message.
+// Backpressure: bytes handed to publish() and not yet written (or acknowledged, QoS 1/2) are
+// counted per connection; publish() refuses with PublishResult::Backpressure when a connection's
+// queued bytes would exceed `max_queued_bytes` (a larger message still goes out alone on an idle
+// connection). on_writable() fires when queued bytes fall below half of that bound. A dropped
+// connection forgets its queued bytes (libmosquitto frees them silently).
 //
-// Bytes handed to publish() and not yet written to the socket are counted per connection;
-// publish() refuses with PublishResult::Backpressure when a connection's queued bytes would exceed
-// `max_queued_bytes`. on_writable() fires when queued bytes fall below half of that bound, so the
-// caller can resume. A connection whose socket takes no byte for 1.5 keep-alive periods is closed
-// and reconnected.
+// Deferred work (ready transitions, on_writable, the stop sequence) runs from a zero-delay timer,
+// never inside a libmosquitto call, so callbacks may publish or call stop(). They must not destroy
+// the pool: call stop() and destroy it from `done`. A callback that throws terminates the process
+// (a bug, not an operating error).
 //
-// Thread: everything (including the message callback) on the loop thread.
+// Thread: everything (including the callbacks) on the loop thread.
+// REQUIRES: options as bounded in io/mqtt_options.hpp (the config loader validates them; start()
+// asserts them); the loop outlives the pool and runs after its destruction so handles can close.
 #pragma once
 
 #include <uv.h>
@@ -35,41 +36,14 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
+
+#include "base/expected.hpp"
+#include "io/mqtt_options.hpp"
 
 namespace chunkd::io {
 
-struct MqttOptions {
-  std::string uri = "tcp://127.0.0.1:1883";  // tcp://host:port or ssl://host:port
-  std::string client_id = "chunkd";          // connection i uses "<client_id>-<i>"
-  std::size_t connections = 2;
-  std::string username;
-  std::string password;
-  std::string ca_file;  // ssl:// only
-  std::string cert_file;
-  std::string key_file;
-  int keepalive_s = 30;
-  int reconnect_min_ms = 100;
-  int reconnect_max_ms = 10000;
-  std::size_t max_queued_bytes = 8u << 20;  // per connection
-  std::vector<std::string> subscriptions;   // filters subscribed on every connection... see below
-  int subscribe_qos = 0;
-};
-// Subscriptions: each filter is subscribed on connection 0 only (a broker would otherwise deliver
-// every request once per connection). Replies are spread over all connections by thing.
-
 enum class PublishResult { Ok, Backpressure, NotConnected, Error };
-
-struct MqttStats {
-  std::uint64_t messages_received = 0;
-  std::uint64_t messages_published = 0;
-  std::uint64_t bytes_published = 0;
-  std::uint64_t publish_refused_backpressure = 0;
-  std::uint64_t publish_refused_disconnected = 0;
-  std::uint64_t reconnects = 0;
-  std::uint64_t socket_writes = 0;  // send() calls of the pool's own QoS 0 path
-};
 
 class MqttPool {
  public:
@@ -84,18 +58,23 @@ class MqttPool {
   MqttPool(const MqttPool&) = delete;
   MqttPool& operator=(const MqttPool&) = delete;
 
-  // Validates options (URI scheme/host/port, TLS files readable) and starts connecting.
-  std::error_code start();
+  // Starts connecting. Errors (std::errc / errno codes, with a detail naming the cause): a URI
+  // io::parse_mqtt_uri refuses, a TLS file that is not readable, libmosquitto refusing a setting,
+  // start() called twice. REQUIRES: options within io/mqtt_options.hpp's bounds (asserted).
+  Expected<void> start();
   bool ready() const;
 
   // The connection that owns `key` (a thing name): a stable hash, so one thing's replies stay in
   // order on one connection.
   std::size_t connection_for(std::string_view key) const;
   // The payload is the concatenation of `parts`; none is referenced after the call returns.
+  // Error: qos not 0..2, an empty or > 65535-byte topic, a payload over INT_MAX bytes, or before
+  // start(). REQUIRES: connection < connections().
   PublishResult publish(std::size_t connection, std::string_view topic,
                         std::span<const std::span<const std::byte>> parts, int qos);
   PublishResult publish(std::size_t connection, std::string_view topic,
                         std::span<const std::byte> payload, int qos);
+  // REQUIRES: connection < connections().
   std::size_t queued_bytes(std::size_t connection) const;
   std::size_t total_queued_bytes() const;
   void on_writable(std::function<void()> callback);

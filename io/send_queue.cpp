@@ -1,8 +1,9 @@
 #include "io/send_queue.hpp"
 
 #include <algorithm>
-#include <cassert>
 #include <cstring>
+
+#include "base/assert.hpp"
 
 namespace chunkd::io {
 
@@ -22,18 +23,24 @@ void SendQueue::append(std::span<const std::byte> bytes) {
 
 std::size_t SendQueue::gather(iovec* iov, std::size_t max) const {
   std::size_t n = 0;
-  for (auto it = chunks_.begin(); it != chunks_.end() && n < max; ++it) {
+  std::size_t bytes = 0;
+  auto it = chunks_.begin();
+  for (; it != chunks_.end() && n < max; ++it) {
+    CHUNKD_ASSERT(it->begin <= it->end && it->end <= kChunkBytes);
     if (it->end == it->begin) continue;
     iov[n++] = iovec{it->data.get() + it->begin, it->end - it->begin};
+    bytes += it->end - it->begin;
   }
+  // Accounting: the bytes waiting are exactly the chunks' bytes (checked when all were seen).
+  CHUNKD_ASSERT(it != chunks_.end() ? bytes <= size_ : bytes == size_);
   return n;
 }
 
 void SendQueue::consume(std::size_t n) {
-  assert(n <= size_);
-  n = std::min(n, size_);
+  CHUNKD_ASSERT(n <= size_);
   size_ -= n;
   while (n > 0) {
+    CHUNKD_ASSERT(!chunks_.empty());
     Chunk& head = chunks_.front();
     const std::size_t take = std::min(n, head.end - head.begin);
     head.begin += take;
@@ -44,6 +51,7 @@ void SendQueue::consume(std::size_t n) {
       chunks_.pop_front();
     }
   }
+  CHUNKD_ASSERT(size_ > 0 || chunks_.empty() || chunks_.front().begin == chunks_.front().end);
   if (size_ == 0 && chunks_.size() == 1) {
     chunks_.front().begin = 0;  // an empty tail starts over at its beginning
     chunks_.front().end = 0;

@@ -6,6 +6,10 @@
 // partial write (a contiguous buffer compacted on every partial write cost chunkd 15 % of its CPU
 // on a busy broker connection). gather() hands the waiting bytes to sendmsg() as iovecs.
 //
+// Invariant (asserted): size() == the bytes between begin and end of every chunk.
+// Bound: the owner bounds size() (MqttPool: max_queued_bytes per connection); at most
+// kMaxSpareChunks drained chunks are kept.
+//
 // Thread: not thread-safe; one owner.
 #pragma once
 
@@ -30,7 +34,7 @@ class SendQueue {
   void append(std::span<const std::byte> bytes);
   // Fills up to `max` iovecs with the first waiting bytes, in order; returns how many it filled.
   std::size_t gather(iovec* iov, std::size_t max) const;
-  // Drops the first `n` waiting bytes (n <= size()).
+  // Drops the first `n` waiting bytes. REQUIRES: n <= size().
   void consume(std::size_t n);
   void clear();
 

@@ -177,7 +177,7 @@ class MqttPoolTest : public ::testing::Test {
   }
 
   bool start_and_wait_ready(MqttPool& pool) {
-    if (pool.start()) return false;
+    if (!pool.start()) return false;
     return run_until(&loop_, [&] { return pool.ready(); });
   }
 
@@ -597,7 +597,7 @@ TEST_F(MqttPoolTest, NotConnectedUntilBrokerAppearsThenWritable) {
   broker_.stop();  // keep its port: nothing listens there now
   MqttOptions o = options();
   MqttPool& pool = make_pool(o);
-  ASSERT_FALSE(pool.start());
+  ASSERT_TRUE(pool.start());
   EXPECT_EQ(pool.publish(0, "n/thing", bytes_of("early"), 0), PublishResult::NotConnected);
   EXPECT_EQ(pool.stats().publish_refused_disconnected, 1u);
   EXPECT_FALSE(pool.ready());
@@ -621,7 +621,7 @@ TEST_F(MqttPoolTest, ConnectsByHostName) {
 TEST_F(MqttPoolTest, StopWhileReconnecting) {
   broker_.stop();
   MqttPool& pool = make_pool(options());
-  ASSERT_FALSE(pool.start());
+  ASSERT_TRUE(pool.start());
   int spins = 0;  // let a few attempts fail, so stop() meets connections between retries
   run_until(&loop_, [&] { return ++spins > 50; });
   ASSERT_TRUE(stop_pool(pool));
@@ -678,25 +678,27 @@ TEST_F(MqttPoolTest, StopFromInsideTheMessageHandler) {
   EXPECT_FALSE(pool_->ready());
 }
 
-TEST_F(MqttPoolTest, HandlerExceptionsDoNotEscape) {
+// A callback that throws is a bug: the exception is not swallowed but terminates the process
+// (libstdc++ prints it), since the C trampolines that call the handlers are noexcept.
+TEST_F(MqttPoolTest, HandlerExceptionTerminates) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
   MqttOptions o = options();
   o.subscriptions = {"x/+/get"};
-  int calls = 0;
-  pool_ = std::make_unique<MqttPool>(
-      &loop_, o,
-      [&](std::string_view, std::span<const std::byte>) {
-        ++calls;
-        throw std::runtime_error("handler failure");
+  EXPECT_DEATH(
+      {
+        pool_ = std::make_unique<MqttPool>(
+            &loop_, o,
+            [&](std::string_view, std::span<const std::byte>) {
+              throw std::runtime_error("handler failure");
+            },
+            nullptr);
+        if (!start_and_wait_ready(*pool_)) std::_Exit(3);
+        RawClient device;
+        if (!device.connect(broker_.port()) || !device.publish("x/a/get", "1")) std::_Exit(4);
+        run_until(&loop_, [] { return false; });
+        std::_Exit(5);  // not reached: the handler's exception terminates
       },
-      nullptr);
-  ASSERT_TRUE(start_and_wait_ready(*pool_));
-  RawClient device;
-  ASSERT_TRUE(device.connect(broker_.port()));
-  ASSERT_TRUE(device.publish("x/a/get", "1"));
-  ASSERT_TRUE(device.publish("x/b/get", "2"));
-  ASSERT_TRUE(run_until(&loop_, [&] { return calls == 2; }));
-  EXPECT_TRUE(pool_->ready());
-  ASSERT_TRUE(stop_pool(*pool_));
+      "handler failure");
 }
 
 // At debug level libmosquitto's own log lines are forwarded (one per packet).
@@ -721,63 +723,82 @@ TEST_F(MqttPoolTest, DestroyWithoutStopReleasesEverything) {
 
 // ---- without a broker ---------------------------------------------------------------------
 
-TEST(MqttPoolOptions, BadUrisAndOptionsFailAtStart) {
+TEST(MqttPoolOptions, BadUrisFailAtStart) {
   uv_loop_t loop;
   ASSERT_EQ(uv_loop_init(&loop), 0);
-  const char* bad_uris[] = {"",
-                            "127.0.0.1:1883",
-                            "http://127.0.0.1:1883",
-                            "mqtt://127.0.0.1",
-                            "tcp://",
-                            "tcp://:1883",
-                            "tcp://127.0.0.1:0",
-                            "tcp://127.0.0.1:65536",
-                            "tcp://127.0.0.1:http",
-                            "tcp://127.0.0.1:",
-                            "tcp://127.0.0.1:1883/path",
-                            "tcp://[::1",
-                            "tcp://[::1]1883"};
-  for (const char* uri : bad_uris) {
+  // Every refusal of io::parse_mqtt_uri (tests/io/mqtt_uri_test.cpp covers them all).
+  for (const char* uri : {"", "http://127.0.0.1:1883", "tcp://:1883", "tcp://127.0.0.1:0",
+                          "tcp://127.0.0.1:1883/path", "tcp://[::1"}) {
     MqttOptions o;
     o.uri = uri;
     MqttPool pool(&loop, o, nullptr, nullptr);
-    std::error_code ec = pool.start();
-    EXPECT_EQ(ec, std::errc::invalid_argument) << uri;
+    auto started = pool.start();
+    ASSERT_FALSE(started) << uri;
+    EXPECT_EQ(started.error().code, std::errc::invalid_argument) << uri;
+    EXPECT_NE(started.error().detail.find("mqtt.uri"), std::string::npos) << uri;
     bool done = false;
     pool.stop(0, [&] { done = true; });
     EXPECT_TRUE(done) << uri;
     EXPECT_FALSE(pool.ready());
   }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+}
 
-  auto start_with = [&](const std::function<void(MqttOptions&)>& change) {
+// Config can check a TLS file but not that it is still there when the pool starts.
+TEST(MqttPoolOptions, UnreadableTlsFileFailsAtStart) {
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  {
+    MqttOptions o;
+    o.uri = "ssl://127.0.0.1:8883";
+    o.ca_file = "/nonexistent/chunkd/ca.pem";
+    MqttPool pool(&loop, o, nullptr, nullptr);
+    auto started = pool.start();
+    ASSERT_FALSE(started);
+    EXPECT_EQ(started.error().code, std::errc::no_such_file_or_directory);
+    EXPECT_NE(started.error().message().find("mqtt.ca_file '/nonexistent/chunkd/ca.pem'"),
+              std::string::npos)
+        << started.error().message();
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+}
+
+// Options are validated once, by the config loader; the pool asserts the same bounds
+// (io/mqtt_options.hpp), so an out-of-bounds option is a bug that stops the process.
+TEST(MqttPoolOptionsDeathTest, OptionsOutsideTheConfigBoundsAbort) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto start_with = [](const std::function<void(MqttOptions&)>& change) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
     MqttOptions o;
     o.uri = "tcp://127.0.0.1:1";
     change(o);
     MqttPool pool(&loop, o, nullptr, nullptr);
-    return pool.start();
+    (void)pool.start();
   };
-  EXPECT_EQ(start_with([](MqttOptions& o) { o.connections = 0; }), std::errc::invalid_argument);
-  EXPECT_EQ(start_with([](MqttOptions& o) { o.client_id.clear(); }), std::errc::invalid_argument);
-  EXPECT_EQ(start_with([](MqttOptions& o) { o.keepalive_s = 1; }), std::errc::invalid_argument);
-  EXPECT_EQ(start_with([](MqttOptions& o) { o.reconnect_max_ms = 1; }),
-            std::errc::invalid_argument);
-  EXPECT_EQ(start_with([](MqttOptions& o) { o.subscriptions = {"a/#/b"}; }),
-            std::errc::invalid_argument);
-  EXPECT_EQ(start_with([](MqttOptions& o) { o.subscribe_qos = 3; }), std::errc::invalid_argument);
-  EXPECT_EQ(start_with([](MqttOptions& o) { o.password = "secret"; }), std::errc::invalid_argument);
-  EXPECT_EQ(start_with([](MqttOptions& o) {
-              o.uri = "ssl://127.0.0.1:8883";
-              o.ca_file = "/nonexistent/chunkd/ca.pem";
-            }),
-            std::errc::no_such_file_or_directory);
-  EXPECT_EQ(start_with([](MqttOptions& o) {
-              o.uri = "ssl://127.0.0.1:8883";
-              o.cert_file = "/etc/hostname";
-            }),
-            std::errc::invalid_argument);
-
-  uv_run(&loop, UV_RUN_DEFAULT);
-  EXPECT_EQ(uv_loop_close(&loop), 0);
+  const std::pair<std::function<void(MqttOptions&)>, const char*> cases[] = {
+      {[](MqttOptions& o) { o.connections = 0; }, "o.connections >= 1"},
+      {[](MqttOptions& o) { o.connections = 65; }, "kMqttMaxConnections"},
+      {[](MqttOptions& o) { o.client_id.clear(); }, "client_id"},
+      {[](MqttOptions& o) { o.keepalive_s = 1; }, "keepalive_s"},
+      {[](MqttOptions& o) { o.keepalive_s = 3601; }, "keepalive_s"},
+      {[](MqttOptions& o) { o.reconnect_max_ms = 1; }, "reconnect_min_ms"},
+      {[](MqttOptions& o) { o.max_queued_bytes = 0; }, "max_queued_bytes"},
+      {[](MqttOptions& o) { o.subscriptions = {"a/#/b"}; }, "mosquitto_sub_topic_check"},
+      {[](MqttOptions& o) { o.subscribe_qos = 3; }, "subscribe_qos"},
+      {[](MqttOptions& o) { o.password = "secret"; }, "password"},
+      {[](MqttOptions& o) { o.ca_file = "/etc/hostname"; }, "uri.tls"},
+      {[](MqttOptions& o) {
+         o.uri = "ssl://127.0.0.1:8883";
+         o.cert_file = "/etc/hostname";
+       },
+       "key_file"},
+  };
+  for (const auto& [change, condition] : cases) {
+    EXPECT_DEATH(start_with(change), std::string("invariant broken: .*") + condition) << condition;
+  }
 }
 
 TEST(MqttPoolOptions, GoodUrisStartAndStop) {
@@ -790,8 +811,10 @@ TEST(MqttPoolOptions, GoodUrisStartAndStop) {
     o.reconnect_min_ms = 5;
     o.reconnect_max_ms = 20;
     MqttPool pool(&loop, o, nullptr, nullptr);
-    EXPECT_FALSE(pool.start()) << uri;
-    EXPECT_EQ(pool.start(), std::errc::operation_not_permitted);
+    EXPECT_TRUE(pool.start()) << uri;
+    auto again = pool.start();
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code, std::errc::operation_not_permitted);
     int spins = 0;  // let some connect attempts (and name lookups) happen before stopping
     run_until(&loop, [&] { return ++spins > 50; });
     EXPECT_FALSE(pool.ready());
@@ -813,7 +836,7 @@ TEST(MqttPoolOptions, TlsSetupWithReadableFiles) {
     o.uri = "ssl://127.0.0.1:1";
     o.ca_file = ca;
     MqttPool pool(&loop, o, nullptr, nullptr);
-    EXPECT_FALSE(pool.start());
+    EXPECT_TRUE(pool.start());
     bool done = false;
     pool.stop(0, [&] { done = true; });
     EXPECT_TRUE(run_until(&loop, [&] { return done; }));
@@ -862,7 +885,7 @@ TEST(MqttPoolTls, ConnectsOverTlsAndChecksTheBrokerCertificate) {
           &loop, options(dir + "/ca.crt"),
           [&](std::string_view topic, std::span<const std::byte>) { topics.emplace_back(topic); },
           nullptr);
-      ASSERT_FALSE(pool.start());
+      ASSERT_TRUE(pool.start());
       ASSERT_TRUE(run_until(&loop, [&] { return pool.ready(); })) << broker.log_contents();
       // Over TLS the pool hears itself: publish on connection 1 to the filter of connection 0.
       const std::string big(64 * 1024, 'z');
@@ -876,7 +899,7 @@ TEST(MqttPoolTls, ConnectsOverTlsAndChecksTheBrokerCertificate) {
     {
       // A CA that did not sign the broker's certificate: the handshake must fail, every time.
       MqttPool pool(&loop, options(dir + "/other.crt"), nullptr, nullptr);
-      ASSERT_FALSE(pool.start());
+      ASSERT_TRUE(pool.start());
       int spins = 0;
       run_until(&loop, [&] { return ++spins > 100 || pool.ready(); });
       EXPECT_FALSE(pool.ready());
