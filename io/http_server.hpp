@@ -26,6 +26,9 @@
 #include <vector>
 
 namespace chunkd::io {
+namespace detail {
+class HttpListener;
+}
 
 struct HttpLimits {
   std::size_t max_header_bytes = 16 * 1024;
@@ -93,8 +96,7 @@ class HttpServer {
   void close(std::function<void()> done);
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<detail::HttpListener> impl_;
 };
 
 }  // namespace chunkd::io
