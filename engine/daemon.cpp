@@ -233,9 +233,9 @@ bool Daemon::Impl::start() {
       &ControlService::error_body);
   metrics.gauge_fn("chunkd_http_open_connections", "Open HTTP connections.", "",
                    [this] { return http ? static_cast<double>(http->open_connections()) : 0.0; });
-  if (std::error_code e = http->listen(config.control.listen_host, config.control.listen_port)) {
-    LOG_ERROR(kTag, "control.listen: cannot listen on %s: %s", config.control.listen.c_str(),
-              e.message().c_str());
+  if (auto listening = http->listen(config.control.listen_host, config.control.listen_port);
+      !listening) {
+    LOG_ERROR(kTag, "control.listen: %s", listening.error().message().c_str());
     return false;
   }
   LOG_INFO(kTag, "control API listening on %s%s%s:%u%s",

@@ -20,7 +20,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <unordered_map>
 #include <vector>
 
@@ -74,7 +73,7 @@ class HttpListener {
   HttpListener(const HttpListener&) = delete;
   HttpListener& operator=(const HttpListener&) = delete;
 
-  std::error_code listen(const std::string& host, std::uint16_t port);
+  Expected<void> listen(const std::string& host, std::uint16_t port);
   void close(std::function<void()> done);
   std::uint16_t port() const { return bound_port_; }
   std::size_t open_connections() const { return connections_.size(); }

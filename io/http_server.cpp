@@ -22,6 +22,10 @@ constexpr int kListenBacklog = 1024;
 
 std::error_code uv_error(int code) { return {-code, std::system_category()}; }
 
+std::string where(const std::string& host, std::uint16_t port) {
+  return "cannot listen on " + host + " port " + std::to_string(port);
+}
+
 }  // namespace
 
 HttpListener::HttpListener(uv_loop_t* loop, HttpLimits limits, Handler handler,
@@ -55,20 +59,20 @@ std::string HttpListener::make_error_body(int status, std::string_view message) 
   return default_error_body(status, message);
 }
 
-std::error_code HttpListener::listen(const std::string& host, std::uint16_t port) {
+Expected<void> HttpListener::listen(const std::string& host, std::uint16_t port) {
   CHUNKD_ASSERT(!listened_ && phase_ == Phase::Open && "listen() once, before close()");
 
   sockaddr_storage addr{};
   if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
       uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
-    return uv_error(UV_EINVAL);  // not an IPv4 or IPv6 literal
+    return fail(uv_error(UV_EINVAL), where(host, port) + ": not an IPv4 or IPv6 literal");
   }
 
   auto* l = new ListenHandle{};
   int rc = uv_tcp_init(loop_, &l->tcp);
   if (rc != 0) {
     delete l;
-    return uv_error(rc);
+    return fail(uv_error(rc), where(host, port));
   }
   l->owner = this;
   l->tcp.data = l;
@@ -88,9 +92,7 @@ std::error_code HttpListener::listen(const std::string& host, std::uint16_t port
   if (rc != 0) {
     l->owner = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), &on_listen_handle_closed);
-    LOG_DEBUG(kHttpLog, "cannot listen on %s port %u: %s", host.c_str(),
-              static_cast<unsigned>(port), uv_strerror(rc));
-    return uv_error(rc);
+    return fail(uv_error(rc), where(host, port));
   }
   bound_port_ = bound.ss_family == AF_INET6
                     ? ntohs(reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port)
@@ -274,7 +276,7 @@ HttpServer::HttpServer(uv_loop_t* loop, HttpLimits limits, Handler handler, Erro
 
 HttpServer::~HttpServer() = default;
 
-std::error_code HttpServer::listen(const std::string& host, std::uint16_t port) {
+Expected<void> HttpServer::listen(const std::string& host, std::uint16_t port) {
   return impl_->listen(host, port);
 }
 

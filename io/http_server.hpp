@@ -21,9 +21,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
+
+#include "base/expected.hpp"
 
 namespace chunkd::io {
 namespace detail {
@@ -88,8 +89,11 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // host is an IPv4 or IPv6 literal; port 0 picks a free port (see port()).
-  std::error_code listen(const std::string& host, std::uint16_t port);
+  // host is an IPv4 or IPv6 literal; port 0 picks a free port (see port()). On failure the error
+  // carries libuv's errno (EADDRINUSE, EACCES, EINVAL for a host that is not a literal) and a
+  // detail naming the address.
+  // REQUIRES: called at most once, before close().
+  Expected<void> listen(const std::string& host, std::uint16_t port);
   std::uint16_t port() const;
   std::size_t open_connections() const;
   HttpServerStats stats() const;  // added
