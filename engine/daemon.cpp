@@ -161,13 +161,14 @@ bool Daemon::Impl::start() {
   signals_started = true;
 
   std::error_code error;
-  std::string note;
-  reader = io::make_file_reader(&loop, io::FileReaderOptions{}, error, note);
-  if (!reader) {
-    LOG_ERROR(kTag, "cannot set up file reads: %s (%s)", error.message().c_str(), note.c_str());
+  auto reads = io::make_file_reader(&loop, io::FileReaderOptions{});
+  if (!reads) {
+    LOG_ERROR(kTag, "cannot set up file reads: %s", reads.error().message().c_str());
     return false;
   }
+  reader = std::move(reads->reader);
   // The note already says which backend and why, e.g. "file reads: io_uring".
+  const std::string& note = reads->note;
   if (note.empty()) {
     LOG_INFO(kTag, "file reads: %s", reader->backend_name());
   } else {

@@ -26,6 +26,8 @@
 #include <string>
 #include <system_error>
 
+#include "base/expected.hpp"
+
 namespace chunkd::io {
 
 struct FileReaderOptions {
@@ -48,10 +50,16 @@ class FileReader {
   virtual std::size_t queued() const = 0;
 };
 
-// Auto tries io_uring and falls back to the thread pool; `note` receives a one-line explanation
-// of the choice for the start-up log (e.g. "io_uring unavailable (Operation not permitted); using
-// the libuv thread pool"). Forcing IoUring fails with the kernel's error when it is refused.
-std::unique_ptr<FileReader> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options,
-                                             std::error_code& error, std::string& note);
+struct FileReaderSetup {
+  std::unique_ptr<FileReader> reader;  // never null
+  // One line for the start-up log: the backend chosen and why (e.g. "io_uring unavailable
+  // (Operation not permitted); using the libuv thread pool").
+  std::string note;
+};
+
+// Auto tries io_uring and falls back to the thread pool. Forcing IoUring fails with the kernel's
+// error when it is refused, and a detail telling the operator what to change.
+// REQUIRES: loop thread.
+Expected<FileReaderSetup> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options);
 
 }  // namespace chunkd::io

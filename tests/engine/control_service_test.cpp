@@ -128,10 +128,9 @@ class ControlServiceTest : public ::testing::Test {
     ASSERT_EQ(uv_loop_init(&loop_), 0);
     io::FileReaderOptions ro;
     ro.backend = io::FileReaderOptions::Backend::ThreadPool;
-    std::error_code error;
-    std::string note;
-    reader_ = io::make_file_reader(&loop_, ro, error, note);
-    ASSERT_TRUE(reader_) << error.message();
+    auto setup = io::make_file_reader(&loop_, ro);
+    ASSERT_TRUE(setup) << setup.error().message();
+    reader_ = std::move(setup->reader);
     start();
   }
 
