@@ -160,7 +160,6 @@ bool Daemon::Impl::start() {
   uv_signal_start(&sigterm, on_signal, SIGTERM);
   signals_started = true;
 
-  std::error_code error;
   auto reads = io::make_file_reader(&loop, io::FileReaderOptions{});
   if (!reads) {
     LOG_ERROR(kTag, "cannot set up file reads: %s", reads.error().message().c_str());
@@ -176,17 +175,19 @@ bool Daemon::Impl::start() {
   }
 
   std::string message;
-  registry = io::RegistryStore::open(&loop, config.storage.data_dir, error, message);
-  if (!registry) {
-    LOG_ERROR(kTag, "storage.data_dir: %s", message.c_str());
+  auto opened = io::RegistryStore::open(&loop, config.storage.data_dir);
+  if (!opened) {
+    LOG_ERROR(kTag, "storage.data_dir: %s", opened.error().message().c_str());
     return false;
   }
-  std::vector<io::StoredStream> streams = registry->load_all(error);
-  if (error) {
-    LOG_ERROR(kTag, "storage.data_dir: cannot load the registry: %s", error.message().c_str());
+  registry = std::move(*opened);
+  auto streams = registry->load_all();
+  if (!streams) {
+    LOG_ERROR(kTag, "storage.data_dir: cannot load the registry: %s",
+              streams.error().message().c_str());
     return false;
   }
-  for (auto& s : streams) catalog.put(std::make_shared<const io::StoredStream>(std::move(s)));
+  for (auto& s : *streams) catalog.put(std::make_shared<const io::StoredStream>(std::move(s)));
   LOG_INFO(kTag, "registry: %zu streams", catalog.size());
 
   ContentStoreOptions store_options;
