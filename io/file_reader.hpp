@@ -13,7 +13,8 @@
 // `done`; read() after close() fails with std::errc::operation_canceled.
 // "Fails at once" means the callback runs before read() returns. read() also fails at once with
 // std::errc::invalid_argument when offset + size exceeds INT64_MAX. On error the callback gets
-// bytes_read == 0. Destroy the reader only after close()'s `done` has run.
+// bytes_read == 0.
+// REQUIRES: destroy the reader only after close()'s `done` has run (checked: aborts otherwise).
 #pragma once
 
 #include <uv.h>

@@ -11,6 +11,8 @@
 //
 // Thread: everything on the loop thread. close() stops accepting, lets responses in progress
 // finish (bounded by `shutdown_grace_ms`), closes every handle, then calls `done`.
+// REQUIRES: close() exactly once (checked); destroy the server only after `done` has run
+// (checked: a server destroyed with handles open aborts).
 #pragma once
 
 #include <uv.h>
