@@ -125,8 +125,8 @@ void BM_CacheMissThreadPool(benchmark::State& state) {
   chunkd::io::FileReaderOptions ro;
   ro.backend = chunkd::io::FileReaderOptions::Backend::ThreadPool;
   std::error_code error;
-  std::string note;
-  auto reader = chunkd::io::make_file_reader(&loop, ro, error, note);
+  auto setup = chunkd::io::make_file_reader(&loop, ro);
+  auto reader = setup ? std::move(setup->reader) : nullptr;
   if (!reader) {
     state.SkipWithError("no thread-pool reader");
     return;

@@ -109,13 +109,12 @@ ControlService::~ControlService() {
 std::error_code ControlService::open(std::string& message) {
   for (const auto& [name, dir] : options_.buckets) {
     if (bucket_fds_.count(name) != 0) continue;
-    std::error_code error;
-    int fd = io::open_bucket_dir(dir, error);
-    if (fd < 0) {
-      message = "buckets." + name + ": cannot open " + dir + ": " + error.message();
-      return error;
+    auto fd = io::open_bucket_dir(dir);
+    if (!fd) {
+      message = "buckets." + name + ": cannot open " + dir + ": " + fd.error().message();
+      return fd.error().code;
     }
-    bucket_fds_.emplace(name, fd);
+    bucket_fds_.emplace(name, *fd);
   }
   return {};
 }
@@ -287,8 +286,13 @@ void ControlService::open_files(Op& op) {
         Op& o = *static_cast<Op*>(req->data);
         bool failed = false;
         for (std::size_t i = 0; i < o.files.size(); ++i) {
-          o.opened[i] = io::safe_open(o.dir_fds[i], o.files[i].location.key, o.open_errors[i]);
-          if (o.opened[i].fd < 0) failed = true;
+          auto opened = io::safe_open(o.dir_fds[i], o.files[i].location.key);
+          if (opened) {
+            o.opened[i] = *opened;
+          } else {
+            o.open_errors[i] = opened.error().code;
+            failed = true;
+          }
         }
         if (failed) {
           for (auto& f : o.opened) {

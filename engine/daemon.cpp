@@ -128,15 +128,16 @@ bool Daemon::Impl::open_signals() {
   return true;
 }
 
+// File reads: io_uring, or the thread pool when the kernel refuses it (the log says which).
 bool Daemon::Impl::open_reader() {
-  std::error_code error;
-  std::string note;
-  reader = io::make_file_reader(&loop, io::FileReaderOptions{}, error, note);
-  if (!reader) {
-    LOG_ERROR(kTag, "cannot set up file reads: %s (%s)", error.message().c_str(), note.c_str());
+  auto reads = io::make_file_reader(&loop, io::FileReaderOptions{});
+  if (!reads) {
+    LOG_ERROR(kTag, "cannot set up file reads: %s", reads.error().message().c_str());
     return false;
   }
+  reader = std::move(reads->reader);
   // The note already says which backend and why, e.g. "file reads: io_uring".
+  const std::string& note = reads->note;
   if (note.empty()) {
     LOG_INFO(kTag, "file reads: %s", reader->backend_name());
   } else {
@@ -147,19 +148,19 @@ bool Daemon::Impl::open_reader() {
 
 // The registry, loaded into the catalog.
 bool Daemon::Impl::open_registry() {
-  std::error_code error;
-  std::string message;
-  registry = io::RegistryStore::open(&loop, config.store.data_dir, error, message);
-  if (!registry) {
-    LOG_ERROR(kTag, "storage.data_dir: %s", message.c_str());
+  auto opened = io::RegistryStore::open(&loop, config.store.data_dir);
+  if (!opened) {
+    LOG_ERROR(kTag, "storage.data_dir: %s", opened.error().message().c_str());
     return false;
   }
-  std::vector<io::StoredStream> streams = registry->load_all(error);
-  if (error) {
-    LOG_ERROR(kTag, "storage.data_dir: cannot load the registry: %s", error.message().c_str());
+  registry = std::move(*opened);
+  auto streams = registry->load_all();
+  if (!streams) {
+    LOG_ERROR(kTag, "storage.data_dir: cannot load the registry: %s",
+              streams.error().message().c_str());
     return false;
   }
-  for (auto& s : streams) catalog.put(std::make_shared<const io::StoredStream>(std::move(s)));
+  for (auto& s : *streams) catalog.put(std::make_shared<const io::StoredStream>(std::move(s)));
   LOG_INFO(kTag, "registry: %zu streams", catalog.size());
   return true;
 }
@@ -215,9 +216,8 @@ bool Daemon::Impl::open_http() {
       &ControlService::error_body);
   metrics.gauge_fn("chunkd_http_open_connections", "Open HTTP connections.", "",
                    [this] { return http ? static_cast<double>(http->open_connections()) : 0.0; });
-  if (std::error_code e = http->listen(c.listen_host, c.listen_port)) {
-    LOG_ERROR(kTag, "control.listen: cannot listen on %s: %s", c.listen.c_str(),
-              e.message().c_str());
+  if (auto listening = http->listen(c.listen_host, c.listen_port); !listening) {
+    LOG_ERROR(kTag, "control.listen: %s", listening.error().message().c_str());
     return false;
   }
   const bool v6 = c.listen_host.find(':') != std::string::npos;

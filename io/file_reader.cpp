@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "base/assert.hpp"
 #include "io/file_reader_internal.hpp"
 
 namespace chunkd::io {
@@ -88,6 +89,7 @@ void ReaderBase::read(int fd, std::uint64_t offset, std::span<std::byte> buffer,
 
 void ReaderBase::start(std::size_t slot, int fd, std::uint64_t offset, std::span<std::byte> buffer,
                        Callback done) {
+  CHUNKD_ASSERT(slot < slots_.size() && !slots_[slot].busy);
   Slot& s = slots_[slot];
   s.busy = true;
   s.fd = fd;
@@ -99,6 +101,7 @@ void ReaderBase::start(std::size_t slot, int fd, std::uint64_t offset, std::span
 }
 
 void ReaderBase::complete(std::size_t slot, std::int64_t result) {
+  CHUNKD_ASSERT(slot < slots_.size() && slots_[slot].busy);
   Slot& s = slots_[slot];
   std::error_code error;
   if (apply_completion(s.progress, result, error) == ReadStep::Resubmit) {
@@ -110,6 +113,7 @@ void ReaderBase::complete(std::size_t slot, std::int64_t result) {
   s.busy = false;
   s.done = nullptr;
   s.buffer = nullptr;
+  CHUNKD_ASSERT(busy_slots_ > 0);
   --busy_slots_;
   free_slots_.push_back(slot);
   // Keep the kernel busy before running caller code.
@@ -149,40 +153,33 @@ bool valid_range(std::uint64_t offset, std::size_t length) {
   return offset <= kMax && static_cast<std::uint64_t>(length) <= kMax - offset;
 }
 
-std::unique_ptr<FileReader> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options,
-                                             const ReaderHooks& hooks, std::error_code& error,
-                                             std::string& note) {
-  error.clear();
-  note.clear();
+Expected<FileReaderSetup> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options,
+                                           const ReaderHooks& hooks) {
   using Backend = FileReaderOptions::Backend;
   if (options.backend == Backend::ThreadPool) {
-    note = "file reads: libuv thread pool (chosen in the configuration)";
-    return make_threadpool_reader(loop, options, hooks);
+    return FileReaderSetup{make_threadpool_reader(loop, options, hooks),
+                           "file reads: libuv thread pool (chosen in the configuration)"};
   }
-  std::error_code uring_error;
-  auto reader = make_uring_reader(loop, options, hooks, uring_error);
-  if (reader) {
-    note = "file reads: io_uring";
-    return reader;
-  }
+  auto uring = make_uring_reader(loop, options, hooks);
+  if (uring) return FileReaderSetup{std::move(*uring), "file reads: io_uring"};
+  const base::Error& refused = uring.error();
   if (options.backend == Backend::IoUring) {
-    error = uring_error;
-    note = "io_uring refused by the kernel (" + uring_error.message() +
-           "); it was required by the configuration: allow io_uring (kernel.io_uring_disabled, "
-           "seccomp policy, RLIMIT_MEMLOCK) or choose the thread-pool backend";
-    return nullptr;
+    return fail(refused.code, "io_uring refused by the kernel (in " + refused.detail +
+                                  "); it was required by the configuration: allow io_uring "
+                                  "(kernel.io_uring_disabled, seccomp policy, RLIMIT_MEMLOCK) or "
+                                  "choose the thread-pool backend");
   }
   // Auto: any refusal (EPERM from a sysctl or seccomp, ENOSYS on an old or stripped kernel,
   // ENOMEM from RLIMIT_MEMLOCK, ...) falls back; the thread pool needs nothing from the kernel.
-  note = "io_uring unavailable (" + uring_error.message() + "); using the libuv thread pool";
-  return make_threadpool_reader(loop, options, hooks);
+  return FileReaderSetup{
+      make_threadpool_reader(loop, options, hooks),
+      "io_uring unavailable (" + refused.message() + "); using the libuv thread pool"};
 }
 
 }  // namespace detail
 
-std::unique_ptr<FileReader> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options,
-                                             std::error_code& error, std::string& note) {
-  return detail::make_file_reader(loop, options, detail::ReaderHooks{}, error, note);
+Expected<FileReaderSetup> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options) {
+  return detail::make_file_reader(loop, options, detail::ReaderHooks{});
 }
 
 }  // namespace chunkd::io

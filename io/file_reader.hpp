@@ -13,7 +13,8 @@
 // `done`; read() after close() fails with std::errc::operation_canceled.
 // "Fails at once" means the callback runs before read() returns. read() also fails at once with
 // std::errc::invalid_argument when offset + size exceeds INT64_MAX. On error the callback gets
-// bytes_read == 0. Destroy the reader only after close()'s `done` has run.
+// bytes_read == 0.
+// REQUIRES: destroy the reader only after close()'s `done` has run (checked: aborts otherwise).
 #pragma once
 
 #include <uv.h>
@@ -25,6 +26,8 @@
 #include <span>
 #include <string>
 #include <system_error>
+
+#include "base/expected.hpp"
 
 namespace chunkd::io {
 
@@ -48,10 +51,16 @@ class FileReader {
   virtual std::size_t queued() const = 0;
 };
 
-// Auto tries io_uring and falls back to the thread pool; `note` receives a one-line explanation
-// of the choice for the start-up log (e.g. "io_uring unavailable (Operation not permitted); using
-// the libuv thread pool"). Forcing IoUring fails with the kernel's error when it is refused.
-std::unique_ptr<FileReader> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options,
-                                             std::error_code& error, std::string& note);
+struct FileReaderSetup {
+  std::unique_ptr<FileReader> reader;  // never null
+  // One line for the start-up log: the backend chosen and why (e.g. "io_uring unavailable
+  // (Operation not permitted); using the libuv thread pool").
+  std::string note;
+};
+
+// Auto tries io_uring and falls back to the thread pool. Forcing IoUring fails with the kernel's
+// error when it is refused, and a detail telling the operator what to change.
+// REQUIRES: loop thread.
+Expected<FileReaderSetup> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options);
 
 }  // namespace chunkd::io

@@ -123,13 +123,13 @@ std::unique_ptr<FileReader> make_threadpool_reader(uv_loop_t* loop,
                                                    const FileReaderOptions& options,
                                                    const ReaderHooks& hooks);
 
-// Fails (returns null, sets `error`) when the kernel refuses io_uring.
-std::unique_ptr<FileReader> make_uring_reader(uv_loop_t* loop, const FileReaderOptions& options,
-                                              const ReaderHooks& hooks, std::error_code& error);
+// Fails with the kernel's errno, and the set-up step that failed, when the kernel refuses io_uring.
+Expected<std::unique_ptr<FileReader>> make_uring_reader(uv_loop_t* loop,
+                                                        const FileReaderOptions& options,
+                                                        const ReaderHooks& hooks);
 
 // make_file_reader with test hooks.
-std::unique_ptr<FileReader> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options,
-                                             const ReaderHooks& hooks, std::error_code& error,
-                                             std::string& note);
+Expected<FileReaderSetup> make_file_reader(uv_loop_t* loop, const FileReaderOptions& options,
+                                           const ReaderHooks& hooks);
 
 }  // namespace chunkd::io::detail

@@ -11,6 +11,8 @@
 //
 // Thread: everything on the loop thread. close() stops accepting, lets responses in progress
 // finish (bounded by `shutdown_grace_ms`), closes every handle, then calls `done`.
+// REQUIRES: close() exactly once (checked); destroy the server only after `done` has run
+// (checked: a server destroyed with handles open aborts).
 #pragma once
 
 #include <uv.h>
@@ -21,11 +23,15 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
+#include "base/expected.hpp"
+
 namespace chunkd::io {
+namespace detail {
+class HttpListener;
+}
 
 struct HttpLimits {
   std::size_t max_header_bytes = 16 * 1024;
@@ -85,16 +91,18 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // host is an IPv4 or IPv6 literal; port 0 picks a free port (see port()).
-  std::error_code listen(const std::string& host, std::uint16_t port);
+  // host is an IPv4 or IPv6 literal; port 0 picks a free port (see port()). On failure the error
+  // carries libuv's errno (EADDRINUSE, EACCES, EINVAL for a host that is not a literal) and a
+  // detail naming the address.
+  // REQUIRES: called at most once, before close().
+  Expected<void> listen(const std::string& host, std::uint16_t port);
   std::uint16_t port() const;
   std::size_t open_connections() const;
   HttpServerStats stats() const;  // added
   void close(std::function<void()> done);
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<detail::HttpListener> impl_;
 };
 
 }  // namespace chunkd::io

@@ -8,11 +8,8 @@
 // wake-up) orders the hand-offs, so each thread sees the connection state the previous one left.
 #include "io/registry_store.hpp"
 
-#include <fcntl.h>
 #include <sqlite3.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <deque>
@@ -22,105 +19,13 @@
 #include <unordered_map>
 #include <utility>
 
+#include "base/assert.hpp"
 #include "io/log.hpp"
+#include "io/registry_sqlite.hpp"
 
 namespace chunkd::io {
+namespace detail {
 namespace {
-
-constexpr int kSchemaVersion = 1;
-constexpr int kBusyTimeoutMs = 5000;
-
-class SqliteCategory final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "sqlite"; }
-  std::string message(int code) const override { return sqlite3_errstr(code); }
-  std::error_condition default_error_condition(int code) const noexcept override {
-    switch (code & 0xff) {
-      case SQLITE_FULL:
-        return std::errc::no_space_on_device;
-      case SQLITE_IOERR:
-        return std::errc::io_error;
-      case SQLITE_BUSY:
-      case SQLITE_LOCKED:
-        return std::errc::resource_unavailable_try_again;
-      case SQLITE_NOMEM:
-        return std::errc::not_enough_memory;
-      case SQLITE_READONLY:
-      case SQLITE_PERM:
-      case SQLITE_AUTH:
-      case SQLITE_CANTOPEN:
-        return std::errc::permission_denied;
-      default:
-        return {code, *this};
-    }
-  }
-};
-
-std::error_code sqlite_error(int code) { return {code, sqlite_category()}; }
-
-constexpr const char* kSchema = R"sql(
-CREATE TABLE streams (
-  id          TEXT PRIMARY KEY NOT NULL,
-  version     INTEGER NOT NULL,
-  description TEXT NOT NULL,
-  role_arn    TEXT NOT NULL,
-  created_at  TEXT NOT NULL,
-  updated_at  TEXT NOT NULL,
-  file_count  INTEGER NOT NULL
-);
-CREATE TABLE stream_tags (
-  stream_id TEXT NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
-  ord       INTEGER NOT NULL,
-  key       TEXT NOT NULL,
-  value     TEXT NOT NULL,
-  PRIMARY KEY (stream_id, ord)
-) WITHOUT ROWID;
-CREATE TABLE stream_files (
-  stream_id    TEXT NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
-  ord          INTEGER NOT NULL,
-  file_id      INTEGER NOT NULL,
-  bucket       TEXT NOT NULL,
-  key          TEXT NOT NULL,
-  size_bytes   INTEGER NOT NULL,
-  digest       TEXT NOT NULL,
-  extent_bytes INTEGER NOT NULL,
-  manifest     BLOB NOT NULL,
-  PRIMARY KEY (stream_id, ord),
-  UNIQUE (stream_id, file_id)
-) WITHOUT ROWID;
-)sql";
-
-// Unsigned 64-bit values are stored as the signed integer with the same bits.
-sqlite3_int64 to_sql(std::uint64_t value) { return static_cast<sqlite3_int64>(value); }
-std::uint64_t from_sql(sqlite3_int64 value) { return static_cast<std::uint64_t>(value); }
-
-std::string column_text(sqlite3_stmt* stmt, int column) {
-  const unsigned char* text = sqlite3_column_text(stmt, column);
-  const int bytes = sqlite3_column_bytes(stmt, column);
-  if (text == nullptr || bytes <= 0) return {};
-  return std::string(reinterpret_cast<const char*>(text), static_cast<std::size_t>(bytes));
-}
-
-void encode_manifest(const std::vector<std::uint64_t>& manifest, std::vector<unsigned char>& out) {
-  out.resize(manifest.size() * 8);
-  for (std::size_t i = 0; i < manifest.size(); ++i) {
-    for (std::size_t b = 0; b < 8; ++b) {
-      out[i * 8 + b] = static_cast<unsigned char>(manifest[i] >> (8 * b));
-    }
-  }
-}
-
-bool decode_manifest(const void* data, int bytes, std::vector<std::uint64_t>& out) {
-  if (bytes < 0 || bytes % 8 != 0) return false;
-  const auto* p = static_cast<const unsigned char*>(data);
-  out.resize(static_cast<std::size_t>(bytes) / 8);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    std::uint64_t value = 0;
-    for (std::size_t b = 0; b < 8; ++b) value |= std::uint64_t{p[i * 8 + b]} << (8 * b);
-    out[i] = value;
-  }
-  return true;
-}
 
 class SqliteRegistryStore final : public RegistryStore {
  public:
@@ -144,8 +49,8 @@ class SqliteRegistryStore final : public RegistryStore {
     }
   }
 
-  // Prepares every statement; on failure fills `message` and returns the error.
-  std::error_code prepare_all(std::string& message) {
+  // Prepares every statement.
+  Expected<void> prepare_all() {
     const std::pair<sqlite3_stmt**, const char*> statements[] = {
         {&begin_write_, "BEGIN IMMEDIATE"},
         {&begin_read_, "BEGIN"},
@@ -176,8 +81,8 @@ class SqliteRegistryStore final : public RegistryStore {
     for (const auto& [stmt, sql] : statements) {
       const int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
       if (rc != SQLITE_OK) {
-        message = "registry " + path_ + ": cannot prepare \"" + sql + "\": " + sqlite3_errmsg(db_);
-        return sqlite_error(rc);
+        return fail(sqlite_error(rc), "registry " + path_ + ": cannot prepare \"" + sql + "\"" +
+                                          sqlite_cause(db_, rc));
       }
     }
     return {};
@@ -185,23 +90,17 @@ class SqliteRegistryStore final : public RegistryStore {
 
   void mark_ready() { ready_ = true; }
 
-  std::vector<StoredStream> load_all(std::error_code& error) override {
-    error.clear();
+  Expected<std::vector<StoredStream>> load_all() override {
     if (db_ == nullptr || closing_) {
-      error = std::make_error_code(std::errc::operation_canceled);
-      return {};
+      return fail(std::errc::operation_canceled, "registry " + path_ + " is closed");
     }
     if (running_ || !queue_.empty()) {
-      error = std::make_error_code(std::errc::device_or_resource_busy);
-      return {};
+      return fail(std::errc::device_or_resource_busy,
+                  "registry " + path_ + ": load_all() while writes are pending");
     }
     std::vector<StoredStream> streams;
     std::string message;
-    error = load(streams, message);
-    if (error) {
-      LOG_ERROR("registry", "%s", message.c_str());
-      streams.clear();
-    }
+    if (std::error_code error = load(streams, message)) return fail(error, std::move(message));
     return streams;
   }
 
@@ -261,6 +160,7 @@ class SqliteRegistryStore final : public RegistryStore {
   }
 
   void start_next() {
+    CHUNKD_ASSERT(running_ == nullptr);  // one job on the pool at a time
     if (queue_.empty()) return;
     running_ = std::move(queue_.front());
     queue_.pop_front();
@@ -438,6 +338,7 @@ class SqliteRegistryStore final : public RegistryStore {
 
   static void on_after_work(uv_work_t* request, int status) noexcept {
     auto* self = static_cast<SqliteRegistryStore*>(request->data);
+    CHUNKD_ASSERT(self->running_ != nullptr);
     std::unique_ptr<Job> job = std::move(self->running_);
     if (status != 0 && !job->error) {  // not cancelled by us, but be exact about it
       job->error = std::error_code(-status, std::system_category());
@@ -449,6 +350,7 @@ class SqliteRegistryStore final : public RegistryStore {
       if (done) done();  // may destroy *self: nothing after this
       return;
     }
+    CHUNKD_ASSERT(self->pending_writes_ > 0);
     --self->pending_writes_;
     self->start_next();  // keep the disk busy before running caller code
     if (job->error) {
@@ -475,9 +377,8 @@ class SqliteRegistryStore final : public RegistryStore {
     std::unordered_map<std::string, std::size_t> index;
     std::vector<std::uint64_t> file_counts;
     auto fail = [&](sqlite3_stmt* stmt, int rc, const std::string& what) {
-      message = what + ": " +
-                (rc == SQLITE_CORRUPT ? std::string("inconsistent rows")
-                                      : std::string(sqlite3_errmsg(db_)));
+      message = what +
+                (rc == SQLITE_CORRUPT ? std::string(": inconsistent rows") : sqlite_cause(db_, rc));
       sqlite3_reset(stmt);
       return sqlite_error(rc);
     };
@@ -566,176 +467,49 @@ class SqliteRegistryStore final : public RegistryStore {
   sqlite3_stmt* select_files_ = nullptr;
 };
 
-// Runs `sql` (no rows expected back) and describes a failure.
-int exec(sqlite3* db, const char* sql, std::string& message) {
-  char* error_text = nullptr;
-  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &error_text);
-  if (rc != SQLITE_OK) {
-    message = error_text != nullptr ? error_text : sqlite3_errstr(rc);
-  }
-  sqlite3_free(error_text);
-  return rc;
-}
-
-// Reads a single-row, single-column pragma.
-int pragma_value(sqlite3* db, const char* sql, std::string& value, std::string& message) {
-  sqlite3_stmt* stmt = nullptr;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
-  if (rc == SQLITE_OK) {
-    rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-      value = column_text(stmt, 0);
-      rc = SQLITE_OK;
-    } else if (rc == SQLITE_DONE) {
-      rc = SQLITE_OK;
-    }
-  }
-  if (rc != SQLITE_OK) message = sqlite3_errmsg(db);
-  sqlite3_finalize(stmt);
-  return rc;
-}
-
-// Configures the connection and brings the schema to kSchemaVersion.
-int prepare_database(sqlite3* db, std::string& step, std::string& message) {
-  step = "enable write-ahead logging";
-  std::string mode;
-  int rc = pragma_value(db, "PRAGMA journal_mode=WAL", mode, message);
-  if (rc != SQLITE_OK) return rc;
-  if (mode != "wal") {
-    message = "the file system does not support WAL (journal mode stayed '" + mode + "')";
-    return SQLITE_CANTOPEN;
-  }
-  step = "configure the connection";
-  rc = exec(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", message);
-  if (rc != SQLITE_OK) return rc;
-
-  step = "read the schema version";
-  std::string version_text;
-  rc = pragma_value(db, "PRAGMA user_version", version_text, message);
-  if (rc != SQLITE_OK) return rc;
-  const int version = std::atoi(version_text.c_str());
-  if (version == kSchemaVersion) return SQLITE_OK;
-  if (version != 0) {
-    step = "check the schema version";
-    message = "schema version " + std::to_string(version) + " is not the " +
-              std::to_string(kSchemaVersion) +
-              " this chunkd understands (written by a different chunkd release?)";
-    return SQLITE_MISMATCH;
-  }
-  step = "create the schema";
-  const std::string script = std::string("BEGIN IMMEDIATE;") + kSchema +
-                             "PRAGMA user_version=" + std::to_string(kSchemaVersion) + "; COMMIT;";
-  rc = exec(db, script.c_str(), message);
-  if (rc != SQLITE_OK) {
-    std::string ignored;
-    if (sqlite3_get_autocommit(db) == 0) exec(db, "ROLLBACK", ignored);
-  }
-  return rc;
-}
-
-int fsync_directory(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  const int rc = ::fsync(fd) == 0 ? 0 : errno;
-  ::close(fd);
-  return rc;
-}
-
-// create_directories, then fsync every directory whose entries changed (the nearest existing
-// ancestor and each new one), so a fresh registry directory survives power loss too. SQLite
-// itself syncs the directory when it creates the database and WAL files.
-std::error_code create_durable_directories(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code error;
-  const fs::path target = fs::absolute(dir, error);
-  if (error) return error;
-  std::vector<fs::path> to_sync;
-  fs::path existing = target;
-  while (!fs::exists(existing, error)) {
-    if (error) return error;
-    to_sync.push_back(existing);
-    if (!existing.has_relative_path()) break;  // reached the root
-    existing = existing.parent_path();
-  }
-  if (!to_sync.empty()) to_sync.push_back(existing);
-  fs::create_directories(target, error);
-  if (error) return error;
-  if (!fs::is_directory(target, error)) {
-    return error ? error : std::make_error_code(std::errc::not_a_directory);
-  }
-  for (const fs::path& path : to_sync) {
-    if (const int rc = fsync_directory(path); rc != 0) return {rc, std::system_category()};
-  }
-  return {};
-}
-
 }  // namespace
+}  // namespace detail
 
-const std::error_category& sqlite_category() {
-  static const SqliteCategory category;
-  return category;
+Expected<std::unique_ptr<RegistryStore>> RegistryStore::open(uv_loop_t* loop,
+                                                             const std::string& dir) {
+  return open(loop, dir, kDefaultMaxPendingWrites);
 }
 
-std::unique_ptr<RegistryStore> RegistryStore::open(uv_loop_t* loop, const std::string& dir,
-                                                   std::error_code& error, std::string& message) {
-  return open(loop, dir, kDefaultMaxPendingWrites, error, message);
-}
-
-std::unique_ptr<RegistryStore> RegistryStore::open(uv_loop_t* loop, const std::string& dir,
-                                                   std::size_t max_pending_writes,
-                                                   std::error_code& error, std::string& message) {
-  error.clear();
-  message.clear();
+Expected<std::unique_ptr<RegistryStore>> RegistryStore::open(uv_loop_t* loop,
+                                                             const std::string& dir,
+                                                             std::size_t max_pending_writes) {
+  using namespace detail;
   if (dir.empty()) {
-    error = std::make_error_code(std::errc::invalid_argument);
-    message = "registry directory is empty: set it in the configuration";
-    return nullptr;
+    return fail(std::errc::invalid_argument,
+                "registry directory is empty: set it in the configuration");
   }
-  std::error_code fs_error = create_durable_directories(dir);
-  if (fs_error) {
-    error = fs_error;
-    message = "cannot create registry directory '" + dir + "': " + fs_error.message();
-    return nullptr;
-  }
+  if (auto created = create_durable_directories(dir); !created) return Unexpected{created.error()};
 
   const std::string path = (std::filesystem::path(dir) / "registry.sqlite3").string();
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(
+  const int rc = sqlite3_open_v2(
       path.c_str(), &db,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
       nullptr);
   if (rc != SQLITE_OK) {
-    error = sqlite_error(rc);
-    message = "cannot open registry " + path + ": " +
-              (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) +
-              " (check that the directory is writable by chunkd)";
+    std::string detail = "cannot open registry " + path + sqlite_cause(db, rc) +
+                         " (check that the directory is writable by chunkd)";
     sqlite3_close(db);
-    return nullptr;
+    return fail(sqlite_error(rc), std::move(detail));
   }
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
-
-  std::string step;
-  std::string detail;
-  rc = prepare_database(db, step, detail);
-  if (rc != SQLITE_OK) {
-    error = sqlite_error(rc);
-    message = "registry " + path + ": cannot " + step + ": " + detail;
-    if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT) {
-      message +=
-          " (the file is damaged or not a chunkd registry: restore it from a backup or "
-          "move it away to start empty)";
-    }
+  if (auto prepared = prepare_database(db, path); !prepared) {
     sqlite3_close(db);
-    return nullptr;
+    return Unexpected{prepared.error()};
   }
 
   auto store = std::make_unique<SqliteRegistryStore>(
       loop, db, path, max_pending_writes == 0 ? 1 : max_pending_writes);
-  error = store->prepare_all(message);
-  if (error) return nullptr;  // the destructor closes the connection
+  // On failure the destructor closes the connection.
+  if (auto ready = store->prepare_all(); !ready) return Unexpected{ready.error()};
   store->mark_ready();
-  return store;
+  return std::unique_ptr<RegistryStore>(std::move(store));
 }
 
 }  // namespace chunkd::io

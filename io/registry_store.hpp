@@ -8,8 +8,11 @@
 // once. load_all() is synchronous and meant for start-up.
 // Also: put/erase after close() get std::errc::operation_canceled at once; load_all() while a
 // write is pending fails with std::errc::device_or_resource_busy; errors from SQLite carry
-// sqlite_category() (value = extended result code) and are logged with SQLite's message.
-// Destroy only after close()'s callback has run.
+// sqlite_category() (value = extended result code). open() and load_all() return SQLite's message
+// in the error's detail; a failed put/erase is logged with it here.
+//
+// Thread: the loop thread (the writes run on the pool, their callbacks on the loop).
+// REQUIRES: destroy only after close()'s callback has run.
 #pragma once
 
 #include <uv.h>
@@ -22,6 +25,8 @@
 #include <system_error>
 #include <utility>
 #include <vector>
+
+#include "base/expected.hpp"
 
 namespace chunkd::io {
 
@@ -52,16 +57,16 @@ class RegistryStore {
 
   static constexpr std::size_t kDefaultMaxPendingWrites = 1024;
 
-  // Opens or creates <dir>/registry.sqlite3 (creating `dir`). Synchronous; for start-up.
-  static std::unique_ptr<RegistryStore> open(uv_loop_t* loop, const std::string& dir,
-                                             std::error_code& error, std::string& message);
+  // Opens or creates <dir>/registry.sqlite3 (creating `dir`). Synchronous; for start-up. The
+  // error's detail names the file and says what the operator can do.
+  static Expected<std::unique_ptr<RegistryStore>> open(uv_loop_t* loop, const std::string& dir);
   // Same, with the bound on queued + running writes (put/erase); at least 1.
-  static std::unique_ptr<RegistryStore> open(uv_loop_t* loop, const std::string& dir,
-                                             std::size_t max_pending_writes, std::error_code& error,
-                                             std::string& message);
+  static Expected<std::unique_ptr<RegistryStore>> open(uv_loop_t* loop, const std::string& dir,
+                                                       std::size_t max_pending_writes);
   virtual ~RegistryStore() = default;
 
-  virtual std::vector<StoredStream> load_all(std::error_code& error) = 0;
+  // Every stream, ordered by id. REQUIRES: no write pending (else device_or_resource_busy).
+  virtual Expected<std::vector<StoredStream>> load_all() = 0;
   // Insert or replace the stream with this id (files included) in one transaction.
   virtual void put(StoredStream stream, Done done) = 0;
   virtual void erase(std::string id, Done done) = 0;

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <string>
 
+#include "base/assert.hpp"
+
 namespace chunkd::io {
 namespace {
 
@@ -38,47 +40,37 @@ long sys_openat2(int dir_fd, const char* path, open_how* how) {
   return ::syscall(SYS_openat2, dir_fd, path, how, sizeof *how);
 }
 
+// Closes `fd` and fails with `code` (read before the close can change errno).
+Unexpected<base::Error> close_and_fail(int fd, std::error_code code) {
+  ::close(fd);
+  return fail(code);
+}
+
 // fstat, refuse non-regular files, clear O_NONBLOCK. Closes fd on failure.
-OpenedFile finish_open(int fd, std::error_code& error) {
+Expected<OpenedFile> finish_open(int fd) {
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    error = errno_code(errno);
-    ::close(fd);
-    return {};
-  }
-  if (!S_ISREG(st.st_mode)) {
-    error = SafeOpenError::NotRegular;
-    ::close(fd);
-    return {};
-  }
+  if (::fstat(fd, &st) != 0) return close_and_fail(fd, errno_code(errno));
+  if (!S_ISREG(st.st_mode)) return close_and_fail(fd, SafeOpenError::NotRegular);
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-    error = errno_code(errno);
-    ::close(fd);
-    return {};
+    return close_and_fail(fd, errno_code(errno));
   }
-  error.clear();
   return OpenedFile{fd, static_cast<std::uint64_t>(st.st_size),
                     static_cast<std::uint64_t>(st.st_dev)};
 }
 
 constexpr int kFileFlags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
 
-OpenedFile open_with_openat2(int dir_fd, const std::string& key, std::error_code& error) {
+Expected<OpenedFile> open_with_openat2(int dir_fd, const std::string& key) {
   open_how how{};
   how.flags = static_cast<std::uint64_t>(kFileFlags);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
   long fd = sys_openat2(dir_fd, key.c_str(), &how);
   if (fd < 0) {
     int e = errno;
-    if (e == EXDEV) {
-      error = SafeOpenError::Escapes;
-    } else {
-      error = errno_code(e);
-    }
-    return {};
+    return fail(e == EXDEV ? std::error_code(SafeOpenError::Escapes) : errno_code(e));
   }
-  return finish_open(static_cast<int>(fd), error);
+  return finish_open(static_cast<int>(fd));
 }
 
 bool is_symlink_at(int dir_fd, const std::string& name) {
@@ -86,7 +78,7 @@ bool is_symlink_at(int dir_fd, const std::string& name) {
   return ::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
 }
 
-OpenedFile open_by_walking(int dir_fd, const std::string& key, std::error_code& error) {
+Expected<OpenedFile> open_by_walking(int dir_fd, const std::string& key) {
   int current = dir_fd;  // not owned while it equals dir_fd
   auto release = [&] {
     if (current != dir_fd) ::close(current);
@@ -101,23 +93,18 @@ OpenedFile open_by_walking(int dir_fd, const std::string& key, std::error_code& 
       int e = errno;
       if (fd < 0 && e == ELOOP && is_symlink_at(current, component)) {
         release();
-        error = SafeOpenError::SymlinkRefused;
-        return {};
+        return fail(SafeOpenError::SymlinkRefused);
       }
       release();
-      if (fd < 0) {
-        error = errno_code(e);
-        return {};
-      }
-      return finish_open(fd, error);
+      if (fd < 0) return fail(errno_code(e));
+      return finish_open(fd);
     }
     int next = ::openat(current, component.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int e = errno;
     if (next < 0) {
       bool link = (e == ENOTDIR || e == ELOOP) && is_symlink_at(current, component);
       release();
-      error = link ? std::error_code(SafeOpenError::SymlinkRefused) : errno_code(e);
-      return {};
+      return fail(link ? std::error_code(SafeOpenError::SymlinkRefused) : errno_code(e));
     }
     release();
     current = next;
@@ -151,45 +138,39 @@ SafeOpenMode safe_open_mode() {
   return mode;
 }
 
-std::error_code check_bucket_key(std::string_view key) {
-  if (key.size() > kMaxBucketKeyBytes) return SafeOpenError::KeyTooLong;
-  if (key.empty() || key.front() == '/') return SafeOpenError::InvalidKey;
-  if (key.find('\0') != std::string_view::npos) return SafeOpenError::InvalidKey;
+Expected<void> check_bucket_key(std::string_view key) {
+  if (key.size() > kMaxBucketKeyBytes) return fail(SafeOpenError::KeyTooLong);
+  if (key.empty() || key.front() == '/') return fail(SafeOpenError::InvalidKey);
+  if (key.find('\0') != std::string_view::npos) return fail(SafeOpenError::InvalidKey);
   std::size_t start = 0;
   while (true) {
     std::size_t slash = key.find('/', start);
     std::string_view component =
         key.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
     if (component.empty() || component == "." || component == "..") {
-      return SafeOpenError::InvalidKey;
+      return fail(SafeOpenError::InvalidKey);
     }
     if (slash == std::string_view::npos) return {};
     start = slash + 1;
   }
 }
 
-int open_bucket_dir(const std::string& path, std::error_code& error) {
+Expected<int> open_bucket_dir(const std::string& path) {
   int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    error = errno_code(errno);
-    return -1;
-  }
-  error.clear();
+  if (fd < 0) return fail(errno_code(errno));
   return fd;
 }
 
-OpenedFile safe_open(int dir_fd, std::string_view key, std::error_code& error) {
-  return safe_open(dir_fd, key, safe_open_mode(), error);
+Expected<OpenedFile> safe_open(int dir_fd, std::string_view key) {
+  return safe_open(dir_fd, key, safe_open_mode());
 }
 
-OpenedFile safe_open(int dir_fd, std::string_view key, SafeOpenMode mode, std::error_code& error) {
-  if (std::error_code bad = check_bucket_key(key)) {
-    error = bad;
-    return {};
-  }
+Expected<OpenedFile> safe_open(int dir_fd, std::string_view key, SafeOpenMode mode) {
+  CHUNKD_ASSERT(dir_fd >= 0);
+  if (auto valid = check_bucket_key(key); !valid) return fail(valid.error().code);
   std::string path(key);
-  return mode == SafeOpenMode::Openat2 ? open_with_openat2(dir_fd, path, error)
-                                       : open_by_walking(dir_fd, path, error);
+  return mode == SafeOpenMode::Openat2 ? open_with_openat2(dir_fd, path)
+                                       : open_by_walking(dir_fd, path);
 }
 
 }  // namespace chunkd::io

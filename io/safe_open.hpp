@@ -13,6 +13,9 @@
 // Either way only a regular file is returned, opened O_RDONLY | O_CLOEXEC (the FIFO-safe
 // O_NONBLOCK used while opening is cleared again).
 //
+// Errors: a SafeOpenError (its own category, so that a caller can tell a refused key from a file
+// system error and show the rule that refused it) or an errno (ENOENT, EACCES, ENOTDIR, ...).
+//
 // Thread: any. The calls block on the file system (a few syscalls): the engine calls them from the
 // libuv thread pool, never from the loop thread.
 #pragma once
@@ -22,6 +25,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+
+#include "base/expected.hpp"
 
 namespace chunkd::io {
 
@@ -41,25 +46,24 @@ enum class SafeOpenMode { Openat2, Walk };
 // The mode the running kernel allows (probed once, cached).
 SafeOpenMode safe_open_mode();
 
-// The lexical rules above; {} when the key is acceptable.
-std::error_code check_bucket_key(std::string_view key);
+// The lexical rules above: success when the key is acceptable, else InvalidKey or KeyTooLong.
+Expected<void> check_bucket_key(std::string_view key);
 
-// Opens a bucket directory as an O_PATH handle for safe_open(). -1 and `error` on failure
-// (ENOTDIR when it is not a directory).
-int open_bucket_dir(const std::string& path, std::error_code& error);
+// Opens a bucket directory as an O_PATH handle for safe_open(), owned by the caller. Fails with
+// the errno (ENOTDIR when it is not a directory).
+Expected<int> open_bucket_dir(const std::string& path);
 
 struct OpenedFile {
-  int fd = -1;  // owned by the caller; -1 on failure
+  int fd = -1;  // owned by the caller
   std::uint64_t size_bytes = 0;
   std::uint64_t device = 0;  // st_dev, to tell whether a reflink can work
 };
 
-// Opens `key` beneath `dir_fd`. On failure fd == -1 and `error` is a SafeOpenError or an errno
-// (ENOENT, EACCES, ENOTDIR, ...).
-OpenedFile safe_open(int dir_fd, std::string_view key, std::error_code& error);
+// Opens `key` beneath `dir_fd`. REQUIRES: dir_fd is a directory handle (open_bucket_dir).
+Expected<OpenedFile> safe_open(int dir_fd, std::string_view key);
 // The same with the mode forced (tests exercise both); Openat2 on a kernel without it fails
 // with ENOSYS.
-OpenedFile safe_open(int dir_fd, std::string_view key, SafeOpenMode mode, std::error_code& error);
+Expected<OpenedFile> safe_open(int dir_fd, std::string_view key, SafeOpenMode mode);
 
 }  // namespace chunkd::io
 

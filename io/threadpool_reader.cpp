@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "base/assert.hpp"
 #include "io/file_reader_internal.hpp"
 #include "io/log.hpp"
 
@@ -50,6 +51,7 @@ class ThreadPoolReader final : public ReaderBase {
     const std::int64_t result = request->result;  // bytes, or a negated errno on Linux
     uv_fs_req_cleanup(request);
     const auto slot = static_cast<std::size_t>(request - self->requests_.data());
+    CHUNKD_ASSERT(slot < self->requests_.size());
     self->complete(slot, result);
   }
 

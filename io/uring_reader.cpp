@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "base/assert.hpp"
 #include "io/log.hpp"
 
 namespace chunkd::io::detail {
@@ -18,13 +19,18 @@ constexpr std::uint64_t kSubmitRetryMs = 1;
 
 std::error_code errno_code(int value) { return {value, std::system_category()}; }
 
+// The kernel refused `step` with errno `value`.
+Unexpected<base::Error> refused(const char* step, int value) {
+  return fail(errno_code(value), step);
+}
+
 }  // namespace
 
-std::unique_ptr<UringReader> UringReader::create(uv_loop_t* loop, const FileReaderOptions& options,
-                                                 const ReaderHooks& hooks, std::error_code& error) {
+Expected<std::unique_ptr<UringReader>> UringReader::create(uv_loop_t* loop,
+                                                           const FileReaderOptions& options,
+                                                           const ReaderHooks& hooks) {
   std::unique_ptr<UringReader> reader(new UringReader(loop, options, hooks));
-  error = reader->init(options, hooks);
-  if (error) return nullptr;
+  if (auto ready = reader->init(options, hooks); !ready) return Unexpected{ready.error()};
   return reader;
 }
 
@@ -32,8 +38,10 @@ UringReader::UringReader(uv_loop_t* loop, const FileReaderOptions& options,
                          const ReaderHooks& hooks)
     : ReaderBase(loop, slot_count(options), options.max_queued, hooks) {}
 
-std::error_code UringReader::init(const FileReaderOptions& options, const ReaderHooks& hooks) {
-  if (hooks.fail_uring_init_with != 0) return errno_code(hooks.fail_uring_init_with);
+Expected<void> UringReader::init(const FileReaderOptions& options, const ReaderHooks& hooks) {
+  if (hooks.fail_uring_init_with != 0) {
+    return refused("io_uring_queue_init", hooks.fail_uring_init_with);
+  }
 
   // Every slot's SQE must fit in the submission queue; the completion queue is twice as large,
   // so it cannot overflow with at most one request per slot in the kernel.
@@ -42,23 +50,24 @@ std::error_code UringReader::init(const FileReaderOptions& options, const Reader
   if (entries > kMaxRingEntries) entries = kMaxRingEntries;
   if (entries == 0) entries = 1;
   const int rc = io_uring_queue_init(entries, &ring_, 0);
-  if (rc < 0) return errno_code(-rc);
+  if (rc < 0) return refused("io_uring_queue_init", -rc);
   ring_ready_ = true;
   ring_entries_ = ring_.sq.ring_entries;
 
   io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
-  if (probe == nullptr) return errno_code(ENOSYS);  // probing arrived with IORING_OP_READ (5.6)
+  // Probing arrived with IORING_OP_READ (5.6).
+  if (probe == nullptr) return refused("io_uring_get_probe_ring", ENOSYS);
   const bool has_read = io_uring_opcode_supported(probe, IORING_OP_READ) != 0;
   io_uring_free_probe(probe);
-  if (!has_read) return errno_code(EOPNOTSUPP);
+  if (!has_read) return refused("IORING_OP_READ", EOPNOTSUPP);
 
   event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (event_fd_ < 0) return errno_code(errno);
+  if (event_fd_ < 0) return refused("eventfd", errno);
   const int reg = io_uring_register_eventfd(&ring_, event_fd_);
-  if (reg < 0) return errno_code(-reg);
+  if (reg < 0) return refused("io_uring_register_eventfd", -reg);
 
   const int poll_rc = uv_poll_init(loop(), &poll_, event_fd_);
-  if (poll_rc < 0) return errno_code(-poll_rc);
+  if (poll_rc < 0) return refused("uv_poll_init", -poll_rc);
   uv_prepare_init(loop(), &prepare_);
   uv_timer_init(loop(), &retry_timer_);
   poll_.data = this;
@@ -78,12 +87,14 @@ UringReader::~UringReader() {
 }
 
 std::uint64_t UringReader::make_user_data(std::size_t slot, std::uint32_t generation) {
+  CHUNKD_ASSERT(slot <= 0xffffffffu);  // the slot index fits the low half
   return (std::uint64_t{generation} << 32) | static_cast<std::uint32_t>(slot);
 }
 
 void UringReader::submit(std::size_t slot) {
+  CHUNKD_ASSERT(slot < slots().size() && slots()[slot].busy);
   Slot& s = slots()[slot];
-  ++s.generation;
+  ++s.generation;  // a completion of any earlier submission of this slot is now stale
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) {
     // Impossible by construction: at most one SQE per slot and the queue holds all slots.
@@ -163,6 +174,7 @@ void UringReader::handle_completion(std::uint64_t user_data, std::int32_t result
              generation, result);
     return;
   }
+  // Exactly one SQE per busy slot is in the kernel; its completion matches slot and generation.
   complete(slot, result);
 }
 
@@ -201,9 +213,12 @@ void UringReader::on_close(uv_handle_t* handle) noexcept {
   self->finish_close();  // may destroy *self: nothing after this
 }
 
-std::unique_ptr<FileReader> make_uring_reader(uv_loop_t* loop, const FileReaderOptions& options,
-                                              const ReaderHooks& hooks, std::error_code& error) {
-  return UringReader::create(loop, options, hooks, error);
+Expected<std::unique_ptr<FileReader>> make_uring_reader(uv_loop_t* loop,
+                                                        const FileReaderOptions& options,
+                                                        const ReaderHooks& hooks) {
+  auto reader = UringReader::create(loop, options, hooks);
+  if (!reader) return Unexpected{reader.error()};
+  return std::unique_ptr<FileReader>(std::move(*reader));
 }
 
 }  // namespace chunkd::io::detail

@@ -16,16 +16,18 @@
 #include <memory>
 #include <system_error>
 
+#include "base/expected.hpp"
 #include "io/file_reader_internal.hpp"
 
 namespace chunkd::io::detail {
 
 class UringReader final : public ReaderBase {
  public:
-  // Sets up the ring (sized to hold every slot's SQE) and its eventfd; null + `error` when the
-  // kernel refuses.
-  static std::unique_ptr<UringReader> create(uv_loop_t* loop, const FileReaderOptions& options,
-                                             const ReaderHooks& hooks, std::error_code& error);
+  // Sets up the ring (sized to hold every slot's SQE) and its eventfd. Fails with the kernel's
+  // errno, the detail naming the step the kernel refused ("io_uring_queue_init", ...).
+  static Expected<std::unique_ptr<UringReader>> create(uv_loop_t* loop,
+                                                       const FileReaderOptions& options,
+                                                       const ReaderHooks& hooks);
   ~UringReader() override;
 
   const char* backend_name() const override { return "io_uring"; }
@@ -40,7 +42,7 @@ class UringReader final : public ReaderBase {
 
  private:
   UringReader(uv_loop_t* loop, const FileReaderOptions& options, const ReaderHooks& hooks);
-  std::error_code init(const FileReaderOptions& options, const ReaderHooks& hooks);
+  Expected<void> init(const FileReaderOptions& options, const ReaderHooks& hooks);
 
   void submit(std::size_t slot) override;
   void shut_down() override;

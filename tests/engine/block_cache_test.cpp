@@ -346,9 +346,9 @@ TEST(BlockCacheThreadPoolTest, SharedMissesAndVerifiedBytes) {
   io::FileReaderOptions ro;
   ro.backend = io::FileReaderOptions::Backend::ThreadPool;
   std::error_code error;
-  std::string note;
-  auto reader = io::make_file_reader(&loop, ro, error, note);
-  ASSERT_TRUE(reader) << error.message();
+  auto setup = io::make_file_reader(&loop, ro);
+  ASSERT_TRUE(setup) << setup.error().message();
+  auto reader = std::move(setup->reader);
   TempDir dir;
   auto content = testing::pattern_bytes(3 * kExtent + 17, 9);
   io::StoredFile file = testing::make_blob(dir.path(), content, kExtent);

@@ -71,15 +71,14 @@ class ContentStoreTest : public ::testing::TestWithParam<Backend> {
     ASSERT_EQ(uv_loop_init(&loop_), 0);
     io::FileReaderOptions options;
     options.backend = GetParam();
-    std::error_code error;
-    std::string note;
-    reader_ = io::make_file_reader(&loop_, options, error, note);
+    auto setup = io::make_file_reader(&loop_, options);
+    if (setup) reader_ = std::move(setup->reader);
     if (!reader_ && GetParam() == Backend::IoUring) {
       uv_loop_close(&loop_);
       loop_open_ = false;
-      GTEST_SKIP() << "io_uring refused: " << note << " " << error.message();
+      GTEST_SKIP() << "io_uring refused: " << setup.error().message();
     }
-    ASSERT_TRUE(reader_) << error.message() << " " << note;
+    ASSERT_TRUE(reader_) << setup.error().message();
     make_store();
   }
 

@@ -128,10 +128,9 @@ class ControlServiceTest : public ::testing::Test {
     ASSERT_EQ(uv_loop_init(&loop_), 0);
     io::FileReaderOptions ro;
     ro.backend = io::FileReaderOptions::Backend::ThreadPool;
-    std::error_code error;
-    std::string note;
-    reader_ = io::make_file_reader(&loop_, ro, error, note);
-    ASSERT_TRUE(reader_) << error.message();
+    auto setup = io::make_file_reader(&loop_, ro);
+    ASSERT_TRUE(setup) << setup.error().message();
+    reader_ = std::move(setup->reader);
     start();
   }
 
@@ -151,12 +150,13 @@ class ControlServiceTest : public ::testing::Test {
   void start(Options options = {}) {
     std::error_code error;
     std::string message;
-    registry_ = io::RegistryStore::open(&loop_, dir_ + "/data", error, message);
-    ASSERT_TRUE(registry_) << message;
+    auto opened = io::RegistryStore::open(&loop_, dir_ + "/data");
+    ASSERT_TRUE(opened) << opened.error().message();
+    registry_ = std::move(*opened);
     catalog_ = std::make_unique<Catalog>();
-    auto streams = registry_->load_all(error);
-    ASSERT_FALSE(error) << error.message();
-    for (auto& s : streams) {
+    auto streams = registry_->load_all();
+    ASSERT_TRUE(streams) << streams.error().message();
+    for (auto& s : *streams) {
       catalog_->put(std::make_shared<const io::StoredStream>(std::move(s)));
     }
     metrics_ = std::make_unique<Metrics>();

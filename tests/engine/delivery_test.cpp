@@ -43,9 +43,8 @@ class DeliveryTest : public ::testing::Test {
     ASSERT_EQ(uv_loop_init(&loop_), 0);
     io::FileReaderOptions ro;
     ro.backend = io::FileReaderOptions::Backend::ThreadPool;
-    std::error_code error;
-    std::string note;
-    reader_ = io::make_file_reader(&loop_, ro, error, note);
+    auto setup = io::make_file_reader(&loop_, ro);
+    if (setup) reader_ = std::move(setup->reader);
     if (!reader_) reader_ = std::make_unique<testing::FakeReader>(&loop_);
 
     content_ = testing::pattern_bytes(kFileBytes, 42);

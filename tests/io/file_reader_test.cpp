@@ -79,14 +79,13 @@ class ReaderFixture {
 
   void make(Backend backend, FileReaderOptions options = {}, detail::ReaderHooks hooks = {}) {
     options.backend = backend;
-    std::error_code error;
-    std::string note;
-    reader_ = detail::make_file_reader(&loop_, options, hooks, error, note);
-    if (!reader_ && backend == Backend::IoUring) {
-      GTEST_SKIP() << "kernel refuses io_uring: " << error.message();
+    auto setup = detail::make_file_reader(&loop_, options, hooks);
+    if (!setup && backend == Backend::IoUring) {
+      GTEST_SKIP() << "kernel refuses io_uring: " << setup.error().message();
     }
-    ASSERT_TRUE(reader_) << error.message();
-    ASSERT_FALSE(error);
+    ASSERT_TRUE(setup) << setup.error().message();
+    reader_ = std::move(setup->reader);
+    ASSERT_TRUE(reader_);
   }
 
   // Runs the loop until `done()` holds. The watchdog is only a guard against a hang.
@@ -398,11 +397,10 @@ class FileReaderFactoryTest : public ::testing::Test, public ReaderFixture {
 TEST_F(FileReaderFactoryTest, AutoFallsBackToThreadPoolWhenIoUringIsRefused) {
   detail::ReaderHooks hooks;
   hooks.fail_uring_init_with = EPERM;
-  std::error_code error;
-  std::string note;
-  reader_ = detail::make_file_reader(&loop_, {}, hooks, error, note);
-  ASSERT_TRUE(reader_);
-  EXPECT_FALSE(error);
+  auto setup = detail::make_file_reader(&loop_, {}, hooks);
+  ASSERT_TRUE(setup);
+  reader_ = std::move(setup->reader);
+  const std::string& note = setup->note;
   EXPECT_STREQ(reader_->backend_name(), "threadpool");
   EXPECT_NE(note.find("io_uring unavailable"), std::string::npos) << note;
   EXPECT_NE(note.find(std::error_code(EPERM, std::system_category()).message()), std::string::npos)
@@ -415,19 +413,17 @@ TEST_F(FileReaderFactoryTest, ForcedIoUringFailsWithTheKernelError) {
   hooks.fail_uring_init_with = ENOSYS;
   FileReaderOptions options;
   options.backend = Backend::IoUring;
-  std::error_code error;
-  std::string note;
-  reader_ = detail::make_file_reader(&loop_, options, hooks, error, note);
-  EXPECT_FALSE(reader_);
-  EXPECT_EQ(error, std::error_code(ENOSYS, std::system_category()));
-  EXPECT_FALSE(note.empty());
+  auto setup = detail::make_file_reader(&loop_, options, hooks);
+  ASSERT_FALSE(setup);
+  EXPECT_EQ(setup.error().code, std::error_code(ENOSYS, std::system_category()));
+  EXPECT_FALSE(setup.error().detail.empty());
 }
 
 TEST_F(FileReaderFactoryTest, PublicFactoryNotesItsChoice) {
-  std::error_code error;
-  std::string note;
-  reader_ = make_file_reader(&loop_, {}, error, note);
-  ASSERT_TRUE(reader_) << error.message();
+  auto setup = make_file_reader(&loop_, {});
+  ASSERT_TRUE(setup) << setup.error().message();
+  reader_ = std::move(setup->reader);
+  const std::string& note = setup->note;
   EXPECT_FALSE(note.empty());
   const std::string name = reader_->backend_name();
   EXPECT_TRUE(name == "io_uring" || name == "threadpool") << name;

@@ -160,10 +160,10 @@ class HttpServerTest : public ::testing::Test {
           handler_(std::move(request), std::move(respond));
         },
         &error_json);
-    std::error_code ec = server_->listen(host, 0);
-    if (!ec) port_ = server_->port();
+    auto listening = server_->listen(host, 0);
+    if (listening) port_ = server_->port();
     loop_.start();
-    return ec;
+    return listening ? std::error_code{} : listening.error().code;
   }
 
   void TearDown() override {
@@ -802,12 +802,12 @@ TEST(HttpServerListen, ErrorsAreReportedAndCloseStillCompletes) {
     HttpServer second(&loop, {}, handler, &error_json);
     HttpServer third(&loop, {}, handler, &error_json);
     HttpServer never(&loop, {}, handler, &error_json);
-    ASSERT_FALSE(first.listen("127.0.0.1", 0));
+    ASSERT_TRUE(first.listen("127.0.0.1", 0));
     EXPECT_NE(first.port(), 0);
-    std::error_code ec = second.listen("127.0.0.1", first.port());
+    std::error_code ec = second.listen("127.0.0.1", first.port()).error().code;
     EXPECT_EQ(ec, std::errc::address_in_use) << ec.message();
     EXPECT_EQ(ec, std::error_code(-UV_EADDRINUSE, std::system_category()));
-    EXPECT_EQ(third.listen("not-an-address", 0), std::errc::invalid_argument);
+    EXPECT_EQ(third.listen("not-an-address", 0).error().code, std::errc::invalid_argument);
     first.close([&] { ++done; });
     second.close([&] { ++done; });
     third.close([&] { ++done; });

@@ -150,11 +150,9 @@ class RegistryStoreTest : public ::testing::Test {
   }
 
   void open_store(std::size_t max_pending = RegistryStore::kDefaultMaxPendingWrites) {
-    std::error_code error;
-    std::string message;
-    store_ = RegistryStore::open(&loop_, dir_, max_pending, error, message);
-    ASSERT_TRUE(store_) << error.message() << ": " << message;
-    EXPECT_FALSE(error);
+    auto opened = RegistryStore::open(&loop_, dir_, max_pending);
+    ASSERT_TRUE(opened) << opened.error().message();
+    store_ = std::move(*opened);
   }
 
   void close_store() {
@@ -182,10 +180,9 @@ class RegistryStoreTest : public ::testing::Test {
   }
 
   std::vector<StoredStream> load() {
-    std::error_code error;
-    auto streams = store_->load_all(error);
-    EXPECT_FALSE(error) << error.message();
-    return streams;
+    auto streams = store_->load_all();
+    EXPECT_TRUE(streams) << streams.error().message();
+    return streams ? std::move(*streams) : std::vector<StoredStream>{};
   }
 
   uv_loop_t loop_{};
@@ -340,10 +337,9 @@ TEST_F(RegistryStoreTest, LoadAllWhileWritesArePendingIsBusy) {
   open_store();
   Outcome a;
   store_->put(numbered_stream(1), capture(a));
-  std::error_code error;
-  const auto streams = store_->load_all(error);
-  EXPECT_EQ(error, std::errc::device_or_resource_busy);
-  EXPECT_TRUE(streams.empty());
+  const auto streams = store_->load_all();
+  ASSERT_FALSE(streams);
+  EXPECT_EQ(streams.error().code, std::errc::device_or_resource_busy);
   run_until([&] { return a.called; });
   EXPECT_EQ(load().size(), 1u);
 }
@@ -408,10 +404,10 @@ TEST_F(RegistryStoreTest, CorruptDatabaseGivesAClearError) {
     std::ofstream junk(dir_ + "/registry.sqlite3", std::ios::binary);
     for (int i = 0; i < 1000; ++i) junk << "this is not a database ";
   }
-  std::error_code error;
-  std::string message;
-  auto store = RegistryStore::open(&loop_, dir_, error, message);
-  EXPECT_FALSE(store);
+  auto opened = RegistryStore::open(&loop_, dir_);
+  ASSERT_FALSE(opened);
+  const std::error_code error = opened.error().code;
+  const std::string message = opened.error().message();
   ASSERT_TRUE(error);
   EXPECT_EQ(error.category(), sqlite_category());
   EXPECT_EQ(error.value() & 0xff, SQLITE_NOTADB);
@@ -422,19 +418,19 @@ TEST_F(RegistryStoreTest, CorruptDatabaseGivesAClearError) {
 TEST_F(RegistryStoreTest, DirectoryThatIsAFileGivesAClearError) {
   fs::create_directories(root_ + "/state");
   { std::ofstream file(dir_); }
-  std::error_code error;
-  std::string message;
-  auto store = RegistryStore::open(&loop_, dir_, error, message);
-  EXPECT_FALSE(store);
+  auto opened = RegistryStore::open(&loop_, dir_);
+  ASSERT_FALSE(opened);
+  const std::error_code error = opened.error().code;
+  const std::string message = opened.error().message();
   EXPECT_TRUE(error);
   EXPECT_NE(message.find(dir_), std::string::npos) << message;
 }
 
 TEST_F(RegistryStoreTest, UncreatableDirectoryGivesAClearError) {
-  std::error_code error;
-  std::string message;
-  auto store = RegistryStore::open(&loop_, "/proc/self/chunkd-registry", error, message);
-  EXPECT_FALSE(store);
+  auto opened = RegistryStore::open(&loop_, "/proc/self/chunkd-registry");
+  ASSERT_FALSE(opened);
+  const std::error_code error = opened.error().code;
+  const std::string message = opened.error().message();
   EXPECT_TRUE(error);
   EXPECT_NE(message.find("/proc/self/chunkd-registry"), std::string::npos) << message;
 }
@@ -443,11 +439,11 @@ TEST_F(RegistryStoreTest, UnwritableDirectoryGivesAClearError) {
   if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions";
   fs::create_directories(dir_);
   fs::permissions(dir_, fs::perms::owner_read | fs::perms::owner_exec);
-  std::error_code error;
-  std::string message;
-  auto store = RegistryStore::open(&loop_, dir_, error, message);
+  auto opened = RegistryStore::open(&loop_, dir_);
   fs::permissions(dir_, fs::perms::owner_all);
-  EXPECT_FALSE(store);
+  ASSERT_FALSE(opened);
+  const std::error_code error = opened.error().code;
+  const std::string message = opened.error().message();
   EXPECT_TRUE(error);
   EXPECT_NE(message.find("registry.sqlite3"), std::string::npos) << message;
 }
@@ -458,10 +454,10 @@ TEST_F(RegistryStoreTest, NewerSchemaVersionIsRefused) {
   ASSERT_EQ(sqlite3_open((dir_ + "/registry.sqlite3").c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
-  std::error_code error;
-  std::string message;
-  auto store = RegistryStore::open(&loop_, dir_, error, message);
-  EXPECT_FALSE(store);
+  auto opened = RegistryStore::open(&loop_, dir_);
+  ASSERT_FALSE(opened);
+  const std::error_code error = opened.error().code;
+  const std::string message = opened.error().message();
   EXPECT_TRUE(error);
   EXPECT_NE(message.find("schema version 99"), std::string::npos) << message;
 }
@@ -488,10 +484,9 @@ constexpr const char* kCrashChildEnv = "CHUNKD_REGISTRY_CRASH_CHILD";  // "<ack 
 [[noreturn]] void crash_child(const std::string& dir, int ack_fd) {
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0) ::_exit(2);
-  std::error_code error;
-  std::string message;
-  auto store = RegistryStore::open(&loop, dir, 16, error, message);
-  if (!store) ::_exit(3);
+  auto opened = RegistryStore::open(&loop, dir, 16);
+  if (!opened) ::_exit(3);
+  auto store = std::move(*opened);
   constexpr int kTotal = 100'000;
   constexpr std::size_t kDepth = 8;  // writes queued at once
   int next = 0;

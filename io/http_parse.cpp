@@ -1,0 +1,130 @@
+// The http-parser callbacks of HttpConnection: request assembly (method, target, lower-cased
+// header names, body) and the limits on header and body bytes. A callback that refuses a request
+// records the status and message (refuse()) and returns -1; HttpConnection::fail_request() answers.
+// Loop thread only, like the rest of the connection (io/http_connection.cpp).
+#include "base/text.hpp"
+#include "io/http_internal.hpp"
+
+namespace chunkd::io::detail {
+
+const http_parser_settings& HttpConnection::parser_settings() {
+  static const http_parser_settings settings = [] {
+    http_parser_settings s;
+    http_parser_settings_init(&s);
+    s.on_message_begin = &on_message_begin;
+    s.on_url = &on_url;
+    s.on_header_field = &on_header_field;
+    s.on_header_value = &on_header_value;
+    s.on_headers_complete = &on_headers_complete;
+    s.on_body = &on_body;
+    s.on_message_complete = &on_message_complete;
+    return s;
+  }();
+  return settings;
+}
+
+void HttpConnection::refuse(int status, std::string message) {
+  error_status_ = status;
+  error_message_ = std::move(message);
+}
+
+int HttpConnection::on_message_begin(http_parser* p) {
+  auto* c = static_cast<HttpConnection*>(p->data);
+  c->in_message_ = true;
+  c->message_ready_ = false;
+  c->last_was_value_ = false;
+  c->header_bytes_ = 0;
+  c->url_.clear();
+  c->request_ = HttpRequest{};
+  c->error_status_ = 0;
+  c->error_message_.clear();
+  c->set_timer(TimerMode::Request, c->server_->limits().request_timeout_ms);
+  return 0;
+}
+
+bool HttpConnection::add_header_bytes(std::size_t len) {
+  header_bytes_ += len;
+  const std::size_t max = server_->limits().max_header_bytes;
+  if (header_bytes_ <= max) return true;
+  refuse(431, "request header exceeds " + std::to_string(max) + " bytes");
+  return false;
+}
+
+int HttpConnection::on_url(http_parser* p, const char* at, std::size_t len) {
+  auto* c = static_cast<HttpConnection*>(p->data);
+  if (!c->add_header_bytes(len)) return -1;
+  c->url_.append(at, len);
+  return 0;
+}
+
+int HttpConnection::on_header_field(http_parser* p, const char* at, std::size_t len) {
+  auto* c = static_cast<HttpConnection*>(p->data);
+  bool new_field = c->request_.headers.empty() || c->last_was_value_;
+  // A header line costs its name, its value and ": " plus CRLF.
+  if (!c->add_header_bytes(len + (new_field ? 4 : 0))) return -1;
+  if (new_field) c->request_.headers.emplace_back();
+  std::string& name = c->request_.headers.back().first;
+  for (std::size_t i = 0; i < len; ++i) name.push_back(base::ascii_lower(at[i]));
+  c->last_was_value_ = false;
+  return 0;
+}
+
+int HttpConnection::on_header_value(http_parser* p, const char* at, std::size_t len) {
+  auto* c = static_cast<HttpConnection*>(p->data);
+  if (!c->add_header_bytes(len)) return -1;
+  if (c->request_.headers.empty()) return -1;  // the parser never does this
+  c->request_.headers.back().second.append(at, len);
+  c->last_was_value_ = true;
+  return 0;
+}
+
+int HttpConnection::on_headers_complete(http_parser* p) {
+  auto* c = static_cast<HttpConnection*>(p->data);
+  const HttpLimits& limits = c->server_->limits();
+  const bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
+  if (p->method == HTTP_CONNECT) {
+    c->refuse(400, "CONNECT is not supported");
+    return -1;
+  }
+  if ((p->flags & F_CHUNKED) != 0 || c->request_.header("transfer-encoding") != nullptr) {
+    c->refuse(411, "a request body needs Content-Length (Transfer-Encoding is not supported)");
+    return -1;
+  }
+  if (has_length && p->content_length > limits.max_body_bytes) {
+    c->refuse(413, "too_large_body: the request body exceeds " +
+                       std::to_string(limits.max_body_bytes) + " bytes");
+    return -1;
+  }
+  c->keep_alive_ = http_should_keep_alive(p) != 0;
+  c->http10_ = p->http_major == 1 && p->http_minor == 0;
+  c->request_.method = http_method_str(static_cast<http_method>(p->method));
+  if (!has_length) return 0;
+  c->request_.body.reserve(static_cast<std::size_t>(p->content_length));
+  const std::string* expect = c->request_.header("expect");
+  if (expect != nullptr && p->http_major == 1 && p->http_minor >= 1 && p->content_length > 0 &&
+      base::iequals(*expect, "100-continue")) {
+    if (!c->queue_write("HTTP/1.1 100 Continue\r\n\r\n", {})) return -1;
+  }
+  return 0;
+}
+
+int HttpConnection::on_body(http_parser* p, const char* at, std::size_t len) {
+  auto* c = static_cast<HttpConnection*>(p->data);
+  const std::size_t max = c->server_->limits().max_body_bytes;
+  if (c->request_.body.size() + len > max) {
+    c->refuse(413, "too_large_body: the request body exceeds " + std::to_string(max) + " bytes");
+    return -1;
+  }
+  c->request_.body.append(at, len);
+  return 0;
+}
+
+int HttpConnection::on_message_complete(http_parser* p) {
+  auto* c = static_cast<HttpConnection*>(p->data);
+  c->message_ready_ = true;
+  c->keep_alive_ = http_should_keep_alive(p) != 0;
+  http_parser_pause(p, 1);  // one request at a time: process_input dispatches it
+  return 0;
+}
+
+}  // namespace chunkd::io::detail
