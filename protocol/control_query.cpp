@@ -2,6 +2,7 @@
 // nextToken ("v1:" + the last streamId of the page, base64url without padding). Every problem found
 // is reported as a FieldProblem, never just the first. Pure: no I/O, no clock.
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
@@ -90,19 +91,65 @@ std::optional<std::string> decode_next_token(std::string_view token) {
   return id;
 }
 
-}  // namespace
+// --- query parameters ---------------------------------------------------------------------------
 
-std::string encode_next_token(std::string_view last_stream_id) {
-  std::string raw(kTokenPrefix);
-  raw += last_stream_id;
-  return b64url_encode(raw);
+// Each apply_* checks one parameter's percent-decoded value, sets it in `out` or reports it.
+void apply_max_results(std::string_view field, const std::string& value, ListQuery& out,
+                       Problems& problems) {
+  const bool digits = !value.empty() && std::all_of(value.begin(), value.end(),
+                                                    [](char c) { return c >= '0' && c <= '9'; });
+  std::uint64_t n = 0;
+  if (!digits) {
+    problems.add(std::string(field), "must be an integer");
+  } else if (auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+             ec != std::errc{} || n < 1 || n > kMaxListResults) {
+    problems.add(std::string(field), "must be between 1 and " + std::to_string(kMaxListResults));
+  } else {
+    out.max_results = static_cast<std::uint32_t>(n);
+  }
 }
 
-Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
-  // Last occurrence of each known key wins; unknown keys and undecodable keys are ignored.
-  std::optional<std::string_view> max_results_raw;
-  std::optional<std::string_view> next_token_raw;
-  std::optional<std::string_view> ascending_raw;
+void apply_next_token(std::string_view field, const std::string& value, ListQuery& out,
+                      Problems& problems) {
+  if (value.empty()) return;  // "nextToken=" is the first page
+  if (auto id = decode_next_token(value)) {
+    out.after_id = std::move(*id);
+  } else {
+    problems.add(std::string(field), "is not a valid token (use the nextToken of a previous page)");
+  }
+}
+
+void apply_ascending(std::string_view field, const std::string& value, ListQuery& out,
+                     Problems& problems) {
+  if (base::iequals(value, "true")) {
+    out.ascending = true;
+  } else if (base::iequals(value, "false")) {
+    out.ascending = false;
+  } else {
+    problems.add(std::string(field), "must be true or false");
+  }
+}
+
+struct QueryParam {
+  std::string_view name;
+  void (*apply)(std::string_view field, const std::string& value, ListQuery& out,
+                Problems& problems);
+};
+
+// The known parameters, in the order their problems are reported.
+constexpr std::array<QueryParam, 3> kQueryParams{{
+    {"maxResults", apply_max_results},
+    {"nextToken", apply_next_token},
+    {"isAscendingOrder", apply_ascending},
+}};
+
+// The raw (still percent-encoded) value of each of kQueryParams, when given.
+using RawParams = std::array<std::optional<std::string_view>, kQueryParams.size()>;
+
+// Splits `query` at '&' and '='. The last occurrence of each known key wins; unknown keys and
+// keys that do not percent-decode are ignored.
+RawParams split_query(std::string_view query) {
+  RawParams raw;
   std::size_t pos = 0;
   while (pos <= query.size()) {
     std::size_t end = query.find('&', pos);
@@ -114,56 +161,34 @@ Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
     const auto key = base::percent_decode(pair.substr(0, eq), true);
     const std::string_view value = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
     if (!key) continue;
-    if (*key == "maxResults") {
-      max_results_raw = value;
-    } else if (*key == "nextToken") {
-      next_token_raw = value;
-    } else if (*key == "isAscendingOrder") {
-      ascending_raw = value;
+    for (std::size_t i = 0; i < kQueryParams.size(); ++i) {
+      if (*key == kQueryParams[i].name) raw[i] = value;
     }
   }
+  return raw;
+}
 
+}  // namespace
+
+std::string encode_next_token(std::string_view last_stream_id) {
+  std::string raw(kTokenPrefix);
+  raw += last_stream_id;
+  return b64url_encode(raw);
+}
+
+Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
+  const RawParams raw = split_query(query);
   ListQuery out;
   Problems problems;
-  const auto decoded = [&](std::string_view raw, const char* field) -> std::optional<std::string> {
-    auto v = base::percent_decode(raw, true);
-    if (!v) problems.add(field, "is not validly percent-encoded");
-    return v;
-  };
-  if (max_results_raw) {
-    if (auto v = decoded(*max_results_raw, "maxResults")) {
-      const bool digits = !v->empty() && std::all_of(v->begin(), v->end(),
-                                                     [](char c) { return c >= '0' && c <= '9'; });
-      std::uint64_t n = 0;
-      if (!digits) {
-        problems.add("maxResults", "must be an integer");
-      } else if (auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-                 ec != std::errc{} || n < 1 || n > kMaxListResults) {
-        problems.add("maxResults", "must be between 1 and " + std::to_string(kMaxListResults));
-      } else {
-        out.max_results = static_cast<std::uint32_t>(n);
-      }
+  for (std::size_t i = 0; i < kQueryParams.size(); ++i) {
+    if (!raw[i]) continue;
+    const std::string_view field = kQueryParams[i].name;
+    const auto value = base::percent_decode(*raw[i], true);
+    if (!value) {
+      problems.add(std::string(field), "is not validly percent-encoded");
+      continue;
     }
-  }
-  if (next_token_raw) {
-    if (auto v = decoded(*next_token_raw, "nextToken"); v && !v->empty()) {
-      if (auto id = decode_next_token(*v)) {
-        out.after_id = std::move(*id);
-      } else {
-        problems.add("nextToken", "is not a valid token (use the nextToken of a previous page)");
-      }
-    }
-  }
-  if (ascending_raw) {
-    if (auto v = decoded(*ascending_raw, "isAscendingOrder")) {
-      if (base::iequals(*v, "true")) {
-        out.ascending = true;
-      } else if (base::iequals(*v, "false")) {
-        out.ascending = false;
-      } else {
-        problems.add("isAscendingOrder", "must be true or false");
-      }
-    }
+    kQueryParams[i].apply(field, *value, out, problems);
   }
   if (problems.total() > 0) {
     return unexpected(std::move(problems).to_error("query", "invalid parameter"));
