@@ -197,6 +197,45 @@ class CborReader {
   std::string error_;
 };
 
+// One entry of `r`: a map with f (u32) and z (u64); keys of other names or types are skipped.
+bool cbor_file_entry(CborReader& r, FileEntry& entry) {
+  std::uint64_t pairs = 0;
+  if (!r.container(kCborMap, pairs, "an entry of r")) return false;
+  unsigned seen = 0;
+  for (std::uint64_t j = 0; j < pairs; ++j) {
+    std::string_view key;
+    bool is_text = false;
+    if (!r.key(key, is_text)) return false;
+    std::uint64_t v = 0;
+    bool ok = true;
+    if (is_text && key == "f") {
+      ok = (first_time(seen, kSeenF) || r.fail("r[]: duplicate key f")) &&
+           r.unsigned_int(v, kU32, "r[].f");
+      entry.file_id = static_cast<std::uint32_t>(v);
+    } else if (is_text && key == "z") {
+      ok = (first_time(seen, kSeenZ) || r.fail("r[]: duplicate key z")) &&
+           r.unsigned_int(entry.size_bytes, kU64, "r[].z");
+    } else {
+      ok = r.skip();
+    }
+    if (!ok) return false;
+  }
+  if (seen != (kSeenF | kSeenZ)) return r.fail("an entry of r lacks f or z");
+  return true;
+}
+
+// `r` of a CBOR description: an array of {"f":<u32>,"z":<u64>} maps.
+bool cbor_files(CborReader& r, std::vector<FileEntry>& files) {
+  std::uint64_t count = 0;
+  if (!r.container(kCborArray, count, "r")) return false;
+  for (std::uint64_t e = 0; e < count; ++e) {
+    FileEntry entry{};
+    if (!cbor_file_entry(r, entry)) return false;
+    files.push_back(entry);
+  }
+  return true;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -323,34 +362,8 @@ Expected<DescriptionReply, DeviceError> decode_description_cbor(std::span<const 
           (first_time(seen, kSeenD) || r.fail("description: duplicate key d")) && r.text(text, "d");
       if (ok) reply.description.assign(text);
     } else if (key == "r") {
-      std::uint64_t count = 0;
       ok = (first_time(seen, kSeenR) || r.fail("description: duplicate key r")) &&
-           r.container(kCborArray, count, "r");
-      for (std::uint64_t e = 0; ok && e < count; ++e) {
-        std::uint64_t file_pairs = 0;
-        ok = r.container(kCborMap, file_pairs, "an entry of r");
-        unsigned file_seen = 0;
-        FileEntry parsed{};
-        for (std::uint64_t j = 0; ok && j < file_pairs; ++j) {
-          std::string_view file_key;
-          bool file_key_is_text = false;
-          ok = r.key(file_key, file_key_is_text);
-          if (!ok) break;
-          std::uint64_t v = 0;
-          if (file_key_is_text && file_key == "f") {
-            ok = (first_time(file_seen, kSeenF) || r.fail("r[]: duplicate key f")) &&
-                 r.unsigned_int(v, kU32, "r[].f");
-            parsed.file_id = static_cast<std::uint32_t>(v);
-          } else if (file_key_is_text && file_key == "z") {
-            ok = (first_time(file_seen, kSeenZ) || r.fail("r[]: duplicate key z")) &&
-                 r.unsigned_int(parsed.size_bytes, kU64, "r[].z");
-          } else {
-            ok = r.skip();
-          }
-        }
-        if (ok && file_seen != (kSeenF | kSeenZ)) ok = r.fail("an entry of r lacks f or z");
-        if (ok) reply.files.push_back(parsed);
-      }
+           cbor_files(r, reply.files);
     } else {
       ok = r.skip();
     }
