@@ -406,6 +406,41 @@ struct BodyFields {
   bool has_role_arn = false;
 };
 
+// Checks every member of the body object into `out`, then the keys the kind requires.
+void check_body_fields(dom::object obj, BodyKind kind, BodyFields& out, Problems& problems) {
+  static constexpr std::array<std::string_view, 4> kKnown{"description", "files", "roleArn",
+                                                          "tags"};
+  for_members(obj, kKnown, "", problems, [&](std::size_t idx, dom::element value) {
+    switch (idx) {
+      case 0:
+        out.has_description = true;
+        out.description = check_description(value, "description", problems);
+        break;
+      case 1:
+        out.has_files = true;
+        out.files = check_files(value, problems);
+        break;
+      case 2:
+        out.has_role_arn = true;
+        out.role_arn = check_role_arn(value, "roleArn", problems);
+        break;
+      default:
+        if (kind == BodyKind::Update) {
+          problems.add("tags", "cannot be updated: tags are set at create time");
+        } else {
+          out.tags = check_tags(value, problems);
+        }
+        break;
+    }
+  });
+  if (kind == BodyKind::Create) {
+    if (!out.has_files) problems.add("files", "is required");
+    if (!out.has_role_arn) problems.add("roleArn", "is required");
+  } else if (!out.has_description && !out.has_files && !out.has_role_arn) {
+    problems.add("body", "must set at least one of description, files, roleArn");
+  }
+}
+
 Expected<BodyFields, ApiError> parse_body(std::string_view json, BodyKind kind) {
   if (json.size() > kMaxControlBodyBytes) {
     return unexpected(
@@ -436,39 +471,9 @@ Expected<BodyFields, ApiError> parse_body(std::string_view json, BodyKind kind) 
     return unexpected(body_error("request body is not a JSON object"));
   }
 
-  static constexpr std::array<std::string_view, 4> kKnown{"description", "files", "roleArn",
-                                                          "tags"};
   BodyFields out;
   Problems problems;
-  for_members(obj, kKnown, "", problems, [&](std::size_t idx, dom::element value) {
-    switch (idx) {
-      case 0:
-        out.has_description = true;
-        out.description = check_description(value, "description", problems);
-        break;
-      case 1:
-        out.has_files = true;
-        out.files = check_files(value, problems);
-        break;
-      case 2:
-        out.has_role_arn = true;
-        out.role_arn = check_role_arn(value, "roleArn", problems);
-        break;
-      default:
-        if (kind == BodyKind::Update) {
-          problems.add("tags", "cannot be updated: tags are set at create time");
-        } else {
-          out.tags = check_tags(value, problems);
-        }
-        break;
-    }
-  });
-  if (kind == BodyKind::Create) {
-    if (!out.has_files) problems.add("files", "is required");
-    if (!out.has_role_arn) problems.add("roleArn", "is required");
-  } else if (!out.has_description && !out.has_files && !out.has_role_arn) {
-    problems.add("body", "must set at least one of description, files, roleArn");
-  }
+  check_body_fields(obj, kind, out, problems);
   if (problems.total() > 0) {
     return unexpected(std::move(problems).to_error("request body", "invalid field"));
   }
