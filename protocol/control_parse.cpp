@@ -1,12 +1,11 @@
-// Control-plane request parsing (SPEC.md §2): CreateStream/UpdateStream bodies, the streamId path
-// segment, the list query string and its opaque nextToken. Every problem found is reported as a
+// Control-plane request parsing (SPEC.md §2): CreateStream/UpdateStream bodies and the streamId
+// path segment (the list query is in control_query.cpp). Every problem found is reported as a
 // FieldProblem (up to kMaxErrorDetails of them), never just the first. Pure: no I/O, no clock.
 // simdjson is used only through its error-code API, so no exception leaves this file.
 #include <simdjson.h>
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -18,12 +17,14 @@
 
 #include "base/text.hpp"
 #include "protocol/control.hpp"
+#include "protocol/control_internal.hpp"
 #include "protocol/topic.hpp"
 
 namespace chunkd::protocol {
 namespace {
 
 namespace dom = simdjson::dom;
+using detail::Problems;
 
 // Our bodies nest four levels (body → files → entry → s3Location); anything much deeper is junk.
 constexpr std::size_t kMaxJsonDepth = 16;
@@ -32,9 +33,6 @@ constexpr std::size_t kMaxEchoedKeyBytes = 64;
 constexpr std::size_t kMaxBucketBytes = 255;
 constexpr std::size_t kMaxKeyBytes = 1024;
 constexpr std::size_t kMaxVersionChars = 128;
-constexpr std::string_view kTokenPrefix = "v1:";
-// base64url of "v1:" + a 128-byte id is at most 175 characters: longer tokens are refused unread.
-constexpr std::size_t kMaxTokenChars = 4 * ((3 + kMaxStreamIdBytes + 2) / 3);
 
 // --- UTF-8 -------------------------------------------------------------------------------------
 
@@ -69,39 +67,6 @@ std::string member_path(std::string_view base, std::string_view name) {
   out += name;
   return out;
 }
-
-// --- problem collection ------------------------------------------------------------------------
-
-class Problems {
- public:
-  void add(std::string field, std::string problem) {
-    ++total_;
-    if (details_.size() < kMaxErrorDetails) {
-      details_.push_back(FieldProblem{std::move(field), std::move(problem)});
-    }
-  }
-  std::size_t total() const { return total_; }
-
-  // "request body has 3 invalid fields" (+ " (first 100 listed)" when capped).
-  ApiError to_error(std::string_view subject, std::string_view noun) && {
-    std::string message(subject);
-    message += " has ";
-    message += std::to_string(total_);
-    message += ' ';
-    message += noun;
-    if (total_ != 1) message += 's';
-    if (total_ > details_.size()) {
-      message += " (first ";
-      message += std::to_string(details_.size());
-      message += " listed)";
-    }
-    return ApiError{ApiErrorCode::ValidationError, std::move(message), std::move(details_)};
-  }
-
- private:
-  std::size_t total_ = 0;
-  std::vector<FieldProblem> details_;
-};
 
 ApiError body_error(std::string message) {
   return ApiError{ApiErrorCode::ValidationError, std::move(message), {}};
@@ -441,6 +406,41 @@ struct BodyFields {
   bool has_role_arn = false;
 };
 
+// Checks every member of the body object into `out`, then the keys the kind requires.
+void check_body_fields(dom::object obj, BodyKind kind, BodyFields& out, Problems& problems) {
+  static constexpr std::array<std::string_view, 4> kKnown{"description", "files", "roleArn",
+                                                          "tags"};
+  for_members(obj, kKnown, "", problems, [&](std::size_t idx, dom::element value) {
+    switch (idx) {
+      case 0:
+        out.has_description = true;
+        out.description = check_description(value, "description", problems);
+        break;
+      case 1:
+        out.has_files = true;
+        out.files = check_files(value, problems);
+        break;
+      case 2:
+        out.has_role_arn = true;
+        out.role_arn = check_role_arn(value, "roleArn", problems);
+        break;
+      default:
+        if (kind == BodyKind::Update) {
+          problems.add("tags", "cannot be updated: tags are set at create time");
+        } else {
+          out.tags = check_tags(value, problems);
+        }
+        break;
+    }
+  });
+  if (kind == BodyKind::Create) {
+    if (!out.has_files) problems.add("files", "is required");
+    if (!out.has_role_arn) problems.add("roleArn", "is required");
+  } else if (!out.has_description && !out.has_files && !out.has_role_arn) {
+    problems.add("body", "must set at least one of description, files, roleArn");
+  }
+}
+
 Expected<BodyFields, ApiError> parse_body(std::string_view json, BodyKind kind) {
   if (json.size() > kMaxControlBodyBytes) {
     return unexpected(
@@ -471,39 +471,9 @@ Expected<BodyFields, ApiError> parse_body(std::string_view json, BodyKind kind) 
     return unexpected(body_error("request body is not a JSON object"));
   }
 
-  static constexpr std::array<std::string_view, 4> kKnown{"description", "files", "roleArn",
-                                                          "tags"};
   BodyFields out;
   Problems problems;
-  for_members(obj, kKnown, "", problems, [&](std::size_t idx, dom::element value) {
-    switch (idx) {
-      case 0:
-        out.has_description = true;
-        out.description = check_description(value, "description", problems);
-        break;
-      case 1:
-        out.has_files = true;
-        out.files = check_files(value, problems);
-        break;
-      case 2:
-        out.has_role_arn = true;
-        out.role_arn = check_role_arn(value, "roleArn", problems);
-        break;
-      default:
-        if (kind == BodyKind::Update) {
-          problems.add("tags", "cannot be updated: tags are set at create time");
-        } else {
-          out.tags = check_tags(value, problems);
-        }
-        break;
-    }
-  });
-  if (kind == BodyKind::Create) {
-    if (!out.has_files) problems.add("files", "is required");
-    if (!out.has_role_arn) problems.add("roleArn", "is required");
-  } else if (!out.has_description && !out.has_files && !out.has_role_arn) {
-    problems.add("body", "must set at least one of description, files, roleArn");
-  }
+  check_body_fields(obj, kind, out, problems);
   if (problems.total() > 0) {
     return unexpected(std::move(problems).to_error("request body", "invalid field"));
   }
@@ -517,74 +487,6 @@ bool stream_id_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
          c == '-';
 }
-
-// --- base64url (RFC 4648 §5, no padding) ---------------------------------------------------------
-
-constexpr std::string_view kB64Url =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-int b64url_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
-}
-
-std::string b64url_encode(std::string_view in) {
-  std::string out;
-  out.reserve((in.size() * 4 + 2) / 3);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    acc = (acc << 8) | static_cast<unsigned char>(c);
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += kB64Url[(acc >> bits) & 0x3Fu];
-    }
-    acc &= (1u << bits) - 1u;
-  }
-  if (bits > 0) out += kB64Url[(acc << (6 - bits)) & 0x3Fu];
-  return out;
-}
-
-// Strict: URL-safe alphabet only, no padding, and the unused low bits of the last character
-// zero, so every byte string has exactly one accepted encoding.
-std::optional<std::string> b64url_decode(std::string_view in) {
-  if (in.size() % 4 == 1) return std::nullopt;
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    const int v = b64url_value(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xFFu);
-    }
-    acc &= (1u << bits) - 1u;
-  }
-  if (acc != 0) return std::nullopt;
-  return out;
-}
-
-std::optional<std::string> decode_next_token(std::string_view token) {
-  if (token.size() > kMaxTokenChars) return std::nullopt;
-  auto raw = b64url_decode(token);
-  if (!raw || raw->size() <= kTokenPrefix.size() || !raw->starts_with(kTokenPrefix)) {
-    return std::nullopt;
-  }
-  std::string id = raw->substr(kTokenPrefix.size());
-  if (!valid_stream_id(id)) return std::nullopt;
-  return id;
-}
-
-// --- query strings -----------------------------------------------------------------------------
 
 }  // namespace
 
@@ -632,85 +534,6 @@ std::optional<std::string> stream_id_warning(std::string_view stream_id) {
   return "streamId is longer than " + std::to_string(kDeviceStreamIdBytes) +
          " characters: device libraries that copy it into a " +
          std::to_string(kDeviceStreamIdBytes + 1) + "-byte buffer cannot download this stream";
-}
-
-std::string encode_next_token(std::string_view last_stream_id) {
-  std::string raw(kTokenPrefix);
-  raw += last_stream_id;
-  return b64url_encode(raw);
-}
-
-Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
-  // Last occurrence of each known key wins; unknown keys and undecodable keys are ignored.
-  std::optional<std::string_view> max_results_raw;
-  std::optional<std::string_view> next_token_raw;
-  std::optional<std::string_view> ascending_raw;
-  std::size_t pos = 0;
-  while (pos <= query.size()) {
-    std::size_t end = query.find('&', pos);
-    if (end == std::string_view::npos) end = query.size();
-    const std::string_view pair = query.substr(pos, end - pos);
-    pos = end + 1;
-    if (pair.empty()) continue;
-    const std::size_t eq = pair.find('=');
-    const auto key = base::percent_decode(pair.substr(0, eq), true);
-    const std::string_view value = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
-    if (!key) continue;
-    if (*key == "maxResults") {
-      max_results_raw = value;
-    } else if (*key == "nextToken") {
-      next_token_raw = value;
-    } else if (*key == "isAscendingOrder") {
-      ascending_raw = value;
-    }
-  }
-
-  ListQuery out;
-  Problems problems;
-  const auto decoded = [&](std::string_view raw, const char* field) -> std::optional<std::string> {
-    auto v = base::percent_decode(raw, true);
-    if (!v) problems.add(field, "is not validly percent-encoded");
-    return v;
-  };
-  if (max_results_raw) {
-    if (auto v = decoded(*max_results_raw, "maxResults")) {
-      const bool digits = !v->empty() && std::all_of(v->begin(), v->end(),
-                                                     [](char c) { return c >= '0' && c <= '9'; });
-      std::uint64_t n = 0;
-      if (!digits) {
-        problems.add("maxResults", "must be an integer");
-      } else if (auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-                 ec != std::errc{} || n < 1 || n > kMaxListResults) {
-        problems.add("maxResults", "must be between 1 and " + std::to_string(kMaxListResults));
-      } else {
-        out.max_results = static_cast<std::uint32_t>(n);
-      }
-    }
-  }
-  if (next_token_raw) {
-    if (auto v = decoded(*next_token_raw, "nextToken"); v && !v->empty()) {
-      if (auto id = decode_next_token(*v)) {
-        out.after_id = std::move(*id);
-      } else {
-        problems.add("nextToken", "is not a valid token (use the nextToken of a previous page)");
-      }
-    }
-  }
-  if (ascending_raw) {
-    if (auto v = decoded(*ascending_raw, "isAscendingOrder")) {
-      if (base::iequals(*v, "true")) {
-        out.ascending = true;
-      } else if (base::iequals(*v, "false")) {
-        out.ascending = false;
-      } else {
-        problems.add("isAscendingOrder", "must be true or false");
-      }
-    }
-  }
-  if (problems.total() > 0) {
-    return unexpected(std::move(problems).to_error("query", "invalid parameter"));
-  }
-  return out;
 }
 
 }  // namespace chunkd::protocol
