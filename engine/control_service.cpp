@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -102,7 +101,7 @@ ControlService::ControlService(uv_loop_t* loop, Catalog& catalog, io::RegistrySt
 }
 
 ControlService::~ControlService() {
-  assert(ops_.empty());
+  CHUNKD_ASSERT(ops_.empty());
   for (const auto& [name, fd] : bucket_fds_) ::close(fd);
 }
 
@@ -459,7 +458,7 @@ void ControlService::finish(Op& op, io::HttpResponse response) {
   bool collect = (committed && op.kind != Op::Kind::Create) || (!committed && !op.pinned.empty());
   Responder respond = std::move(op.respond);
   auto it = ops_.find(op.id);
-  assert(it != ops_.end() && it->second.get() == &op);
+  CHUNKD_ASSERT(it != ops_.end() && it->second.get() == &op);
   ops_.erase(it);  // `op` is gone from here on
   if (collect) store_.collect_garbage();
   respond(std::move(response));

@@ -1,10 +1,11 @@
 #include "engine/metrics.hpp"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+
+#include "base/assert.hpp"
 
 namespace chunkd::engine {
 namespace {
@@ -45,7 +46,7 @@ std::string join_labels(const std::string& labels, const std::string& extra) {
 
 Histogram::Histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)), buckets_(bounds_.size() + 1, 0) {
-  assert(std::is_sorted(bounds_.begin(), bounds_.end()));
+  CHUNKD_ASSERT(std::is_sorted(bounds_.begin(), bounds_.end()));
 }
 
 void Histogram::observe(double v) {
