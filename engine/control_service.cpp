@@ -105,13 +105,12 @@ ControlService::~ControlService() {
   for (const auto& [name, fd] : bucket_fds_) ::close(fd);
 }
 
-std::error_code ControlService::open(std::string& message) {
+Expected<void> ControlService::open() {
   for (const auto& [name, dir] : options_.buckets) {
     if (bucket_fds_.count(name) != 0) continue;
     auto fd = io::open_bucket_dir(dir);
     if (!fd) {
-      message = "buckets." + name + ": cannot open " + dir + ": " + fd.error().message();
-      return fd.error().code;
+      return fail(fd.error().code, "buckets." + name + ": cannot open " + dir);
     }
     bucket_fds_.emplace(name, *fd);
   }

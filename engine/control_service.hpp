@@ -42,6 +42,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "base/expected.hpp"
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
 #include "engine/content_store.hpp"
@@ -67,8 +68,8 @@ class ControlService {
   ControlService(const ControlService&) = delete;
   ControlService& operator=(const ControlService&) = delete;
 
-  // Opens every bucket directory. Start-up only; the message names the bucket.
-  std::error_code open(std::string& message);
+  // Opens every bucket directory. Start-up only; the error's detail names the bucket.
+  Expected<void> open();
 
   // The io::HttpServer handler. Answers every request exactly once.
   void handle(io::HttpRequest&& request, io::HttpServer::Responder respond);

@@ -187,11 +187,10 @@ bool Daemon::Impl::open_store() {
 }
 
 bool Daemon::Impl::open_control() {
-  std::string message;
   control = std::make_unique<ControlService>(&loop, catalog, *registry, *store, metrics, clock,
                                              config.control.service);
-  if (control->open(message)) {
-    LOG_ERROR(kTag, "%s", message.c_str());
+  if (auto opened = control->open(); !opened) {
+    LOG_ERROR(kTag, "%s", opened.error().message().c_str());
     return false;
   }
   return true;

@@ -173,7 +173,8 @@ class ControlServiceTest : public ::testing::Test {
     co.max_concurrent_ingests = options.max_concurrent_ingests;
     control_ = std::make_unique<ControlService>(&loop_, *catalog_, *registry_, *store_, *metrics_,
                                                 clock_, co);
-    ASSERT_FALSE(control_->open(message)) << message;
+    auto buckets = control_->open();
+    ASSERT_TRUE(buckets) << buckets.error().message();
   }
 
   void stop() {
