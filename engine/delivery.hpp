@@ -31,26 +31,12 @@
 
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
+#include "engine/delivery_options.hpp"
 #include "engine/metrics.hpp"
 #include "engine/transport.hpp"
 #include "io/file_reader.hpp"
 
 namespace chunkd::engine {
-
-struct DeliveryOptions {
-  std::string topic_prefix = "$aws/things";
-  std::string data_dir;  // content store root (blob_path)
-  std::size_t cache_capacity_bytes = 256u << 20;
-  std::size_t max_open_files = 256;  // blob fds kept open
-  int qos = 0;                       // reply QoS
-  bool relax_version_check = false;  // accept any `s` (a device library always sends 1)
-  std::size_t per_thing_queue_requests = 16;
-  std::size_t global_queue_requests = 4096;
-  double per_thing_blocks_per_s = 0;                    // 0: unlimited
-  double global_blocks_per_s = 0;                       // 0: unlimited
-  std::size_t max_publish_bytes_in_flight = 32u << 20;  // across connections, awaiting the socket
-  std::size_t quantum_bytes = 32u << 10;  // reply bytes served to one thing per round-robin turn
-};
 
 class Delivery {
  public:

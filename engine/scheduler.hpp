@@ -47,25 +47,12 @@
 #include <vector>
 
 #include "engine/clock.hpp"
+#include "engine/delivery_options.hpp"
 #include "engine/metrics.hpp"
 #include "engine/transport.hpp"
 #include "engine/work.hpp"
 
 namespace chunkd::engine {
-
-struct SchedulerOptions {
-  std::size_t per_thing_queue_requests = 16;
-  std::size_t global_queue_requests = 4096;
-  double per_thing_blocks_per_s = 0;  // 0: unlimited
-  double global_blocks_per_s = 0;     // 0: unlimited
-  std::size_t max_publish_bytes_in_flight = 32u << 20;
-  int qos = 0;
-  std::size_t max_extent_reads = 32;   // reads started by the scheduler (demand + prefetch)
-  std::size_t max_prefetch_reads = 8;  // of which prefetches
-  std::size_t blocks_per_turn = 64;    // items served per loop turn
-  // Reply bytes served to one thing in a row before the next thing's turn (at least one item).
-  std::size_t quantum_bytes = 32u << 10;
-};
 
 class Scheduler {
  public:
