@@ -30,6 +30,7 @@
 // Thread: loop thread only; callbacks run on the loop thread, never inside get()/prefetch().
 // Handles must be released before the cache is destroyed. Destroying the cache with reads in
 // flight is safe: their callbacks are dropped and their buffers freed when the reader reports.
+// REQUIRES: options.max_open_files >= 1 (engine/delivery_options.hpp); asserted at construction.
 //
 // Metrics: chunkd_cache_hits_total, chunkd_cache_misses_total (get() calls that found the extent
 // absent), chunkd_cache_evictions_total, chunkd_cache_bytes (bytes charged to cached and reading

@@ -16,7 +16,8 @@
 // Owns the BlockCache, the BlockServer and the Scheduler. Thread: loop thread only. REQUIRES:
 // catalog, reader, transport, metrics and clock outlive it; construct after the transport and
 // call on_message from its request handler; options.topic_prefix is valid
-// (protocol::TopicCodec::valid_prefix).
+// (protocol::TopicCodec::valid_prefix), options.scheduler and options.cache meet their REQUIRES:
+// (engine/delivery_options.hpp). Each is asserted at construction.
 #pragma once
 
 #include <uv.h>

@@ -34,6 +34,9 @@
 // Thread: loop thread only. REQUIRES: `worker` and `transport` outlive the scheduler (it
 // unregisters its callbacks from both when destroyed). stop() or destruction closes the uv
 // handles (their memory is freed in the close callbacks, so the loop must run afterwards).
+// REQUIRES: `options` meets SchedulerOptions' REQUIRES: (engine/delivery_options.hpp: at least
+// one item per turn, per thing and in all, one extent read, and fewer prefetches than reads);
+// asserted at construction.
 #pragma once
 
 #include <uv.h>
