@@ -151,7 +151,7 @@ struct BlockCache::Impl {
         read_errors(m.counter("chunkd_cache_read_errors_total", "Extent reads that failed")),
         prefetches(m.counter("chunkd_cache_prefetches_total", "Extent reads started ahead of use")),
         bytes(m.gauge("chunkd_cache_bytes", "Bytes held by cached and reading extents")) {
-    if (options.max_open_files == 0) options.max_open_files = 1;
+    CHUNKD_ASSERT(options.max_open_files >= 1);
   }
 
   BlockCache& self;

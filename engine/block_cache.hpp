@@ -30,6 +30,7 @@
 // Thread: loop thread only; callbacks run on the loop thread, never inside get()/prefetch().
 // Handles must be released before the cache is destroyed. Destroying the cache with reads in
 // flight is safe: their callbacks are dropped and their buffers freed when the reader reports.
+// REQUIRES: options.max_open_files >= 1 (engine/delivery_options.hpp); asserted at construction.
 //
 // Metrics: chunkd_cache_hits_total, chunkd_cache_misses_total (get() calls that found the extent
 // absent), chunkd_cache_evictions_total, chunkd_cache_bytes (bytes charged to cached and reading
@@ -46,6 +47,7 @@
 #include <system_error>
 #include <type_traits>
 
+#include "engine/delivery_options.hpp"
 #include "engine/metrics.hpp"
 #include "io/file_reader.hpp"
 #include "io/registry_store.hpp"
@@ -62,14 +64,6 @@ enum class CacheError {
 };
 const std::error_category& cache_error_category();
 std::error_code make_error_code(CacheError e);
-
-struct BlockCacheOptions {
-  std::string data_dir;                      // content store root (blob_path)
-  std::size_t capacity_bytes = 256u << 20;   // unpinned LRU bound
-  std::size_t overcommit_bytes = 16u << 20;  // extra, only while everything is pinned
-  std::size_t max_open_files = 256;          // blob descriptors kept open
-  std::size_t max_free_buffers = 16;         // free-list length per buffer size
-};
 
 class BlockCache {
   struct Entry;

@@ -245,17 +245,17 @@ constexpr IntegerKey kIntegerKeys[] = {
     {"storage", "max_streams", 1, 1000000, Unit::Same,
      [](Config& c, std::uint64_t v) { c.control.service.max_streams = v; }},
     {"cache", "capacity_mib", 1, 1 << 20, Unit::MiB,
-     [](Config& c, std::uint64_t v) { c.delivery.cache_capacity_bytes = v; }},
+     [](Config& c, std::uint64_t v) { c.delivery.cache.capacity_bytes = v; }},
     {"delivery", "per_thing_queue_requests", 1, 4096, Unit::Same,
-     [](Config& c, std::uint64_t v) { c.delivery.per_thing_queue_requests = v; }},
+     [](Config& c, std::uint64_t v) { c.delivery.scheduler.per_thing_queue_requests = v; }},
     {"delivery", "global_queue_requests", 1, 1000000, Unit::Same,
-     [](Config& c, std::uint64_t v) { c.delivery.global_queue_requests = v; }},
+     [](Config& c, std::uint64_t v) { c.delivery.scheduler.global_queue_requests = v; }},
     {"delivery", "max_publish_in_flight_mib", 1, 4096, Unit::MiB,
-     [](Config& c, std::uint64_t v) { c.delivery.max_publish_bytes_in_flight = v; }},
+     [](Config& c, std::uint64_t v) { c.delivery.scheduler.max_publish_bytes_in_flight = v; }},
     {"delivery", "quantum_kib", 1, 4096, Unit::KiB,
-     [](Config& c, std::uint64_t v) { c.delivery.quantum_bytes = v; }},
+     [](Config& c, std::uint64_t v) { c.delivery.scheduler.quantum_bytes = v; }},
     {"delivery", "max_open_files", 1, 65536, Unit::Same,
-     [](Config& c, std::uint64_t v) { c.delivery.max_open_files = v; }},
+     [](Config& c, std::uint64_t v) { c.delivery.cache.max_open_files = v; }},
 };
 
 struct NumberKey {
@@ -263,12 +263,14 @@ struct NumberKey {
   std::string_view key;
   double min;
   double max;
-  double DeliveryOptions::*member;
+  double& (*field)(Config& c);
 };
 
 constexpr NumberKey kNumberKeys[] = {
-    {"delivery", "per_thing_blocks_per_s", 0, 1e9, &DeliveryOptions::per_thing_blocks_per_s},
-    {"delivery", "global_blocks_per_s", 0, 1e9, &DeliveryOptions::global_blocks_per_s},
+    {"delivery", "per_thing_blocks_per_s", 0, 1e9,
+     [](Config& c) -> double& { return c.delivery.scheduler.per_thing_blocks_per_s; }},
+    {"delivery", "global_blocks_per_s", 0, 1e9,
+     [](Config& c) -> double& { return c.delivery.scheduler.global_blocks_per_s; }},
 };
 // clang-format on
 
@@ -284,7 +286,7 @@ void read_numeric_keys(Section& s, Config& c) {
     k.set(c, static_cast<std::uint64_t>(v) << static_cast<unsigned>(k.unit));
   }
   for (const NumberKey& k : kNumberKeys) {
-    if (k.section == s.name()) s.number(k.key, c.delivery.*k.member, k.min, k.max);
+    if (k.section == s.name()) s.number(k.key, k.field(c), k.min, k.max);
   }
 }
 
@@ -466,7 +468,7 @@ void read_log(Section& s, Config& c) {
 
 // Values one section sets for modules configured by another.
 void share_values(Config& c) {
-  c.delivery.data_dir = c.store.data_dir;
+  c.delivery.cache.data_dir = c.store.data_dir;
   protocol::TopicCodec codec(c.delivery.topic_prefix);
   c.mqtt.subscriptions = {codec.subscription(protocol::Verb::Get),
                           codec.subscription(protocol::Verb::Describe)};

@@ -36,7 +36,7 @@ namespace chunkd::engine {
 // unit (KiB, MiB); the loader converts once. Values one module needs from another section are
 // copied by the loader, never by the daemon: mqtt.qos (mqtt.subscribe_qos, delivery.qos),
 // mqtt.topic_prefix (delivery.topic_prefix, mqtt.subscriptions), storage.data_dir (store.data_dir,
-// delivery.data_dir).
+// delivery.cache.data_dir).
 struct Config {
   // [mqtt]. `password` is the first line of mqtt.password_file, trimmed.
   io::MqttOptions mqtt;
@@ -58,7 +58,8 @@ struct Config {
   // [storage] data_dir (absolute; default "<config dir>/var/chunkd") and extent_kib.
   ContentStoreOptions store;
 
-  // [delivery], [cache] capacity_mib, and the mqtt/storage values above.
+  // [delivery] (delivery.scheduler, delivery.cache.max_open_files), [cache] capacity_mib
+  // (delivery.cache), and the mqtt/storage values above (engine/delivery_options.hpp).
   DeliveryOptions delivery;
 
   // [log] level

@@ -1,9 +1,8 @@
+// The loop-side state machine of the content store: ingest jobs (read, hash in order, write,
+// finalize), pins, and GC runs. The blocking file-system steps are plain functions in
+// engine/content_store_work.hpp that this file queues on the libuv thread pool.
 #include "engine/content_store.hpp"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -15,6 +14,7 @@
 #include <span>
 
 #include "base/assert.hpp"
+#include "engine/content_store_work.hpp"
 #include "io/log.hpp"
 
 namespace chunkd::engine {
@@ -62,94 +62,6 @@ std::string digest_hex(XXH128_hash_t hash) {
     out[2 * i + 1] = kHex[canonical.digest[i] & 0xf];
   }
   return out;
-}
-
-int make_dir(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) == 0) return 0;
-  if (errno != EEXIST) return errno;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return errno;
-  return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
-}
-
-int make_dirs(const std::string& path) {
-  for (std::size_t slash = path.find('/', 1); slash != std::string::npos;
-       slash = path.find('/', slash + 1)) {
-    if (int e = make_dir(path.substr(0, slash))) return e;
-  }
-  return make_dir(path);
-}
-
-int fsync_dir(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  int e = ::fsync(fd) == 0 ? 0 : errno;
-  ::close(fd);
-  return e;
-}
-
-// Removes every entry of <data_dir>/tmp. Only while no ingest runs.
-int clean_tmp(const std::string& data_dir) {
-  std::string dir = data_dir + "/tmp";
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return errno;
-  int e = 0;
-  while (dirent* entry = ::readdir(d)) {
-    std::string_view name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    if (::unlinkat(::dirfd(d), entry->d_name, 0) != 0 && errno != ENOENT) e = errno;
-  }
-  ::closedir(d);
-  return e;
-}
-
-struct ScanResult {
-  int error = 0;
-  std::uint64_t blobs = 0;
-  std::uint64_t bytes = 0;
-  std::uint64_t removed_blobs = 0;
-  std::uint64_t removed_bytes = 0;
-};
-
-// Counts the blobs; when `live` is given, removes those not in it (sorted). Names that are not
-// digests are left alone.
-ScanResult scan_blobs(const std::string& data_dir, const std::vector<std::string>* live) {
-  ScanResult r;
-  std::string root = data_dir + "/blobs";
-  DIR* top = ::opendir(root.c_str());
-  if (top == nullptr) {
-    r.error = errno;
-    return r;
-  }
-  while (dirent* sub = ::readdir(top)) {
-    std::string_view prefix = sub->d_name;
-    if (prefix.size() != 2 || !valid_digest(std::string(prefix) + std::string(30, '0'))) continue;
-    int sub_fd = ::openat(::dirfd(top), sub->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (sub_fd < 0) continue;
-    DIR* d = ::fdopendir(sub_fd);
-    if (d == nullptr) {
-      ::close(sub_fd);
-      continue;
-    }
-    while (dirent* entry = ::readdir(d)) {
-      std::string_view name = entry->d_name;
-      if (!valid_digest(name) || name.substr(0, 2) != prefix) continue;
-      struct stat st {};
-      if (::fstatat(::dirfd(d), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      auto size = static_cast<std::uint64_t>(st.st_size);
-      bool keep = live == nullptr || std::binary_search(live->begin(), live->end(), name);
-      if (!keep && ::unlinkat(::dirfd(d), entry->d_name, 0) == 0) {
-        r.removed_blobs++;
-        r.removed_bytes += size;
-        continue;
-      }
-      r.blobs++;
-      r.bytes += size;
-    }
-    ::closedir(d);
-  }
-  ::closedir(top);
-  return r;
 }
 
 }  // namespace
@@ -205,6 +117,11 @@ struct ContentStore::Job {
   ~Job() {
     if (hash != nullptr) XXH3_freeState(hash);
   }
+
+  // Loop thread: queues the write of the slot's hashed extent to the temp file. Returns false
+  // (error set, the slot free) when the write could not be queued.
+  bool write_extent(Slot& slot);
+  static void on_write(uv_fs_t* req);
 };
 
 struct ContentStore::GcRun {
@@ -212,7 +129,7 @@ struct ContentStore::GcRun {
   uv_work_t work{};
   std::string data_dir;
   std::vector<std::string> live;
-  ScanResult scan;
+  store_work::ScanResult scan;
   std::vector<std::function<void(const GcResult&)>> waiters;
 };
 
@@ -247,7 +164,7 @@ ContentStore::~ContentStore() { assert(jobs_.empty() && waiting_.empty() && !gc_
 std::error_code ContentStore::open(std::string& message) {
   const std::string& dir = options_.data_dir;
   for (const std::string& path : {dir, dir + "/blobs", dir + "/tmp"}) {
-    if (int e = make_dirs(path)) {
+    if (int e = store_work::make_dirs(path)) {
       message = "cannot create " + path + ": " + std::strerror(e);
       return errno_code(e);
     }
@@ -259,11 +176,11 @@ std::error_code ContentStore::open(std::string& message) {
     return errno_code(e);
   }
   data_device_ = static_cast<std::uint64_t>(st.st_dev);
-  if (int e = clean_tmp(dir)) {
+  if (int e = store_work::clean_tmp(dir)) {
     message = "cannot empty " + dir + "/tmp: " + std::strerror(e);
     return errno_code(e);
   }
-  ScanResult scan = scan_blobs(dir, nullptr);
+  store_work::ScanResult scan = store_work::scan_blobs(dir, nullptr);
   if (scan.error != 0) {
     message = "cannot list " + dir + "/blobs: " + std::strerror(scan.error);
     return errno_code(scan.error);
@@ -303,71 +220,51 @@ void ContentStore::start(Job& job) {
       loop_, &job.work,
       [](uv_work_t* req) {
         auto& j = *static_cast<Job*>(req->data);
-        const ContentStoreOptions& opt = j.store->options_;
-        struct stat st {};
-        if (::fstat(j.src_fd, &st) != 0) {
-          j.work_errno = errno;
-          return;
-        }
-        if (!S_ISREG(st.st_mode)) {
-          j.work_errno = EINVAL;
-          return;
-        }
-        j.tmp_fd = ::open(j.tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (j.tmp_fd < 0) {
-          j.work_errno = errno;
-          return;
-        }
-        j.size = static_cast<std::uint64_t>(st.st_size);
-        j.read_fd = j.src_fd;
-        if (opt.try_reflink && static_cast<std::uint64_t>(st.st_dev) == j.store->data_device_ &&
-            ::ioctl(j.tmp_fd, FICLONE, j.src_fd) == 0) {
-          struct stat clone {};
-          if (::fstat(j.tmp_fd, &clone) == 0) {
-            // Hash what the clone holds: it is what the blob will be.
-            j.size = static_cast<std::uint64_t>(clone.st_size);
-            j.read_fd = j.tmp_fd;
-            j.result.reflinked = true;
-          } else if (::ftruncate(j.tmp_fd, 0) != 0) {
-            j.work_errno = errno;
-            return;
-          }
-        }
-        if (!j.result.reflinked) {
-          (void)::posix_fadvise(j.src_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        }
+        const ContentStore& store = *j.store;
+        store_work::PreparedIngest prepared;
+        j.work_errno = store_work::prepare_ingest(j.src_fd, j.tmp_path, store.options_.try_reflink,
+                                                  store.data_device_, prepared);
+        j.tmp_fd = prepared.tmp_fd;
+        j.read_fd = prepared.read_fd;
+        j.size = prepared.size;
+        j.result.reflinked = prepared.reflinked;
       },
       [](uv_work_t* req, int status) {
         auto& j = *static_cast<Job*>(req->data);
-        if (status != 0) {
-          j.error = errno_code(-status);
-        } else if (j.work_errno != 0) {
-          j.error = errno_code(j.work_errno);
-        }
-        if (!j.error) {
-          const std::uint64_t extent = j.store->options_.extent_bytes;
-          j.extents = (j.size + extent - 1) / extent;
-          j.hash = XXH3_createState();
-          if (j.hash == nullptr || XXH3_128bits_reset(j.hash) != XXH_OK) {
-            j.error = std::make_error_code(std::errc::not_enough_memory);
-          } else {
-            std::size_t n = static_cast<std::size_t>(
-                std::min<std::uint64_t>(j.extents, j.store->options_.reads_in_flight));
-            j.slots.resize(n);
-            for (auto& slot : j.slots) {
-              slot.job = &j;
-              slot.buffer = std::make_unique<std::byte[]>(extent);
-            }
-            j.result.extent_bytes = j.store->options_.extent_bytes;
-            j.result.manifest.reserve(static_cast<std::size_t>(j.extents));
-          }
-        }
-        j.store->pump(j);
+        j.store->prepared(j, status);
       });
   if (rc != 0) {
     job.error = errno_code(-rc);
     pump(job);
   }
+}
+
+// Loop thread, after start's work: sets up hashing and the read slots, then starts reading.
+void ContentStore::prepared(Job& j, int status) {
+  if (status != 0) {
+    j.error = errno_code(-status);
+  } else if (j.work_errno != 0) {
+    j.error = errno_code(j.work_errno);
+  }
+  if (!j.error) {
+    const std::uint64_t extent = options_.extent_bytes;
+    j.extents = (j.size + extent - 1) / extent;
+    j.hash = XXH3_createState();
+    if (j.hash == nullptr || XXH3_128bits_reset(j.hash) != XXH_OK) {
+      j.error = std::make_error_code(std::errc::not_enough_memory);
+    } else {
+      std::size_t n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(j.extents, options_.reads_in_flight));
+      j.slots.resize(n);
+      for (auto& slot : j.slots) {
+        slot.job = &j;
+        slot.buffer = std::make_unique<std::byte[]>(extent);
+      }
+      j.result.extent_bytes = options_.extent_bytes;
+      j.result.manifest.reserve(static_cast<std::size_t>(j.extents));
+    }
+  }
+  pump(j);
 }
 
 void ContentStore::pump(Job& job) {
@@ -425,7 +322,6 @@ void ContentStore::issue_reads(Job& job) {
 }
 
 void ContentStore::hash_ready(Job& job) {
-  const std::uint64_t extent = options_.extent_bytes;
   bool progressed = true;
   while (progressed && job.next_hash < job.extents) {
     progressed = false;
@@ -440,46 +336,53 @@ void ContentStore::hash_ready(Job& job) {
         slot.state = Job::SlotState::Free;
         break;
       }
-      slot.state = Job::SlotState::Writing;
-      slot.write_req.data = &slot;
-      slot.write_buf = uv_buf_init(reinterpret_cast<char*>(slot.buffer.get()),
-                                   static_cast<unsigned>(slot.length));
-      job.outstanding++;
-      auto on_write = [](uv_fs_t* req) {
-        auto* s = static_cast<Job::Slot*>(req->data);
-        Job& j = *s->job;
-        const std::uint64_t ext = j.store->options_.extent_bytes;
-        ssize_t result = req->result;
-        uv_fs_req_cleanup(req);
-        if (result < 0 || (result == 0 && s->written < s->length)) {
-          if (!j.error) j.error = errno_code(result < 0 ? static_cast<int>(-result) : EIO);
-        } else {
-          s->written += static_cast<std::size_t>(result);
-          if (s->written < s->length && !j.error) {
-            // A short write: write the rest.
-            s->write_buf = uv_buf_init(reinterpret_cast<char*>(s->buffer.get() + s->written),
-                                       static_cast<unsigned>(s->length - s->written));
-            int rc = uv_fs_write(j.store->loop_, &s->write_req, j.tmp_fd, &s->write_buf, 1,
-                                 static_cast<std::int64_t>(s->extent * ext + s->written), req->cb);
-            if (rc == 0) return;
-            j.error = errno_code(-rc);
-          }
-        }
-        s->state = Job::SlotState::Free;
-        j.outstanding--;
-        j.store->pump(j);
-      };
-      int rc = uv_fs_write(loop_, &slot.write_req, job.tmp_fd, &slot.write_buf, 1,
-                           static_cast<std::int64_t>(slot.extent * extent), on_write);
-      if (rc != 0) {
-        job.outstanding--;
-        slot.state = Job::SlotState::Free;
-        job.error = errno_code(-rc);
-        return;
-      }
+      if (!job.write_extent(slot)) return;
       break;
     }
   }
+}
+
+bool ContentStore::Job::write_extent(Slot& slot) {
+  slot.state = SlotState::Writing;
+  slot.write_req.data = &slot;
+  slot.write_buf =
+      uv_buf_init(reinterpret_cast<char*>(slot.buffer.get()), static_cast<unsigned>(slot.length));
+  outstanding++;
+  const std::uint64_t extent = store->options_.extent_bytes;
+  int rc = uv_fs_write(store->loop_, &slot.write_req, tmp_fd, &slot.write_buf, 1,
+                       static_cast<std::int64_t>(slot.extent * extent), &Job::on_write);
+  if (rc != 0) {
+    outstanding--;
+    slot.state = SlotState::Free;
+    error = errno_code(-rc);
+    return false;
+  }
+  return true;
+}
+
+void ContentStore::Job::on_write(uv_fs_t* req) {
+  auto* s = static_cast<Slot*>(req->data);
+  Job& j = *s->job;
+  const std::uint64_t ext = j.store->options_.extent_bytes;
+  ssize_t result = req->result;
+  uv_fs_req_cleanup(req);
+  if (result < 0 || (result == 0 && s->written < s->length)) {
+    if (!j.error) j.error = errno_code(result < 0 ? static_cast<int>(-result) : EIO);
+  } else {
+    s->written += static_cast<std::size_t>(result);
+    if (s->written < s->length && !j.error) {
+      // A short write: write the rest.
+      s->write_buf = uv_buf_init(reinterpret_cast<char*>(s->buffer.get() + s->written),
+                                 static_cast<unsigned>(s->length - s->written));
+      int rc = uv_fs_write(j.store->loop_, &s->write_req, j.tmp_fd, &s->write_buf, 1,
+                           static_cast<std::int64_t>(s->extent * ext + s->written), req->cb);
+      if (rc == 0) return;
+      j.error = errno_code(-rc);
+    }
+  }
+  s->state = SlotState::Free;
+  j.outstanding--;
+  j.store->pump(j);
 }
 
 // Thread pool: on success fsync, link to the digest name, fsync the directory; always close the
@@ -496,33 +399,12 @@ void ContentStore::finalize(Job& job) {
       loop_, &job.work,
       [](uv_work_t* req) {
         auto& j = *static_cast<Job*>(req->data);
-        const std::string& data_dir = j.store->options_.data_dir;
-        if (!j.error && j.tmp_fd >= 0) {
-          if (::fsync(j.tmp_fd) != 0 || ::fchmod(j.tmp_fd, 0444) != 0) j.work_errno = errno;
-        }
-        if (j.tmp_fd >= 0) ::close(j.tmp_fd);
-        if (j.src_fd >= 0) ::close(j.src_fd);
+        store_work::CommittedBlob blob;
+        j.work_errno = store_work::commit_ingest(!j.error, j.src_fd, j.tmp_fd, j.tmp_path,
+                                                 j.store->options_.data_dir, j.result.digest, blob);
         j.tmp_fd = j.src_fd = j.read_fd = -1;
-        if (!j.error && j.work_errno == 0) {
-          std::string dir = data_dir + "/blobs/" + j.result.digest.substr(0, 2);
-          bool new_dir = ::mkdir(dir.c_str(), 0755) == 0;
-          if (!new_dir && errno != EEXIST) {
-            j.work_errno = errno;
-          } else if (new_dir && fsync_dir(data_dir + "/blobs") != 0) {
-            j.work_errno = errno;
-          } else {
-            std::string target = dir + "/" + j.result.digest;
-            if (::link(j.tmp_path.c_str(), target.c_str()) == 0) {
-              j.created = true;
-              if (int e = fsync_dir(dir)) j.work_errno = e;
-            } else if (errno == EEXIST) {
-              j.result.deduplicated = true;
-            } else {
-              j.work_errno = errno;
-            }
-          }
-        }
-        if (!j.tmp_path.empty()) ::unlink(j.tmp_path.c_str());
+        j.created = blob.created;
+        j.result.deduplicated = blob.deduplicated;
       },
       [](uv_work_t* req, int status) {
         auto& j = *static_cast<Job*>(req->data);
@@ -598,43 +480,10 @@ void ContentStore::maybe_run_gc() {
       loop_, &gc_->work,
       [](uv_work_t* req) {
         auto& run = *static_cast<GcRun*>(req->data);
-        (void)clean_tmp(run.data_dir);  // no ingest is running
-        run.scan = scan_blobs(run.data_dir, &run.live);
+        (void)store_work::clean_tmp(run.data_dir);  // no ingest is running
+        run.scan = store_work::scan_blobs(run.data_dir, &run.live);
       },
-      [](uv_work_t* req, int status) {
-        auto& run = *static_cast<GcRun*>(req->data);
-        ContentStore& store = *run.store;
-        std::unique_ptr<GcRun> owned = std::move(store.gc_);
-        store.gc_running_ = false;
-        GcResult result;
-        if (status != 0) {
-          result.error = errno_code(-status);
-        } else if (run.scan.error != 0) {
-          result.error = errno_code(run.scan.error);
-        } else {
-          store.stored_blobs_ = run.scan.blobs;
-          store.stored_bytes_ = run.scan.bytes;
-          result.removed_blobs = run.scan.removed_blobs;
-          result.removed_bytes = run.scan.removed_bytes;
-          if (store.gc_removed_ != nullptr) store.gc_removed_->inc(result.removed_blobs);
-        }
-        if (result.error) {
-          LOG_WARN("store", "garbage collection failed: %s", result.error.message().c_str());
-        } else if (result.removed_blobs != 0) {
-          LOG_INFO("store", "garbage collection removed %llu blobs (%llu bytes)",
-                   static_cast<unsigned long long>(result.removed_blobs),
-                   static_cast<unsigned long long>(result.removed_bytes));
-        }
-        for (auto& waiter : owned->waiters) waiter(result);
-        // Ingests that arrived during the run start now.
-        while (!store.waiting_.empty() && !store.closing_) {
-          store.jobs_.push_back(std::move(store.waiting_.front()));
-          store.waiting_.pop_front();
-          store.start(*store.jobs_.back());
-        }
-        store.maybe_run_gc();
-        store.maybe_closed();
-      });
+      [](uv_work_t* req, int status) { static_cast<GcRun*>(req->data)->store->gc_done(status); });
   if (rc != 0) {
     gc_running_ = false;
     GcResult result{errno_code(-rc), 0, 0};
@@ -642,6 +491,40 @@ void ContentStore::maybe_run_gc() {
     gc_.reset();
     for (auto& waiter : waiters) waiter(result);
   }
+}
+
+// Loop thread, after a GC run's work: reports it, then starts the ingests that waited for it.
+void ContentStore::gc_done(int status) {
+  std::unique_ptr<GcRun> run = std::move(gc_);
+  gc_running_ = false;
+  GcResult result;
+  if (status != 0) {
+    result.error = errno_code(-status);
+  } else if (run->scan.error != 0) {
+    result.error = errno_code(run->scan.error);
+  } else {
+    stored_blobs_ = run->scan.blobs;
+    stored_bytes_ = run->scan.bytes;
+    result.removed_blobs = run->scan.removed_blobs;
+    result.removed_bytes = run->scan.removed_bytes;
+    if (gc_removed_ != nullptr) gc_removed_->inc(result.removed_blobs);
+  }
+  if (result.error) {
+    LOG_WARN("store", "garbage collection failed: %s", result.error.message().c_str());
+  } else if (result.removed_blobs != 0) {
+    LOG_INFO("store", "garbage collection removed %llu blobs (%llu bytes)",
+             static_cast<unsigned long long>(result.removed_blobs),
+             static_cast<unsigned long long>(result.removed_bytes));
+  }
+  for (auto& waiter : run->waiters) waiter(result);
+  // Ingests that arrived during the run start now.
+  while (!waiting_.empty() && !closing_) {
+    jobs_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+    start(*jobs_.back());
+  }
+  maybe_run_gc();
+  maybe_closed();
 }
 
 void ContentStore::close(std::function<void()> done) {

@@ -12,7 +12,7 @@
 // linked to the digest name (when it already exists the content is already stored once: the temp
 // is dropped) and the directory fsync'd. When the source is on the data directory's file system a
 // reflink (FICLONE) is tried first and the clone is read back for hashing. Every blocking step runs
-// on the libuv thread pool; the loop thread only hashes extents.
+// on the libuv thread pool (engine/content_store_work.hpp); the loop thread only hashes extents.
 //
 // Garbage collection removes every blob no live stream references. A blob just ingested is
 // "pinned" until its caller unpin()s it (after committing the stream or giving up), and GC only
@@ -112,6 +112,7 @@ class ContentStore {
   struct Job;
   struct GcRun;
   void start(Job& job);
+  void prepared(Job& job, int status);
   void pump(Job& job);
   void step(Job& job);
   void issue_reads(Job& job);
@@ -119,6 +120,7 @@ class ContentStore {
   void finalize(Job& job);
   void finish(Job& job);
   void maybe_run_gc();
+  void gc_done(int status);
   void maybe_closed();
 
   uv_loop_t* loop_;

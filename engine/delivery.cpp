@@ -36,26 +36,6 @@ std::optional<std::string_view> view(const std::optional<std::string>& s) {
   return std::string_view(*s);
 }
 
-BlockCacheOptions cache_options(const DeliveryOptions& o) {
-  BlockCacheOptions c;
-  c.data_dir = o.data_dir;
-  c.capacity_bytes = o.cache_capacity_bytes;
-  c.max_open_files = o.max_open_files;
-  return c;
-}
-
-SchedulerOptions scheduler_options(const DeliveryOptions& o) {
-  SchedulerOptions s;
-  s.per_thing_queue_requests = o.per_thing_queue_requests;
-  s.global_queue_requests = o.global_queue_requests;
-  s.per_thing_blocks_per_s = o.per_thing_blocks_per_s;
-  s.global_blocks_per_s = o.global_blocks_per_s;
-  s.max_publish_bytes_in_flight = o.max_publish_bytes_in_flight;
-  s.quantum_bytes = o.quantum_bytes;
-  s.qos = o.qos;
-  return s;
-}
-
 }  // namespace
 
 struct Delivery::Impl {
@@ -66,9 +46,9 @@ struct Delivery::Impl {
         options(std::move(o)),
         codec(options.topic_prefix),
         metrics(m),
-        cache(reader, m, cache_options(options)),
+        cache(reader, m, options.cache),
         server(cache, t, metrics, clk, options.qos),
-        scheduler(l, server, t, clk, m, scheduler_options(options)) {
+        scheduler(l, server, t, clk, m, options.scheduler) {
     CHUNKD_ASSERT(protocol::TopicCodec::valid_prefix(options.topic_prefix));
   }
 

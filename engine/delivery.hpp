@@ -16,7 +16,8 @@
 // Owns the BlockCache, the BlockServer and the Scheduler. Thread: loop thread only. REQUIRES:
 // catalog, reader, transport, metrics and clock outlive it; construct after the transport and
 // call on_message from its request handler; options.topic_prefix is valid
-// (protocol::TopicCodec::valid_prefix).
+// (protocol::TopicCodec::valid_prefix), options.scheduler and options.cache meet their REQUIRES:
+// (engine/delivery_options.hpp). Each is asserted at construction.
 #pragma once
 
 #include <uv.h>
@@ -31,26 +32,12 @@
 
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
+#include "engine/delivery_options.hpp"
 #include "engine/metrics.hpp"
 #include "engine/transport.hpp"
 #include "io/file_reader.hpp"
 
 namespace chunkd::engine {
-
-struct DeliveryOptions {
-  std::string topic_prefix = "$aws/things";
-  std::string data_dir;  // content store root (blob_path)
-  std::size_t cache_capacity_bytes = 256u << 20;
-  std::size_t max_open_files = 256;  // blob fds kept open
-  int qos = 0;                       // reply QoS
-  bool relax_version_check = false;  // accept any `s` (a device library always sends 1)
-  std::size_t per_thing_queue_requests = 16;
-  std::size_t global_queue_requests = 4096;
-  double per_thing_blocks_per_s = 0;                    // 0: unlimited
-  double global_blocks_per_s = 0;                       // 0: unlimited
-  std::size_t max_publish_bytes_in_flight = 32u << 20;  // across connections, awaiting the socket
-  std::size_t quantum_bytes = 32u << 10;  // reply bytes served to one thing per round-robin turn
-};
 
 class Delivery {
  public:

@@ -39,12 +39,13 @@ void close_handle(uv_handle_t* h, CloseGroup* group) {
   });
 }
 
-// Fills in the bounds an option left at 0 and returns the read bounds.
-ReadBounds normalize(SchedulerOptions& o) {
-  if (o.blocks_per_turn == 0) o.blocks_per_turn = 1;
-  if (o.per_thing_queue_requests == 0) o.per_thing_queue_requests = 1;
-  if (o.max_extent_reads < 1) o.max_extent_reads = 1;
-  if (o.max_prefetch_reads >= o.max_extent_reads) o.max_prefetch_reads = o.max_extent_reads - 1;
+// Checks the options' REQUIRES: (engine/delivery_options.hpp) and returns the read bounds.
+ReadBounds checked_bounds(const SchedulerOptions& o) {
+  CHUNKD_ASSERT(o.blocks_per_turn >= 1);
+  CHUNKD_ASSERT(o.per_thing_queue_requests >= 1);
+  CHUNKD_ASSERT(o.global_queue_requests >= 1);
+  CHUNKD_ASSERT(o.max_extent_reads >= 1);
+  CHUNKD_ASSERT(o.max_prefetch_reads < o.max_extent_reads);
   return ReadBounds{o.max_extent_reads, o.max_prefetch_reads};
 }
 
@@ -63,7 +64,7 @@ struct Scheduler::Impl {
         transport(t),
         clock(clk),
         options(o),
-        bounds(normalize(options)),
+        bounds(checked_bounds(options)),
         global(options.global_blocks_per_s),
         queues(clk, m, RateLimit(options.per_thing_blocks_per_s), options.per_thing_queue_requests,
                options.global_queue_requests) {

@@ -34,6 +34,9 @@
 // Thread: loop thread only. REQUIRES: `worker` and `transport` outlive the scheduler (it
 // unregisters its callbacks from both when destroyed). stop() or destruction closes the uv
 // handles (their memory is freed in the close callbacks, so the loop must run afterwards).
+// REQUIRES: `options` meets SchedulerOptions' REQUIRES: (engine/delivery_options.hpp: at least
+// one item per turn, per thing and in all, one extent read, and fewer prefetches than reads);
+// asserted at construction.
 #pragma once
 
 #include <uv.h>
@@ -47,25 +50,12 @@
 #include <vector>
 
 #include "engine/clock.hpp"
+#include "engine/delivery_options.hpp"
 #include "engine/metrics.hpp"
 #include "engine/transport.hpp"
 #include "engine/work.hpp"
 
 namespace chunkd::engine {
-
-struct SchedulerOptions {
-  std::size_t per_thing_queue_requests = 16;
-  std::size_t global_queue_requests = 4096;
-  double per_thing_blocks_per_s = 0;  // 0: unlimited
-  double global_blocks_per_s = 0;     // 0: unlimited
-  std::size_t max_publish_bytes_in_flight = 32u << 20;
-  int qos = 0;
-  std::size_t max_extent_reads = 32;   // reads started by the scheduler (demand + prefetch)
-  std::size_t max_prefetch_reads = 8;  // of which prefetches
-  std::size_t blocks_per_turn = 64;    // items served per loop turn
-  // Reply bytes served to one thing in a row before the next thing's turn (at least one item).
-  std::size_t quantum_bytes = 32u << 10;
-};
 
 class Scheduler {
  public:

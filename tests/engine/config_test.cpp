@@ -76,15 +76,15 @@ TEST_F(ConfigTest, EmptyFileGivesEveryDefault) {
   EXPECT_EQ(c.store.extent_bytes, 256u << 10);
   EXPECT_EQ(c.control.service.max_streams, 10000u);
   EXPECT_TRUE(c.control.service.buckets.empty());
-  EXPECT_EQ(c.delivery.cache_capacity_bytes, 256u << 20);
+  EXPECT_EQ(c.delivery.cache.capacity_bytes, 256u << 20);
   EXPECT_FALSE(c.delivery.relax_version_check);
-  EXPECT_EQ(c.delivery.per_thing_queue_requests, 16u);
-  EXPECT_EQ(c.delivery.global_queue_requests, 4096u);
-  EXPECT_EQ(c.delivery.per_thing_blocks_per_s, 0.0);
-  EXPECT_EQ(c.delivery.global_blocks_per_s, 0.0);
-  EXPECT_EQ(c.delivery.max_publish_bytes_in_flight, 32u << 20);
-  EXPECT_EQ(c.delivery.quantum_bytes, 32u << 10);
-  EXPECT_EQ(c.delivery.max_open_files, 256u);
+  EXPECT_EQ(c.delivery.scheduler.per_thing_queue_requests, 16u);
+  EXPECT_EQ(c.delivery.scheduler.global_queue_requests, 4096u);
+  EXPECT_EQ(c.delivery.scheduler.per_thing_blocks_per_s, 0.0);
+  EXPECT_EQ(c.delivery.scheduler.global_blocks_per_s, 0.0);
+  EXPECT_EQ(c.delivery.scheduler.max_publish_bytes_in_flight, 32u << 20);
+  EXPECT_EQ(c.delivery.scheduler.quantum_bytes, 32u << 10);
+  EXPECT_EQ(c.delivery.cache.max_open_files, 256u);
   EXPECT_EQ(c.log_level, io::LogLevel::Info);
 }
 
@@ -169,19 +169,19 @@ level = "debug"
   ASSERT_EQ(c.control.service.buckets.size(), 2u);
   EXPECT_EQ(c.control.service.buckets.at("firmware"), dir_ + "/firmware");
   EXPECT_EQ(c.control.service.buckets.at("models"), "/");
-  EXPECT_EQ(c.delivery.cache_capacity_bytes, 64u << 20);
+  EXPECT_EQ(c.delivery.cache.capacity_bytes, 64u << 20);
   EXPECT_TRUE(c.delivery.relax_version_check);
-  EXPECT_EQ(c.delivery.per_thing_queue_requests, 8u);
-  EXPECT_EQ(c.delivery.global_queue_requests, 100u);
-  EXPECT_EQ(c.delivery.per_thing_blocks_per_s, 12.5);
-  EXPECT_EQ(c.delivery.global_blocks_per_s, 1000.0);
-  EXPECT_EQ(c.delivery.max_publish_bytes_in_flight, 4u << 20);
-  EXPECT_EQ(c.delivery.quantum_bytes, 4u << 10);
-  EXPECT_EQ(c.delivery.max_open_files, 32u);
+  EXPECT_EQ(c.delivery.scheduler.per_thing_queue_requests, 8u);
+  EXPECT_EQ(c.delivery.scheduler.global_queue_requests, 100u);
+  EXPECT_EQ(c.delivery.scheduler.per_thing_blocks_per_s, 12.5);
+  EXPECT_EQ(c.delivery.scheduler.global_blocks_per_s, 1000.0);
+  EXPECT_EQ(c.delivery.scheduler.max_publish_bytes_in_flight, 4u << 20);
+  EXPECT_EQ(c.delivery.scheduler.quantum_bytes, 4u << 10);
+  EXPECT_EQ(c.delivery.cache.max_open_files, 32u);
   EXPECT_EQ(c.log_level, io::LogLevel::Debug);
   // Values other modules need are shared by the loader.
   EXPECT_EQ(c.delivery.qos, 1);
-  EXPECT_EQ(c.delivery.data_dir, dir_ + "/state");
+  EXPECT_EQ(c.delivery.cache.data_dir, dir_ + "/state");
   EXPECT_EQ(c.mqtt.subscriptions,
             (std::vector<std::string>{"chunkd/things/+/streams/+/get/+",
                                       "chunkd/things/+/streams/+/describe/+"}));
@@ -220,10 +220,10 @@ max_bytes_in_flight_mb = 4
   const Config& c = *r;
   EXPECT_EQ(c.mqtt.max_queued_bytes, 16u << 20);
   EXPECT_EQ(c.store.extent_bytes, 512u << 10);
-  EXPECT_EQ(c.delivery.cache_capacity_bytes, 64u << 20);
-  EXPECT_EQ(c.delivery.per_thing_queue_requests, 8u);
-  EXPECT_EQ(c.delivery.global_queue_requests, 100u);
-  EXPECT_EQ(c.delivery.max_publish_bytes_in_flight, 4u << 20);
+  EXPECT_EQ(c.delivery.cache.capacity_bytes, 64u << 20);
+  EXPECT_EQ(c.delivery.scheduler.per_thing_queue_requests, 8u);
+  EXPECT_EQ(c.delivery.scheduler.global_queue_requests, 100u);
+  EXPECT_EQ(c.delivery.scheduler.max_publish_bytes_in_flight, 4u << 20);
   ASSERT_EQ(c.warnings.size(), std::size(kRenamed));
   for (std::size_t i = 0; i < std::size(kRenamed); ++i) {
     std::string old_name = std::string(kRenamed[i].section) + "." + kRenamed[i].old_key;
@@ -490,14 +490,18 @@ TEST_F(ConfigTest, ExampleFileHoldsEveryDefault) {
   EXPECT_EQ(c.store.extent_bytes, def.store.extent_bytes);
   EXPECT_EQ(c.control.service.max_streams, def.control.service.max_streams);
   EXPECT_EQ(c.control.service.buckets.size(), 1u);
-  EXPECT_EQ(c.delivery.cache_capacity_bytes, def.delivery.cache_capacity_bytes);
+  EXPECT_EQ(c.delivery.cache.capacity_bytes, def.delivery.cache.capacity_bytes);
   EXPECT_EQ(c.delivery.relax_version_check, def.delivery.relax_version_check);
-  EXPECT_EQ(c.delivery.per_thing_queue_requests, def.delivery.per_thing_queue_requests);
-  EXPECT_EQ(c.delivery.global_queue_requests, def.delivery.global_queue_requests);
-  EXPECT_EQ(c.delivery.per_thing_blocks_per_s, def.delivery.per_thing_blocks_per_s);
-  EXPECT_EQ(c.delivery.global_blocks_per_s, def.delivery.global_blocks_per_s);
-  EXPECT_EQ(c.delivery.max_publish_bytes_in_flight, def.delivery.max_publish_bytes_in_flight);
-  EXPECT_EQ(c.delivery.max_open_files, def.delivery.max_open_files);
+  EXPECT_EQ(c.delivery.scheduler.per_thing_queue_requests,
+            def.delivery.scheduler.per_thing_queue_requests);
+  EXPECT_EQ(c.delivery.scheduler.global_queue_requests,
+            def.delivery.scheduler.global_queue_requests);
+  EXPECT_EQ(c.delivery.scheduler.per_thing_blocks_per_s,
+            def.delivery.scheduler.per_thing_blocks_per_s);
+  EXPECT_EQ(c.delivery.scheduler.global_blocks_per_s, def.delivery.scheduler.global_blocks_per_s);
+  EXPECT_EQ(c.delivery.scheduler.max_publish_bytes_in_flight,
+            def.delivery.scheduler.max_publish_bytes_in_flight);
+  EXPECT_EQ(c.delivery.cache.max_open_files, def.delivery.cache.max_open_files);
   EXPECT_EQ(c.log_level, def.log_level);
   EXPECT_TRUE(c.warnings.empty()) << "the example uses a deprecated key: " << c.warnings.front();
 }

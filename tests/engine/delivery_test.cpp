@@ -74,8 +74,8 @@ class DeliveryTest : public ::testing::Test {
   }
 
   Delivery& make(DeliveryOptions o = {}) {
-    o.data_dir = dir_.path();
-    o.cache_capacity_bytes = 4u << 20;
+    o.cache.data_dir = dir_.path();
+    o.cache.capacity_bytes = 4u << 20;
     delivery_ =
         std::make_unique<Delivery>(&loop_, catalog_, *reader_, transport_, metrics_, clock_, o);
     return *delivery_;
@@ -458,7 +458,7 @@ TEST_F(DeliveryTest, ChangedBlobRejectionCarriesTheCode) {
 
 TEST_F(DeliveryTest, OverTheQueueBoundIsThrottledAtOnce) {
   DeliveryOptions o;
-  o.per_thing_queue_requests = 1;
+  o.scheduler.per_thing_queue_requests = 1;
   make(o);
   GetStreamArgs a;
   a.client_token = "q";
