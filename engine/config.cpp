@@ -15,6 +15,7 @@
 #include <sstream>
 #include <vector>
 
+#include "engine/config_section.hpp"
 #include "engine/config_values.hpp"
 #include "io/log.hpp"
 #include "io/mqtt_options.hpp"
@@ -25,6 +26,12 @@ namespace chunkd::engine {
 namespace {
 
 using Result = Expected<Config, std::string>;
+using config_section::dotted;
+using config_section::kRenames;
+using config_section::Rename;
+using config_section::rename_of_new;
+using config_section::rename_of_old;
+using config_section::Section;
 using config_values::absolute_path;
 using config_values::has_control_chars;
 using config_values::parse_listen;
@@ -52,153 +59,6 @@ const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
   };
   return keys;
 }
-
-// Keys renamed to say their unit (or what they count). The old name is read as the new one, with
-// a warning, for one release; then it goes from this table and becomes an unknown key.
-struct Rename {
-  std::string_view section;
-  std::string_view old_key;
-  std::string_view new_key;
-};
-constexpr Rename kRenames[] = {
-    {"mqtt", "max_queued_mb", "max_queued_mib"},
-    {"storage", "extent_kb", "extent_kib"},
-    {"cache", "capacity_mb", "capacity_mib"},
-    {"delivery", "per_thing_queue", "per_thing_queue_requests"},
-    {"delivery", "global_queue", "global_queue_requests"},
-    {"delivery", "max_bytes_in_flight_mb", "max_publish_in_flight_mib"},
-};
-
-const Rename* rename_of_old(std::string_view section, std::string_view key) {
-  for (const Rename& r : kRenames) {
-    if (r.section == section && r.old_key == key) return &r;
-  }
-  return nullptr;
-}
-
-const Rename* rename_of_new(std::string_view section, std::string_view key) {
-  for (const Rename& r : kRenames) {
-    if (r.section == section && r.new_key == key) return &r;
-  }
-  return nullptr;
-}
-
-std::string dotted(std::string_view section, std::string_view key) {
-  return std::string(section) + "." + std::string(key);
-}
-
-std::string type_name(const toml::node& node) {
-  switch (node.type()) {
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a number";
-    case toml::node_type::boolean:
-      return "a boolean";
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    default:
-      return "a date or time";
-  }
-}
-
-// Reads the typed keys of one section; the first problem found is kept in `error`.
-class Section {
- public:
-  Section(const toml::table* table, std::string name, std::string& error)
-      : table_(table), name_(std::move(name)), error_(error) {}
-
-  // The key's node under its current name or, failing that, its deprecated one.
-  const toml::node* node(std::string_view key) const {
-    if (table_ == nullptr) return nullptr;
-    if (const toml::node* n = table_->get(key)) return n;
-    const Rename* r = rename_of_new(name_, key);
-    return r == nullptr ? nullptr : table_->get(r->old_key);
-  }
-  // The key as the file spells it, so a message names what the operator wrote.
-  std::string key_name(std::string_view key) const {
-    const Rename* r = rename_of_new(name_, key);
-    if (r != nullptr && table_ != nullptr && table_->get(key) == nullptr &&
-        table_->get(r->old_key) != nullptr) {
-      return dotted(name_, r->old_key);
-    }
-    return dotted(name_, key);
-  }
-  const std::string& name() const { return name_; }
-  bool failed() const { return !error_.empty(); }
-  void fail(std::string_view key, const std::string& message) {
-    if (error_.empty()) error_ = key_name(key) + ": " + message;
-  }
-
-  // Returns true when the key is present and valid.
-  bool integer(std::string_view key, std::int64_t& out, std::int64_t min, std::int64_t max) {
-    const toml::node* n = node(key);
-    if (n == nullptr) return false;
-    std::string range =
-        "must be an integer between " + std::to_string(min) + " and " + std::to_string(max);
-    if (!n->is_integer()) {
-      fail(key, range + " (got " + type_name(*n) + ")");
-      return false;
-    }
-    std::int64_t v = n->as_integer()->get();
-    if (v < min || v > max) {
-      fail(key, range + " (got " + std::to_string(v) + ")");
-      return false;
-    }
-    out = v;
-    return true;
-  }
-  void number(std::string_view key, double& out, double min, double max) {
-    const toml::node* n = node(key);
-    if (n == nullptr) return;
-    std::ostringstream range;
-    range << "must be a number between " << min << " and " << max;
-    double v = 0;
-    if (n->is_integer()) {
-      v = static_cast<double>(n->as_integer()->get());
-    } else if (n->is_floating_point()) {
-      v = n->as_floating_point()->get();
-    } else {
-      fail(key, range.str() + " (got " + type_name(*n) + ")");
-      return;
-    }
-    if (!std::isfinite(v) || v < min || v > max) {
-      range << " (got " << v << ")";
-      fail(key, range.str());
-      return;
-    }
-    out = v;
-  }
-  void boolean(std::string_view key, bool& out) {
-    const toml::node* n = node(key);
-    if (n == nullptr) return;
-    if (!n->is_boolean()) {
-      fail(key, "must be true or false (got " + type_name(*n) + ")");
-      return;
-    }
-    out = n->as_boolean()->get();
-  }
-  // Returns true when the key is present and a string.
-  bool string(std::string_view key, std::string& out) {
-    const toml::node* n = node(key);
-    if (n == nullptr) return false;
-    if (!n->is_string()) {
-      fail(key, "must be a string (got " + type_name(*n) + ")");
-      return false;
-    }
-    out = n->as_string()->get();
-    return true;
-  }
-
- private:
-  const toml::table* table_;
-  std::string name_;
-  std::string& error_;
-};
 
 // The numeric keys: bounds in the key's unit, and where the value goes (converted to the member's
 // unit by `unit`). Keys needing more than a range are read by the section's step below.

@@ -8,7 +8,6 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <span>
@@ -159,7 +158,7 @@ ContentStore::ContentStore(uv_loop_t* loop, io::FileReader& reader, Metrics* met
   }
 }
 
-ContentStore::~ContentStore() { assert(jobs_.empty() && waiting_.empty() && !gc_running_); }
+ContentStore::~ContentStore() { CHUNKD_ASSERT(jobs_.empty() && waiting_.empty() && !gc_running_); }
 
 std::error_code ContentStore::open(std::string& message) {
   const std::string& dir = options_.data_dir;
@@ -425,7 +424,7 @@ void ContentStore::finalize(Job& job) {
 void ContentStore::finish(Job& job) {
   auto it =
       std::find_if(jobs_.begin(), jobs_.end(), [&](const auto& p) { return p.get() == &job; });
-  assert(it != jobs_.end());
+  CHUNKD_ASSERT(it != jobs_.end());
   std::unique_ptr<Job> owned = std::move(*it);
   jobs_.erase(it);
   if (!owned->error) {
@@ -448,8 +447,7 @@ void ContentStore::finish(Job& job) {
 
 void ContentStore::unpin(const std::string& digest) {
   auto it = pins_.find(digest);
-  assert(it != pins_.end());
-  if (it == pins_.end()) return;
+  CHUNKD_ASSERT(it != pins_.end());  // every unpin matches a pin
   if (--it->second == 0) pins_.erase(it);
   maybe_run_gc();
 }
