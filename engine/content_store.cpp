@@ -13,6 +13,7 @@
 #include <span>
 
 #include "base/assert.hpp"
+#include "engine/content_store_internal.hpp"
 #include "engine/content_store_work.hpp"
 #include "io/log.hpp"
 
@@ -44,6 +45,10 @@ class IngestCategory final : public std::error_category {
         return "the file changed while it was being read";
       case IngestError::Closed:
         return "the content store is closing";
+      case IngestError::TooLarge:
+        return "the file is over storage.max_file_mib";
+      case IngestError::StorageFull:
+        return "too little free space in storage.data_dir";
     }
     return "ingest error";
   }
@@ -72,6 +77,11 @@ const std::error_category& ingest_category() {
 
 std::error_code make_error_code(IngestError e) { return {static_cast<int>(e), ingest_category()}; }
 
+bool storage_full(const std::error_code& error) {
+  return error == IngestError::StorageFull || error == std::errc::no_space_on_device ||
+         (error.category() == std::generic_category() && error.value() == EDQUOT);
+}
+
 struct ContentStore::Job {
   enum class SlotState { Free, Reading, Ready, Writing };
   struct Slot {
@@ -96,6 +106,8 @@ struct ContentStore::Job {
   std::string tmp_path;
 
   std::uint64_t size = 0;
+  std::uint64_t available = 0;  // free space seen by prepare_ingest
+  bool hash_only = false;       // no temp file: succeeds only if the content is already stored
   std::uint64_t extents = 0;
   std::uint64_t next_read = 0;
   std::uint64_t next_hash = 0;
@@ -123,15 +135,6 @@ struct ContentStore::Job {
   static void on_write(uv_fs_t* req);
 };
 
-struct ContentStore::GcRun {
-  ContentStore* store = nullptr;
-  uv_work_t work{};
-  std::string data_dir;
-  std::vector<std::string> live;
-  store_work::ScanResult scan;
-  std::vector<std::function<void(const GcResult&)>> waiters;
-};
-
 ContentStore::ContentStore(uv_loop_t* loop, io::FileReader& reader, Metrics* metrics,
                            const Clock& clock, ContentStoreOptions options, LiveDigests live)
     : loop_(loop),
@@ -144,6 +147,8 @@ ContentStore::ContentStore(uv_loop_t* loop, io::FileReader& reader, Metrics* met
   CHUNKD_ASSERT(options_.extent_bytes > 0 &&
                 (options_.extent_bytes & (options_.extent_bytes - 1)) == 0);
   CHUNKD_ASSERT(options_.reads_in_flight > 0);
+  if (!options_.free_space) options_.free_space = store_work::free_space;
+  if (!options_.check_writable) options_.check_writable = store_work::check_writable;
   if (metrics_ != nullptr) {
     ingest_bytes_ = &metrics_->counter("chunkd_ingest_bytes_total",
                                        "Bytes read into the content store by ingests.");
@@ -158,7 +163,9 @@ ContentStore::ContentStore(uv_loop_t* loop, io::FileReader& reader, Metrics* met
   }
 }
 
-ContentStore::~ContentStore() { CHUNKD_ASSERT(jobs_.empty() && waiting_.empty() && !gc_running_); }
+ContentStore::~ContentStore() {
+  CHUNKD_ASSERT(jobs_.empty() && waiting_.empty() && !gc_running_ && !probe_);
+}
 
 std::error_code ContentStore::open(std::string& message) {
   const std::string& dir = options_.data_dir;
@@ -186,6 +193,7 @@ std::error_code ContentStore::open(std::string& message) {
   }
   stored_blobs_ = scan.blobs;
   stored_bytes_ = scan.bytes;
+  set_storage_state(options_.check_writable(dir));
   return {};
 }
 
@@ -221,12 +229,20 @@ void ContentStore::start(Job& job) {
         auto& j = *static_cast<Job*>(req->data);
         const ContentStore& store = *j.store;
         store_work::PreparedIngest prepared;
-        j.work_errno = store_work::prepare_ingest(j.src_fd, j.tmp_path, store.options_.try_reflink,
-                                                  store.data_device_, prepared);
+        store_work::IngestPlan plan{j.tmp_path,
+                                    store.options_.try_reflink,
+                                    store.data_device_,
+                                    store.options_.max_file_bytes,
+                                    store.options_.data_dir,
+                                    store.options_.free_space};
+        j.work_errno = store_work::prepare_ingest(j.src_fd, plan, prepared);
         j.tmp_fd = prepared.tmp_fd;
         j.read_fd = prepared.read_fd;
         j.size = prepared.size;
+        j.available = prepared.available_bytes;
+        j.hash_only = prepared.hash_only;
         j.result.reflinked = prepared.reflinked;
+        if (prepared.too_large) j.error = IngestError::TooLarge;
       },
       [](uv_work_t* req, int status) {
         auto& j = *static_cast<Job*>(req->data);
@@ -244,6 +260,11 @@ void ContentStore::prepared(Job& j, int status) {
     j.error = errno_code(-status);
   } else if (j.work_errno != 0) {
     j.error = errno_code(j.work_errno);
+  }
+  if (!j.error && j.hash_only) {
+    LOG_INFO("store", "%llu bytes free under %s for a %llu-byte file: hashing it first",
+             static_cast<unsigned long long>(j.available), options_.data_dir.c_str(),
+             static_cast<unsigned long long>(j.size));
   }
   if (!j.error) {
     const std::uint64_t extent = options_.extent_bytes;
@@ -331,7 +352,7 @@ void ContentStore::hash_ready(Job& job) {
       (void)XXH3_128bits_update(job.hash, data, slot.length);
       job.result.manifest.push_back(XXH3_64bits(data, slot.length));
       job.next_hash++;
-      if (job.result.reflinked) {
+      if (job.result.reflinked || job.hash_only) {
         slot.state = Job::SlotState::Free;
         break;
       }
@@ -399,8 +420,13 @@ void ContentStore::finalize(Job& job) {
       [](uv_work_t* req) {
         auto& j = *static_cast<Job*>(req->data);
         store_work::CommittedBlob blob;
-        j.work_errno = store_work::commit_ingest(!j.error, j.src_fd, j.tmp_fd, j.tmp_path,
-                                                 j.store->options_.data_dir, j.result.digest, blob);
+        const std::string& data_dir = j.store->options_.data_dir;
+        j.work_errno = store_work::commit_ingest(!j.error && !j.hash_only, j.src_fd, j.tmp_fd,
+                                                 j.tmp_path, data_dir, j.result.digest, blob);
+        if (j.hash_only && !j.error) {
+          blob.deduplicated = store_work::blob_stored(data_dir, j.result.digest, j.size);
+          if (!blob.deduplicated) j.error = IngestError::StorageFull;
+        }
         j.tmp_fd = j.src_fd = j.read_fd = -1;
         j.created = blob.created;
         j.result.deduplicated = blob.deduplicated;
@@ -437,9 +463,17 @@ void ContentStore::finish(Job& job) {
     if (ingest_seconds_ != nullptr) {
       ingest_seconds_->add(static_cast<double>(clock_.now_ms() - owned->started_ms) / 1000.0);
     }
+    if (!owned->hash_only && !storage_problem_.empty()) set_storage_state(0);
     owned->done({}, std::move(owned->result));
   } else {
-    owned->done(owned->error, {});
+    const std::error_code& e = owned->error;
+    if (e == std::errc::read_only_file_system || e == std::errc::permission_denied) {
+      set_storage_state(e.value());
+    }
+    IngestResult failed;
+    failed.size_bytes = owned->size;
+    failed.available_bytes = owned->available;
+    owned->done(e, std::move(failed));
   }
   maybe_run_gc();
   maybe_closed();
@@ -452,77 +486,12 @@ void ContentStore::unpin(const std::string& digest) {
   maybe_run_gc();
 }
 
-void ContentStore::collect_garbage(std::function<void(const GcResult&)> done) {
-  if (closing_) {
-    if (done) done(GcResult{IngestError::Closed, 0, 0});
-    return;
-  }
-  gc_pending_ = true;
-  if (done) gc_waiters_.push_back(std::move(done));
-  maybe_run_gc();
-}
-
-void ContentStore::maybe_run_gc() {
-  if (gc_running_ || !gc_pending_ || closing_ || !jobs_.empty() || !pins_.empty()) return;
-  gc_pending_ = false;
-  gc_running_ = true;
-  gc_ = std::make_unique<GcRun>();
-  gc_->store = this;
-  gc_->data_dir = options_.data_dir;
-  gc_->live = live_ ? live_() : std::vector<std::string>{};
-  std::sort(gc_->live.begin(), gc_->live.end());
-  gc_->waiters = std::move(gc_waiters_);
-  gc_waiters_.clear();
-  gc_->work.data = gc_.get();
-  int rc = uv_queue_work(
-      loop_, &gc_->work,
-      [](uv_work_t* req) {
-        auto& run = *static_cast<GcRun*>(req->data);
-        (void)store_work::clean_tmp(run.data_dir);  // no ingest is running
-        run.scan = store_work::scan_blobs(run.data_dir, &run.live);
-      },
-      [](uv_work_t* req, int status) { static_cast<GcRun*>(req->data)->store->gc_done(status); });
-  if (rc != 0) {
-    gc_running_ = false;
-    GcResult result{errno_code(-rc), 0, 0};
-    auto waiters = std::move(gc_->waiters);
-    gc_.reset();
-    for (auto& waiter : waiters) waiter(result);
-  }
-}
-
-// Loop thread, after a GC run's work: reports it, then starts the ingests that waited for it.
-void ContentStore::gc_done(int status) {
-  std::unique_ptr<GcRun> run = std::move(gc_);
-  gc_running_ = false;
-  GcResult result;
-  if (status != 0) {
-    result.error = errno_code(-status);
-  } else if (run->scan.error != 0) {
-    result.error = errno_code(run->scan.error);
-  } else {
-    stored_blobs_ = run->scan.blobs;
-    stored_bytes_ = run->scan.bytes;
-    result.removed_blobs = run->scan.removed_blobs;
-    result.removed_bytes = run->scan.removed_bytes;
-    if (gc_removed_ != nullptr) gc_removed_->inc(result.removed_blobs);
-  }
-  if (result.error) {
-    LOG_WARN("store", "garbage collection failed: %s", result.error.message().c_str());
-  } else if (result.removed_blobs != 0) {
-    LOG_INFO("store", "garbage collection removed %llu blobs (%llu bytes)",
-             static_cast<unsigned long long>(result.removed_blobs),
-             static_cast<unsigned long long>(result.removed_bytes));
-  }
-  for (auto& waiter : run->waiters) waiter(result);
-  // Ingests that arrived during the run start now.
+void ContentStore::start_waiting() {
   while (!waiting_.empty() && !closing_) {
     jobs_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     start(*jobs_.back());
   }
-  maybe_run_gc();
-  maybe_closed();
 }
 
 void ContentStore::close(std::function<void()> done) {
@@ -548,7 +517,7 @@ void ContentStore::close(std::function<void()> done) {
 }
 
 void ContentStore::maybe_closed() {
-  if (!closing_ || !jobs_.empty() || gc_running_ || !close_done_) return;
+  if (!closing_ || !jobs_.empty() || gc_running_ || probe_ || !close_done_) return;
   auto done = std::move(close_done_);
   close_done_ = nullptr;
   done();

@@ -14,6 +14,18 @@
 // reflink (FICLONE) is tried first and the clone is read back for hashing. Every blocking step runs
 // on the libuv thread pool (engine/content_store_work.hpp); the loop thread only hashes extents.
 //
+// Storage limits, checked before anything is copied: a source over `max_file_bytes` is refused
+// (IngestError::TooLarge). Without a reflink, a copy needs the source's size free under data_dir;
+// with less, the source is hashed only (no temp file) and the ingest succeeds when that content is
+// already stored (deduplicated), else fails with IngestError::StorageFull. An ENOSPC or EDQUOT
+// while copying fails the ingest with that errno; storage_full() says which errors mean a full
+// store. On failure, IngestDone's result carries size_bytes (the source's, when known) and
+// available_bytes (the free space seen), so the caller can name both.
+//
+// Writability: open() checks that data_dir can be written (a probe file in tmp) and logs a warning
+// when it cannot; storage_problem() says why until a later check (probe_storage(), or a successful
+// ingest) finds it writable again.
+//
 // Garbage collection removes every blob no live stream references. A blob just ingested is
 // "pinned" until its caller unpin()s it (after committing the stream or giving up), and GC only
 // runs while no ingest is in progress and nothing is pinned (a GC requested meanwhile runs as soon
@@ -50,15 +62,24 @@ bool valid_digest(std::string_view digest);
 enum class IngestError {
   SourceChanged = 1,  // the source file shrank while it was being read
   Closed,             // the store is closing
+  TooLarge,           // the source is over max_file_bytes (nothing was copied)
+  StorageFull,        // too little free space for the copy, and the content is not stored yet
 };
 const std::error_category& ingest_category();
 std::error_code make_error_code(IngestError e);
+
+// True for the errors that mean the store is full: StorageFull, ENOSPC, EDQUOT.
+bool storage_full(const std::error_code& error);
 
 struct ContentStoreOptions {
   std::string data_dir;  // absolute
   std::uint32_t extent_bytes = 256u << 10;
   std::size_t reads_in_flight = 4;  // per ingest (memory: this × extent_bytes)
   bool try_reflink = true;
+  std::uint64_t max_file_bytes = std::uint64_t{4096} << 20;  // storage.max_file_mib
+  // Seams (empty: the real calls, content_store_work.hpp). Called on the thread pool, or in open().
+  std::function<int(const std::string& dir, std::uint64_t& available_bytes)> free_space;
+  std::function<int(const std::string& data_dir)> check_writable;
 };
 
 struct IngestResult {
@@ -66,8 +87,9 @@ struct IngestResult {
   std::uint64_t size_bytes = 0;
   std::uint32_t extent_bytes = 0;
   std::vector<std::uint64_t> manifest;
-  bool reflinked = false;     // the blob shares extents with the source
-  bool deduplicated = false;  // the blob already existed
+  bool reflinked = false;             // the blob shares extents with the source
+  bool deduplicated = false;          // the blob already existed
+  std::uint64_t available_bytes = 0;  // failures: the free space seen under data_dir
 };
 
 struct GcResult {
@@ -101,6 +123,14 @@ class ContentStore {
   void collect_garbage(std::function<void(const GcResult&)> done = {});
 
   std::size_t ingests_in_progress() const;
+  const ContentStoreOptions& options() const { return options_; }
+
+  // Empty while data_dir is writable, else why it is not (for /healthz).
+  const std::string& storage_problem() const { return storage_problem_; }
+  // Re-checks writability on the thread pool: at most one check in flight and one per
+  // `kProbeIntervalMs`; storage_problem() changes when it reports.
+  void probe_storage();
+  static constexpr std::uint64_t kProbeIntervalMs = 1000;
   std::uint64_t stored_blobs() const { return stored_blobs_; }
   std::uint64_t stored_bytes() const { return stored_bytes_; }
 
@@ -121,7 +151,9 @@ class ContentStore {
   void finish(Job& job);
   void maybe_run_gc();
   void gc_done(int status);
+  void start_waiting();
   void maybe_closed();
+  void set_storage_state(int writable_errno);
 
   uv_loop_t* loop_;
   io::FileReader& reader_;
@@ -141,6 +173,11 @@ class ContentStore {
   std::unique_ptr<GcRun> gc_;
   bool closing_ = false;
   std::function<void()> close_done_;
+  std::string storage_problem_;
+  struct Probe;
+  std::unique_ptr<Probe> probe_;  // in flight
+  std::uint64_t last_probe_ms_ = 0;
+  bool probed_ = false;
 
   std::uint64_t stored_blobs_ = 0;
   std::uint64_t stored_bytes_ = 0;

@@ -5,6 +5,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -121,30 +122,64 @@ ScanResult scan_blobs(const std::string& data_dir, const std::vector<std::string
   return r;
 }
 
-int prepare_ingest(int src_fd, const std::string& tmp_path, bool try_reflink,
-                   std::uint64_t data_device, PreparedIngest& out) {
+int free_space(const std::string& dir, std::uint64_t& available_bytes) {
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) != 0) return errno;
+  available_bytes = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  return 0;
+}
+
+int prepare_ingest(int src_fd, const IngestPlan& plan, PreparedIngest& out) {
   struct stat st {};
   if (::fstat(src_fd, &st) != 0) return errno;
   if (!S_ISREG(st.st_mode)) return EINVAL;
-  out.tmp_fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (out.tmp_fd < 0) return errno;
   out.size = static_cast<std::uint64_t>(st.st_size);
   out.read_fd = src_fd;
-  if (try_reflink && static_cast<std::uint64_t>(st.st_dev) == data_device &&
-      ::ioctl(out.tmp_fd, FICLONE, src_fd) == 0) {
+  if (out.size > plan.max_file_bytes) {
+    out.too_large = true;
+    return 0;
+  }
+  if (plan.try_reflink && static_cast<std::uint64_t>(st.st_dev) == plan.data_device) {
+    out.tmp_fd = ::open(plan.tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out.tmp_fd < 0) return errno;
     struct stat clone {};
-    if (::fstat(out.tmp_fd, &clone) == 0) {
+    if (::ioctl(out.tmp_fd, FICLONE, src_fd) == 0 && ::fstat(out.tmp_fd, &clone) == 0) {
       // Hash what the clone holds: it is what the blob will be.
       out.size = static_cast<std::uint64_t>(clone.st_size);
       out.read_fd = out.tmp_fd;
       out.reflinked = true;
-    } else if (::ftruncate(out.tmp_fd, 0) != 0) {
-      return errno;
+      return 0;
     }
+    if (::ftruncate(out.tmp_fd, 0) != 0) return errno;
   }
-  if (!out.reflinked) {
-    (void)::posix_fadvise(src_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  // A copy needs `size` bytes: check before writing any (an ENOSPC mid-copy is still handled).
+  if (int e = plan.free_space(plan.data_dir, out.available_bytes)) return e;
+  if (out.available_bytes < out.size) {
+    out.hash_only = true;
+    if (out.tmp_fd >= 0) ::close(out.tmp_fd);
+    out.tmp_fd = -1;
+    return 0;
   }
+  if (out.tmp_fd < 0) {
+    out.tmp_fd = ::open(plan.tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out.tmp_fd < 0) return errno;
+  }
+  (void)::posix_fadvise(src_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  return 0;
+}
+
+bool blob_stored(const std::string& data_dir, const std::string& digest, std::uint64_t size) {
+  struct stat st {};
+  return ::stat(blob_path(data_dir, digest).c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+         static_cast<std::uint64_t>(st.st_size) == size;
+}
+
+int check_writable(const std::string& data_dir) {
+  std::string probe = data_dir + "/tmp/probe-" + std::to_string(::getpid());
+  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return errno;
+  ::close(fd);
+  if (::unlink(probe.c_str()) != 0 && errno != ENOENT) return errno;
   return 0;
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,14 +38,40 @@ struct PreparedIngest {
   int read_fd = -1;        // where to read the content from: the source, or the clone
   std::uint64_t size = 0;  // bytes to read
   bool reflinked = false;  // the temp file is a clone of the source
+  bool too_large = false;  // size > max_file_bytes: refused, nothing created
+  // The data directory has less than `size` bytes free: no temp file; the source is only hashed,
+  // and the ingest can succeed only when the store already holds that content.
+  bool hash_only = false;
+  std::uint64_t available_bytes = 0;  // free space seen (when it was checked)
 };
 
-// Sizes the source `src_fd` (EINVAL unless a regular file), creates the temp file `tmp_path` and,
-// when `try_reflink` and the source is on `data_device`, clones the source into it (FICLONE; the
-// clone is then read back, so the blob is exactly what was hashed). Without a clone, advises the
-// kernel the source is read sequentially.
-int prepare_ingest(int src_fd, const std::string& tmp_path, bool try_reflink,
-                   std::uint64_t data_device, PreparedIngest& out);
+// Free bytes for an unprivileged writer under `dir` (statvfs: f_bavail × f_frsize); an errno.
+using FreeSpaceFn = std::function<int(const std::string& dir, std::uint64_t& available_bytes)>;
+int free_space(const std::string& dir, std::uint64_t& available_bytes);
+
+// What prepare_ingest needs besides the source.
+struct IngestPlan {
+  std::string tmp_path;
+  bool try_reflink = false;
+  std::uint64_t data_device = 0;
+  std::uint64_t max_file_bytes = 0;
+  std::string data_dir;    // where free space is measured
+  FreeSpaceFn free_space;  // REQUIRES: callable
+};
+
+// Sizes the source `src_fd` (EINVAL unless a regular file) and refuses one over
+// `plan.max_file_bytes` (too_large). When `try_reflink` and the source is on `data_device`, creates
+// the temp file and clones the source into it (FICLONE; the clone is then read back, so the blob is
+// exactly what was hashed). Without a clone: checks the free space first (hash_only when short),
+// creates the temp file and advises the kernel the source is read sequentially.
+int prepare_ingest(int src_fd, const IngestPlan& plan, PreparedIngest& out);
+
+// True when blob `digest` is stored with exactly `size` bytes (a hash-only ingest's check).
+bool blob_stored(const std::string& data_dir, const std::string& digest, std::uint64_t size);
+
+// Creates and removes a probe file in <data_dir>/tmp: 0 when data_dir is writable, else an errno.
+using WritableFn = std::function<int(const std::string& data_dir)>;
+int check_writable(const std::string& data_dir);
 
 // How commit_ingest stored the blob.
 struct CommittedBlob {

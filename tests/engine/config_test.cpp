@@ -75,6 +75,7 @@ TEST_F(ConfigTest, EmptyFileGivesEveryDefault) {
   EXPECT_EQ(c.store.data_dir, dir_ + "/var/chunkd");
   EXPECT_EQ(c.store.extent_bytes, 256u << 10);
   EXPECT_EQ(c.control.service.max_streams, 10000u);
+  EXPECT_EQ(c.store.max_file_bytes, std::uint64_t{4096} << 20);
   EXPECT_TRUE(c.control.service.buckets.empty());
   EXPECT_EQ(c.delivery.cache.capacity_bytes, 256u << 20);
   EXPECT_FALSE(c.delivery.relax_version_check);
@@ -271,6 +272,7 @@ TEST_F(ConfigTest, EveryBoundRejects) {
       {"control", "max_concurrent_ingests", 1, 64},
       {"storage", "extent_kib", 64, 4096},
       {"storage", "max_streams", 1, 1000000},
+      {"storage", "max_file_mib", 1, 1 << 20},
       {"cache", "capacity_mib", 1, 1 << 20},
       {"delivery", "per_thing_queue_requests", 1, 4096},
       {"delivery", "global_queue_requests", 1, 1000000},
@@ -489,6 +491,7 @@ TEST_F(ConfigTest, ExampleFileHoldsEveryDefault) {
   EXPECT_EQ(c.store.data_dir, def.store.data_dir);
   EXPECT_EQ(c.store.extent_bytes, def.store.extent_bytes);
   EXPECT_EQ(c.control.service.max_streams, def.control.service.max_streams);
+  EXPECT_EQ(c.store.max_file_bytes, def.store.max_file_bytes);
   EXPECT_EQ(c.control.service.buckets.size(), 1u);
   EXPECT_EQ(c.delivery.cache.capacity_bytes, def.delivery.cache.capacity_bytes);
   EXPECT_EQ(c.delivery.relax_version_check, def.delivery.relax_version_check);

@@ -7,6 +7,8 @@
 #include <uv.h>
 #include <xxhash.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -420,6 +422,100 @@ TEST(ContentStoreNames, BlobPathAndDigestSyntax) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ContentStoreTest,
+                         ::testing::Values(Backend::ThreadPool, Backend::IoUring),
+                         [](const auto& info) {
+                           return info.param == Backend::ThreadPool ? "ThreadPool" : "IoUring";
+                         });
+
+// --- storage limits: the free-space and writability seams stand in for a full or read-only disk
+
+class ContentStoreLimitsTest : public ContentStoreTest {
+ protected:
+  // Rebuilds the store with `free_bytes_` as its free space and `writable_errno_` as its
+  // writability; no reflink, so every ingest is a copy.
+  void remake(ContentStoreOptions options = {}) {
+    bool closed = false;
+    store_->close([&] { closed = true; });
+    run_until([&] { return closed; });
+    options.try_reflink = false;
+    options.free_space = [free = free_bytes_](const std::string&, std::uint64_t& available) {
+      available = free->load();
+      return 0;
+    };
+    options.check_writable = [e = writable_errno_](const std::string&) { return e->load(); };
+    make_store(options);
+  }
+
+  std::shared_ptr<std::atomic<std::uint64_t>> free_bytes_ =
+      std::make_shared<std::atomic<std::uint64_t>>(std::uint64_t{1} << 40);
+  std::shared_ptr<std::atomic<int>> writable_errno_ = std::make_shared<std::atomic<int>>(0);
+};
+
+TEST_P(ContentStoreLimitsTest, RefusesAFileOverMaxFileBytesBeforeCopying) {
+  ContentStoreOptions options;
+  options.max_file_bytes = 100000;
+  remake(options);
+  auto out = ingest_path(write_source("big", random_bytes(100001, 20)));
+  EXPECT_EQ(out.error, IngestError::TooLarge);
+  EXPECT_EQ(out.result.size_bytes, 100001u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_ingest_bytes_total"), 0u);
+  EXPECT_TRUE(fs::is_empty(dir_ + "/data/tmp"));
+  EXPECT_EQ(blob_files(), 0u);
+  auto fits = ingest_path(write_source("fits", random_bytes(100000, 21)));
+  ASSERT_FALSE(fits.error) << fits.error.message();
+  store_->unpin(fits.result.digest);
+}
+
+TEST_P(ContentStoreLimitsTest, TooLittleFreeSpaceForNewContentIsStorageFull) {
+  remake();
+  free_bytes_->store(1000);
+  auto out = ingest_path(write_source("new", random_bytes(3 * kExtent, 22)));
+  EXPECT_EQ(out.error, IngestError::StorageFull);
+  EXPECT_TRUE(storage_full(out.error));
+  EXPECT_EQ(out.result.size_bytes, 3u * kExtent);
+  EXPECT_EQ(out.result.available_bytes, 1000u);
+  EXPECT_TRUE(fs::is_empty(dir_ + "/data/tmp"));
+  EXPECT_EQ(blob_files(), 0u);
+  EXPECT_TRUE(storage_full(std::make_error_code(std::errc::no_space_on_device)));
+  EXPECT_TRUE(storage_full({EDQUOT, std::generic_category()}));
+}
+
+// An 8 MiB file whose content is already stored needs no free space: it is hashed, not copied.
+TEST_P(ContentStoreLimitsTest, ContentAlreadyStoredSucceedsWithLittleFreeSpace) {
+  remake();
+  const std::string data = random_bytes(8u << 20, 23);
+  auto first = ingest_path(write_source("a", data));
+  ASSERT_FALSE(first.error) << first.error.message();
+  store_->unpin(first.result.digest);
+  free_bytes_->store(4096);
+  auto again = ingest_path(write_source("b", data));
+  ASSERT_FALSE(again.error) << again.error.message();
+  EXPECT_TRUE(again.result.deduplicated);
+  EXPECT_EQ(again.result.digest, first.result.digest);
+  EXPECT_EQ(again.result.manifest, first.result.manifest);
+  EXPECT_EQ(again.result.size_bytes, data.size());
+  EXPECT_EQ(blob_files(), 1u);
+  EXPECT_TRUE(fs::is_empty(dir_ + "/data/tmp"));
+  store_->unpin(again.result.digest);
+}
+
+TEST_P(ContentStoreLimitsTest, ReportsAnUnwritableDataDirUntilAProbeFindsItWritable) {
+  writable_errno_->store(EROFS);
+  remake();
+  EXPECT_NE(store_->storage_problem().find("not writable"), std::string::npos)
+      << store_->storage_problem();
+  writable_errno_->store(0);
+  store_->probe_storage();
+  run_until([&] { return store_->storage_problem().empty(); });
+  writable_errno_->store(EACCES);
+  store_->probe_storage();  // within kProbeIntervalMs of the last probe: skipped
+  EXPECT_TRUE(store_->storage_problem().empty());
+  clock_.advance_ms(ContentStore::kProbeIntervalMs);
+  store_->probe_storage();
+  run_until([&] { return !store_->storage_problem().empty(); });
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ContentStoreLimitsTest,
                          ::testing::Values(Backend::ThreadPool, Backend::IoUring),
                          [](const auto& info) {
                            return info.param == Backend::ThreadPool ? "ThreadPool" : "IoUring";
