@@ -50,8 +50,8 @@ BlockSpan span_of(const WorkItem& item) {
 }  // namespace
 
 struct BlockServer::Impl {
-  Impl(BlockCache& c, Transport& t, DeliveryMetrics& m, const Clock& clk, int q)
-      : cache(c), transport(t), metrics(m), clock(clk), qos(q) {
+  Impl(BlockCache& c, Transport& t, DeliveryMetrics& m, const Clock& clk, int q, StreamHealth* h)
+      : cache(c), transport(t), metrics(m), clock(clk), qos(q), health(h) {
     const std::size_t reply_bytes =
         std::max(protocol::data_reply_max_bytes(Format::Json, protocol::kMaxBlockSize,
                                                 protocol::kMaxClientTokenBytes),
@@ -66,6 +66,7 @@ struct BlockServer::Impl {
   DeliveryMetrics& metrics;
   const Clock& clock;
   int qos;
+  StreamHealth* health;  // may be null
   ReadDone read_done;
   std::shared_ptr<char> alive = std::make_shared<char>(0);
   // Scratch reused for every block: no allocation per block once warm.
@@ -94,10 +95,14 @@ struct BlockServer::Impl {
     return out;
   }
 
-  // Ends the job with `error`: counted, and the item becomes its rejection.
-  ServeResult fail(WorkItem& item, std::error_code error) {
+  // Ends the job with `error` (reading `extent`): counted, reported to the StreamHealth unless
+  // transient, and the item becomes its rejection.
+  ServeResult fail(WorkItem& item, std::error_code error, std::uint32_t extent) {
     const ReplyError mapped = classify(error);
     metrics.request(RequestVerb::Get, mapped.code);
+    if (health != nullptr && !mapped.transient && error != CacheError::Closed) {
+      health->failed(*item.job.stream, *item.job.file, extent, error);
+    }
     auto body = protocol::encode_rejected(item.job.format, view(item.job.client_token), mapped.code,
                                           message_for(mapped.code));
     item.pins.release();
@@ -129,6 +134,7 @@ struct BlockServer::Impl {
     }
     bool need_slot = false;
     std::error_code hard_error;
+    std::uint32_t hard_extent = 0;
     std::error_code soft_error;
     std::size_t started = 0;
     for (std::size_t i = 0; i < s.count(); ++i) {
@@ -152,16 +158,21 @@ struct BlockServer::Impl {
         soft_error = error;
       } else {
         hard_error = error;
+        hard_extent = extent;
       }
     }
     if (pins.reads_waiting > 0) {
-      if (hard_error && !pins.failure) pins.failure = hard_error;
+      if (hard_error && !pins.failure) {
+        pins.failure = hard_error;
+        pins.failed_extent = hard_extent;
+      }
       return ServeResult{Served::WaitRead, 0, started};
     }
-    if (hard_error) return fail(item, hard_error);
+    if (hard_error) return fail(item, hard_error, hard_extent);
     if (need_slot || soft_error) {
       if (cache.reads_in_flight() > 0) return ServeResult{Served::WaitSlot, 0, 0};
-      return fail(item, soft_error ? soft_error : std::make_error_code(std::errc::no_buffer_space));
+      return fail(item, soft_error ? soft_error : std::make_error_code(std::errc::no_buffer_space),
+                  s.first);
     }
     return std::nullopt;
   }
@@ -217,7 +228,7 @@ struct BlockServer::Impl {
   }
 
   ServeResult serve_block(std::string_view thing, WorkItem& item, const ReadBounds& bounds) {
-    if (item.failed()) return fail(item, item.pins.failure);
+    if (item.failed()) return fail(item, item.pins.failure, item.pins.failed_extent);
     const BlockSpan s = span_of(item);
     if (auto wait = pin_extents(thing, item, s, bounds)) return *wait;
     const BlockJob& job = item.job;
@@ -270,8 +281,8 @@ struct BlockServer::Impl {
 };
 
 BlockServer::BlockServer(BlockCache& cache, Transport& transport, DeliveryMetrics& metrics,
-                         const Clock& clock, int qos)
-    : impl_(std::make_unique<Impl>(cache, transport, metrics, clock, qos)) {}
+                         const Clock& clock, int qos, StreamHealth* health)
+    : impl_(std::make_unique<Impl>(cache, transport, metrics, clock, qos, health)) {}
 
 BlockServer::~BlockServer() = default;
 
@@ -314,7 +325,10 @@ void BlockServer::send_now(std::string_view thing, std::string_view topic,
 bool BlockPins::landed(std::uint32_t extent, std::error_code error, BlockCache::Handle handle) {
   if (reads_waiting > 0) reads_waiting--;
   if (error) {
-    if (!failure) failure = error;
+    if (!failure) {
+      failure = error;
+      failed_extent = extent;
+    }
   } else if (extent >= first && extent - first < handles.size()) {
     handles[extent - first] = std::move(handle);
   }

@@ -12,7 +12,8 @@
 // block once warm.
 //
 // Failures: a failed extent read turns the job into its rejection in place (Served::Failed),
-// coded by the one error table (engine/reply_errors.hpp); a transient refusal (no buffer, no
+// coded by the one error table (engine/reply_errors.hpp) and, unless transient, reported to the
+// StreamHealth (log line, metrics, the stream's health); a transient refusal (no buffer, no
 // descriptor) waits for a read in flight (Served::WaitSlot) or, with none, fails the job
 // RequestThrottled.
 //
@@ -29,6 +30,7 @@
 #include "engine/block_cache.hpp"
 #include "engine/clock.hpp"
 #include "engine/delivery_metrics.hpp"
+#include "engine/stream_health.hpp"
 #include "engine/transport.hpp"
 #include "engine/work.hpp"
 
@@ -36,8 +38,9 @@ namespace chunkd::engine {
 
 class BlockServer final : public Worker {
  public:
+  // `health` may be null (failures are then only counted as rejections).
   BlockServer(BlockCache& cache, Transport& transport, DeliveryMetrics& metrics, const Clock& clock,
-              int qos);
+              int qos, StreamHealth* health = nullptr);
   ~BlockServer() override;
   BlockServer(const BlockServer&) = delete;
   BlockServer& operator=(const BlockServer&) = delete;

@@ -87,14 +87,15 @@ struct ControlService::Op {
 
 ControlService::ControlService(uv_loop_t* loop, Catalog& catalog, io::RegistryStore& registry,
                                ContentStore& store, Metrics& metrics, const Clock& clock,
-                               ControlOptions options)
+                               ControlOptions options, const StreamHealth* health)
     : loop_(loop),
       catalog_(catalog),
       registry_(registry),
       store_(store),
       metrics_(metrics),
       clock_(clock),
-      options_(std::move(options)) {
+      options_(std::move(options)),
+      health_(health) {
   CHUNKD_ASSERT(options_.max_streams > 0 && options_.max_concurrent_ingests > 0);
   metrics_.gauge_fn("chunkd_streams", "Streams in the registry.", "",
                     [this] { return static_cast<double>(catalog_.size()); });
@@ -353,24 +354,7 @@ void ControlService::ingest_next(Op& op) {
   op.opened[i].fd = -1;  // the store owns it now
   store_.ingest(fd, [this, &op, i](std::error_code error, IngestResult result) {
     if (error) {
-      const auto& spec = op.files[i];
-      if (error == IngestError::SourceChanged || error == std::errc::invalid_argument) {
-        finish(op, api_error(ApiErrorCode::ValidationError, "a source file cannot be used",
-                             {{file_field(i, "key"), error.message() + "; try again"}}));
-      } else if (error == std::errc::resource_unavailable_try_again) {
-        io::HttpResponse r =
-            api_error(ApiErrorCode::RateLimited, "file reads are saturated; retry later");
-        r.headers.emplace_back("Retry-After", "1");
-        finish(op, std::move(r));
-      } else if (error == IngestError::Closed) {
-        finish(op, api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
-      } else {
-        LOG_ERROR("control", "ingest of %s/%s for stream %s failed: %s",
-                  spec.location.bucket.c_str(), spec.location.key.c_str(), op.id.c_str(),
-                  error.message().c_str());
-        finish(op, api_error(ApiErrorCode::InternalError,
-                             "storing " + file_field(i, "key") + " failed: " + error.message()));
-      }
+      finish(op, ingest_error(op.id, op.files[i], i, error, result));
       return;
     }
     op.pinned.push_back(result.digest);
@@ -378,6 +362,47 @@ void ControlService::ingest_next(Op& op) {
     op.ingested.push_back(std::move(result));
     ingest_next(op);
   });
+}
+
+io::HttpResponse ControlService::ingest_error(const std::string& id,
+                                              const protocol::StreamFileSpec& spec, std::size_t i,
+                                              const std::error_code& error,
+                                              const IngestResult& seen) const {
+  const std::string field = file_field(i, "key");
+  if (error == IngestError::SourceChanged || error == std::errc::invalid_argument) {
+    return api_error(ApiErrorCode::ValidationError, "a source file cannot be used",
+                     {{field, error.message() + "; try again"}});
+  }
+  if (error == IngestError::TooLarge) {
+    const std::uint64_t limit = store_.options().max_file_bytes;
+    return api_error(ApiErrorCode::LimitExceeded, "a source file is over storage.max_file_mib",
+                     {{field, "the file has " + std::to_string(seen.size_bytes) +
+                                  " bytes; storage.max_file_mib allows " + std::to_string(limit) +
+                                  " bytes (" + std::to_string(limit >> 20) + " MiB)"}});
+  }
+  if (storage_full(error)) {
+    std::string message = "storage full: " + field + " needs " + std::to_string(seen.size_bytes) +
+                          " bytes in storage.data_dir";
+    if (error == IngestError::StorageFull) {
+      message += ", " + std::to_string(seen.available_bytes) + " bytes available";
+    } else {
+      message += " (" + error.message() + ")";
+    }
+    LOG_WARN("control", "stream %s: %s", id.c_str(), message.c_str());
+    return api_error(ApiErrorCode::StorageFull, std::move(message));
+  }
+  if (error == std::errc::resource_unavailable_try_again) {
+    io::HttpResponse r =
+        api_error(ApiErrorCode::RateLimited, "file reads are saturated; retry later");
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
+  if (error == IngestError::Closed) {
+    return api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down");
+  }
+  LOG_ERROR("control", "ingest of %s/%s for stream %s failed: %s", spec.location.bucket.c_str(),
+            spec.location.key.c_str(), id.c_str(), error.message().c_str());
+  return api_error(ApiErrorCode::InternalError, "storing " + field + " failed: " + error.message());
 }
 
 void ControlService::commit(Op& op) {

@@ -23,7 +23,10 @@
 // - streams at most `max_streams` (creates in progress count): more is 422 LIMIT_EXCEEDED;
 // - stream ids over 44 characters are accepted with a warning in the create/update reply;
 // - streamArn is "arn:chunkd:stream/<id>";
-// - GC of the content store runs after every update and delete.
+// - GC of the content store runs after every update and delete;
+// - a file over storage.max_file_mib is 422 LIMIT_EXCEEDED naming both sizes; a full store
+//   (ContentStore's free-space check, ENOSPC, EDQUOT) is 507 STORAGE_FULL with the bytes needed and
+//   available; /healthz is 503 "degraded: ..." while storage.data_dir is not writable.
 //
 // Metrics: chunkd_http_requests_total{route,status}, chunkd_streams, and the ingest and store
 // metrics of the ContentStore.
@@ -47,6 +50,7 @@
 #include "engine/clock.hpp"
 #include "engine/content_store.hpp"
 #include "engine/metrics.hpp"
+#include "engine/stream_health.hpp"
 #include "io/http_server.hpp"
 #include "io/registry_store.hpp"
 #include "protocol/control.hpp"
@@ -62,8 +66,10 @@ struct ControlOptions {
 
 class ControlService {
  public:
+  // `health` (may be null) supplies describe's "health" (engine/stream_health.hpp).
   ControlService(uv_loop_t* loop, Catalog& catalog, io::RegistryStore& registry,
-                 ContentStore& store, Metrics& metrics, const Clock& clock, ControlOptions options);
+                 ContentStore& store, Metrics& metrics, const Clock& clock, ControlOptions options,
+                 const StreamHealth* health = nullptr);
   ~ControlService();
   ControlService(const ControlService&) = delete;
   ControlService& operator=(const ControlService&) = delete;
@@ -110,6 +116,10 @@ class ControlService {
 
   void open_files(Op& op);
   void ingest_next(Op& op);
+  // The answer to a failed ingest of files[i] (`seen`: the sizes the store reported).
+  io::HttpResponse ingest_error(const std::string& id, const protocol::StreamFileSpec& spec,
+                                std::size_t i, const std::error_code& error,
+                                const IngestResult& seen) const;
   void commit(Op& op);
   void finish(Op& op, io::HttpResponse response);
   void maybe_closed();
@@ -121,6 +131,7 @@ class ControlService {
   Metrics& metrics_;
   const Clock& clock_;
   ControlOptions options_;
+  const StreamHealth* health_;
   std::map<std::string, int, std::less<>> bucket_fds_;
 
   std::map<std::string, std::unique_ptr<Op>, std::less<>> ops_;  // by stream id: reservations

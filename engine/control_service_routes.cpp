@@ -183,12 +183,16 @@ bool ControlService::authorized(const io::HttpRequest& request) const {
 }
 
 void ControlService::health(Responder& respond) {
-  if (ready_ && !closing_) {
-    respond(json_response(200, R"({"status":"ok"})"));
+  store_.probe_storage();  // refreshes storage_problem() for the next check, off the loop thread
+  if (closing_) {
+    respond(api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
+  } else if (!store_.storage_problem().empty()) {
+    respond(api_error(ApiErrorCode::ServiceUnavailable, "degraded: " + store_.storage_problem()));
+  } else if (!ready_) {
+    respond(api_error(ApiErrorCode::ServiceUnavailable,
+                      "not connected and subscribed to the MQTT broker"));
   } else {
-    respond(api_error(
-        ApiErrorCode::ServiceUnavailable,
-        closing_ ? "chunkd is shutting down" : "not connected and subscribed to the MQTT broker"));
+    respond(json_response(200, R"({"status":"ok"})"));
   }
 }
 
@@ -206,7 +210,11 @@ void ControlService::describe(std::string_view id, Responder& respond) {
     respond(api_error(ApiErrorCode::NotFound, "no stream " + std::string(id)));
     return;
   }
-  respond(json_response(200, protocol::describe_response(to_info(*s))));
+  protocol::StreamInfo info = to_info(*s);
+  if (auto failure = health_ ? health_->health(*s) : std::nullopt) {
+    info.health = {failure->state, failure->file_id, failure->extent, failure->cause};
+  }
+  respond(json_response(200, protocol::describe_response(info)));
 }
 
 void ControlService::list(const io::HttpRequest& request, Responder& respond) {

@@ -17,6 +17,7 @@
 #include "engine/delivery.hpp"
 #include "engine/metrics.hpp"
 #include "engine/mqtt_transport.hpp"
+#include "engine/stream_health.hpp"
 #include "io/file_reader.hpp"
 #include "io/http_server.hpp"
 #include "io/log.hpp"
@@ -89,6 +90,7 @@ struct Daemon::Impl {
   std::unique_ptr<io::FileReader> reader;
   std::unique_ptr<io::RegistryStore> registry;
   std::unique_ptr<ContentStore> store;
+  std::unique_ptr<StreamHealth> health;  // data-plane failures: delivery reports, control shows
   std::unique_ptr<ControlService> control;
   std::unique_ptr<Transport> transport;
   std::unique_ptr<Delivery> delivery;
@@ -187,8 +189,9 @@ bool Daemon::Impl::open_store() {
 }
 
 bool Daemon::Impl::open_control() {
+  health = std::make_unique<StreamHealth>(catalog, metrics, clock);
   control = std::make_unique<ControlService>(&loop, catalog, *registry, *store, metrics, clock,
-                                             config.control.service);
+                                             config.control.service, health.get());
   if (auto opened = control->open(); !opened) {
     LOG_ERROR(kTag, "%s", opened.error().message().c_str());
     return false;
@@ -200,7 +203,7 @@ bool Daemon::Impl::open_control() {
 bool Daemon::Impl::open_delivery() {
   transport = std::make_unique<MqttTransport>(&loop, config.mqtt);
   delivery = std::make_unique<Delivery>(&loop, catalog, *reader, *transport, metrics, clock,
-                                        config.delivery);
+                                        config.delivery, health.get());
   register_transport_metrics();
   return true;
 }

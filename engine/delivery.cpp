@@ -40,14 +40,14 @@ std::optional<std::string_view> view(const std::optional<std::string>& s) {
 
 struct Delivery::Impl {
   Impl(uv_loop_t* l, const Catalog& c, io::FileReader& reader, Transport& t, Metrics& m,
-       const Clock& clk, DeliveryOptions o)
+       const Clock& clk, DeliveryOptions o, StreamHealth* health)
       : catalog(c),
         clock(clk),
         options(std::move(o)),
         codec(options.topic_prefix),
         metrics(m),
         cache(reader, m, options.cache),
-        server(cache, t, metrics, clk, options.qos),
+        server(cache, t, metrics, clk, options.qos, health),
         scheduler(l, server, t, clk, m, options.scheduler) {
     CHUNKD_ASSERT(protocol::TopicCodec::valid_prefix(options.topic_prefix));
   }
@@ -206,9 +206,9 @@ struct Delivery::Impl {
 
 Delivery::Delivery(uv_loop_t* loop, const Catalog& catalog, io::FileReader& reader,
                    Transport& transport, Metrics& metrics, const Clock& clock,
-                   DeliveryOptions options)
+                   DeliveryOptions options, StreamHealth* health)
     : impl_(std::make_unique<Impl>(loop, catalog, reader, transport, metrics, clock,
-                                   std::move(options))) {}
+                                   std::move(options), health)) {}
 
 Delivery::~Delivery() = default;
 

@@ -34,6 +34,7 @@
 #include "engine/clock.hpp"
 #include "engine/delivery_options.hpp"
 #include "engine/metrics.hpp"
+#include "engine/stream_health.hpp"
 #include "engine/transport.hpp"
 #include "io/file_reader.hpp"
 
@@ -41,8 +42,10 @@ namespace chunkd::engine {
 
 class Delivery {
  public:
+  // `health` (may be null) gets every failed block read (engine/stream_health.hpp).
   Delivery(uv_loop_t* loop, const Catalog& catalog, io::FileReader& reader, Transport& transport,
-           Metrics& metrics, const Clock& clock, DeliveryOptions options);
+           Metrics& metrics, const Clock& clock, DeliveryOptions options,
+           StreamHealth* health = nullptr);
   ~Delivery();
   Delivery(const Delivery&) = delete;
   Delivery& operator=(const Delivery&) = delete;

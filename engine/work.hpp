@@ -38,9 +38,10 @@ struct BlockJob {
 // The extents of the block being served, pinned as they arrive (one per extent it covers).
 struct BlockPins {
   std::vector<BlockCache::Handle> handles;
-  std::uint32_t first = 0;        // extent index of handles[0]
-  std::size_t reads_waiting = 0;  // reads started or joined, not yet reported
-  std::error_code failure;        // a read failed: the job ends with this error
+  std::uint32_t first = 0;          // extent index of handles[0]
+  std::size_t reads_waiting = 0;    // reads started or joined, not yet reported
+  std::error_code failure;          // a read failed: the job ends with this error
+  std::uint32_t failed_extent = 0;  // the extent whose read set `failure`
 
   void release() { handles.clear(); }
   // A read reported: keeps its handle (when it belongs to the current block) or its error.

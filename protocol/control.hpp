@@ -24,6 +24,7 @@ enum class ApiErrorCode : std::uint8_t {
   RateLimited,         // 429
   InternalError,       // 500
   ServiceUnavailable,  // 503
+  StorageFull,         // 507 (no space left for a stream's files in storage.data_dir)
 };
 std::string_view to_string(ApiErrorCode code);  // "VALIDATION_ERROR", ...
 int http_status(ApiErrorCode code);
@@ -106,6 +107,13 @@ struct FileInfo {
   std::uint64_t size_bytes = 0;
   std::string digest;  // content digest, 32 lowercase hex digits
 };
+// Whether devices can be served the stream's content (describe's "health").
+struct StreamHealthInfo {
+  std::string status = "ok";             // "ok", "corrupt" or "missing"
+  std::optional<std::uint32_t> file_id;  // not ok: the file that failed verification
+  std::uint32_t extent = 0;              // ... the extent, and why ("manifest_mismatch", ...)
+  std::string cause;
+};
 struct StreamInfo {
   std::string stream_id;
   std::string stream_arn;
@@ -116,12 +124,14 @@ struct StreamInfo {
   std::vector<FileInfo> files;
   std::string created_at;  // RFC 3339 UTC
   std::string updated_at;
+  StreamHealthInfo health;
 };
 
 // {"success":true,"data":{...}} for create/update: id, streamId, streamArn, streamVersion,
 // description, created_at (and "warnings":[...] when non-empty).
 std::string create_response(const StreamInfo& s, const std::vector<std::string>& warnings);
-// describe: everything in StreamInfo.
+// describe: everything in StreamInfo; "health":"ok", or the status and a "healthDetail" object
+// {fileId, extent, cause}.
 std::string describe_response(const StreamInfo& s);
 // list: {"streams":[{id,streamId,streamArn,streamVersion,description,created_at}...],"nextToken"?}
 // `next_token` is written as given: pass encode_next_token(last id of the page), or nullopt on

@@ -79,6 +79,8 @@ std::string_view to_string(ApiErrorCode code) {
       return "INTERNAL_ERROR";
     case ApiErrorCode::ServiceUnavailable:
       return "SERVICE_UNAVAILABLE";
+    case ApiErrorCode::StorageFull:
+      return "STORAGE_FULL";
   }
   return "INTERNAL_ERROR";  // a value outside the enum is a bug upstream: answer as one
 }
@@ -105,6 +107,8 @@ int http_status(ApiErrorCode code) {
       return 500;
     case ApiErrorCode::ServiceUnavailable:
       return 503;
+    case ApiErrorCode::StorageFull:
+      return 507;
   }
   return 500;
 }
@@ -217,7 +221,17 @@ std::string describe_response(const StreamInfo& s) {
     append_field(out, "digest", f.digest);
     out += '}';
   }
-  out += ']';
+  out += "],";
+  append_field(out, "health", s.health.status);
+  if (s.health.file_id) {
+    out += ",\"healthDetail\":{";
+    append_field(out, "fileId", *s.health.file_id);
+    out += ',';
+    append_field(out, "extent", s.health.extent);
+    out += ',';
+    append_field(out, "cause", s.health.cause);
+    out += '}';
+  }
   out += kSuccessClose;
   return out;
 }

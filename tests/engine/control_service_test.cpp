@@ -7,6 +7,8 @@
 #include <uv.h>
 #include <xxhash.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,10 +18,12 @@
 #include <string>
 #include <vector>
 
+#include "engine/block_cache.hpp"
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
 #include "engine/content_store.hpp"
 #include "engine/metrics.hpp"
+#include "engine/stream_health.hpp"
 #include "io/file_reader.hpp"
 #include "io/http_server.hpp"
 #include "io/registry_store.hpp"
@@ -110,6 +114,11 @@ struct Options {
   std::string token;
   std::size_t max_streams = 10000;
   std::size_t max_concurrent_ingests = 2;
+  std::uint64_t max_file_bytes = std::uint64_t{4096} << 20;
+  // The store's free space and writability (seams); a test changes them while it runs.
+  std::shared_ptr<std::atomic<std::uint64_t>> free_bytes =
+      std::make_shared<std::atomic<std::uint64_t>>(std::uint64_t{1} << 40);
+  std::shared_ptr<std::atomic<int>> writable_errno = std::make_shared<std::atomic<int>>(0);
 };
 
 class ControlServiceTest : public ::testing::Test {
@@ -163,6 +172,13 @@ class ControlServiceTest : public ::testing::Test {
     ContentStoreOptions so;
     so.data_dir = dir_ + "/data";
     so.extent_bytes = 64 * 1024;
+    so.try_reflink = false;  // every ingest copies, so the free-space check applies
+    so.max_file_bytes = options.max_file_bytes;
+    so.free_space = [free = options.free_bytes](const std::string&, std::uint64_t& available) {
+      available = free->load();
+      return 0;
+    };
+    so.check_writable = [e = options.writable_errno](const std::string&) { return e->load(); };
     store_ = std::make_unique<ContentStore>(&loop_, *reader_, metrics_.get(), clock_, so,
                                             [this] { return catalog_->referenced_digests(); });
     ASSERT_FALSE(store_->open(message)) << message;
@@ -171,8 +187,9 @@ class ControlServiceTest : public ::testing::Test {
     co.token = options.token;
     co.max_streams = options.max_streams;
     co.max_concurrent_ingests = options.max_concurrent_ingests;
+    health_ = std::make_unique<StreamHealth>(*catalog_, *metrics_, clock_);
     control_ = std::make_unique<ControlService>(&loop_, *catalog_, *registry_, *store_, *metrics_,
-                                                clock_, co);
+                                                clock_, co, health_.get());
     auto buckets = control_->open();
     ASSERT_TRUE(buckets) << buckets.error().message();
   }
@@ -189,6 +206,7 @@ class ControlServiceTest : public ::testing::Test {
     registry_->close([&] { registry_closed = true; });
     run_until([&] { return registry_closed; });
     control_.reset();
+    health_.reset();
     store_.reset();
     registry_.reset();
     catalog_.reset();
@@ -267,6 +285,7 @@ class ControlServiceTest : public ::testing::Test {
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ContentStore> store_;
+  std::unique_ptr<StreamHealth> health_;
   std::unique_ptr<ControlService> control_;
 };
 
@@ -620,6 +639,84 @@ TEST_F(ControlServiceTest, HealthzFollowsReadiness) {
   EXPECT_EQ(r.body, R"({"status":"ok"})");
   control_->set_ready(false);
   EXPECT_EQ(call("GET", "/healthz").status, 503);
+}
+
+TEST_F(ControlServiceTest, HealthzIsDegradedWhileDataDirIsNotWritable) {
+  Options options;
+  options.writable_errno->store(EROFS);
+  restart(options);
+  control_->set_ready(true);
+  auto r = call("GET", "/healthz");
+  EXPECT_EQ(r.status, 503);
+  Json j(r.body);
+  EXPECT_EQ(j.str("/error/code"), "SERVICE_UNAVAILABLE");
+  EXPECT_NE(j.str("/error/message").find("degraded: storage.data_dir"), std::string::npos)
+      << r.body;
+  EXPECT_NE(j.str("/error/message").find("not writable"), std::string::npos) << r.body;
+  // Writable again: the probe the next /healthz starts (off the loop thread) clears it.
+  options.writable_errno->store(0);
+  clock_.advance_ms(ContentStore::kProbeIntervalMs);
+  (void)call("GET", "/healthz");
+  run_until([&] { return store_->storage_problem().empty(); });
+  EXPECT_EQ(call("GET", "/healthz").status, 200);
+}
+
+TEST_F(ControlServiceTest, FileOverMaxFileMibIs422WithBothSizes) {
+  Options options;
+  options.max_file_bytes = 100000;  // fw_ is 200015 bytes
+  restart(options);
+  auto r =
+      call("POST", "/streams/big", create_body({file_json(0, "app.bin"), file_json(1, "fw.bin")}));
+  EXPECT_EQ(r.status, 422) << r.body;
+  Json j(r.body);
+  EXPECT_EQ(j.str("/error/code"), "LIMIT_EXCEEDED");
+  EXPECT_EQ(j.detail_fields(), std::vector<std::string>{"files[1].s3Location.key"});
+  const std::string problem = j.str("/error/details/0/problem");
+  EXPECT_NE(problem.find(std::to_string(fw_.size()) + " bytes"), std::string::npos) << problem;
+  EXPECT_NE(problem.find("allows 100000 bytes"), std::string::npos) << problem;
+  EXPECT_EQ(call("GET", "/streams/big").status, 404);
+}
+
+TEST_F(ControlServiceTest, NoSpaceIs507StorageFullUnlessTheContentIsStored) {
+  Options options;
+  restart(options);
+  ASSERT_EQ(call("POST", "/streams/a", create_body({file_json(0, "fw.bin")})).status, 201);
+  options.free_bytes->store(1000);
+  put("new.bin", std::string(5000, 'n'));
+  auto r = call("POST", "/streams/b", create_body({file_json(0, "new.bin")}));
+  EXPECT_EQ(r.status, 507) << r.body;
+  Json j(r.body);
+  EXPECT_EQ(j.str("/error/code"), "STORAGE_FULL");
+  EXPECT_NE(j.str("/error/message").find("needs 5000 bytes"), std::string::npos) << r.body;
+  EXPECT_NE(j.str("/error/message").find("1000 bytes available"), std::string::npos) << r.body;
+  // fw.bin's content is stored already: a second stream of it needs no space.
+  put("fw-copy.bin", fw_);
+  r = call("POST", "/streams/c", create_body({file_json(0, "fw-copy.bin")}));
+  EXPECT_EQ(r.status, 201) << r.body;
+}
+
+TEST_F(ControlServiceTest, DescribeAndMetricsShowAStreamThatFailedVerification) {
+  ASSERT_EQ(call("POST", "/streams/fw", create_body({file_json(0, "fw.bin")})).status, 201);
+  Json ok(call("GET", "/streams/fw").body);
+  EXPECT_EQ(ok.str("/data/health"), "ok");
+  EXPECT_FALSE(ok.has("/data/healthDetail"));
+  StreamSnapshot s = catalog_->find("fw");
+  health_->failed(*s, s->files[0], 2, CacheError::ManifestMismatch);
+  Json bad(call("GET", "/streams/fw").body);
+  EXPECT_EQ(bad.str("/data/health"), "corrupt");
+  EXPECT_EQ(bad.num("/data/healthDetail/fileId"), 0u);
+  EXPECT_EQ(bad.num("/data/healthDetail/extent"), 2u);
+  EXPECT_EQ(bad.str("/data/healthDetail/cause"), "manifest_mismatch");
+  std::string page = call("GET", "/metrics").body;
+  EXPECT_NE(page.find("chunkd_streams_unhealthy 1\n"), std::string::npos) << page;
+  EXPECT_NE(page.find("chunkd_block_failures_total{cause=\"manifest_mismatch\"} 1\n"),
+            std::string::npos)
+      << page;
+  // Re-ingesting makes a new, healthy version.
+  ASSERT_EQ(call("PUT", "/streams/fw", R"({"files":[)" + file_json(0, "app.bin") + "]}").status,
+            200);
+  EXPECT_EQ(Json(call("GET", "/streams/fw").body).str("/data/health"), "ok");
+  EXPECT_NE(call("GET", "/metrics").body.find("chunkd_streams_unhealthy 0\n"), std::string::npos);
 }
 
 TEST_F(ControlServiceTest, MetricsPage) {

@@ -6,6 +6,8 @@
 #include <uv.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -16,6 +18,7 @@
 #include "engine/clock.hpp"
 #include "engine/metrics.hpp"
 #include "engine/mqtt_transport.hpp"
+#include "engine/stream_health.hpp"
 #include "protocol/device.hpp"
 #include "protocol/request.hpp"
 #include "protocol/topic.hpp"
@@ -73,11 +76,11 @@ class DeliveryTest : public ::testing::Test {
     EXPECT_EQ(testing::drain_and_close(&loop_), 0);
   }
 
-  Delivery& make(DeliveryOptions o = {}) {
+  Delivery& make(DeliveryOptions o = {}, StreamHealth* health = nullptr) {
     o.cache.data_dir = dir_.path();
     o.cache.capacity_bytes = 4u << 20;
-    delivery_ =
-        std::make_unique<Delivery>(&loop_, catalog_, *reader_, transport_, metrics_, clock_, o);
+    delivery_ = std::make_unique<Delivery>(&loop_, catalog_, *reader_, transport_, metrics_, clock_,
+                                           o, health);
     return *delivery_;
   }
 
@@ -437,6 +440,89 @@ TEST_F(DeliveryTest, ChangedBlobIsETagMismatch) {
   EXPECT_EQ(r->client_token, "e");
   EXPECT_GE(metrics_.counter_value("chunkd_cache_manifest_mismatch_total"), 1u);
   EXPECT_EQ(requests("get", "ETagMismatch"), 1u);
+}
+
+// Redirects stderr (where io/log writes) to a file while it lives; text() is what was written.
+class StderrCapture {
+ public:
+  StderrCapture() : path_(std::filesystem::temp_directory_path() / "chunkd-stderr-XXXXXX") {
+    std::string templ = path_.string();
+    int fd = ::mkstemp(templ.data());
+    path_ = templ;
+    saved_ = ::dup(STDERR_FILENO);
+    ::dup2(fd, STDERR_FILENO);
+    ::close(fd);
+  }
+  ~StderrCapture() {
+    restore();
+    std::filesystem::remove(path_);
+  }
+  std::string text() {
+    restore();
+    std::ifstream in(path_);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    ::dup2(saved_, STDERR_FILENO);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  std::filesystem::path path_;
+  int saved_ = -1;
+};
+
+std::size_t occurrences(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) n++;
+  return n;
+}
+
+TEST_F(DeliveryTest, CorruptBlobIsLoggedOnceCountedAndMarksTheStream) {
+  StreamHealth health(catalog_, metrics_, clock_);
+  make({}, &health);
+  {
+    std::string path = blob_path(dir_.path(), stream_->files[0].digest);
+    int fd = ::open(path.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "!", 1, kExtent + 5), 1);  // extent 1 no longer matches
+    ::close(fd);
+  }
+  GetStreamArgs a;
+  a.file_id = 0;
+  a.block_size = 16384;
+  a.offset = 4;  // blocks 4, 5: extent 1
+  a.count = 2;
+  StderrCapture log;
+  for (int i = 0; i < 3; ++i) {
+    send_get("dev", Format::Json, a);
+    expect_rejected("ETagMismatch", Format::Json);
+  }
+  clock_.advance_ms(StreamHealth::kDefaultLogIntervalMs);
+  send_get("dev", Format::Json, a);  // a minute on: one more line, counting the two unlogged
+  expect_rejected("ETagMismatch", Format::Json);
+  const std::string text = log.text();
+  EXPECT_EQ(occurrences(text, "stream fw version 3 file 0 extent 1: manifest_mismatch"), 2u)
+      << text;
+  EXPECT_EQ(occurrences(text, "2 more failures of this file since the last report"), 1u) << text;
+  EXPECT_NE(text.find(stream_->files[0].digest), std::string::npos) << text;
+
+  EXPECT_EQ(metrics_.counter_value("chunkd_block_failures_total", R"(cause="manifest_mismatch")"),
+            4u);
+  auto failure = health.health(*stream_);
+  ASSERT_TRUE(failure.has_value());
+  EXPECT_EQ(failure->state, "corrupt");
+  EXPECT_EQ(failure->file_id, 0u);
+  EXPECT_EQ(failure->extent, 1u);
+  EXPECT_NE(metrics_.render().find("chunkd_streams_unhealthy 1\n"), std::string::npos);
+  // A new version of the stream starts healthy.
+  auto next = std::make_shared<io::StoredStream>(*stream_);
+  next->version = 4;
+  catalog_.put(next);
+  EXPECT_FALSE(health.health(*next).has_value());
+  EXPECT_EQ(health.unhealthy_streams(), 0u);
 }
 
 TEST_F(DeliveryTest, ChangedBlobRejectionCarriesTheCode) {

@@ -851,7 +851,18 @@ TEST(ControlEnvelope, DescribeResponseGolden) {
             R"("files":[{"fileId":0,"s3Location":{"bucket":"fw","key":"a.bin"},)"
             R"("sizeBytes":1048576,"digest":"00112233445566778899aabbccddeeff"},)"
             R"({"fileId":255,"s3Location":{"bucket":"models","key":"m/x.tflite"},)"
-            R"("sizeBytes":0,"digest":"ffeeddccbbaa99887766554433221100"}]}})");
+            R"("sizeBytes":0,"digest":"ffeeddccbbaa99887766554433221100"}],"health":"ok"}})");
+}
+
+TEST(ControlEnvelope, DescribeResponseNamesTheFileThatFailedVerification) {
+  StreamInfo s = sample_stream();
+  s.files.clear();
+  s.health = {"corrupt", 255, 7, "manifest_mismatch"};
+  const std::string body = describe_response(s);
+  EXPECT_NE(body.find(R"("files":[],"health":"corrupt",)"
+                      R"("healthDetail":{"fileId":255,"extent":7,"cause":"manifest_mismatch"}}})"),
+            std::string::npos)
+      << body;
 }
 
 TEST(ControlEnvelope, DescribeResponseEmptyListsAndMaxVersion) {
@@ -861,7 +872,7 @@ TEST(ControlEnvelope, DescribeResponseEmptyListsAndMaxVersion) {
   EXPECT_EQ(describe_response(s),
             R"({"success":true,"data":{"id":"x","streamId":"x","streamArn":"",)"
             R"("streamVersion":18446744073709551615,"description":"","created_at":"",)"
-            R"("updated_at":"","roleArn":"","tags":[],"files":[]}})");
+            R"("updated_at":"","roleArn":"","tags":[],"files":[],"health":"ok"}})");
 }
 
 TEST(ControlEnvelope, ListResponseGolden) {
@@ -931,6 +942,7 @@ TEST(ControlEnvelope, CodesAndHttpStatuses) {
       {ApiErrorCode::RateLimited, {"RATE_LIMITED", 429}},
       {ApiErrorCode::InternalError, {"INTERNAL_ERROR", 500}},
       {ApiErrorCode::ServiceUnavailable, {"SERVICE_UNAVAILABLE", 503}},
+      {ApiErrorCode::StorageFull, {"STORAGE_FULL", 507}},
   };
   for (const auto& [code, expected] : table) {
     EXPECT_EQ(to_string(code), expected.first);
