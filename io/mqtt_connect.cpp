@@ -59,7 +59,7 @@ int MqttConnection::init_protocol() {
   CHUNKD_ASSERT(options_.max_packet_bytes >= kMqttMinMaxPacketBytes &&
                 options_.max_packet_bytes <= kMqttMaxMaxPacketBytes);
   protocol_version_ =
-      options_.protocol == MqttProtocol::V311 ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5;
+      options_.protocol == MqttProtocol::V311 || v311_only_ ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5;
   if (mqtt5() && connect_props_ == nullptr) {
     const int rc = mosquitto_property_add_int32(&connect_props_, MQTT_PROP_MAXIMUM_PACKET_SIZE,
                                                 static_cast<uint32_t>(options_.max_packet_bytes));
@@ -69,6 +69,14 @@ int MqttConnection::init_protocol() {
 }
 
 int MqttConnection::connect_client(const std::string& addr) {
+  if (recreate_) {
+    // libmosquitto keeps the properties of mosquitto_connect_bind_v5 for every later connect and
+    // refuses them under 3.1.1 (MOSQ_ERR_NOT_SUPPORTED): only a new client forgets them.
+    recreate_ = false;
+    mosquitto_destroy(mosq_);
+    mosq_ = nullptr;
+    if (!init()) return MOSQ_ERR_NOMEM;
+  }
   if (!mqtt5()) {
     return mosquitto_connect_bind_async(mosq_, addr.c_str(), uri_.port, options_.keepalive_s,
                                         nullptr);
@@ -144,7 +152,8 @@ bool MqttConnection::fall_back_to_v311(int rc) {
     LOG_DEBUG(kTag, "%s: the broker refused MQTT 5; using MQTT 3.1.1", id_.c_str());
   }
   protocol_version_ = MQTT_PROTOCOL_V311;
-  mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  v311_only_ = true;
+  recreate_ = true;  // not now: this runs inside a libmosquitto callback
   // libmosquitto drops the connection next; its retry is not a failure worth a warning.
   failures_ = 1;
   backoff_ms_ = options_.reconnect_min_ms;

@@ -163,6 +163,8 @@ class MqttConnection {
   mosquitto* mosq_ = nullptr;
   mosquitto_property* connect_props_ = nullptr;  // MQTT 5 CONNECT: Maximum Packet Size
   int protocol_version_ = MQTT_PROTOCOL_V311;
+  bool v311_only_ = false;       // the broker refused MQTT 5 (MqttProtocol::Auto)
+  bool recreate_ = false;        // the client keeps MQTT 5 CONNECT properties: make a fresh one
   LoopHandle* probe_ = nullptr;  // the probe's poll (its socket: probe_fd_)
   int probe_fd_ = -1;
   std::string probe_addr_;
