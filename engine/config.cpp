@@ -6,6 +6,7 @@
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include "io/log.hpp"
 #include "io/mqtt_options.hpp"
 #include "io/mqtt_uri.hpp"
+#include "protocol/request.hpp"
 #include "protocol/topic.hpp"
 
 namespace chunkd::engine {
@@ -44,7 +46,7 @@ const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
   static const std::map<std::string, std::set<std::string>, std::less<>> keys = {
       {"mqtt",
        {"uri", "client_id", "connections", "username", "password_file", "ca_file", "cert_file",
-        "key_file", "qos", "topic_prefix", "keepalive_s", "max_queued_mib"}},
+        "key_file", "qos", "topic_prefix", "keepalive_s", "max_queued_mib", "protocol"}},
       {"control",
        {"listen", "token_file", "allow_insecure_listen", "max_body_bytes", "max_connections",
         "idle_timeout_ms", "request_timeout_ms", "max_concurrent_ingests"}},
@@ -238,9 +240,35 @@ void read_mqtt_credentials(Section& s, Config& c, bool tls, const std::string& c
   }
 }
 
+void read_mqtt_protocol(Section& s, Config& c) {
+  std::string text;
+  if (!s.string("protocol", text)) return;
+  if (text == "auto") {
+    c.mqtt.protocol = io::MqttProtocol::Auto;
+  } else if (text == "5") {
+    c.mqtt.protocol = io::MqttProtocol::V5;
+  } else if (text == "3.1.1") {
+    c.mqtt.protocol = io::MqttProtocol::V311;
+  } else {
+    s.fail("protocol", "must be \"auto\", \"5\" or \"3.1.1\" (got \"" + text + "\")");
+  }
+}
+
+// The largest packet a broker may send chunkd (MQTT 5 Maximum Packet Size): a request of the
+// largest payload decoded on the longest topic, plus 1 KiB for the fixed header and the
+// properties a broker adds, rounded up to a power of two (64 KiB). Larger requests would be
+// refused unparsed anyway; the broker now drops them before they reach chunkd.
+constexpr std::size_t kRequestPacketBytes =
+    std::bit_ceil(protocol::kMaxRequestMessageBytes + protocol::kMaxTopicPrefixBytes +
+                  protocol::kMaxThingNameBytes + protocol::kMaxStreamIdBytes + 1024);
+static_assert(kRequestPacketBytes >= io::kMqttMinMaxPacketBytes &&
+              kRequestPacketBytes <= io::kMqttMaxMaxPacketBytes);
+
 void read_mqtt(Section& s, Config& c, const std::string& config_dir) {
   bool tls = false;
   read_mqtt_endpoint(s, c, tls);
+  read_mqtt_protocol(s, c);
+  c.mqtt.max_packet_bytes = kRequestPacketBytes;
   read_mqtt_credentials(s, c, tls, config_dir);
   read_numeric_keys(s, c);
 }

@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -66,7 +67,9 @@ MqttConnection::~MqttConnection() {
     resolve_->conn = nullptr;
     uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_->req));
   }
+  if (probe_fd_ >= 0) ::close(probe_fd_);  // its poll was closed with the pool's handles
   if (mosq_ != nullptr) mosquitto_destroy(mosq_);
+  mosquitto_property_free_all(&connect_props_);
 }
 
 // ---- setting up -------------------------------------------------------------------------------
@@ -77,7 +80,7 @@ Expected<void> MqttConnection::init() {
   if (mosq_ == nullptr) {
     return fail(std::errc::not_enough_memory, "mosquitto_new for " + id_ + " failed");
   }
-  int rc = mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  int rc = init_protocol();
   if (rc == MOSQ_ERR_SUCCESS) rc = mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);
   if (rc == MOSQ_ERR_SUCCESS && !options_.username.empty()) {
     rc = mosquitto_username_pw_set(mosq_, options_.username.c_str(),
@@ -198,9 +201,12 @@ void MqttConnection::resolved(int status, const addrinfo* res) {
 
 void MqttConnection::begin_connect(const std::string& addr) {
   disconnect_sent_ = false;
+  if (!start_probe(addr)) open_client(addr);
+}
+
+void MqttConnection::open_client(const std::string& addr) {
   errno = 0;
-  const int rc =
-      mosquitto_connect_bind_async(mosq_, addr.c_str(), uri_.port, options_.keepalive_s, nullptr);
+  const int rc = connect_client(addr);
   const int err = errno;
   if (rc != MOSQ_ERR_SUCCESS) {
     connect_failed(rc == MOSQ_ERR_ERRNO ? std::strerror(err) : mosquitto_strerror(rc));
@@ -394,6 +400,7 @@ void MqttConnection::run_misc() {
 // ---- connection events ------------------------------------------------------------------------
 
 void MqttConnection::on_connack(int rc) {
+  if (rc != 0 && fall_back_to_v311(rc)) return;
   if (rc != 0) {
     // libmosquitto drops the connection right after this; on_disconnect schedules the retry.
     ++failures_;
@@ -413,7 +420,8 @@ void MqttConnection::on_connack(int rc) {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  LOG_INFO(kTag, "%s: connected to %s", id_.c_str(), options_.uri.c_str());
+  LOG_INFO(kTag, "%s: connected to %s (MQTT %s)", id_.c_str(), options_.uri.c_str(),
+           mqtt5() ? "5" : "3.1.1");
   if (index_ == 0) subscribe();
   events_.state_changed(*this);
 }
@@ -495,6 +503,7 @@ void MqttConnection::advance_stop(bool drained) {
       if (resolve_ != nullptr) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_->req));
       break;
     case State::Connecting:
+      cancel_probe();
       close_poll();  // nothing to flush before CONNACK; the socket closes with the client
       state_ = State::Closed;
       break;
@@ -525,6 +534,7 @@ void MqttConnection::release_client() {
 }
 
 void MqttConnection::abandon() {
+  cancel_probe();
   close_poll();
   misc_due_ = false;
   state_ = State::Closed;

@@ -10,6 +10,12 @@
 //                 any failure or loss --> Backoff (exponential, jittered, reconnect_min..max_ms)
 //                 stop: --> Closed (after DISCONNECT when connected and drained).
 // A host name is resolved on the loop (uv_getaddrinfo); each attempt takes the next address.
+// MQTT 5 (io/mqtt_connect.cpp): CONNECT carries Maximum Packet Size (options.max_packet_bytes).
+// libmosquitto 2.0 sends CONNECT properties only from its blocking connect
+// (mosquitto_connect_bind_v5; eclipse/mosquitto#1835), so Connecting first makes a non-blocking
+// TCP connect to the address (the probe, bounded by keepalive_s) and only once the broker has
+// accepted it makes the blocking one, which then returns within a round trip. With
+// MqttProtocol::Auto a CONNACK "unsupported protocol version" switches to 3.1.1 for good.
 // Keep-alive: the pool's 1 s timer calls misc_tick(); while the writer has bytes waiting,
 // libmosquitto's keep-alive waits (a PINGREQ would land inside the writer's packets), and a socket
 // that takes no byte for 1.5 keep-alive periods is dropped.
@@ -78,6 +84,8 @@ class MqttConnection {
   bool subscribed() const { return subscribed_; }
   bool resolving() const { return resolve_ != nullptr; }
   const MqttWriter& writer() const { return writer_; }
+  // The current (or next) attempt speaks MQTT 5; false: 3.1.1.
+  bool mqtt5() const { return protocol_version_ == MQTT_PROTOCOL_V5; }
 
   // The pool's own QoS 0 path: the bytes the socket took now, or nullopt when the write failed
   // and the connection was dropped. REQUIRES: connected().
@@ -110,6 +118,14 @@ class MqttConnection {
   void connect_now();
   void resolved(int status, const addrinfo* res);
   void begin_connect(const std::string& addr);
+  void open_client(const std::string& addr);
+  // io/mqtt_connect.cpp: the protocol version, the probe, the fallback.
+  int init_protocol();
+  int connect_client(const std::string& addr);
+  bool start_probe(const std::string& addr);
+  void probe_done(int error);
+  void cancel_probe();
+  bool fall_back_to_v311(int rc);
   void connect_failed(const char* why);
   void schedule_reconnect();
   void check_socket();
@@ -126,6 +142,8 @@ class MqttConnection {
 
   static void on_poll(uv_poll_t* poll, int status, int events) noexcept;
   static void on_reconnect_timer(uv_timer_t* timer) noexcept;
+  static void on_probe_poll(uv_poll_t* poll, int status, int events) noexcept;
+  static void on_probe_timeout(uv_timer_t* timer) noexcept;
   static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept;
   static void on_connect_cb(mosquitto*, void* self, int rc) noexcept;
   static void on_disconnect_cb(mosquitto*, void* self, int rc) noexcept;
@@ -143,6 +161,13 @@ class MqttConnection {
   MqttStats& stats_;
   std::string id_;
   mosquitto* mosq_ = nullptr;
+  mosquitto_property* connect_props_ = nullptr;  // MQTT 5 CONNECT: Maximum Packet Size
+  int protocol_version_ = MQTT_PROTOCOL_V311;
+  bool v311_only_ = false;       // the broker refused MQTT 5 (MqttProtocol::Auto)
+  bool recreate_ = false;        // the client keeps MQTT 5 CONNECT properties: make a fresh one
+  LoopHandle* probe_ = nullptr;  // the probe's poll (its socket: probe_fd_)
+  int probe_fd_ = -1;
+  std::string probe_addr_;
   State state_ = State::Idle;
   bool stopping_ = false;
   LoopHandle* poll_ = nullptr;

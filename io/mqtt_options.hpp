@@ -11,6 +11,7 @@
 //   - 1 <= max_queued_bytes <= kMqttMaxQueuedBytes
 //   - 0 <= subscribe_qos <= kMqttMaxQos; every subscription a valid topic filter
 //   - a password only with a username; cert_file and key_file together; TLS files only with ssl://
+//   - kMqttMinMaxPacketBytes <= max_packet_bytes <= kMqttMaxMaxPacketBytes
 #pragma once
 
 #include <cstddef>
@@ -27,6 +28,16 @@ inline constexpr int kMqttMaxKeepaliveS = 3600;
 inline constexpr std::size_t kMqttMaxQueuedBytes = std::size_t{4096}
                                                    << 20;  // config: mqtt.max_queued_mib 1..4096
 inline constexpr int kMqttMaxQos = 1;                      // config: mqtt.qos 0..1
+// Bounds of MqttOptions::max_packet_bytes (MQTT 5's Maximum Packet Size is 1..2^28+4).
+inline constexpr std::size_t kMqttMinMaxPacketBytes = 1024;
+inline constexpr std::size_t kMqttMaxMaxPacketBytes = std::size_t{256} << 20;
+
+// The MQTT version chunkd connects with (config: mqtt.protocol).
+//   Auto: MQTT 5; a broker that refuses it (CONNACK "unsupported protocol version") gets 3.1.1
+//         from then on, with one warning.
+//   V5:   MQTT 5 only; a refusal is retried like any other.
+//   V311: MQTT 3.1.1 only: no Maximum Packet Size; the broker's message_size_limit is the bound.
+enum class MqttProtocol { Auto, V5, V311 };
 
 struct MqttOptions {
   std::string uri = "tcp://127.0.0.1:1883";  // tcp://host:port or ssl://host:port
@@ -43,6 +54,14 @@ struct MqttOptions {
   std::size_t max_queued_bytes = 8u << 20;  // per connection
   std::vector<std::string> subscriptions;   // filters subscribed on every connection... see below
   int subscribe_qos = 0;
+  MqttProtocol protocol = MqttProtocol::Auto;
+  // MQTT 5 CONNECT property Maximum Packet Size: the broker never sends chunkd a larger packet
+  // (it drops the message for chunkd instead), so a huge publish to a request topic costs chunkd
+  // nothing. chunkd only receives requests: a request's payload is at most 32 KiB (larger ones
+  // are refused unparsed, protocol/request.hpp kMaxRequestMessageBytes) and its topic at most
+  // ~1.3 KiB (prefix 1024 + thing 128 + stream 128 + verbs); 64 KiB leaves room for the header
+  // and properties a broker adds. The config loader derives it from those protocol limits.
+  std::size_t max_packet_bytes = 64u << 10;
 };
 // Subscriptions: each filter is subscribed on connection 0 only (a broker would otherwise deliver
 // every request once per connection). Replies are spread over all connections by thing.

@@ -315,7 +315,7 @@ struct MqttPool::Impl final : MqttConnection::Events {
   PublishResult publish_direct(Slot& s, std::string_view topic,
                                std::span<const std::span<const std::byte>> parts,
                                std::size_t payload_bytes) {
-    const std::optional<PublishHead> head = encode_publish_head(topic.size(), payload_bytes);
+    const auto head = encode_publish_head(topic.size(), payload_bytes, s.conn->mqtt5());
     if (!head) return PublishResult::Error;
     Ledger& l = s.ledger;
     if (l.queued_bytes > 0 && l.queued_bytes + head->wire_bytes > options_.max_queued_bytes) {

@@ -13,15 +13,20 @@ namespace {
 // MQTT's largest remaining length (four-byte variable integer).
 constexpr std::size_t kMaxRemainingLength = 268435455;
 
+// An MQTT 5 PUBLISH's property length when it has no properties.
+constexpr std::array<std::byte, 1> kNoProperties{std::byte{0}};
+
 iovec as_iovec(std::span<const std::byte> s) {
   return iovec{const_cast<std::byte*>(s.data()), s.size()};
 }
 
 }  // namespace
 
-std::optional<PublishHead> encode_publish_head(std::size_t topic_bytes, std::size_t payload_bytes) {
+std::optional<PublishHead> encode_publish_head(std::size_t topic_bytes, std::size_t payload_bytes,
+                                               bool mqtt5) {
   CHUNKD_ASSERT(topic_bytes <= 65535);
-  std::size_t remaining = 2 + topic_bytes + payload_bytes;
+  const std::size_t properties = mqtt5 ? 1 : 0;
+  std::size_t remaining = 2 + topic_bytes + properties + payload_bytes;
   if (remaining > kMaxRemainingLength) return std::nullopt;
   PublishHead h;
   std::size_t n = 0;
@@ -35,7 +40,8 @@ std::optional<PublishHead> encode_publish_head(std::size_t topic_bytes, std::siz
   h.bytes[n++] = static_cast<std::byte>(topic_bytes >> 8);
   h.bytes[n++] = static_cast<std::byte>(topic_bytes & 0xff);
   h.size = n;
-  h.wire_bytes = n + topic_bytes + payload_bytes;
+  h.properties = properties;
+  h.wire_bytes = n + topic_bytes + properties + payload_bytes;
   return h;
 }
 
@@ -62,6 +68,7 @@ MqttWriter::Written MqttWriter::publish(const PublishHead& head, std::string_vie
   const std::span<const std::byte> head_bytes(head.bytes.data(), head.size);
   const std::span<const std::byte> topic_bytes(reinterpret_cast<const std::byte*>(topic.data()),
                                                topic.size());
+  const std::span<const std::byte> props(kNoProperties.data(), head.properties);
   Written w;
   std::size_t skip = 0;  // bytes of this packet the socket took
   if (waiting() + head.wire_bytes >= kFlushBytes && !blocked_ && !mosquitto_want_write(mosq_)) {
@@ -69,12 +76,13 @@ MqttWriter::Written MqttWriter::publish(const PublishHead& head, std::string_vie
     // in one gathered send. If what waits needs more iovecs than are left (it is scattered over
     // many chunks), the packet joins it and the next flush writes both.
     std::array<iovec, kMaxIovecs> iov{};
-    std::size_t n = out_.gather(iov.data(), kMaxIovecs - 2 - parts.size());
+    std::size_t n = out_.gather(iov.data(), kMaxIovecs - 3 - parts.size());
     std::size_t before = 0;
     for (std::size_t i = 0; i < n; ++i) before += iov[i].iov_len;
     if (before == waiting()) {
       iov[n++] = as_iovec(head_bytes);
       iov[n++] = as_iovec(topic_bytes);
+      if (!props.empty()) iov[n++] = as_iovec(props);
       for (auto p : parts) {
         if (!p.empty()) iov[n++] = as_iovec(p);
       }
@@ -89,6 +97,7 @@ MqttWriter::Written MqttWriter::publish(const PublishHead& head, std::string_vie
   // Keep what is left of the packet (all of it unless a write just took some).
   append(head_bytes, skip);
   append(topic_bytes, skip);
+  append(props, skip);
   for (auto p : parts) append(p, skip);
   return w;
 }

@@ -42,23 +42,28 @@
 
 namespace chunkd::io {
 
-// A QoS 0 PUBLISH's fixed header and topic length (MQTT 3.1.1 §3.3): type 3, no DUP, no RETAIN.
+// A QoS 0 PUBLISH's fixed header and topic length (MQTT 3.1.1 §3.3, MQTT 5 §3.3): type 3, no
+// DUP, no RETAIN. MQTT 5 puts the properties between the topic and the payload: for chunkd none,
+// so one property-length byte 0 (`properties` = 1), which the writer sends after the topic.
 struct PublishHead {
   std::array<std::byte, 7> bytes{};
   std::size_t size = 0;        // 3..7 bytes of `bytes`
-  std::size_t wire_bytes = 0;  // the whole packet: head + topic + payload
+  std::size_t properties = 0;  // bytes of the (empty) property list: 0 (3.1.1) or 1 (MQTT 5)
+  std::size_t wire_bytes = 0;  // the whole packet: head + topic + properties + payload
 };
 // nullopt when the packet exceeds MQTT's largest remaining length (268435455 bytes).
 // REQUIRES: topic_bytes <= 65535.
-std::optional<PublishHead> encode_publish_head(std::size_t topic_bytes, std::size_t payload_bytes);
+std::optional<PublishHead> encode_publish_head(std::size_t topic_bytes, std::size_t payload_bytes,
+                                               bool mqtt5);
 
 class MqttWriter {
  public:
   // Packets wait until the pool flushes, or are written at once once this many bytes would wait.
   static constexpr std::size_t kFlushBytes = 64u << 10;
-  // iovecs of one gathered write: the waiting bytes, the PUBLISH head, the topic, payload parts.
-  static constexpr std::size_t kMaxIovecs = 16;
-  static constexpr std::size_t kMaxParts = kMaxIovecs - 3;
+  // iovecs of one gathered write: the waiting bytes, the PUBLISH head, the topic, the MQTT 5
+  // property length, payload parts.
+  static constexpr std::size_t kMaxIovecs = 17;
+  static constexpr std::size_t kMaxParts = kMaxIovecs - 4;
   // iovecs of one sendmsg of a flush: 4 MiB in 64 KiB chunks.
   static constexpr std::size_t kMaxFlushIovecs = 64;
 

@@ -9,7 +9,11 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "protocol/request.hpp"
+#include "protocol/topic.hpp"
 
 namespace chunkd::engine {
 namespace {
@@ -203,6 +207,26 @@ const RenamedKey kRenamed[] = {
     {"delivery", "global_queue", "global_queue_requests"},
     {"delivery", "max_bytes_in_flight_mb", "max_publish_in_flight_mib"},
 };
+
+TEST_F(ConfigTest, MqttProtocolAndMaxPacketBytes) {
+  auto r = parse("");
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ(r->mqtt.protocol, io::MqttProtocol::Auto);
+  // A request's largest payload and topic, plus headroom, rounded up.
+  EXPECT_EQ(r->mqtt.max_packet_bytes, 64u << 10);
+  EXPECT_GT(r->mqtt.max_packet_bytes,
+            protocol::kMaxRequestMessageBytes + protocol::kMaxTopicPrefixBytes + 256);
+  for (auto [text, want] :
+       {std::pair{"auto", io::MqttProtocol::Auto}, std::pair{"5", io::MqttProtocol::V5},
+        std::pair{"3.1.1", io::MqttProtocol::V311}}) {
+    auto p = parse(std::string("[mqtt]\nprotocol = \"") + text + "\"\n");
+    ASSERT_TRUE(p) << p.error();
+    EXPECT_EQ(p->mqtt.protocol, want) << text;
+  }
+  auto bad = parse("[mqtt]\nprotocol = \"3\"\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().find("mqtt.protocol"), std::string::npos) << bad.error();
+}
 
 TEST_F(ConfigTest, OldKeyNamesStillWorkWithAWarning) {
   auto r = parse(R"(

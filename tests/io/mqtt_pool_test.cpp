@@ -877,6 +877,7 @@ TEST(MqttPoolTls, ConnectsOverTlsAndChecksTheBrokerCertificate) {
       o.reconnect_min_ms = 20;
       o.reconnect_max_ms = 200;
       o.subscriptions = {"tls/+/get"};
+      o.max_packet_bytes = 256u << 10;  // the 64 KiB message below must reach the pool
       return o;
     };
     {
