@@ -405,6 +405,14 @@ Result validate(const toml::table& root, const std::string& config_dir) {
 
 }  // namespace
 
+std::vector<std::string> known_config_keys() {
+  std::vector<std::string> out;
+  for (const auto& [section, keys] : known_keys()) {
+    for (const std::string& key : keys) out.push_back(dotted(section, key));
+  }
+  return out;
+}
+
 bool is_loopback_host(std::string_view host) {
   std::string h(host);
   in_addr a4{};

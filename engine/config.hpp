@@ -78,6 +78,10 @@ Expected<Config, std::string> parse_config(std::string_view toml_text,
 // Reads and parses the file at `path`.
 Expected<Config, std::string> load_config(const std::string& path);
 
+// Every key the loader accepts, dotted ("mqtt.uri"), by its current name; [buckets] apart (its
+// keys are bucket names).
+std::vector<std::string> known_config_keys();
+
 // True for 127.0.0.0/8 and ::1.
 bool is_loopback_host(std::string_view host);
 

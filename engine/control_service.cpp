@@ -104,6 +104,7 @@ ControlService::ControlService(uv_loop_t* loop, Catalog& catalog, io::RegistrySt
 ControlService::~ControlService() {
   CHUNKD_ASSERT(ops_.empty());
   for (const auto& [name, fd] : bucket_fds_) ::close(fd);
+  for (int fd : retired_fds_) ::close(fd);
 }
 
 Expected<void> ControlService::open() {
@@ -116,6 +117,38 @@ Expected<void> ControlService::open() {
     bucket_fds_.emplace(name, *fd);
   }
   return {};
+}
+
+Expected<void> ControlService::set_buckets(const std::map<std::string, std::string>& buckets) {
+  std::map<std::string, int, std::less<>> opened;  // added or moved
+  for (const auto& [name, dir] : buckets) {
+    auto was = options_.buckets.find(name);
+    if (was != options_.buckets.end() && was->second == dir) continue;
+    auto fd = io::open_bucket_dir(dir);
+    if (!fd) {
+      for (const auto& [n, f] : opened) ::close(f);
+      return fail(fd.error().code, "buckets." + name + ": cannot open " + dir);
+    }
+    opened.emplace(name, *fd);
+  }
+  for (auto it = bucket_fds_.begin(); it != bucket_fds_.end();) {
+    if (buckets.count(it->first) == 0 || opened.count(it->first) != 0) {
+      retired_fds_.push_back(it->second);
+      it = bucket_fds_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [name, fd] : opened) bucket_fds_.insert_or_assign(name, fd);
+  options_.buckets = buckets;
+  close_retired_fds();
+  return {};
+}
+
+void ControlService::close_retired_fds() {
+  if (!ops_.empty()) return;  // an operation may be opening files beneath one on the pool
+  for (int fd : retired_fds_) ::close(fd);
+  retired_fds_.clear();
 }
 
 std::size_t ControlService::operations_in_progress() const { return ops_.size(); }
@@ -486,6 +519,7 @@ void ControlService::finish(Op& op, io::HttpResponse response) {
   ops_.erase(it);  // `op` is gone from here on
   if (collect) store_.collect_garbage();
   respond(std::move(response));
+  close_retired_fds();
   maybe_closed();
 }
 

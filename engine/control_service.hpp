@@ -44,6 +44,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "base/expected.hpp"
 #include "engine/catalog.hpp"
@@ -76,6 +77,15 @@ class ControlService {
 
   // Opens every bucket directory. Start-up only; the error's detail names the bucket.
   Expected<void> open();
+
+  // A reload. The token every later request is checked against ("" turns auth off).
+  void set_token(std::string token) { options_.token = std::move(token); }
+  // A reload: opens the directories of buckets added (or moved to another directory) and closes
+  // those of buckets removed. All or nothing: when a directory cannot be opened, nothing changes
+  // and the error's detail names the bucket. Requests already in progress keep the directories
+  // they started with (a removed bucket's descriptor is closed once no operation is in progress);
+  // streams already created keep working, their content being in the store.
+  Expected<void> set_buckets(const std::map<std::string, std::string>& buckets);
 
   // The io::HttpServer handler. Answers every request exactly once.
   void handle(io::HttpRequest&& request, io::HttpServer::Responder respond);
@@ -123,6 +133,7 @@ class ControlService {
   void commit(Op& op);
   void finish(Op& op, io::HttpResponse response);
   void maybe_closed();
+  void close_retired_fds();
 
   uv_loop_t* loop_;
   Catalog& catalog_;
@@ -133,6 +144,7 @@ class ControlService {
   ControlOptions options_;
   const StreamHealth* health_;
   std::map<std::string, int, std::less<>> bucket_fds_;
+  std::vector<int> retired_fds_;  // removed buckets' directories, closed when ops_ is empty
 
   std::map<std::string, std::unique_ptr<Op>, std::less<>> ops_;  // by stream id: reservations
   std::size_t ingesting_ = 0;                                    // ops holding an ingest slot

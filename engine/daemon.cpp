@@ -6,12 +6,15 @@
 
 #include <cstdlib>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
+#include "engine/config_reload.hpp"
 #include "engine/content_store.hpp"
 #include "engine/control_service.hpp"
 #include "engine/delivery.hpp"
@@ -41,10 +44,19 @@ const char* signal_name(int signum) {
       return "SIGINT";
     case SIGTERM:
       return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGUSR2:
+      return "SIGUSR2";
     default:
       return "a signal";
   }
 }
+
+// The signals the daemon handles, in the order of Impl::signals.
+constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2};
 
 // Calls `done` once `expected` calls of the returned function have happened.
 std::function<void()> barrier(std::size_t expected, std::function<void()> done) {
@@ -62,7 +74,7 @@ std::function<void()> barrier(std::size_t expected, std::function<void()> done) 
 }  // namespace
 
 struct Daemon::Impl {
-  explicit Impl(Config c) : config(std::move(c)) {}
+  Impl(Config c, std::string path) : config(std::move(c)), config_path(std::move(path)) {}
 
   // start() runs these in order; each logs what to change when it fails and returns false.
   bool start();
@@ -80,8 +92,14 @@ struct Daemon::Impl {
   void phase_handles();
   void transport_ready(bool ready);
   void register_transport_metrics();
+  void on_signal(int signum);
+  // SIGHUP: load_config on the thread pool (it reads files), then apply_reload on the loop.
+  void reload();
+  void apply_reload(Expected<Config, std::string> loaded);
+  bool apply_live(const Config& merged, const ConfigDiff& diff);
 
   Config config;
+  std::string config_path;  // "" when constructed without one: SIGHUP is refused
   uv_loop_t loop{};
   bool loop_open = false;
   SystemClock clock;
@@ -95,11 +113,17 @@ struct Daemon::Impl {
   std::unique_ptr<Transport> transport;
   std::unique_ptr<Delivery> delivery;
   std::unique_ptr<io::HttpServer> http;
-  uv_signal_t sigint{};
-  uv_signal_t sigterm{};
+  uv_signal_t signals[std::size(kSignals)]{};
   uv_timer_t watchdog{};
   bool signals_started = false;
   bool stopping = false;
+  bool ignored_signal_logged = false;
+  // A reload in progress: load_config runs on the pool with `reload_work`; another SIGHUP meanwhile
+  // sets `reload_again`, and the file is read once more after it.
+  uv_work_t reload_work{};
+  Expected<Config, std::string> reloaded = unexpected(std::string());
+  bool reloading = false;
+  bool reload_again = false;
 };
 
 bool Daemon::Impl::start() {
@@ -110,24 +134,41 @@ bool Daemon::Impl::start() {
          open_delivery() && open_http() && start_transport();
 }
 
+// SIGINT/SIGTERM stop, SIGHUP reloads the config, SIGUSR1/SIGUSR2 are ignored (not fatal).
 bool Daemon::Impl::open_signals() {
-  uv_signal_init(&loop, &sigint);
-  uv_signal_init(&loop, &sigterm);
-  sigint.data = this;
-  sigterm.data = this;
-  auto on_signal = [](uv_signal_t* handle, int signum) {
-    auto* self = static_cast<Impl*>(handle->data);
-    if (self->stopping) {
-      LOG_WARN(kTag, "received %s: already stopping", signal_name(signum));
-      return;
-    }
-    LOG_INFO(kTag, "received %s: stopping", signal_name(signum));
-    self->shutdown();
-  };
-  uv_signal_start(&sigint, on_signal, SIGINT);
-  uv_signal_start(&sigterm, on_signal, SIGTERM);
+  for (std::size_t i = 0; i < std::size(kSignals); ++i) {
+    uv_signal_init(&loop, &signals[i]);
+    signals[i].data = this;
+    uv_signal_start(
+        &signals[i],
+        [](uv_signal_t* handle, int signum) {
+          static_cast<Impl*>(handle->data)->on_signal(signum);
+        },
+        kSignals[i]);
+  }
   signals_started = true;
   return true;
+}
+
+void Daemon::Impl::on_signal(int signum) {
+  if (signum == SIGHUP) {
+    reload();
+    return;
+  }
+  if (signum == SIGUSR1 || signum == SIGUSR2) {
+    // Logged at info the first time (an operator may wonder), at debug afterwards.
+    CHUNKD_LOG(ignored_signal_logged ? io::LogLevel::Debug : io::LogLevel::Info, kTag,
+               "received %s: ignored (SIGHUP reloads the config, SIGTERM stops)",
+               signal_name(signum));
+    ignored_signal_logged = true;
+    return;
+  }
+  if (stopping) {
+    LOG_WARN(kTag, "received %s: already stopping", signal_name(signum));
+    return;
+  }
+  LOG_INFO(kTag, "received %s: stopping", signal_name(signum));
+  shutdown();
 }
 
 // File reads: io_uring, or the thread pool when the kernel refuses it (the log says which).
@@ -276,6 +317,83 @@ void Daemon::Impl::register_transport_metrics() {
                      stat(&TransportStats::reconnects));
 }
 
+void Daemon::Impl::reload() {
+  if (stopping) {
+    LOG_WARN(kTag, "received SIGHUP: stopping, not reloading");
+    return;
+  }
+  if (config_path.empty()) {
+    LOG_WARN(kTag, "received SIGHUP: no config file to reload");
+    return;
+  }
+  if (reloading) {
+    reload_again = true;  // read once more after the load in progress
+    return;
+  }
+  LOG_INFO(kTag, "received SIGHUP: reloading %s", config_path.c_str());
+  reloading = true;
+  reload_work.data = this;
+  int rc = uv_queue_work(
+      &loop, &reload_work,
+      [](uv_work_t* req) {
+        auto* self = static_cast<Impl*>(req->data);
+        self->reloaded = load_config(self->config_path);  // the loop does not touch it meanwhile
+      },
+      [](uv_work_t* req, int status) {
+        auto* self = static_cast<Impl*>(req->data);
+        self->reloading = false;
+        auto loaded = std::move(self->reloaded);
+        self->reloaded = unexpected(std::string());
+        if (status != 0) loaded = unexpected(std::string("the load was cancelled"));
+        self->apply_reload(std::move(loaded));
+        if (std::exchange(self->reload_again, false)) self->reload();
+      });
+  if (rc != 0) {
+    reloading = false;
+    LOG_ERROR(kTag, "reload: cannot queue the config load: %s", uv_strerror(rc));
+  }
+}
+
+// Applies what can change live, reports what needs a restart; a bad file changes nothing.
+void Daemon::Impl::apply_reload(Expected<Config, std::string> loaded) {
+  if (stopping) return;
+  if (!loaded) {
+    LOG_ERROR(kTag, "reload refused, the running config stays: %s", loaded.error().c_str());
+    return;
+  }
+  for (const std::string& warning : loaded->warnings) {
+    LOG_WARN(kTag, "config: %s", warning.c_str());
+  }
+  const ConfigDiff diff = diff_config(config, *loaded);
+  Config merged = merge_live(config, *loaded);
+  if (auto problem = reload_problem(merged)) {
+    LOG_ERROR(kTag, "reload refused, the running config stays: %s", problem->c_str());
+    return;
+  }
+  if (!apply_live(merged, diff)) return;
+  config = std::move(merged);
+  // Written whatever the (new) level: the operator asked for this answer.
+  io::log(io::LogLevel::Info, kTag, "reload: %s", describe(diff).c_str());
+}
+
+// The setters, the one that can fail first. False (logged) when nothing was changed.
+bool Daemon::Impl::apply_live(const Config& merged, const ConfigDiff& diff) {
+  if (control && diff.buckets_changed()) {
+    if (auto set = control->set_buckets(merged.control.service.buckets); !set) {
+      LOG_ERROR(kTag, "reload refused, the running config stays: %s",
+                set.error().message().c_str());
+      return false;
+    }
+  }
+  if (control) control->set_token(merged.control.service.token);
+  if (delivery) delivery->set_limits(merged.delivery.scheduler);
+  io::set_log_level(merged.log_level);
+  if (merged.control.service.token.empty() && !config.control.service.token.empty()) {
+    LOG_WARN(kTag, "control: no token any more: every client may change streams");
+  }
+  return true;
+}
+
 // Phase 1: stop taking work (HTTP, control, ingests) and let delivery finish started jobs.
 void Daemon::Impl::shutdown() {
   if (stopping) return;
@@ -319,13 +437,13 @@ void Daemon::Impl::phase_storage() {
 // Phase 4: the daemon's own handles; then the loop has nothing left and run() returns.
 void Daemon::Impl::phase_handles() {
   if (signals_started) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
+    for (uv_signal_t& s : signals) uv_close(reinterpret_cast<uv_handle_t*>(&s), nullptr);
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&watchdog), nullptr);
 }
 
-Daemon::Daemon(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Daemon::Daemon(Config config, std::string config_path)
+    : impl_(std::make_unique<Impl>(std::move(config), std::move(config_path))) {}
 
 Daemon::~Daemon() = default;
 

@@ -7,6 +7,12 @@
 // open_delivery: MqttTransport (subscribing to get/+ and describe/+ once connected; ready →
 // /healthz) + Delivery → open_http: HttpServer listening → start_transport: connecting. Each object
 // gets its options from the Config as they are; deprecated config keys are logged first.
+// Reload (SIGHUP): the config file is loaded again (on the thread pool) and compared with the
+// running config (engine/config_reload.hpp): log.level, the token file, the buckets and the
+// delivery limits change at once; other changed keys are logged as needing a restart and keep
+// their running values; a file that does not load is refused with its error and changes nothing.
+// One log line says what changed ("reload: log.level info→debug; needs a restart: control.listen")
+// or "reload: no change". SIGUSR1 and SIGUSR2 are ignored (logged), not fatal.
 // Stop (SIGINT/SIGTERM, or stop()): the HTTP listener closes, the control plane refuses new work
 // and in-flight ingests are cancelled, delivery finishes started jobs (bounded); then the transport
 // flushes (bounded) and disconnects; then the reader and the registry close; every handle is
@@ -18,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "engine/config.hpp"
 
@@ -25,7 +32,8 @@ namespace chunkd::engine {
 
 class Daemon {
  public:
-  explicit Daemon(Config config);
+  // `config_path`: the file `config` was loaded from, read again on SIGHUP ("": reload refused).
+  explicit Daemon(Config config, std::string config_path = {});
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;

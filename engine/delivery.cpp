@@ -220,6 +220,8 @@ void Delivery::stop(int timeout_ms, std::function<void()> done) {
   impl_->stop(timeout_ms, std::move(done));
 }
 
+void Delivery::set_limits(const SchedulerOptions& options) { impl_->scheduler.set_limits(options); }
+
 std::size_t Delivery::queued_requests() const { return impl_->scheduler.queued_requests(); }
 
 }  // namespace chunkd::engine

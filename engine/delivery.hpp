@@ -59,6 +59,10 @@ class Delivery {
 
   std::size_t queued_requests() const;
 
+  // A reload: the scheduler's live limits (Scheduler::set_limits); the rest of `options` is not
+  // read. REQUIRES: options meets SchedulerOptions' REQUIRES: (asserted).
+  void set_limits(const SchedulerOptions& options);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

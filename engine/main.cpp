@@ -25,7 +25,9 @@ constexpr const char* kUsage =
     "  --version      print the version and exit\n"
     "  --help         print this help and exit\n"
     "\n"
-    "Runs in the foreground and logs to stderr; SIGINT or SIGTERM stops it gracefully.\n";
+    "Runs in the foreground and logs to stderr; SIGINT or SIGTERM stops it gracefully, SIGHUP\n"
+    "reloads FILE (log.level, the token file, buckets and delivery limits change at once; the\n"
+    "log says which other changed keys need a restart).\n";
 
 }  // namespace
 
@@ -70,6 +72,6 @@ int main(int argc, char** argv) {
     std::printf("config ok\n");
     return 0;
   }
-  chunkd::engine::Daemon daemon(std::move(*config));
+  chunkd::engine::Daemon daemon(std::move(*config), config_path);
   return daemon.run();
 }

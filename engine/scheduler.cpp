@@ -345,6 +345,36 @@ struct Scheduler::Impl {
         timer, [](uv_timer_t* h) { static_cast<Impl*>(h->data)->on_timer(); }, delay, 0);
   }
 
+  void set_limits(const SchedulerOptions& o) {
+    checked_bounds(o);
+    options.per_thing_queue_requests = o.per_thing_queue_requests;
+    options.global_queue_requests = o.global_queue_requests;
+    options.per_thing_blocks_per_s = o.per_thing_blocks_per_s;
+    options.global_blocks_per_s = o.global_blocks_per_s;
+    options.quantum_bytes = o.quantum_bytes;
+    options.max_publish_bytes_in_flight = o.max_publish_bytes_in_flight;
+    queues.set_limits(RateLimit(o.per_thing_blocks_per_s), o.per_thing_queue_requests,
+                      o.global_queue_requests);
+    const std::uint64_t now = clock.now_ms();
+    const bool was_on = global.on();
+    global.refill(global_bucket, now);  // what the old rate earned until now
+    global = RateLimit(o.global_blocks_per_s);
+    if (was_on) {
+      global_bucket.tokens = std::min(global_bucket.tokens, global.burst());
+      global_bucket.last_ms = now;
+    } else {
+      global_bucket = global.full(now);  // as if constructed with this rate
+    }
+    if (closed) return;
+    // Parked for tokens under the old rates: each retries, parking again when still short.
+    std::vector<Thing*> parked;
+    parked.swap(wait_tokens);
+    parked.insert(parked.end(), wait_global.begin(), wait_global.end());
+    wait_global.clear();
+    for (Thing* t : parked) make_ready(*t);
+    on_timer();  // the in-flight bound may have risen: resumes a pause it no longer holds
+  }
+
   // ---- stopping ----
 
   void stop(int timeout_ms, std::function<void()> done) {
@@ -464,6 +494,8 @@ void Scheduler::wake() {
   if (impl_->closed) return;
   impl_->on_timer();
 }
+
+void Scheduler::set_limits(const SchedulerOptions& options) { impl_->set_limits(options); }
 
 void Scheduler::stop(int timeout_ms, std::function<void()> done) {
   impl_->stop(timeout_ms, std::move(done));

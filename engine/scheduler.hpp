@@ -76,6 +76,13 @@ class Scheduler {
   // Re-evaluates rate limits and parked things now (after a test moved a ManualClock).
   void wake();
 
+  // A reload: takes the live limits of `options` (per_thing/global_queue_requests,
+  // per_thing/global_blocks_per_s, quantum_bytes, max_publish_bytes_in_flight); the rest stays as
+  // constructed. Queued work stays queued, even over a lowered bound; new bounds apply to the next
+  // submit()/post(). Things waiting for tokens are re-evaluated under the new rates at once.
+  // REQUIRES: options meets SchedulerOptions' REQUIRES: (asserted).
+  void set_limits(const SchedulerOptions& options);
+
   // Refuses new work; keeps each thing's head item when it is a message or a job already sending,
   // drops the rest (Worker::dropped); once those finished or after `timeout_ms`, drops what is
   // left, closes the handles and calls `done` from a close callback.

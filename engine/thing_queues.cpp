@@ -1,5 +1,6 @@
 #include "engine/thing_queues.hpp"
 
+#include <algorithm>
 #include <utility>
 
 #include "base/assert.hpp"
@@ -12,6 +13,8 @@ ThingQueues::ThingQueues(const Clock& clock, Metrics& metrics, RateLimit per_thi
       per_thing_(per_thing),
       per_thing_bound_(per_thing_bound),
       global_bound_(global_bound),
+      per_thing_ceiling_(per_thing_bound),
+      global_ceiling_(global_bound),
       queue_gauge_(
           metrics.gauge("chunkd_queue_requests", "Requests queued for delivery, all things")),
       things_gauge_(metrics.gauge("chunkd_things_active", "Things with queued requests")) {}
@@ -93,6 +96,19 @@ void ThingQueues::sweep_idle_buckets() {
   }
 }
 
+void ThingQueues::set_limits(RateLimit per_thing, std::size_t per_thing_bound,
+                             std::size_t global_bound) {
+  CHUNKD_ASSERT(per_thing_bound >= 1 && global_bound >= 1);
+  per_thing_ = per_thing;
+  per_thing_bound_ = per_thing_bound;
+  global_bound_ = global_bound;
+  per_thing_ceiling_ = std::max(per_thing_ceiling_, per_thing_bound);
+  global_ceiling_ = std::max(global_ceiling_, global_bound);
+  for (auto& [name, thing] : things_) {
+    thing->bucket.tokens = std::min(thing->bucket.tokens, per_thing_.burst());
+  }
+}
+
 ThingQueues::Thing* ThingQueues::find(std::string_view name) {
   auto it = things_.find(name);
   return it == things_.end() ? nullptr : it->second.get();
@@ -118,13 +134,13 @@ void ThingQueues::check_invariants() const {
   std::size_t with_items = 0;
   for (const auto& [name, thing] : things_) {
     CHUNKD_ASSERT(name == thing->name);
-    CHUNKD_ASSERT(thing->items.size() <= per_thing_bound_);
+    CHUNKD_ASSERT(thing->items.size() <= per_thing_ceiling_);
     items += thing->items.size();
     if (!thing->items.empty()) with_items++;
   }
   CHUNKD_ASSERT(items == total_items_);
   CHUNKD_ASSERT(with_items == active_);
-  CHUNKD_ASSERT(total_items_ <= global_bound_);
+  CHUNKD_ASSERT(total_items_ <= global_ceiling_);
 }
 
 }  // namespace chunkd::engine

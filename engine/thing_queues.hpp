@@ -51,6 +51,10 @@ class ThingQueues {
   // full (a later admit finds the bucket as it was).
   void retire(Thing& t);
   Thing* find(std::string_view name);
+  // New bounds and per-thing rate (a reload): they apply to the next admit(); items already queued
+  // stay, even over a lowered bound. Each thing's bucket is capped at the new burst.
+  // REQUIRES: both bounds >= 1.
+  void set_limits(RateLimit per_thing, std::size_t per_thing_bound, std::size_t global_bound);
   void for_each(const std::function<void(Thing&)>& fn);
   void clear();  // forgets every thing. REQUIRES: no items queued
 
@@ -79,6 +83,9 @@ class ThingQueues {
   RateLimit per_thing_;
   std::size_t per_thing_bound_;
   std::size_t global_bound_;
+  // The largest bounds set so far: what queued items may reach after a bound was lowered.
+  std::size_t per_thing_ceiling_;
+  std::size_t global_ceiling_;
   Gauge& queue_gauge_;
   Gauge& things_gauge_;
   std::unordered_map<std::string, std::unique_ptr<Thing>, StringHash, std::equal_to<>> things_;

@@ -10,8 +10,9 @@
 namespace chunkd::io {
 namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::Info)};
+}  // namespace
 
-const char* level_name(LogLevel level) {
+const char* log_level_name(LogLevel level) {
   switch (level) {
     case LogLevel::Debug:
       return "debug";
@@ -24,13 +25,12 @@ const char* level_name(LogLevel level) {
   }
   return "?";
 }
-}  // namespace
 
 void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
 bool parse_log_level(std::string_view text, LogLevel& out) {
   for (LogLevel l : {LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error}) {
-    if (text == level_name(l)) {
+    if (text == log_level_name(l)) {
       out = l;
       return true;
     }
@@ -51,7 +51,7 @@ void log(LogLevel level, const char* component, const char* fmt, ...) {
   int n = std::snprintf(line, sizeof line,
                         "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", utc.tm_year + 1900,
                         utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
-                        ts.tv_nsec / 1000000, level_name(level), component);
+                        ts.tv_nsec / 1000000, log_level_name(level), component);
   if (n < 0) return;
   std::size_t used = static_cast<std::size_t>(n);
   va_list args;

@@ -11,6 +11,7 @@ enum class LogLevel : int { Debug = 0, Info = 1, Warn = 2, Error = 3 };
 
 void set_log_level(LogLevel level);
 bool parse_log_level(std::string_view text, LogLevel& out);  // "debug", "info", "warn", "error"
+const char* log_level_name(LogLevel level);                  // the inverse of parse_log_level
 bool log_enabled(LogLevel level);
 
 // printf-style; `component` is a short tag such as "mqtt" or "http".

@@ -786,6 +786,68 @@ TEST_F(ControlServiceTest, ClosingRefusesNewRequestsAndCancelsIngests) {
   EXPECT_EQ(catalog_->size(), 0u);
 }
 
+// A reload rotates the token: the new one works at once, the old one is refused.
+TEST_F(ControlServiceTest, SetTokenRotatesTheToken) {
+  restart(Options{.token = "old-token"});
+  token_ = "old-token";
+  EXPECT_EQ(call("GET", "/streams").status, 200);
+  control_->set_token("new-token");
+  EXPECT_EQ(call("GET", "/streams").status, 401);
+  token_ = "new-token";
+  EXPECT_EQ(call("GET", "/streams").status, 200);
+  control_->set_token("");
+  token_.clear();
+  EXPECT_EQ(call("GET", "/streams").status, 200);
+}
+
+// Buckets added are usable at once, removed ones are refused by name, streams made from a removed
+// bucket stay; a directory that cannot be opened changes nothing.
+TEST_F(ControlServiceTest, SetBucketsAddsAndRemovesBuckets) {
+  fs::create_directories(dir_ + "/apps");
+  std::ofstream(dir_ + "/apps/a.bin") << "app two";
+  ASSERT_EQ(call("POST", "/streams/s1", create_body({file_json(0, "fw.bin")})).status, 201);
+  EXPECT_EQ(call("POST", "/streams/s2", create_body({file_json(0, "a.bin", "apps")})).status, 400);
+
+  auto set = control_->set_buckets({{"firmware", dir_ + "/fw"}, {"apps", dir_ + "/apps"}});
+  ASSERT_TRUE(set) << set.error().message();
+  EXPECT_EQ(call("POST", "/streams/s2", create_body({file_json(0, "a.bin", "apps")})).status, 201);
+
+  set = control_->set_buckets({{"apps", dir_ + "/apps"}});
+  ASSERT_TRUE(set) << set.error().message();
+  auto r = call("POST", "/streams/s3", create_body({file_json(0, "fw.bin")}));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Json(r.body).detail_fields(), std::vector<std::string>{"files[0].s3Location.bucket"});
+  EXPECT_NE(r.body.find("firmware"), std::string::npos) << r.body;
+  EXPECT_EQ(call("GET", "/streams/s1").status, 200) << "a stream already made stays";
+
+  // All or nothing: "bad" cannot be opened, so firmware is not added back either.
+  set = control_->set_buckets(
+      {{"apps", dir_ + "/apps"}, {"firmware", dir_ + "/fw"}, {"bad", dir_ + "/missing"}});
+  ASSERT_FALSE(set);
+  EXPECT_NE(set.error().message().find("buckets.bad"), std::string::npos) << set.error().message();
+  EXPECT_EQ(call("POST", "/streams/s4", create_body({file_json(0, "fw.bin")})).status, 400);
+  EXPECT_EQ(call("POST", "/streams/s5", create_body({file_json(0, "a.bin", "apps")})).status, 201);
+
+  // A bucket moved to another directory serves from the new one.
+  std::ofstream(dir_ + "/apps/fw.bin") << "moved";
+  set = control_->set_buckets({{"firmware", dir_ + "/apps"}});
+  ASSERT_TRUE(set) << set.error().message();
+  r = call("POST", "/streams/s6", create_body({file_json(0, "fw.bin")}));
+  ASSERT_EQ(r.status, 201) << r.body;
+  r = call("GET", "/streams/s6");
+  EXPECT_EQ(Json(r.body).num("/data/files/0/sizeBytes"), 5u) << r.body;
+}
+
+// A bucket removed while an ingest opens files beneath it: the ingest finishes with the directory
+// it started with.
+TEST_F(ControlServiceTest, SetBucketsDuringAnIngest) {
+  auto slot = send(request("POST", "/streams/s1", create_body({file_json(0, "fw.bin")})));
+  ASSERT_TRUE(control_->set_buckets({}));
+  auto r = wait(slot);
+  EXPECT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(call("POST", "/streams/s2", create_body({file_json(0, "fw.bin")})).status, 400);
+}
+
 TEST_F(ControlServiceTest, ErrorBodyForServerMadeResponses) {
   Json j(ControlService::error_body(413, "body too large"));
   EXPECT_EQ(j.str("/error/code"), "PAYLOAD_TOO_LARGE");

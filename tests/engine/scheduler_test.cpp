@@ -523,6 +523,99 @@ TEST_F(SchedulerTest, StopTimeoutDropsWhatCannotFinish) {
   scheduler_.reset();
 }
 
+// ---- set_limits (a config reload) ----
+
+// Lowered bounds keep what is queued and apply to the next admission.
+TEST_F(SchedulerTest, SetLimitsKeepsQueuedWorkAndBoundsNewAdmissions) {
+  add_file(8192, 4096);
+  SchedulerOptions o;
+  o.per_thing_queue_requests = 4;
+  o.global_queue_requests = 8;
+  auto& s = make(o);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  o.per_thing_queue_requests = 1;
+  o.global_queue_requests = 2;
+  s.set_limits(o);
+  EXPECT_EQ(s.queued_requests(), 4u);
+  s.check_invariants();  // over the new bounds, within the old ones
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);  // per thing
+  EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);  // global
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 4; }));
+  EXPECT_EQ(transport_.messages.size(), 8u);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);
+  EXPECT_EQ(s.submit(job("b", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);
+  // Raised again: room at once.
+  o.per_thing_queue_requests = 16;
+  o.global_queue_requests = 64;
+  s.set_limits(o);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+}
+
+// A thing parked for tokens is served at once when its limit is lifted, without the clock moving.
+TEST_F(SchedulerTest, SetLimitsLiftsARateLimitAtOnce) {
+  add_file(64 * 1024, 16384);
+  SchedulerOptions o;
+  o.per_thing_blocks_per_s = 2;
+  o.global_blocks_per_s = 3;
+  auto& s = make(o);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() >= 2; }));
+  settle();
+  EXPECT_EQ(transport_.messages.size(), 2u);
+  o.per_thing_blocks_per_s = 0;
+  s.set_limits(o);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() >= 3; }));
+  settle();
+  EXPECT_EQ(transport_.messages.size(), 3u) << "the global limit still holds";
+  o.global_blocks_per_s = 0;
+  s.set_limits(o);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 1; }));
+  EXPECT_EQ(transport_.messages.size(), 10u);
+}
+
+// Limits switched on while running apply to the blocks not yet sent.
+TEST_F(SchedulerTest, SetLimitsAddsARateLimit) {
+  add_file(64 * 1024, 16384);
+  auto& s = make();
+  SchedulerOptions o;
+  o.global_blocks_per_s = 4;  // burst 4
+  s.set_limits(o);
+  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() >= 4; }));
+  settle();
+  EXPECT_EQ(transport_.messages.size(), 4u);
+  o.global_blocks_per_s = 0;
+  o.per_thing_blocks_per_s = 1;  // burst 1; the thing's bucket was full
+  s.set_limits(o);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() >= 5; }));
+  settle();
+  EXPECT_EQ(transport_.messages.size(), 5u);
+  clock_.advance_ms(1000);
+  s.wake();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return transport_.messages.size() >= 6; }));
+  settle();
+  EXPECT_EQ(transport_.messages.size(), 6u);
+}
+
+TEST_F(SchedulerTest, SetLimitsChangesTheQuantum) {
+  add_file(64 * 1024, 16384);
+  SchedulerOptions o;
+  o.quantum_bytes = 1;
+  auto& s = make(o);
+  o.quantum_bytes = 3 * 1024;
+  s.set_limits(o);
+  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 7)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 7)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 2; }));
+  std::string order;
+  for (const auto& m : transport_.messages) order += m.key;
+  EXPECT_EQ(order, "aaabbbaaabbbab");
+}
+
 TEST_F(SchedulerTest, DestroyedWhileReadsAreInFlight) {
   add_file(16 * 1024, 16384);
   auto& s = make();
