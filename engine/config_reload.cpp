@@ -47,6 +47,15 @@ const Setting kSettings[] = {
     {"mqtt.keepalive_s", [](const Config& c) { return show(c.mqtt.keepalive_s); }},
     {"mqtt.max_queued_mib",
      [](const Config& c) { return show(std::uint64_t{c.mqtt.max_queued_bytes >> 20}); }},
+    {"mqtt.protocol",
+     [](const Config& c) {
+       switch (c.mqtt.protocol) {
+         case io::MqttProtocol::V5: return std::string("5");
+         case io::MqttProtocol::V311: return std::string("3.1.1");
+         case io::MqttProtocol::Auto: break;
+       }
+       return std::string("auto");
+     }},
     {"control.listen", [](const Config& c) { return show(c.control.listen); }},
     {"control.token_file", [](const Config& c) { return show(c.control.token_file); },
      [](Config& to, const Config& from) { to.control.token_file = from.control.token_file; }},
@@ -69,6 +78,8 @@ const Setting kSettings[] = {
      [](const Config& c) { return show(std::uint64_t{c.store.extent_bytes >> 10}); }},
     {"storage.max_streams",
      [](const Config& c) { return show(std::uint64_t{c.control.service.max_streams}); }},
+    {"storage.max_file_mib",
+     [](const Config& c) { return show(std::uint64_t{c.store.max_file_bytes >> 20}); }},
     {"cache.capacity_mib",
      [](const Config& c) { return show(std::uint64_t{c.delivery.cache.capacity_bytes >> 20}); }},
     {"delivery.relax_version_check",
