@@ -239,30 +239,10 @@ void ControlService::list(const io::HttpRequest& request, Responder& respond) {
 }
 
 std::string ControlService::error_body(int status, std::string_view message) {
-  ApiErrorCode code = ApiErrorCode::ValidationError;
-  switch (status) {
-    case 401:
-      code = ApiErrorCode::Unauthorized;
-      break;
-    case 404:
-      code = ApiErrorCode::NotFound;
-      break;
-    case 405:
-      code = ApiErrorCode::MethodNotAllowed;
-      break;
-    case 413:
-    case 431:
-      code = ApiErrorCode::PayloadTooLarge;
-      break;
-    case 429:
-      code = ApiErrorCode::RateLimited;
-      break;
-    case 503:
-      code = ApiErrorCode::ServiceUnavailable;
-      break;
-    default:
-      code = status >= 500 ? ApiErrorCode::InternalError : ApiErrorCode::ValidationError;
-  }
+  // io::HttpServer sends only io::kServerErrorStatuses, each of which has its code (tested); any
+  // other status would be a bug there, answered as an internal error rather than a wrong code.
+  const ApiErrorCode code =
+      protocol::api_error_for_status(status).value_or(ApiErrorCode::InternalError);
   return protocol::error_response(ApiError{code, std::string(message), {}});
 }
 

@@ -56,6 +56,12 @@ struct HttpServerStats {
   std::uint64_t responses_dropped = 0;     // responder called after its connection closed
 };
 
+// The statuses of the responses the server makes itself, each with the ErrorBody of that status:
+// 400 malformed request, 408 request not received in time, 411 body without Content-Length,
+// 413 body over max_body_bytes, 431 header over max_header_bytes, 500 the handler did not answer,
+// 503 a request still arriving while the server closes, 505 HTTP version other than 1.0 and 1.1.
+inline constexpr int kServerErrorStatuses[] = {400, 408, 411, 413, 431, 500, 503, 505};
+
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // percent-decoded path, without the query

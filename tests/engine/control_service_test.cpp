@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -694,9 +696,31 @@ TEST_F(ControlServiceTest, ErrorBodyForServerMadeResponses) {
   EXPECT_EQ(j.str("/error/code"), "PAYLOAD_TOO_LARGE");
   EXPECT_EQ(j.str("/error/message"), "body too large");
   EXPECT_EQ(Json(ControlService::error_body(400, "bad")).str("/error/code"), "VALIDATION_ERROR");
-  EXPECT_EQ(Json(ControlService::error_body(408, "slow")).str("/error/code"), "VALIDATION_ERROR");
+  EXPECT_EQ(Json(ControlService::error_body(408, "slow")).str("/error/code"), "REQUEST_TIMEOUT");
+  EXPECT_EQ(Json(ControlService::error_body(411, "len")).str("/error/code"), "LENGTH_REQUIRED");
+  EXPECT_EQ(Json(ControlService::error_body(431, "big")).str("/error/code"), "HEADERS_TOO_LARGE");
   EXPECT_EQ(Json(ControlService::error_body(503, "x")).str("/error/code"), "SERVICE_UNAVAILABLE");
   EXPECT_EQ(Json(ControlService::error_body(500, "x")).str("/error/code"), "INTERNAL_ERROR");
+  EXPECT_EQ(Json(ControlService::error_body(505, "v")).str("/error/code"),
+            "HTTP_VERSION_NOT_SUPPORTED");
+}
+
+// Every error status chunkd can send (the ones io::HttpServer makes itself and the ones of the
+// API's codes) carries exactly one code, and that code's status is the status sent.
+TEST_F(ControlServiceTest, EveryErrorStatusHasItsOneCode) {
+  std::set<int> statuses(std::begin(io::kServerErrorStatuses), std::end(io::kServerErrorStatuses));
+  for (const protocol::ApiErrorInfo& info : protocol::kApiErrors) statuses.insert(info.http_status);
+  std::set<std::string> codes;
+  for (int status : statuses) {
+    const auto code = protocol::api_error_for_status(status);
+    ASSERT_TRUE(code.has_value()) << status << " has no code";
+    EXPECT_EQ(protocol::http_status(*code), status);
+    Json j(ControlService::error_body(status, "m"));
+    ASSERT_TRUE(j.ok) << status;
+    EXPECT_EQ(j.str("/error/code"), protocol::to_string(*code)) << status;
+    EXPECT_EQ(j.str("/error/message"), "m");
+    EXPECT_TRUE(codes.insert(j.str("/error/code")).second) << status << " shares its code";
+  }
 }
 
 }  // namespace
