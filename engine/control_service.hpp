@@ -1,6 +1,7 @@
 // The HTTP control API of SPEC.md §2: the handler plugged into io::HttpServer.
 //
-// Routes: POST/GET/PUT/DELETE /streams/{id}, GET /streams (paginated), GET /healthz, GET /metrics.
+// Routes: POST/GET/PUT/DELETE /streams/{id}, GET /streams (paginated), GET /healthz, GET /metrics;
+// HEAD wherever GET.
 // An unknown path is 404 NOT_FOUND; a known path with another method is 405 METHOD_NOT_ALLOWED with
 // an Allow header. Every answer is the envelope of protocol/control.hpp.
 //

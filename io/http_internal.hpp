@@ -238,6 +238,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   std::size_t header_bytes_ = 0;
   std::string url_;
   HttpRequest request_;
+  bool head_ = false;     // the request is a HEAD (known once its target began): no body
   int error_status_ = 0;  // set by a parser callback that refused the request
   std::string error_message_;
 

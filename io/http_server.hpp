@@ -1,10 +1,12 @@
 // A small HTTP/1.1 server on libuv TCP handles, parsing with http-parser.
 //
 // Keep-alive and several requests per connection (answered in order, one at a time), Content-Length
-// bodies only (chunked request bodies are refused 411/400), and a limit on everything: header
-// bytes, body bytes (over it: 413 with `too_large_body`), open connections (over it: accept then
-// close), idle time between requests, and total time to receive one request (a client trickling one
-// byte a second is cut off). Responses always carry Content-Length.
+// bodies only (chunked request bodies are refused 411/400), HTTP/1.0 and HTTP/1.1 only (any other
+// version is refused 505), and a limit on everything: header bytes (431), body bytes (413), open
+// connections (over it: accept then close), idle time between requests, and total time to receive
+// one request (408: a client trickling one byte a second is cut off). Responses always carry
+// Content-Length; a response to HEAD carries the Content-Length of its body but not the body
+// (RFC 9110 §9.3.2), so a handler answers HEAD as it answers GET.
 //
 // The handler may answer later (after an asynchronous ingest): it is given a Responder that can
 // be called once, from the loop thread; if the client went away meanwhile the response is dropped.

@@ -563,20 +563,55 @@ TEST_F(ControlServiceTest, UnknownPathsAndMethods) {
   EXPECT_EQ(r.status, 404);
   EXPECT_EQ(Json(r.body).str("/error/code"), "NOT_FOUND");
   EXPECT_EQ(call("GET", "/streams/a/b").status, 404);
-  EXPECT_EQ(call("GET", "/streams/").status, 404);
 
   r = call("PATCH", "/streams/a");
   EXPECT_EQ(r.status, 405);
   EXPECT_EQ(Json(r.body).str("/error/code"), "METHOD_NOT_ALLOWED");
   ASSERT_NE(find_header(r, "Allow"), nullptr);
-  EXPECT_EQ(*find_header(r, "Allow"), "GET, POST, PUT, DELETE");
+  EXPECT_EQ(*find_header(r, "Allow"), "GET, HEAD, POST, PUT, DELETE");
   r = call("POST", "/streams");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(*find_header(r, "Allow"), "GET");
+  EXPECT_EQ(*find_header(r, "Allow"), "GET, HEAD");
   r = call("DELETE", "/healthz");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(*find_header(r, "Allow"), "GET");
+  EXPECT_EQ(*find_header(r, "Allow"), "GET, HEAD");
   EXPECT_EQ(call("PUT", "/metrics").status, 405);
+}
+
+TEST_F(ControlServiceTest, EmptyStreamIdIsAValidationErrorNotA404) {
+  for (const char* method : {"GET", "POST", "PUT", "DELETE"}) {
+    auto r = call(method, "/streams/", R"({"description":"x"})");
+    EXPECT_EQ(r.status, 400) << method;
+    Json j(r.body);
+    EXPECT_EQ(j.str("/error/code"), "VALIDATION_ERROR") << method;
+    EXPECT_EQ(j.detail_fields(), std::vector<std::string>{"streamId"}) << method << r.body;
+    EXPECT_EQ(j.str("/error/details/0/problem"), "must not be empty") << method;
+  }
+  EXPECT_EQ(catalog_->size(), 0u);
+}
+
+// HEAD is served by the GET route: same status, headers and body (io::HttpServer drops the body
+// on the wire), counted under the GET route's name.
+TEST_F(ControlServiceTest, HeadIsAnsweredLikeGet) {
+  ASSERT_EQ(call("POST", "/streams/a", create_body({file_json(0, "app.bin")})).status, 201);
+  control_->set_ready(true);
+  for (const char* path : {"/streams", "/streams/a", "/streams/missing", "/healthz"}) {
+    const auto get = call("GET", path);
+    const auto head = call("HEAD", path);
+    EXPECT_EQ(head.status, get.status) << path;
+    EXPECT_EQ(head.content_type, get.content_type) << path;
+    EXPECT_EQ(head.body.size(), get.body.size()) << path;
+    EXPECT_EQ(head.headers, get.headers) << path;
+  }
+  const auto head = call("HEAD", "/metrics");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.content_type, "text/plain; version=0.0.4");
+  EXPECT_EQ(
+      metrics_->counter_value("chunkd_http_requests_total", R"(route="describe",status="200")"),
+      2u);
+  EXPECT_EQ(
+      metrics_->counter_value("chunkd_http_requests_total", R"(route="describe",status="404")"),
+      2u);
 }
 
 TEST_F(ControlServiceTest, BearerTokenIsRequiredOnStreamRoutes) {
