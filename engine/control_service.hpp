@@ -26,7 +26,8 @@
 // - streamArn is "arn:chunkd:stream/<id>";
 // - GC of the content store runs after every update and delete.
 //
-// Metrics: chunkd_http_requests_total{route,status}, chunkd_streams, and the ingest and store
+// Metrics: chunkd_http_requests_total{route,status} (route "refused": refused by io::HttpServer
+// before routing, see count_refused), chunkd_streams, and the ingest and store
 // metrics of the ContentStore.
 //
 // Thread: loop thread only. Call open() before serving; close() before destruction.
@@ -80,6 +81,9 @@ class ControlService {
 
   // The error envelope for the responses io::HttpServer makes itself.
   static std::string error_body(int status, std::string_view message);
+  // io::HttpServer's RefusedObserver: a request refused before routing (malformed, too large, too
+  // slow, ...) is counted in chunkd_http_requests_total{route="refused",status}.
+  void count_refused(int status) { count_request("refused", status); }
 
   std::size_t operations_in_progress() const;
 
@@ -106,6 +110,8 @@ class ControlService {
   // nullptr.
   struct Route;
   static const Route* find_route(int resource, std::string_view method);
+  // chunkd_http_requests_total{route,status} += 1.
+  void count_request(std::string_view route, int status);
   // True when no token is configured or the request carries it.
   bool authorized(const io::HttpRequest& request) const;
 

@@ -132,10 +132,7 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
   const Route* route = resource ? find_route(static_cast<int>(*resource), method) : nullptr;
   Responder counted = [this, name = std::string(route ? route->name : "other"),
                        respond = std::move(respond)](io::HttpResponse r) {
-    metrics_
-        .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
-                 "route=\"" + name + "\",status=\"" + std::to_string(r.status) + "\"")
-        .inc();
+    count_request(name, r.status);
     respond(std::move(r));
   };
 
@@ -173,6 +170,13 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
     }
   }
   route->serve(*this, id, request, counted);
+}
+
+void ControlService::count_request(std::string_view route, int status) {
+  metrics_
+      .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
+               "route=\"" + std::string(route) + "\",status=\"" + std::to_string(status) + "\"")
+      .inc();
 }
 
 bool ControlService::authorized(const io::HttpRequest& request) const {

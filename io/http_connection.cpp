@@ -359,6 +359,7 @@ void HttpConnection::send_response(HttpResponse& response, bool close_after) {
 
 void HttpConnection::send_error(int status, std::string_view message) {
   ++server_->stats().error_responses;
+  server_->note_refused(status);
   HttpResponse response{status, "application/json", server_->make_error_body(status, message), {}};
   send_response(response, true);
 }

@@ -93,6 +93,9 @@ class HttpServer {
   // Builds the body of the responses the server makes itself (400 on a parse error, 408, 413, 431,
   // 503 while closing): the engine plugs in its error envelope for that status and message.
   using ErrorBody = std::function<std::string(int status, std::string_view message)>;
+  // Told the status of each request the server refuses itself, before the handler sees it (every
+  // kServerErrorStatuses but 500), so the embedder can count them with the requests it answers.
+  using RefusedObserver = std::function<void(int status)>;
 
   HttpServer(uv_loop_t* loop, HttpLimits limits, Handler handler, ErrorBody error_body);
   ~HttpServer();
@@ -107,6 +110,8 @@ class HttpServer {
   std::uint16_t port() const;
   std::size_t open_connections() const;
   HttpServerStats stats() const;  // added
+  // REQUIRES: called before listen().
+  void set_refused_observer(RefusedObserver observer);
   void close(std::function<void()> done);
 
  private:

@@ -614,6 +614,19 @@ TEST_F(ControlServiceTest, HeadIsAnsweredLikeGet) {
       2u);
 }
 
+TEST_F(ControlServiceTest, RefusedRequestsAreCounted) {
+  control_->count_refused(431);
+  control_->count_refused(400);
+  control_->count_refused(431);
+  const std::string m = call("GET", "/metrics").body;
+  EXPECT_NE(m.find("chunkd_http_requests_total{route=\"refused\",status=\"431\"} 2\n"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("chunkd_http_requests_total{route=\"refused\",status=\"400\"} 1\n"),
+            std::string::npos)
+      << m;
+}
+
 TEST_F(ControlServiceTest, BearerTokenIsRequiredOnStreamRoutes) {
   restart(Options{.token = "t0ken-value"});
   io::HttpRequest none = request("GET", "/streams");

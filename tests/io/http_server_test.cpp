@@ -161,6 +161,7 @@ class HttpServerTest : public ::testing::Test {
           handler_(std::move(request), std::move(respond));
         },
         &error_json);
+    server_->set_refused_observer([this](int status) { refused_.push_back(status); });
     auto listening = server_->listen(host, 0);
     if (listening) port_ = server_->port();
     loop_.start();
@@ -221,6 +222,7 @@ class HttpServerTest : public ::testing::Test {
   std::function<void(HttpRequest&&, HttpServer::Responder)> handler_ = &echo;
   std::vector<HttpServer::Responder> pending_;  // loop thread
   std::vector<std::string> paths_;              // loop thread
+  std::vector<int> refused_;                    // loop thread: told by the refused observer
 };
 
 // Everything the server sends until it closes the connection (or the guard expires), unparsed.
@@ -576,6 +578,7 @@ TEST_F(HttpServerTest, HttpVersionsOtherThan10And11Are505) {
     EXPECT_EQ(*r.header("connection"), "close");
     EXPECT_TRUE(client.wait_closed()) << line;
   }
+  EXPECT_EQ(loop_.call([&] { return refused_; }), std::vector<int>(5, 505));
   EXPECT_FALSE(loop_.call([&] { return called; }));
   // 1.0 and 1.1 are served.
   HttpClient client("127.0.0.1", port_);
@@ -617,6 +620,39 @@ TEST_F(HttpServerTest, HeadAnswersTheHeadWithoutTheBody) {
   EXPECT_EQ(error.size(), error.find("\r\n\r\n") + 4) << "a body: " << error;
   EXPECT_EQ(error.find("Content-Length: 0\r\n"), std::string::npos) << error;
   EXPECT_NE(error.find("Content-Length: "), std::string::npos) << error;
+}
+
+// Each request the server refuses itself reaches the observer once, with its status; requests
+// that reach the handler do not.
+TEST_F(HttpServerTest, RefusedRequestsAreReportedWithTheirStatus) {
+  HttpLimits limits;
+  limits.max_body_bytes = 16;
+  limits.max_header_bytes = 1024;
+  limits.request_timeout_ms = 200;
+  ASSERT_FALSE(start(limits));
+  const std::pair<const char*, int> cases[] = {
+      {"HELLO WORLD\r\n\r\n", 400},
+      {"GET /a%zz HTTP/1.1\r\n\r\n", 400},
+      {"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411},
+      {"POST /b HTTP/1.1\r\nContent-Length: 17\r\n\r\n", 413},
+      {"GET /h HTTP/1.1\r\nX-Big: ", 431},  // + 2000 bytes below
+      {"GET / HTTP/3.0\r\n\r\n", 505},
+      {"GET /never-finished HTTP/1.1\r\n", 408},
+  };
+  std::vector<int> expected;
+  for (const auto& [input, status] : cases) {
+    HttpClient client("127.0.0.1", port_);
+    std::string bytes = input;
+    if (status == 431) bytes += std::string(2000, 'v') + "\r\n\r\n";
+    ASSERT_TRUE(client.send_raw(bytes));
+    EXPECT_EQ(client.read_response().status, status) << input;
+    EXPECT_TRUE(client.wait_closed()) << input;
+    expected.push_back(status);
+  }
+  HttpClient ok("127.0.0.1", port_);
+  EXPECT_EQ(ok.request("GET", "/fine").status, 200);
+  EXPECT_EQ(loop_.call([&] { return refused_; }), expected);
+  EXPECT_EQ(stats().error_responses, expected.size());
 }
 
 TEST_F(HttpServerTest, IdleKeepAliveConnectionIsClosed) {
