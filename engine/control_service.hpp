@@ -1,6 +1,7 @@
 // The HTTP control API of SPEC.md §2: the handler plugged into io::HttpServer.
 //
-// Routes: POST/GET/PUT/DELETE /streams/{id}, GET /streams (paginated), GET /healthz, GET /metrics.
+// Routes: POST/GET/PUT/DELETE /streams/{id}, GET /streams (paginated), GET /healthz, GET /metrics;
+// HEAD wherever GET.
 // An unknown path is 404 NOT_FOUND; a known path with another method is 405 METHOD_NOT_ALLOWED with
 // an Allow header. Every answer is the envelope of protocol/control.hpp.
 //
@@ -28,7 +29,8 @@
 //   (ContentStore's free-space check, ENOSPC, EDQUOT) is 507 STORAGE_FULL with the bytes needed and
 //   available; /healthz is 503 "degraded: ..." while storage.data_dir is not writable.
 //
-// Metrics: chunkd_http_requests_total{route,status}, chunkd_streams, and the ingest and store
+// Metrics: chunkd_http_requests_total{route,status} (route "refused": refused by io::HttpServer
+// before routing, see count_refused), chunkd_streams, and the ingest and store
 // metrics of the ContentStore.
 //
 // Thread: loop thread only. Call open() before serving; close() before destruction.
@@ -95,6 +97,9 @@ class ControlService {
 
   // The error envelope for the responses io::HttpServer makes itself.
   static std::string error_body(int status, std::string_view message);
+  // io::HttpServer's RefusedObserver: a request refused before routing (malformed, too large, too
+  // slow, ...) is counted in chunkd_http_requests_total{route="refused",status}.
+  void count_refused(int status) { count_request("refused", status); }
 
   std::size_t operations_in_progress() const;
 
@@ -121,6 +126,8 @@ class ControlService {
   // nullptr.
   struct Route;
   static const Route* find_route(int resource, std::string_view method);
+  // chunkd_http_requests_total{route,status} += 1.
+  void count_request(std::string_view route, int status);
   // True when no token is configured or the request carries it.
   bool authorized(const io::HttpRequest& request) const;
 

@@ -1,6 +1,7 @@
 // The control API's routes: one table maps (path, method) to a route name (the metrics label)
 // and the member that serves it; handle() applies the same checks to every route, in one order:
-// path (404), auth (401), method (405 with Allow), shutting down (503), stream id (400).
+// path (404), auth (401), method (405 with Allow), shutting down (503), stream id (400). HEAD is
+// served by the GET route (io::HttpServer drops the body, RFC 9110 §9.3.2).
 #include <algorithm>
 #include <optional>
 #include <span>
@@ -36,9 +37,9 @@ struct ResourceRule {
 };
 
 const ResourceRule& rule_of(Resource resource) {
-  static const ResourceRule collection{"GET", true, true};
-  static const ResourceRule item{"GET, POST, PUT, DELETE", true, true};
-  static const ResourceRule open_page{"GET", false, false};
+  static const ResourceRule collection{"GET, HEAD", true, true};
+  static const ResourceRule item{"GET, HEAD, POST, PUT, DELETE", true, true};
+  static const ResourceRule open_page{"GET, HEAD", false, false};
   switch (resource) {
     case Resource::Collection:
       return collection;
@@ -49,11 +50,11 @@ const ResourceRule& rule_of(Resource resource) {
   }
 }
 
-// The resource of `path`; `id` is the stream id of an Item.
+// The resource of `path`; `id` is the stream id of an Item ("/streams/" is an Item with an empty
+// id, which the id check refuses naming streamId).
 std::optional<Resource> match_resource(std::string_view path, std::string_view& id) {
   if (path == "/streams") return Resource::Collection;
-  if (path.rfind("/streams/", 0) == 0 && path.size() > 9 &&
-      path.find('/', 9) == std::string_view::npos) {
+  if (path.rfind("/streams/", 0) == 0 && path.find('/', 9) == std::string_view::npos) {
     id = path.substr(9);
     return Resource::Item;
   }
@@ -126,13 +127,12 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
   // Route first (for the metrics label), then auth, then the method.
   std::string_view id;
   const std::optional<Resource> resource = match_resource(request.path, id);
-  const Route* route = resource ? find_route(static_cast<int>(*resource), request.method) : nullptr;
+  const std::string_view method =
+      request.method == "HEAD" ? std::string_view("GET") : std::string_view(request.method);
+  const Route* route = resource ? find_route(static_cast<int>(*resource), method) : nullptr;
   Responder counted = [this, name = std::string(route ? route->name : "other"),
                        respond = std::move(respond)](io::HttpResponse r) {
-    metrics_
-        .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
-                 "route=\"" + name + "\",status=\"" + std::to_string(r.status) + "\"")
-        .inc();
+    count_request(name, r.status);
     respond(std::move(r));
   };
 
@@ -170,6 +170,13 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
     }
   }
   route->serve(*this, id, request, counted);
+}
+
+void ControlService::count_request(std::string_view route, int status) {
+  metrics_
+      .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
+               "route=\"" + std::string(route) + "\",status=\"" + std::to_string(status) + "\"")
+      .inc();
 }
 
 bool ControlService::authorized(const io::HttpRequest& request) const {
@@ -247,30 +254,10 @@ void ControlService::list(const io::HttpRequest& request, Responder& respond) {
 }
 
 std::string ControlService::error_body(int status, std::string_view message) {
-  ApiErrorCode code = ApiErrorCode::ValidationError;
-  switch (status) {
-    case 401:
-      code = ApiErrorCode::Unauthorized;
-      break;
-    case 404:
-      code = ApiErrorCode::NotFound;
-      break;
-    case 405:
-      code = ApiErrorCode::MethodNotAllowed;
-      break;
-    case 413:
-    case 431:
-      code = ApiErrorCode::PayloadTooLarge;
-      break;
-    case 429:
-      code = ApiErrorCode::RateLimited;
-      break;
-    case 503:
-      code = ApiErrorCode::ServiceUnavailable;
-      break;
-    default:
-      code = status >= 500 ? ApiErrorCode::InternalError : ApiErrorCode::ValidationError;
-  }
+  // io::HttpServer sends only io::kServerErrorStatuses, each of which has its code (tested); any
+  // other status would be a bug there, answered as an internal error rather than a wrong code.
+  const ApiErrorCode code =
+      protocol::api_error_for_status(status).value_or(ApiErrorCode::InternalError);
   return protocol::error_response(ApiError{code, std::string(message), {}});
 }
 

@@ -257,6 +257,7 @@ bool Daemon::Impl::open_http() {
         control->handle(std::move(request), std::move(respond));
       },
       &ControlService::error_body);
+  http->set_refused_observer([this](int status) { control->count_refused(status); });
   metrics.gauge_fn("chunkd_http_open_connections", "Open HTTP connections.", "",
                    [this] { return http ? static_cast<double>(http->open_connections()) : 0.0; });
   if (auto listening = http->listen(c.listen_host, c.listen_port); !listening) {

@@ -339,7 +339,8 @@ void HttpConnection::send_response(HttpResponse& response, bool close_after) {
 
   bool handling = state_ == State::Handling;
   if (handling) state_ = State::Reading;
-  if (!queue_write(std::move(head), std::move(response.body))) return;
+  // RFC 9110 §9.3.2: a response to HEAD is the GET response's head, Content-Length included.
+  if (!queue_write(std::move(head), head_ ? std::string() : std::move(response.body))) return;
   if (close_after || !handling) {
     begin_finish();
     return;
@@ -358,6 +359,7 @@ void HttpConnection::send_response(HttpResponse& response, bool close_after) {
 
 void HttpConnection::send_error(int status, std::string_view message) {
   ++server_->stats().error_responses;
+  server_->note_refused(status);
   HttpResponse response{status, "application/json", server_->make_error_body(status, message), {}};
   send_response(response, true);
 }

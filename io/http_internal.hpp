@@ -88,6 +88,9 @@ class HttpListener {
   char* read_buffer() { return read_buffer_.get(); }
   bool closing() const { return phase_ != Phase::Open; }
   std::string make_error_body(int status, std::string_view message) const;
+  void set_refused_observer(HttpServer::RefusedObserver observer);
+  // A request refused before the handler: tells the observer.
+  void note_refused(int status) const;
   // Calls c->resume() on the next loop turn. REQUIRES: `c` is not already scheduled.
   void schedule_resume(std::shared_ptr<HttpConnection> c);
   // The last handle of `c` is closed: frees its slot (and `c`). REQUIRES: `c` holds a slot.
@@ -122,6 +125,7 @@ class HttpListener {
   HttpLimits limits_;
   Handler handler_;
   ErrorBody error_body_;
+  HttpServer::RefusedObserver refused_observer_;
   std::unique_ptr<char[]> read_buffer_;
 
   Phase phase_ = Phase::Open;
@@ -238,6 +242,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   std::size_t header_bytes_ = 0;
   std::string url_;
   HttpRequest request_;
+  bool head_ = false;     // the request is a HEAD (known once its target began): no body
   int error_status_ = 0;  // set by a parser callback that refused the request
   std::string error_message_;
 

@@ -35,6 +35,7 @@ int HttpConnection::on_message_begin(http_parser* p) {
   c->last_was_value_ = false;
   c->header_bytes_ = 0;
   c->url_.clear();
+  c->head_ = false;
   c->request_ = HttpRequest{};
   c->error_status_ = 0;
   c->error_message_.clear();
@@ -53,6 +54,7 @@ bool HttpConnection::add_header_bytes(std::size_t len) {
 int HttpConnection::on_url(http_parser* p, const char* at, std::size_t len) {
   auto* c = static_cast<HttpConnection*>(p->data);
   if (!c->add_header_bytes(len)) return -1;
+  c->head_ = p->method == HTTP_HEAD;  // the method is complete once the target begins
   c->url_.append(at, len);
   return 0;
 }
@@ -82,6 +84,11 @@ int HttpConnection::on_headers_complete(http_parser* p) {
   auto* c = static_cast<HttpConnection*>(p->data);
   const HttpLimits& limits = c->server_->limits();
   const bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
+  if (p->http_major != 1 || p->http_minor > 1) {
+    c->refuse(505, "HTTP/" + std::to_string(p->http_major) + "." + std::to_string(p->http_minor) +
+                       " is not supported: use HTTP/1.1");
+    return -1;
+  }
   if (p->method == HTTP_CONNECT) {
     c->refuse(400, "CONNECT is not supported");
     return -1;
@@ -91,8 +98,7 @@ int HttpConnection::on_headers_complete(http_parser* p) {
     return -1;
   }
   if (has_length && p->content_length > limits.max_body_bytes) {
-    c->refuse(413, "too_large_body: the request body exceeds " +
-                       std::to_string(limits.max_body_bytes) + " bytes");
+    c->refuse(413, "the request body exceeds " + std::to_string(limits.max_body_bytes) + " bytes");
     return -1;
   }
   c->keep_alive_ = http_should_keep_alive(p) != 0;
@@ -112,7 +118,7 @@ int HttpConnection::on_body(http_parser* p, const char* at, std::size_t len) {
   auto* c = static_cast<HttpConnection*>(p->data);
   const std::size_t max = c->server_->limits().max_body_bytes;
   if (c->request_.body.size() + len > max) {
-    c->refuse(413, "too_large_body: the request body exceeds " + std::to_string(max) + " bytes");
+    c->refuse(413, "the request body exceeds " + std::to_string(max) + " bytes");
     return -1;
   }
   c->request_.body.append(at, len);

@@ -59,6 +59,15 @@ std::string HttpListener::make_error_body(int status, std::string_view message) 
   return default_error_body(status, message);
 }
 
+void HttpListener::set_refused_observer(HttpServer::RefusedObserver observer) {
+  CHUNKD_ASSERT(!listened_ && "set_refused_observer() before listen()");
+  refused_observer_ = std::move(observer);
+}
+
+void HttpListener::note_refused(int status) const {
+  if (refused_observer_) refused_observer_(status);
+}
+
 Expected<void> HttpListener::listen(const std::string& host, std::uint16_t port) {
   CHUNKD_ASSERT(!listened_ && phase_ == Phase::Open && "listen() once, before close()");
 
@@ -285,6 +294,10 @@ std::uint16_t HttpServer::port() const { return impl_->port(); }
 std::size_t HttpServer::open_connections() const { return impl_->open_connections(); }
 
 HttpServerStats HttpServer::stats() const { return impl_->stats(); }
+
+void HttpServer::set_refused_observer(RefusedObserver observer) {
+  impl_->set_refused_observer(std::move(observer));
+}
 
 void HttpServer::close(std::function<void()> done) { impl_->close(std::move(done)); }
 

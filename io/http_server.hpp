@@ -1,10 +1,12 @@
 // A small HTTP/1.1 server on libuv TCP handles, parsing with http-parser.
 //
 // Keep-alive and several requests per connection (answered in order, one at a time), Content-Length
-// bodies only (chunked request bodies are refused 411/400), and a limit on everything: header
-// bytes, body bytes (over it: 413 with `too_large_body`), open connections (over it: accept then
-// close), idle time between requests, and total time to receive one request (a client trickling one
-// byte a second is cut off). Responses always carry Content-Length.
+// bodies only (chunked request bodies are refused 411/400), HTTP/1.0 and HTTP/1.1 only (any other
+// version is refused 505), and a limit on everything: header bytes (431), body bytes (413), open
+// connections (over it: accept then close), idle time between requests, and total time to receive
+// one request (408: a client trickling one byte a second is cut off). Responses always carry
+// Content-Length; a response to HEAD carries the Content-Length of its body but not the body
+// (RFC 9110 §9.3.2), so a handler answers HEAD as it answers GET.
 //
 // The handler may answer later (after an asynchronous ingest): it is given a Responder that can
 // be called once, from the loop thread; if the client went away meanwhile the response is dropped.
@@ -56,6 +58,12 @@ struct HttpServerStats {
   std::uint64_t responses_dropped = 0;     // responder called after its connection closed
 };
 
+// The statuses of the responses the server makes itself, each with the ErrorBody of that status:
+// 400 malformed request, 408 request not received in time, 411 body without Content-Length,
+// 413 body over max_body_bytes, 431 header over max_header_bytes, 500 the handler did not answer,
+// 503 a request still arriving while the server closes, 505 HTTP version other than 1.0 and 1.1.
+inline constexpr int kServerErrorStatuses[] = {400, 408, 411, 413, 431, 500, 503, 505};
+
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // percent-decoded path, without the query
@@ -85,6 +93,9 @@ class HttpServer {
   // Builds the body of the responses the server makes itself (400 on a parse error, 408, 413, 431,
   // 503 while closing): the engine plugs in its error envelope for that status and message.
   using ErrorBody = std::function<std::string(int status, std::string_view message)>;
+  // Told the status of each request the server refuses itself, before the handler sees it (every
+  // kServerErrorStatuses but 500), so the embedder can count them with the requests it answers.
+  using RefusedObserver = std::function<void(int status)>;
 
   HttpServer(uv_loop_t* loop, HttpLimits limits, Handler handler, ErrorBody error_body);
   ~HttpServer();
@@ -99,6 +110,8 @@ class HttpServer {
   std::uint16_t port() const;
   std::size_t open_connections() const;
   HttpServerStats stats() const;  // added
+  // REQUIRES: called before listen().
+  void set_refused_observer(RefusedObserver observer);
   void close(std::function<void()> done);
 
  private:

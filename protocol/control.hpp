@@ -3,6 +3,7 @@
 // Pure: no I/O; the engine fills StreamInfo and sends what these functions return.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,21 +14,74 @@
 
 namespace chunkd::protocol {
 
+// The error codes of the envelope. Each code has exactly one HTTP status and each status chunkd
+// answers with an error has exactly one code: kApiErrors is that table (checked at compile time;
+// docs/control-api.md lists the same rows, checked by tests/protocol/control_test.cpp).
 enum class ApiErrorCode : std::uint8_t {
-  ValidationError,     // 400
-  Unauthorized,        // 401
-  NotFound,            // 404
-  MethodNotAllowed,    // 405 (a known route with the wrong method)
-  AlreadyExists,       // 409
-  PayloadTooLarge,     // 413
-  LimitExceeded,       // 422
-  RateLimited,         // 429
-  InternalError,       // 500
-  ServiceUnavailable,  // 503
-  StorageFull,         // 507 (no space left for a stream's files in storage.data_dir)
+  ValidationError,          // 400 (also a request the HTTP parser refuses as malformed)
+  Unauthorized,             // 401
+  NotFound,                 // 404
+  MethodNotAllowed,         // 405 (a known route with the wrong method)
+  RequestTimeout,           // 408 (the request was not received in time)
+  AlreadyExists,            // 409
+  LengthRequired,           // 411 (a body without Content-Length)
+  PayloadTooLarge,          // 413
+  LimitExceeded,            // 422
+  RateLimited,              // 429
+  HeadersTooLarge,          // 431
+  InternalError,            // 500
+  ServiceUnavailable,       // 503
+  HttpVersionNotSupported,  // 505
+  StorageFull,              // 507 (no space left for a stream's files in storage.data_dir)
 };
+
+struct ApiErrorInfo {
+  ApiErrorCode code;
+  std::string_view name;  // the envelope's "code"
+  int http_status;
+};
+
+// Indexed by the enum's value.
+inline constexpr ApiErrorInfo kApiErrors[] = {
+    {ApiErrorCode::ValidationError, "VALIDATION_ERROR", 400},
+    {ApiErrorCode::Unauthorized, "UNAUTHORIZED", 401},
+    {ApiErrorCode::NotFound, "NOT_FOUND", 404},
+    {ApiErrorCode::MethodNotAllowed, "METHOD_NOT_ALLOWED", 405},
+    {ApiErrorCode::RequestTimeout, "REQUEST_TIMEOUT", 408},
+    {ApiErrorCode::AlreadyExists, "ALREADY_EXISTS", 409},
+    {ApiErrorCode::LengthRequired, "LENGTH_REQUIRED", 411},
+    {ApiErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413},
+    {ApiErrorCode::LimitExceeded, "LIMIT_EXCEEDED", 422},
+    {ApiErrorCode::RateLimited, "RATE_LIMITED", 429},
+    {ApiErrorCode::HeadersTooLarge, "HEADERS_TOO_LARGE", 431},
+    {ApiErrorCode::InternalError, "INTERNAL_ERROR", 500},
+    {ApiErrorCode::ServiceUnavailable, "SERVICE_UNAVAILABLE", 503},
+    {ApiErrorCode::HttpVersionNotSupported, "HTTP_VERSION_NOT_SUPPORTED", 505},
+    {ApiErrorCode::StorageFull, "STORAGE_FULL", 507},
+};
+
+namespace detail {
+constexpr bool api_error_table_is_one_to_one() {
+  constexpr std::size_t n = sizeof(kApiErrors) / sizeof(kApiErrors[0]);
+  if (static_cast<std::size_t>(ApiErrorCode::StorageFull) + 1 != n) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (static_cast<std::size_t>(kApiErrors[i].code) != i) return false;
+    if (kApiErrors[i].http_status < 400 || kApiErrors[i].http_status > 599) return false;
+    for (std::size_t j = i + 1; j < n; ++j) {
+      if (kApiErrors[i].http_status == kApiErrors[j].http_status) return false;
+      if (kApiErrors[i].name == kApiErrors[j].name) return false;
+    }
+  }
+  return true;
+}
+}  // namespace detail
+static_assert(detail::api_error_table_is_one_to_one(),
+              "kApiErrors: one row per ApiErrorCode, in enum order, one code per HTTP status");
+
 std::string_view to_string(ApiErrorCode code);  // "VALIDATION_ERROR", ...
 int http_status(ApiErrorCode code);
+// The one code of an error status (4xx/5xx) chunkd sends; nullopt for any other status.
+std::optional<ApiErrorCode> api_error_for_status(int status);
 
 struct FieldProblem {
   std::string field;    // e.g. "files[1].fileId"

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -58,59 +59,21 @@ constexpr std::string_view kSuccessClose = "}}";
 }  // namespace
 
 std::string_view to_string(ApiErrorCode code) {
-  switch (code) {
-    case ApiErrorCode::ValidationError:
-      return "VALIDATION_ERROR";
-    case ApiErrorCode::Unauthorized:
-      return "UNAUTHORIZED";
-    case ApiErrorCode::NotFound:
-      return "NOT_FOUND";
-    case ApiErrorCode::MethodNotAllowed:
-      return "METHOD_NOT_ALLOWED";
-    case ApiErrorCode::AlreadyExists:
-      return "ALREADY_EXISTS";
-    case ApiErrorCode::PayloadTooLarge:
-      return "PAYLOAD_TOO_LARGE";
-    case ApiErrorCode::LimitExceeded:
-      return "LIMIT_EXCEEDED";
-    case ApiErrorCode::RateLimited:
-      return "RATE_LIMITED";
-    case ApiErrorCode::InternalError:
-      return "INTERNAL_ERROR";
-    case ApiErrorCode::ServiceUnavailable:
-      return "SERVICE_UNAVAILABLE";
-    case ApiErrorCode::StorageFull:
-      return "STORAGE_FULL";
-  }
-  return "INTERNAL_ERROR";  // a value outside the enum is a bug upstream: answer as one
+  const auto i = static_cast<std::size_t>(code);
+  // A value outside the enum is a bug upstream: answer as an internal error.
+  return i < std::size(kApiErrors) ? kApiErrors[i].name : "INTERNAL_ERROR";
 }
 
 int http_status(ApiErrorCode code) {
-  switch (code) {
-    case ApiErrorCode::ValidationError:
-      return 400;
-    case ApiErrorCode::Unauthorized:
-      return 401;
-    case ApiErrorCode::NotFound:
-      return 404;
-    case ApiErrorCode::MethodNotAllowed:
-      return 405;
-    case ApiErrorCode::AlreadyExists:
-      return 409;
-    case ApiErrorCode::PayloadTooLarge:
-      return 413;
-    case ApiErrorCode::LimitExceeded:
-      return 422;
-    case ApiErrorCode::RateLimited:
-      return 429;
-    case ApiErrorCode::InternalError:
-      return 500;
-    case ApiErrorCode::ServiceUnavailable:
-      return 503;
-    case ApiErrorCode::StorageFull:
-      return 507;
+  const auto i = static_cast<std::size_t>(code);
+  return i < std::size(kApiErrors) ? kApiErrors[i].http_status : 500;
+}
+
+std::optional<ApiErrorCode> api_error_for_status(int status) {
+  for (const ApiErrorInfo& info : kApiErrors) {
+    if (info.http_status == status) return info.code;
   }
-  return 500;
+  return std::nullopt;
 }
 
 // RFC 8259: '"' and '\' escaped, U+0000-U+001F escaped (short forms where they exist), DEL as

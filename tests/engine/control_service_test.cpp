@@ -13,8 +13,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -580,20 +582,68 @@ TEST_F(ControlServiceTest, UnknownPathsAndMethods) {
   EXPECT_EQ(r.status, 404);
   EXPECT_EQ(Json(r.body).str("/error/code"), "NOT_FOUND");
   EXPECT_EQ(call("GET", "/streams/a/b").status, 404);
-  EXPECT_EQ(call("GET", "/streams/").status, 404);
 
   r = call("PATCH", "/streams/a");
   EXPECT_EQ(r.status, 405);
   EXPECT_EQ(Json(r.body).str("/error/code"), "METHOD_NOT_ALLOWED");
   ASSERT_NE(find_header(r, "Allow"), nullptr);
-  EXPECT_EQ(*find_header(r, "Allow"), "GET, POST, PUT, DELETE");
+  EXPECT_EQ(*find_header(r, "Allow"), "GET, HEAD, POST, PUT, DELETE");
   r = call("POST", "/streams");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(*find_header(r, "Allow"), "GET");
+  EXPECT_EQ(*find_header(r, "Allow"), "GET, HEAD");
   r = call("DELETE", "/healthz");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(*find_header(r, "Allow"), "GET");
+  EXPECT_EQ(*find_header(r, "Allow"), "GET, HEAD");
   EXPECT_EQ(call("PUT", "/metrics").status, 405);
+}
+
+TEST_F(ControlServiceTest, EmptyStreamIdIsAValidationErrorNotA404) {
+  for (const char* method : {"GET", "POST", "PUT", "DELETE"}) {
+    auto r = call(method, "/streams/", R"({"description":"x"})");
+    EXPECT_EQ(r.status, 400) << method;
+    Json j(r.body);
+    EXPECT_EQ(j.str("/error/code"), "VALIDATION_ERROR") << method;
+    EXPECT_EQ(j.detail_fields(), std::vector<std::string>{"streamId"}) << method << r.body;
+    EXPECT_EQ(j.str("/error/details/0/problem"), "must not be empty") << method;
+  }
+  EXPECT_EQ(catalog_->size(), 0u);
+}
+
+// HEAD is served by the GET route: same status, headers and body (io::HttpServer drops the body
+// on the wire), counted under the GET route's name.
+TEST_F(ControlServiceTest, HeadIsAnsweredLikeGet) {
+  ASSERT_EQ(call("POST", "/streams/a", create_body({file_json(0, "app.bin")})).status, 201);
+  control_->set_ready(true);
+  for (const char* path : {"/streams", "/streams/a", "/streams/missing", "/healthz"}) {
+    const auto get = call("GET", path);
+    const auto head = call("HEAD", path);
+    EXPECT_EQ(head.status, get.status) << path;
+    EXPECT_EQ(head.content_type, get.content_type) << path;
+    EXPECT_EQ(head.body.size(), get.body.size()) << path;
+    EXPECT_EQ(head.headers, get.headers) << path;
+  }
+  const auto head = call("HEAD", "/metrics");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.content_type, "text/plain; version=0.0.4");
+  EXPECT_EQ(
+      metrics_->counter_value("chunkd_http_requests_total", R"(route="describe",status="200")"),
+      2u);
+  EXPECT_EQ(
+      metrics_->counter_value("chunkd_http_requests_total", R"(route="describe",status="404")"),
+      2u);
+}
+
+TEST_F(ControlServiceTest, RefusedRequestsAreCounted) {
+  control_->count_refused(431);
+  control_->count_refused(400);
+  control_->count_refused(431);
+  const std::string m = call("GET", "/metrics").body;
+  EXPECT_NE(m.find("chunkd_http_requests_total{route=\"refused\",status=\"431\"} 2\n"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("chunkd_http_requests_total{route=\"refused\",status=\"400\"} 1\n"),
+            std::string::npos)
+      << m;
 }
 
 TEST_F(ControlServiceTest, BearerTokenIsRequiredOnStreamRoutes) {
@@ -853,9 +903,31 @@ TEST_F(ControlServiceTest, ErrorBodyForServerMadeResponses) {
   EXPECT_EQ(j.str("/error/code"), "PAYLOAD_TOO_LARGE");
   EXPECT_EQ(j.str("/error/message"), "body too large");
   EXPECT_EQ(Json(ControlService::error_body(400, "bad")).str("/error/code"), "VALIDATION_ERROR");
-  EXPECT_EQ(Json(ControlService::error_body(408, "slow")).str("/error/code"), "VALIDATION_ERROR");
+  EXPECT_EQ(Json(ControlService::error_body(408, "slow")).str("/error/code"), "REQUEST_TIMEOUT");
+  EXPECT_EQ(Json(ControlService::error_body(411, "len")).str("/error/code"), "LENGTH_REQUIRED");
+  EXPECT_EQ(Json(ControlService::error_body(431, "big")).str("/error/code"), "HEADERS_TOO_LARGE");
   EXPECT_EQ(Json(ControlService::error_body(503, "x")).str("/error/code"), "SERVICE_UNAVAILABLE");
   EXPECT_EQ(Json(ControlService::error_body(500, "x")).str("/error/code"), "INTERNAL_ERROR");
+  EXPECT_EQ(Json(ControlService::error_body(505, "v")).str("/error/code"),
+            "HTTP_VERSION_NOT_SUPPORTED");
+}
+
+// Every error status chunkd can send (the ones io::HttpServer makes itself and the ones of the
+// API's codes) carries exactly one code, and that code's status is the status sent.
+TEST_F(ControlServiceTest, EveryErrorStatusHasItsOneCode) {
+  std::set<int> statuses(std::begin(io::kServerErrorStatuses), std::end(io::kServerErrorStatuses));
+  for (const protocol::ApiErrorInfo& info : protocol::kApiErrors) statuses.insert(info.http_status);
+  std::set<std::string> codes;
+  for (int status : statuses) {
+    const auto code = protocol::api_error_for_status(status);
+    ASSERT_TRUE(code.has_value()) << status << " has no code";
+    EXPECT_EQ(protocol::http_status(*code), status);
+    Json j(ControlService::error_body(status, "m"));
+    ASSERT_TRUE(j.ok) << status;
+    EXPECT_EQ(j.str("/error/code"), protocol::to_string(*code)) << status;
+    EXPECT_EQ(j.str("/error/message"), "m");
+    EXPECT_TRUE(codes.insert(j.str("/error/code")).second) << status << " shares its code";
+  }
 }
 
 }  // namespace

@@ -359,7 +359,7 @@ TEST(ControlApi, UnknownPathsAndMethodsUseTheEnvelope) {
   auto del = stack.request("DELETE", "/streams");
   EXPECT_TRUE(is_error(del, 405, "METHOD_NOT_ALLOWED"));
   ASSERT_NE(del.header("allow"), nullptr);
-  EXPECT_EQ(*del.header("allow"), "GET");
+  EXPECT_EQ(*del.header("allow"), "GET, HEAD");
   auto post_health = stack.request("POST", "/healthz", "{}");
   EXPECT_EQ(post_health.status, 405);
   EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();

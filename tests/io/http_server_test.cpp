@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -160,6 +161,7 @@ class HttpServerTest : public ::testing::Test {
           handler_(std::move(request), std::move(respond));
         },
         &error_json);
+    server_->set_refused_observer([this](int status) { refused_.push_back(status); });
     auto listening = server_->listen(host, 0);
     if (listening) port_ = server_->port();
     loop_.start();
@@ -220,7 +222,23 @@ class HttpServerTest : public ::testing::Test {
   std::function<void(HttpRequest&&, HttpServer::Responder)> handler_ = &echo;
   std::vector<HttpServer::Responder> pending_;  // loop thread
   std::vector<std::string> paths_;              // loop thread
+  std::vector<int> refused_;                    // loop thread: told by the refused observer
 };
+
+// Everything the server sends until it closes the connection (or the guard expires), unparsed.
+std::string read_until_closed(const HttpClient& client) {
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + kGuard;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{client.fd(), POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(client.fd(), buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
 
 TEST_F(HttpServerTest, SimpleGet) {
   ASSERT_FALSE(start());
@@ -448,7 +466,10 @@ TEST_F(HttpServerTest, BodyOverLimitIs413WithoutReadingIt) {
   EXPECT_EQ(*r.header("content-type"), "application/json");
   EXPECT_EQ(*r.header("connection"), "close");
   EXPECT_NE(r.body.find("\"status\":413"), std::string::npos) << r.body;
-  EXPECT_NE(r.body.find("too_large_body"), std::string::npos) << r.body;
+  // A human message, no internal prefix.
+  EXPECT_NE(r.body.find("\"message\":\"the request body exceeds 1024 bytes\""), std::string::npos)
+      << r.body;
+  EXPECT_EQ(r.body.find("too_large_body"), std::string::npos) << r.body;
   EXPECT_TRUE(client.wait_closed());
   EXPECT_FALSE(loop_.call([&] { return called; }));
 }
@@ -536,6 +557,102 @@ TEST_F(HttpServerTest, ChunkedRequestIs411) {
   EXPECT_EQ(r.reason, "Length Required");
   EXPECT_EQ(*r.header("connection"), "close");
   EXPECT_TRUE(client.wait_closed());
+}
+
+TEST_F(HttpServerTest, HttpVersionsOtherThan10And11Are505) {
+  bool called = false;
+  handler_ = [&](HttpRequest&&, HttpServer::Responder respond) {
+    called = true;
+    respond(text("no"));
+  };
+  ASSERT_FALSE(start());
+  for (const char* line : {"GET / HTTP/9.9\r\n", "GET / HTTP/2.0\r\n", "GET / HTTP/1.2\r\n",
+                           "GET / HTTP/0.9\r\n", "GET /\r\n"}) {
+    HttpClient client("127.0.0.1", port_);
+    ASSERT_TRUE(client.send_raw(std::string(line) + "Host: v\r\n\r\n"));
+    HttpClientResponse r = client.read_response();
+    EXPECT_EQ(r.status, 505) << r.error << " for " << line;
+    EXPECT_EQ(r.reason, "HTTP Version Not Supported") << line;
+    EXPECT_NE(r.body.find("\"status\":505"), std::string::npos) << r.body;
+    ASSERT_NE(r.header("connection"), nullptr) << line;
+    EXPECT_EQ(*r.header("connection"), "close");
+    EXPECT_TRUE(client.wait_closed()) << line;
+  }
+  EXPECT_EQ(loop_.call([&] { return refused_; }), std::vector<int>(5, 505));
+  EXPECT_FALSE(loop_.call([&] { return called; }));
+  // 1.0 and 1.1 are served.
+  HttpClient client("127.0.0.1", port_);
+  ASSERT_TRUE(client.send_raw("GET /one HTTP/1.1\r\n\r\nGET /zero HTTP/1.0\r\n\r\n"));
+  EXPECT_EQ(client.read_response().status, 200);
+  EXPECT_EQ(client.read_response().status, 200);
+}
+
+// RFC 9110 §9.3.2: HEAD gets the head of the response, Content-Length of its body included, and
+// no body; the next request on the connection is read from the right place.
+TEST_F(HttpServerTest, HeadAnswersTheHeadWithoutTheBody) {
+  std::vector<std::string> methods;
+  handler_ = [&](HttpRequest&& request, HttpServer::Responder respond) {
+    methods.push_back(request.method);
+    respond(text("the body of " + request.path));  // as for GET: the server drops it
+  };
+  ASSERT_FALSE(start());
+  HttpClient client("127.0.0.1", port_);
+  ASSERT_TRUE(
+      client.send_raw("HEAD /h HTTP/1.1\r\n\r\nGET /h HTTP/1.1\r\nConnection: close\r\n\r\n"));
+  const std::string wire = read_until_closed(client);
+  const std::string get_body = "the body of /h";
+  const std::size_t second = wire.find("HTTP/1.1 200 OK\r\n", 1);
+  ASSERT_NE(second, std::string::npos) << wire;
+  const std::string head_response = wire.substr(0, second);
+  EXPECT_EQ(head_response.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << wire;
+  EXPECT_NE(head_response.find("Content-Length: " + std::to_string(get_body.size()) + "\r\n"),
+            std::string::npos)
+      << head_response;
+  EXPECT_EQ(head_response.size(), head_response.find("\r\n\r\n") + 4) << "a body: " << wire;
+  EXPECT_EQ(wire.substr(wire.size() - get_body.size()), get_body) << wire;
+  EXPECT_EQ(loop_.call([&] { return methods; }), (std::vector<std::string>{"HEAD", "GET"}));
+
+  // A response the server makes itself to a HEAD has no body either.
+  HttpClient refused("127.0.0.1", port_);
+  ASSERT_TRUE(refused.send_raw("HEAD /h HTTP/9.9\r\n\r\n"));
+  const std::string error = read_until_closed(refused);
+  EXPECT_EQ(error.rfind("HTTP/1.1 505 ", 0), 0u) << error;
+  EXPECT_EQ(error.size(), error.find("\r\n\r\n") + 4) << "a body: " << error;
+  EXPECT_EQ(error.find("Content-Length: 0\r\n"), std::string::npos) << error;
+  EXPECT_NE(error.find("Content-Length: "), std::string::npos) << error;
+}
+
+// Each request the server refuses itself reaches the observer once, with its status; requests
+// that reach the handler do not.
+TEST_F(HttpServerTest, RefusedRequestsAreReportedWithTheirStatus) {
+  HttpLimits limits;
+  limits.max_body_bytes = 16;
+  limits.max_header_bytes = 1024;
+  limits.request_timeout_ms = 200;
+  ASSERT_FALSE(start(limits));
+  const std::pair<const char*, int> cases[] = {
+      {"HELLO WORLD\r\n\r\n", 400},
+      {"GET /a%zz HTTP/1.1\r\n\r\n", 400},
+      {"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411},
+      {"POST /b HTTP/1.1\r\nContent-Length: 17\r\n\r\n", 413},
+      {"GET /h HTTP/1.1\r\nX-Big: ", 431},  // + 2000 bytes below
+      {"GET / HTTP/3.0\r\n\r\n", 505},
+      {"GET /never-finished HTTP/1.1\r\n", 408},
+  };
+  std::vector<int> expected;
+  for (const auto& [input, status] : cases) {
+    HttpClient client("127.0.0.1", port_);
+    std::string bytes = input;
+    if (status == 431) bytes += std::string(2000, 'v') + "\r\n\r\n";
+    ASSERT_TRUE(client.send_raw(bytes));
+    EXPECT_EQ(client.read_response().status, status) << input;
+    EXPECT_TRUE(client.wait_closed()) << input;
+    expected.push_back(status);
+  }
+  HttpClient ok("127.0.0.1", port_);
+  EXPECT_EQ(ok.request("GET", "/fine").status, 200);
+  EXPECT_EQ(loop_.call([&] { return refused_; }), expected);
+  EXPECT_EQ(stats().error_responses, expected.size());
 }
 
 TEST_F(HttpServerTest, IdleKeepAliveConnectionIsClosed) {

@@ -6,8 +6,12 @@
 #include <simdjson.h>
 
 #include <cstddef>
+#include <fstream>
 #include <initializer_list>
+#include <iterator>
 #include <optional>
+#include <regex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -936,20 +940,53 @@ TEST(ControlEnvelope, CodesAndHttpStatuses) {
       {ApiErrorCode::Unauthorized, {"UNAUTHORIZED", 401}},
       {ApiErrorCode::NotFound, {"NOT_FOUND", 404}},
       {ApiErrorCode::MethodNotAllowed, {"METHOD_NOT_ALLOWED", 405}},
+      {ApiErrorCode::RequestTimeout, {"REQUEST_TIMEOUT", 408}},
       {ApiErrorCode::AlreadyExists, {"ALREADY_EXISTS", 409}},
+      {ApiErrorCode::LengthRequired, {"LENGTH_REQUIRED", 411}},
       {ApiErrorCode::PayloadTooLarge, {"PAYLOAD_TOO_LARGE", 413}},
       {ApiErrorCode::LimitExceeded, {"LIMIT_EXCEEDED", 422}},
       {ApiErrorCode::RateLimited, {"RATE_LIMITED", 429}},
+      {ApiErrorCode::HeadersTooLarge, {"HEADERS_TOO_LARGE", 431}},
       {ApiErrorCode::InternalError, {"INTERNAL_ERROR", 500}},
       {ApiErrorCode::ServiceUnavailable, {"SERVICE_UNAVAILABLE", 503}},
+      {ApiErrorCode::HttpVersionNotSupported, {"HTTP_VERSION_NOT_SUPPORTED", 505}},
       {ApiErrorCode::StorageFull, {"STORAGE_FULL", 507}},
   };
+  EXPECT_EQ(std::size(table), std::size(kApiErrors));
   for (const auto& [code, expected] : table) {
     EXPECT_EQ(to_string(code), expected.first);
     EXPECT_EQ(http_status(code), expected.second) << expected.first;
+    EXPECT_EQ(api_error_for_status(expected.second), code) << expected.first;
   }
   EXPECT_EQ(error_response({ApiErrorCode::RateLimited, "slow down", {}}),
             R"({"success":false,"error":{"code":"RATE_LIMITED","message":"slow down"}})");
+}
+
+TEST(ControlEnvelope, OnlyErrorStatusesHaveACode) {
+  for (int status : {0, 100, 200, 201, 204, 301, 399, 402, 403, 410, 418, 501, 502, 504, 600}) {
+    EXPECT_EQ(api_error_for_status(status), std::nullopt) << status;
+  }
+}
+
+// docs/control-api.md's table of codes is the table in the code, row for row: every
+// "| `CODE` | status |" row of the page, and nothing else.
+TEST(ControlEnvelope, DocumentedTableIsTheCodeTable) {
+  std::ifstream in(std::string(CHUNKD_SOURCE_DIR) + "/docs/control-api.md");
+  ASSERT_TRUE(in) << "cannot read docs/control-api.md";
+  const std::regex row(R"(^\| `([A-Z_]+)` \| (\d{3}) \|)");
+  std::set<std::pair<std::string, int>> documented;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, row)) {
+      EXPECT_TRUE(documented.emplace(m[1].str(), std::stoi(m[2].str())).second) << line;
+    }
+  }
+  std::set<std::pair<std::string, int>> in_code;
+  for (const ApiErrorInfo& info : kApiErrors) {
+    in_code.emplace(std::string(info.name), info.http_status);
+  }
+  EXPECT_EQ(documented, in_code);
 }
 
 // --- escaping --------------------------------------------------------------------------------
