@@ -73,6 +73,9 @@ class ControlService {
 
   // The io::HttpServer handler. Answers every request exactly once.
   void handle(io::HttpRequest&& request, io::HttpServer::Responder respond);
+  // The io::HttpServer Authorize hook: the 401 of a route needing the token, decided on the head
+  // alone (before any body byte is buffered), or nullopt. Counted like handle()'s answers.
+  std::optional<io::HttpResponse> authorize(const io::HttpRequest& head);
 
   // /healthz answers 200 while ready (the MQTT pool connected and subscribed).
   void set_ready(bool ready) { ready_ = ready; }
@@ -107,6 +110,8 @@ class ControlService {
   static const Route* find_route(int resource, std::string_view method);
   // True when no token is configured or the request carries it.
   bool authorized(const io::HttpRequest& request) const;
+  static io::HttpResponse unauthorized(const io::HttpRequest& request);
+  void count(std::string_view route, int status);
 
   void open_files(Op& op);
   void ingest_next(Op& op);

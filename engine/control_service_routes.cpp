@@ -1,6 +1,8 @@
 // The control API's routes: one table maps (path, method) to a route name (the metrics label)
 // and the member that serves it; handle() applies the same checks to every route, in one order:
-// path (404), auth (401), method (405 with Allow), shutting down (503), stream id (400).
+// path (404), auth (401), method (405 with Allow), shutting down (503), stream id (400). The auth
+// check also runs as io::HttpServer's Authorize hook, on the head, so that a request without the
+// token is answered before its body is read.
 #include <algorithm>
 #include <optional>
 #include <span>
@@ -129,10 +131,7 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
   const Route* route = resource ? find_route(static_cast<int>(*resource), request.method) : nullptr;
   Responder counted = [this, name = std::string(route ? route->name : "other"),
                        respond = std::move(respond)](io::HttpResponse r) {
-    metrics_
-        .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
-                 "route=\"" + name + "\",status=\"" + std::to_string(r.status) + "\"")
-        .inc();
+    count(name, r.status);
     respond(std::move(r));
   };
 
@@ -142,13 +141,7 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
   }
   const ResourceRule& rule = rule_of(*resource);
   if (rule.needs_token && !authorized(request)) {
-    io::HttpResponse r =
-        api_error(ApiErrorCode::Unauthorized,
-                  request.header("authorization") == nullptr
-                      ? "this route needs an \"Authorization: Bearer <token>\" header"
-                      : "the bearer token is not valid");
-    r.headers.emplace_back("WWW-Authenticate", "Bearer");
-    counted(std::move(r));
+    counted(unauthorized(request));
     return;
   }
   if (route == nullptr) {
@@ -170,6 +163,33 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
     }
   }
   route->serve(*this, id, request, counted);
+}
+
+std::optional<io::HttpResponse> ControlService::authorize(const io::HttpRequest& head) {
+  std::string_view id;
+  const std::optional<Resource> resource = match_resource(head.path, id);
+  if (!resource || !rule_of(*resource).needs_token || authorized(head)) return std::nullopt;
+  const Route* route = find_route(static_cast<int>(*resource), head.method);
+  io::HttpResponse r = unauthorized(head);
+  count(route ? route->name : "other", r.status);
+  return r;
+}
+
+io::HttpResponse ControlService::unauthorized(const io::HttpRequest& request) {
+  io::HttpResponse r =
+      api_error(ApiErrorCode::Unauthorized,
+                request.header("authorization") == nullptr
+                    ? "this route needs an \"Authorization: Bearer <token>\" header"
+                    : "the bearer token is not valid");
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
+void ControlService::count(std::string_view route, int status) {
+  metrics_
+      .counter("chunkd_http_requests_total", "HTTP requests answered, by route and status.",
+               "route=\"" + std::string(route) + "\",status=\"" + std::to_string(status) + "\"")
+      .inc();
 }
 
 bool ControlService::authorized(const io::HttpRequest& request) const {
