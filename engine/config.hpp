@@ -49,7 +49,8 @@ struct Config {
     std::uint16_t listen_port = 8080;
     std::string token_file;  // absolute after loading; "" when unset
     bool allow_insecure_listen = false;
-    io::HttpLimits http;  // max_body_bytes, max_connections, idle/request_timeout_ms
+    io::HttpLimits http;  // max_body_bytes, max_connections(_per_client), idle/request_timeout_ms,
+                          // max_buffered_bytes
     // token (token_file's first line), buckets ([buckets]: name → absolute directory),
     // max_streams (storage.max_streams), max_concurrent_ingests
     ControlOptions service;

@@ -91,6 +91,9 @@ class ControlService {
 
   // The io::HttpServer handler. Answers every request exactly once.
   void handle(io::HttpRequest&& request, io::HttpServer::Responder respond);
+  // The io::HttpServer Authorize hook: the 401 of a route needing the token, decided on the head
+  // alone (before any body byte is buffered), or nullopt. Counted like handle()'s answers.
+  std::optional<io::HttpResponse> authorize(const io::HttpRequest& head);
 
   // /healthz answers 200 while ready (the MQTT pool connected and subscribed).
   void set_ready(bool ready) { ready_ = ready; }
@@ -130,6 +133,7 @@ class ControlService {
   void count_request(std::string_view route, int status);
   // True when no token is configured or the request carries it.
   bool authorized(const io::HttpRequest& request) const;
+  static io::HttpResponse unauthorized(const io::HttpRequest& request);
 
   void open_files(Op& op);
   void ingest_next(Op& op);

@@ -1,7 +1,9 @@
 // The control API's routes: one table maps (path, method) to a route name (the metrics label)
 // and the member that serves it; handle() applies the same checks to every route, in one order:
 // path (404), auth (401), method (405 with Allow), shutting down (503), stream id (400). HEAD is
-// served by the GET route (io::HttpServer drops the body, RFC 9110 §9.3.2).
+// served by the GET route (io::HttpServer drops the body, RFC 9110 §9.3.2). The auth check also
+// runs as io::HttpServer's Authorize hook, on the head, so that a request without the token is
+// answered before its body is read.
 #include <algorithm>
 #include <optional>
 #include <span>
@@ -142,13 +144,7 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
   }
   const ResourceRule& rule = rule_of(*resource);
   if (rule.needs_token && !authorized(request)) {
-    io::HttpResponse r =
-        api_error(ApiErrorCode::Unauthorized,
-                  request.header("authorization") == nullptr
-                      ? "this route needs an \"Authorization: Bearer <token>\" header"
-                      : "the bearer token is not valid");
-    r.headers.emplace_back("WWW-Authenticate", "Bearer");
-    counted(std::move(r));
+    counted(unauthorized(request));
     return;
   }
   if (route == nullptr) {
@@ -170,6 +166,28 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
     }
   }
   route->serve(*this, id, request, counted);
+}
+
+std::optional<io::HttpResponse> ControlService::authorize(const io::HttpRequest& head) {
+  std::string_view id;
+  const std::optional<Resource> resource = match_resource(head.path, id);
+  if (!resource || !rule_of(*resource).needs_token || authorized(head)) return std::nullopt;
+  const std::string_view method =
+      head.method == "HEAD" ? std::string_view("GET") : std::string_view(head.method);
+  const Route* route = find_route(static_cast<int>(*resource), method);
+  io::HttpResponse r = unauthorized(head);
+  count_request(route ? route->name : "other", r.status);
+  return r;
+}
+
+io::HttpResponse ControlService::unauthorized(const io::HttpRequest& request) {
+  io::HttpResponse r =
+      api_error(ApiErrorCode::Unauthorized,
+                request.header("authorization") == nullptr
+                    ? "this route needs an \"Authorization: Bearer <token>\" header"
+                    : "the bearer token is not valid");
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
 }
 
 void ControlService::count_request(std::string_view route, int status) {

@@ -97,6 +97,7 @@ struct Daemon::Impl {
   void reload();
   void apply_reload(Expected<Config, std::string> loaded);
   bool apply_live(const Config& merged, const ConfigDiff& diff);
+  void register_http_metrics();
 
   Config config;
   std::string config_path;  // "" when constructed without one: SIGHUP is refused
@@ -258,8 +259,8 @@ bool Daemon::Impl::open_http() {
       },
       &ControlService::error_body);
   http->set_refused_observer([this](int status) { control->count_refused(status); });
-  metrics.gauge_fn("chunkd_http_open_connections", "Open HTTP connections.", "",
-                   [this] { return http ? static_cast<double>(http->open_connections()) : 0.0; });
+  http->set_authorize([this](const io::HttpRequest& head) { return control->authorize(head); });
+  register_http_metrics();
   if (auto listening = http->listen(c.listen_host, c.listen_port); !listening) {
     LOG_ERROR(kTag, "control.listen: %s", listening.error().message().c_str());
     return false;
@@ -269,6 +270,27 @@ bool Daemon::Impl::open_http() {
            v6 ? "]" : "", static_cast<unsigned>(http->port()),
            c.service.token.empty() ? " (no token: every client may change streams)" : "");
   return true;
+}
+
+void Daemon::Impl::register_http_metrics() {
+  auto stat = [this](std::uint64_t io::HttpServerStats::*field) {
+    return [this, field] { return http ? static_cast<double>(http->stats().*field) : 0.0; };
+  };
+  metrics.gauge_fn("chunkd_http_open_connections", "Open HTTP connections.", "",
+                   [this] { return http ? static_cast<double>(http->open_connections()) : 0.0; });
+  const char* refused = "HTTP connections and request bodies refused with 503, by reason.";
+  metrics.counter_fn("chunkd_http_refused_total", refused, "reason=\"slots\"",
+                     stat(&io::HttpServerStats::connections_rejected));
+  metrics.counter_fn("chunkd_http_refused_total", refused, "reason=\"per_client\"",
+                     stat(&io::HttpServerStats::connections_refused_per_client));
+  metrics.counter_fn("chunkd_http_refused_total", refused, "reason=\"budget\"",
+                     stat(&io::HttpServerStats::bodies_refused_budget));
+  metrics.counter_fn("chunkd_http_evicted_total",
+                     "Idle HTTP keep-alive connections closed to make room for a new one.", "",
+                     stat(&io::HttpServerStats::connections_evicted));
+  metrics.gauge_fn("chunkd_http_buffered_bytes",
+                   "Request bodies being buffered plus HTTP responses not yet written.", "",
+                   stat(&io::HttpServerStats::buffered_bytes));
 }
 
 bool Daemon::Impl::start_transport() {

@@ -2,7 +2,10 @@
 //
 // A connection moves through these states:
 //   Reading   → the parser consumes input; a complete request pauses the parser (in
-//               on_message_complete) and is dispatched: → Handling.
+//               on_message_complete) and is dispatched: → Handling. While a response is
+//               unwritten (the client does not read), nothing more is parsed or read
+//               (`drain_wait_`) until on_write sees the write queue empty: a pipelining client
+//               costs one response, not a queue of them.
 //   Handling  → waiting for the Responder; input that arrives meanwhile is kept (bounded: reading
 //               stops past kMaxBufferedInputBytes) and parsed once the response is queued.
 //   Finishing → the last response is queued; uv_shutdown sends FIN once it is written. Input is
@@ -12,8 +15,10 @@
 //               response it has not read yet.
 //   Closed    → uv_close called on both handles; the object is freed by the last close callback.
 //
-// One uv_timer_t per connection serves the idle timeout (Reading, no request begun), the request
-// timeout (Reading, a request begun) and the finishing/lingering bound.
+// One uv_timer_t per connection serves the idle timeout (Reading, no request begun; the connection
+// is then on the listener's idle list, the first to be closed when slots run out), the request
+// timeout (Reading, a request begun), the bound on an unwritten response (the idle timeout again)
+// and the finishing/lingering bound.
 //
 // A Responder holds a shared ResponderState: a weak reference to its connection plus the sequence
 // number of the request it answers. A response for a closed connection, or for a request that is no
@@ -42,6 +47,7 @@ struct WriteReq {
   uv_write_t req;
   std::string head;
   std::string body;
+  std::size_t charged = 0;  // in the listener's budget until on_write
 };
 
 // What a Responder shares between its copies.
@@ -91,11 +97,21 @@ int HttpConnection::init_handles(uv_loop_t* loop) {
   return 0;
 }
 
-void HttpConnection::start() {
-  uv_tcp_nodelay(&tcp_, 1);
+void HttpConnection::accepted() {
   peer_ = format_peer(&tcp_);
+  address_ = peer_address(peer_);
+}
+
+void HttpConnection::start() {
+  holds_slot_ = true;
+  uv_tcp_nodelay(&tcp_, 1);
   set_timer(TimerMode::Idle, server_->limits().idle_timeout_ms);
   start_reading();
+}
+
+void HttpConnection::refuse_connection(std::string_view message) {
+  refused_ = true;
+  send_error(503, message);  // then finishes: FIN after the answer, input discarded, bounded
 }
 
 void HttpConnection::on_server_closing() {
@@ -154,6 +170,11 @@ void HttpConnection::on_data(const char* data, std::size_t len) {
   switch (state_) {
     case State::Reading:
       input_.append(data, len);
+      if (drain_wait_) {
+        uv_read_stop(stream());  // read again once the response is written
+        reading_ = false;
+        return;
+      }
       process_input();
       return;
     case State::Handling:
@@ -193,7 +214,7 @@ void HttpConnection::on_eof() {
 }
 
 void HttpConnection::process_input() {
-  while (state_ == State::Reading && input_off_ < input_.size()) {
+  while (state_ == State::Reading && !drain_wait_ && input_off_ < input_.size()) {
     const char* data = input_.data() + input_off_;
     std::size_t len = input_.size() - input_off_;
     std::size_t parsed = http_parser_execute(&parser_, &parser_settings(), data, len);
@@ -222,6 +243,7 @@ void HttpConnection::after_input() {
     }
     return;
   }
+  if (drain_wait_) return;  // the rest is parsed once the response is written
   input_.clear();
   input_off_ = 0;
   if (read_eof_) {
@@ -241,6 +263,15 @@ void HttpConnection::after_input() {
 
 void HttpConnection::fail_request() {
   if (state_ == State::Closed) return;  // a parser callback already closed the connection
+  release_body_charge();
+  if (early_response_) {
+    // The Authorize hook answered a request announcing a body: answer without reading it.
+    LOG_DEBUG(kHttpLog, "%s: answered %d before the body", peer_.c_str(), early_response_->status);
+    HttpResponse early = std::move(*early_response_);
+    early_response_.reset();
+    send_response(early, true);
+    return;
+  }
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   int status = error_status_;
   std::string message = error_message_;
@@ -263,38 +294,41 @@ void HttpConnection::dispatch() {
   set_timer(TimerMode::None, 0);
   in_message_ = false;
 
-  HttpRequest req = std::move(request_);
+  HttpRequest req = std::move(request_);  // path, query and peer set by admit_head()
   request_ = HttpRequest{};
-  auto target = split_target(url_);
-  if (!target) {
-    LOG_DEBUG(kHttpLog, "%s: refused request (400): bad request target", peer_.c_str());
-    state_ = State::Reading;
-    send_error(400, "malformed request target (bad percent-encoding or URL)");
-    return;
-  }
   url_.clear();
-  req.path = std::move(target->path);
-  req.query = std::move(target->query);
-  req.peer = peer_;
   run_handler(std::move(req));
+  release_body_charge();  // the body is the handler's now
+}
+
+void HttpConnection::release_body_charge() {
+  if (body_charge_ == 0) return;
+  server_->budget().release(body_charge_);
+  body_charge_ = 0;
 }
 
 void HttpConnection::run_handler(HttpRequest request) {
   ++seq_;
-  ++server_->stats().requests;
   auto responder_state =
       std::make_shared<ResponderState>(weak_from_this(), server_->shared_stats(), seq_);
   in_handler_ = true;
-  try {
-    server_->handler()(std::move(request), [responder_state](HttpResponse response) {
-      responder_state->respond(std::move(response));
-    });
-  } catch (const std::exception& e) {
-    LOG_ERROR(kHttpLog, "%s: request handler threw: %s", peer_.c_str(), e.what());
-    if (!responder_state->used) responder_state->respond(internal_error());
-  } catch (...) {
-    LOG_ERROR(kHttpLog, "%s: request handler threw", peer_.c_str());
-    if (!responder_state->used) responder_state->respond(internal_error());
+  if (early_response_) {  // the Authorize hook answered: the handler never sees the request
+    HttpResponse early = std::move(*early_response_);
+    early_response_.reset();
+    responder_state->respond(std::move(early));
+  } else {
+    ++server_->stats().requests;
+    try {
+      server_->handler()(std::move(request), [responder_state](HttpResponse response) {
+        responder_state->respond(std::move(response));
+      });
+    } catch (const std::exception& e) {
+      LOG_ERROR(kHttpLog, "%s: request handler threw: %s", peer_.c_str(), e.what());
+      if (!responder_state->used) responder_state->respond(internal_error());
+    } catch (...) {
+      LOG_ERROR(kHttpLog, "%s: request handler threw", peer_.c_str());
+      if (!responder_state->used) responder_state->respond(internal_error());
+    }
   }
   // If the handler kept no copy of the Responder, this answers 500 while in_handler_ still says
   // that process_input() is on the stack and goes on by itself.
@@ -345,7 +379,24 @@ void HttpConnection::send_response(HttpResponse& response, bool close_after) {
     begin_finish();
     return;
   }
+  if (awaiting_drain()) {
+    // The client is not reading: hold the next request back until this response is written.
+    drain_wait_ = true;
+    if (reading_) uv_read_stop(stream());
+    reading_ = false;
+    set_timer(TimerMode::Write, finish_timeout_ms());
+    return;
+  }
   if (in_handler_) return;  // run_handler() returns into process_input, which goes on
+  after_response();
+}
+
+bool HttpConnection::awaiting_drain() const {
+  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_)) > 0;
+}
+
+// The response is written (or in the kernel): go on with pipelined input, or wait for more.
+void HttpConnection::after_response() {
   if (input_off_ < input_.size()) {
     // Pipelined input: parse it on the next turn.
     if (!resume_scheduled_) {
@@ -370,11 +421,14 @@ bool HttpConnection::queue_write(std::string head, std::string body) {
   w->req.data = w;
   w->head = std::move(head);
   w->body = std::move(body);
+  w->charged = w->head.size() + w->body.size();
+  server_->budget().charge(w->charged);
   uv_buf_t bufs[2] = {uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size())),
                       uv_buf_init(w->body.data(), static_cast<unsigned>(w->body.size()))};
   unsigned count = w->body.empty() ? 1u : 2u;
   int rc = uv_write(&w->req, stream(), bufs, count, &on_write);
   if (rc != 0) {
+    server_->budget().release(w->charged);
     delete w;
     LOG_DEBUG(kHttpLog, "%s: write failed: %s", peer_.c_str(), uv_strerror(rc));
     close_now();
@@ -383,8 +437,10 @@ bool HttpConnection::queue_write(std::string head, std::string body) {
   const std::size_t queued = uv_stream_get_write_queue_size(stream());
   if (queued > server_->limits().max_queued_write_bytes) {
     ++server_->stats().write_overflows;
-    LOG_WARN(kHttpLog, "%s: closing: client does not read its responses (%zu bytes queued)",
-             peer_.c_str(), queued);
+    if (server_->should_warn(address_)) {
+      LOG_WARN(kHttpLog, "%s: closing: client does not read its responses (%zu bytes queued)",
+               peer_.c_str(), queued);
+    }
     close_now();
     return false;
   }
@@ -394,16 +450,24 @@ bool HttpConnection::queue_write(std::string head, std::string body) {
 void HttpConnection::on_write(uv_write_t* req, int status) {
   auto* w = static_cast<WriteReq*>(req->data);
   auto* c = static_cast<HttpConnection*>(req->handle->data);
+  c->server_->budget().release(w->charged);
   delete w;
   if (status < 0 && c->state_ != State::Closed) {
     LOG_DEBUG(kHttpLog, "%s: write error: %s", c->peer_.c_str(), uv_strerror(status));
     c->close_now();
+    return;
+  }
+  if (c->drain_wait_ && c->state_ == State::Reading && !c->awaiting_drain()) {
+    c->drain_wait_ = false;
+    c->after_response();
   }
 }
 
 void HttpConnection::begin_finish() {
   if (state_ == State::Closed || state_ == State::Finishing || state_ == State::Lingering) return;
   state_ = State::Finishing;
+  drain_wait_ = false;
+  release_body_charge();
   input_.clear();
   input_off_ = 0;
   set_timer(TimerMode::Finish, finish_timeout_ms());
@@ -435,8 +499,11 @@ void HttpConnection::on_shutdown(uv_shutdown_t* req, int status) {
 void HttpConnection::close_now() {
   if (state_ == State::Closed) return;
   CHUNKD_ASSERT(open_handles_ == 2);  // both handles initialised, neither closing yet
+  server_->on_closing(this);          // the slot is free from now on
+  holds_slot_ = false;
   state_ = State::Closed;
   reading_ = false;
+  release_body_charge();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &on_handle_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &on_handle_closed);
 }
@@ -452,6 +519,7 @@ void HttpConnection::on_handle_closed(uv_handle_t* handle) {
 // Timers
 
 int HttpConnection::finish_timeout_ms() const {
+  if (refused_) return kMaxLingerMs;  // a refused client gets a short while to read its 503
   const int idle_ms = server_->limits().idle_timeout_ms;
   return idle_ms > 0 ? idle_ms : kDefaultFinishMs;
 }
@@ -460,6 +528,11 @@ void HttpConnection::set_timer(TimerMode mode, int timeout_ms) {
   if (state_ == State::Closed) return;
   if (mode == timer_mode_) return;
   uv_timer_stop(&timer_);
+  if (mode == TimerMode::Idle) {
+    server_->mark_idle(this);
+  } else if (timer_mode_ == TimerMode::Idle) {
+    server_->unmark_idle(this);
+  }
   timer_mode_ = mode;
   if (mode == TimerMode::None || timeout_ms <= 0) return;
   uv_timer_start(&timer_, &on_timer, static_cast<std::uint64_t>(timeout_ms), 0);
@@ -468,7 +541,7 @@ void HttpConnection::set_timer(TimerMode mode, int timeout_ms) {
 void HttpConnection::on_timer(uv_timer_t* timer) {
   auto* c = static_cast<HttpConnection*>(timer->data);
   TimerMode mode = c->timer_mode_;
-  c->timer_mode_ = TimerMode::None;
+  c->set_timer(TimerMode::None, 0);
   switch (mode) {
     case TimerMode::Idle:
       ++c->server_->stats().timeouts;
@@ -483,6 +556,11 @@ void HttpConnection::on_timer(uv_timer_t* timer) {
       } else {
         c->close_now();
       }
+      return;
+    case TimerMode::Write:
+      ++c->server_->stats().timeouts;
+      LOG_DEBUG(kHttpLog, "%s: the response was not read in time", c->peer_.c_str());
+      c->close_now();
       return;
     case TimerMode::Finish:
       LOG_DEBUG(kHttpLog, "%s: the last response was not read in time", c->peer_.c_str());

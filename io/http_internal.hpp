@@ -2,9 +2,11 @@
 // (io/http_connection.cpp, parser callbacks in io/http_parse.cpp) share, plus the wire helpers
 // both use (io/http_wire.cpp). Not part of the contract; engine code includes io/http_server.hpp.
 //
-// Ownership: the HttpListener owns every HttpConnection through its slot table
-// (`connections`, keyed by the connection's address, bounded by HttpLimits::max_connections).
-// A connection is removed from it, and freed, only from its last handle's close callback.
+// Ownership: the HttpListener owns every HttpConnection through its table (`connections_`, keyed by
+// the connection's address): those holding a slot (bounded by HttpLimits::max_connections and,
+// per client address, max_connections_per_client) and those being refused (a 503 being written,
+// bounded by kMaxRefusing). A connection is removed from it, and freed, only from its last
+// handle's close callback; it gives its slot back earlier, when it starts closing.
 // A connection reaches the listener only through the few members marked "for connections".
 //
 // Thread: everything on the loop thread.
@@ -16,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "io/http_limits.hpp"
 #include "io/http_server.hpp"
 
 namespace chunkd::io::detail {
@@ -75,8 +79,10 @@ class HttpListener {
 
   Expected<void> listen(const std::string& host, std::uint16_t port);
   void close(std::function<void()> done);
+  void set_authorize(HttpServer::Authorize authorize) { authorize_ = std::move(authorize); }
   std::uint16_t port() const { return bound_port_; }
-  std::size_t open_connections() const { return connections_.size(); }
+  std::size_t open_connections() const { return slots_used_; }
+  HttpServerStats stats_snapshot() const;
 
   // ---- for connections ----
   const HttpLimits& limits() const { return limits_; }
@@ -85,6 +91,17 @@ class HttpListener {
   // counted (while the server exists).
   const std::shared_ptr<HttpServerStats>& shared_stats() const { return stats_; }
   const Handler& handler() const { return handler_; }
+  // The Authorize hook's answer for `head`, if any (a hook that throws answers 500).
+  std::optional<HttpResponse> authorize(const HttpRequest& head) const;
+  ByteBudget& budget() { return budget_; }
+  // True at most once a minute per client address: log the warning then.
+  bool should_warn(std::string_view address);
+  // `c` is idle (between requests, nothing in flight) from now on / not any more. Only a
+  // connection holding a slot is listed.
+  void mark_idle(HttpConnection* c);
+  void unmark_idle(HttpConnection* c);
+  // `c` starts closing: its slot (and its place in the idle list) is free from now on.
+  void on_closing(HttpConnection* c);
   char* read_buffer() { return read_buffer_.get(); }
   bool closing() const { return phase_ != Phase::Open; }
   std::string make_error_body(int status, std::string_view message) const;
@@ -103,16 +120,14 @@ class HttpListener {
     uv_tcp_t tcp;
     HttpListener* owner = nullptr;  // nullptr once detached (failed listen)
   };
-  // A connection over max_connections: accepted, then closed at once.
-  struct Rejected {
-    uv_tcp_t tcp;
-    HttpListener* owner = nullptr;
-  };
   enum class Phase { Open, Closing, Finalizing, Closed };
 
   void on_connection(int status);
   void accept_connection();
-  void reject_connection();
+  // Why `address` cannot have a slot now (after evicting an idle connection if that makes room),
+  // or nullptr.
+  const char* refusal(const std::string& address);
+  void refuse(std::shared_ptr<HttpConnection> c, const char* why);
   void maybe_finish_close();
   bool quiet() const;
 
@@ -132,10 +147,15 @@ class HttpListener {
   bool listened_ = false;
   ListenHandle* listen_handle_ = nullptr;
   std::uint16_t bound_port_ = 0;
-  // The connection slots: at most limits_.max_connections entries.
+  HttpServer::Authorize authorize_;
+  // Every connection, by address: slot holders, refused ones, and those closing.
   std::unordered_map<HttpConnection*, std::shared_ptr<HttpConnection>> connections_;
-  std::size_t rejected_closing_ = 0;
-  bool limit_warned_ = false;  // "refusing connections" logged since the limit was last reached
+  std::size_t slots_used_ = 0;                                // at most max_connections
+  std::unordered_map<std::string, std::size_t> per_address_;  // slots used by client address
+  std::size_t refusing_ = 0;                                  // 503s being written
+  std::list<HttpConnection*> idle_;                           // longest idle first
+  ByteBudget budget_;
+  PeerWarnings warnings_;
 
   uv_idle_t resume_idle_{};  // runs pipelined input parked while a request was in the handler
   bool resume_idle_init_ = false;
@@ -160,8 +180,15 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   // Initialises the TCP and timer handles. REQUIRES: called once, before accept.
   int init_handles(uv_loop_t* loop);
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
-  // Accepted: arms the idle timer and starts reading.
+  // Accepted: learns the peer's name (address() is valid from here on).
+  void accepted();
+  // Given a slot: arms the idle timer and starts reading.
   void start();
+  // Given no slot: answers 503 with `message`, then closes (within a short bound).
+  void refuse_connection(std::string_view message);
+  const std::string& address() const { return address_; }
+  bool holds_slot() const { return holds_slot_; }
+  bool refused() const { return refused_; }
   // The server began to close: answer 503 to a request being received, finish or close an idle
   // connection; a request in the handler is left to answer.
   void on_server_closing();
@@ -170,12 +197,16 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   bool handling() const { return state_ == State::Handling; }
   void close_now();
 
+  // ---- for the listener ----
+  std::list<HttpConnection*>::iterator idle_pos;  // valid while idle_listed
+  bool idle_listed = false;
+
   // A Responder's answer (nullptr: destroyed without answering) for request number `for_seq`.
   void on_response(std::uint64_t for_seq, HttpResponse* response);
 
  private:
   enum class State { Reading, Handling, Finishing, Lingering, Closed };
-  enum class TimerMode { None, Idle, Request, Finish, Linger };
+  enum class TimerMode { None, Idle, Request, Write, Finish, Linger };
 
   // input
   void start_reading();
@@ -190,6 +221,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   // output
   void send_response(HttpResponse& response, bool close_after);
   void send_error(int status, std::string_view message);
+  void after_response();
+  bool awaiting_drain() const;
+  void release_body_charge();
   HttpResponse internal_error() const;
   bool queue_write(std::string head, std::string body);
   void begin_finish();
@@ -207,6 +241,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   static int on_body(http_parser* p, const char* at, std::size_t len);
   static int on_message_complete(http_parser* p);
   bool add_header_bytes(std::size_t len);
+  bool admit_head();
+  bool admit_body(const http_parser* p);
   void refuse(int status, std::string message);
 
   // libuv callbacks
@@ -222,6 +258,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   uv_timer_t timer_{};
   int open_handles_ = 0;
   std::string peer_ = "?";
+  std::string address_ = "?";  // peer_ without the port
+  bool holds_slot_ = false;
+  bool refused_ = false;     // refuse_connection(): a short finish bound
+  bool drain_wait_ = false;  // a response is unwritten: parsing and reading wait for on_write
 
   State state_ = State::Reading;
   TimerMode timer_mode_ = TimerMode::None;
@@ -245,6 +285,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   bool head_ = false;     // the request is a HEAD (known once its target began): no body
   int error_status_ = 0;  // set by a parser callback that refused the request
   std::string error_message_;
+  std::optional<HttpResponse> early_response_;  // the Authorize hook's answer
+  std::size_t body_charge_ = 0;                 // reserved in the listener's budget
 
   // The request in the handler.
   std::uint64_t seq_ = 0;

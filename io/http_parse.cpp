@@ -4,6 +4,7 @@
 // Loop thread only, like the rest of the connection (io/http_connection.cpp).
 #include "base/text.hpp"
 #include "io/http_internal.hpp"
+#include "io/log.hpp"
 
 namespace chunkd::io::detail {
 
@@ -39,6 +40,8 @@ int HttpConnection::on_message_begin(http_parser* p) {
   c->request_ = HttpRequest{};
   c->error_status_ = 0;
   c->error_message_.clear();
+  c->early_response_.reset();
+  c->release_body_charge();
   c->set_timer(TimerMode::Request, c->server_->limits().request_timeout_ms);
   return 0;
 }
@@ -104,14 +107,49 @@ int HttpConnection::on_headers_complete(http_parser* p) {
   c->keep_alive_ = http_should_keep_alive(p) != 0;
   c->http10_ = p->http_major == 1 && p->http_minor == 0;
   c->request_.method = http_method_str(static_cast<http_method>(p->method));
-  if (!has_length) return 0;
-  c->request_.body.reserve(static_cast<std::size_t>(p->content_length));
-  const std::string* expect = c->request_.header("expect");
-  if (expect != nullptr && p->http_major == 1 && p->http_minor >= 1 && p->content_length > 0 &&
-      base::iequals(*expect, "100-continue")) {
-    if (!c->queue_write("HTTP/1.1 100 Continue\r\n\r\n", {})) return -1;
-  }
+  if (!c->admit_head()) return -1;
+  if (has_length && !c->admit_body(p)) return -1;
   return 0;
+}
+
+// The head is complete: the target is split and the Authorize hook sees the request.
+bool HttpConnection::admit_head() {
+  auto target = split_target(url_);
+  if (!target) {
+    refuse(400, "malformed request target (bad percent-encoding or URL)");
+    return false;
+  }
+  request_.path = std::move(target->path);
+  request_.query = std::move(target->query);
+  request_.peer = peer_;
+  early_response_ = server_->authorize(request_);
+  if (early_response_) ++server_->stats().early_responses;
+  return true;
+}
+
+// A body is announced: it must be wanted (no early answer) and fit the server's budget before
+// any of it is buffered, and only then does `Expect: 100-continue` get its 100.
+bool HttpConnection::admit_body(const http_parser* p) {
+  const auto length = static_cast<std::size_t>(p->content_length);
+  if (length == 0) return true;
+  if (early_response_) return false;  // fail_request() sends it and closes
+  if (!server_->budget().try_reserve(length)) {
+    ++server_->stats().bodies_refused_budget;
+    if (server_->should_warn(address_)) {
+      LOG_WARN(kHttpLog, "%s: request body refused: %zu bytes buffered of %zu (max_buffered_bytes)",
+               peer_.c_str(), server_->budget().used_bytes(), server_->budget().max_bytes());
+    }
+    refuse(503, "the server is buffering too much; retry later");
+    return false;
+  }
+  body_charge_ = length;
+  request_.body.reserve(length);
+  const std::string* expect = request_.header("expect");
+  if (expect != nullptr && p->http_major == 1 && p->http_minor >= 1 &&
+      base::iequals(*expect, "100-continue")) {
+    if (!queue_write("HTTP/1.1 100 Continue\r\n\r\n", {})) return false;
+  }
+  return true;
 }
 
 int HttpConnection::on_body(http_parser* p, const char* at, std::size_t len) {

@@ -1,7 +1,9 @@
-// HttpServer: the listener. Accepts connections into a bounded table of slots (over the limit:
-// accept, then close at once), runs the pipelined input its connections park, and closes
-// gracefully: stop accepting, let responses in progress finish within shutdown_grace_ms, close
-// every handle, then call `done`. Each connection is an HttpConnection (io/http_connection.cpp).
+// HttpServer: the listener. Accepts connections into a bounded table of slots (max_connections,
+// max_connections_per_client; when full, the longest-idle connection is closed to make room, and a
+// client still without room gets 503), runs the pipelined input its connections park, keeps the
+// server-wide byte budget, and closes gracefully: stop accepting, let responses in progress finish
+// within shutdown_grace_ms, close every handle, then call `done`. Each connection is an
+// HttpConnection (io/http_connection.cpp).
 #include "io/http_server.hpp"
 
 #include <arpa/inet.h>
@@ -19,6 +21,9 @@ namespace detail {
 namespace {
 
 constexpr int kListenBacklog = 1024;
+// Refused connections writing their 503 at once; past it, a refused connection is closed
+// unanswered.
+constexpr std::size_t kMaxRefusing = 256;
 
 std::error_code uv_error(int code) { return {-code, std::system_category()}; }
 
@@ -34,7 +39,10 @@ HttpListener::HttpListener(uv_loop_t* loop, HttpLimits limits, Handler handler,
       limits_(limits),
       handler_(std::move(handler)),
       error_body_(std::move(error_body)),
-      read_buffer_(new char[kHttpReadBufferBytes]) {}
+      read_buffer_(new char[kHttpReadBufferBytes]),
+      budget_(limits_.max_buffered_bytes) {
+  CHUNKD_ASSERT(limits_.max_connections > 0 && limits_.max_connections_per_client > 0);
+}
 
 HttpListener::~HttpListener() {
   if (!quiet()) {
@@ -44,8 +52,29 @@ HttpListener::~HttpListener() {
 }
 
 bool HttpListener::quiet() const {
-  return listen_handle_ == nullptr && connections_.empty() && rejected_closing_ == 0 &&
-         !grace_timer_init_ && !resume_idle_init_;
+  return listen_handle_ == nullptr && connections_.empty() && !grace_timer_init_ &&
+         !resume_idle_init_;
+}
+
+HttpServerStats HttpListener::stats_snapshot() const {
+  HttpServerStats s = *stats_;
+  s.buffered_bytes = budget_.used_bytes();
+  return s;
+}
+
+std::optional<HttpResponse> HttpListener::authorize(const HttpRequest& head) const {
+  if (!authorize_) return std::nullopt;
+  try {
+    return authorize_(head);
+  } catch (...) {
+    LOG_ERROR(kHttpLog, "%s: authorize callback threw", head.peer.c_str());
+    return HttpResponse{
+        500, "application/json", make_error_body(500, "the request could not be authorized"), {}};
+  }
+}
+
+bool HttpListener::should_warn(std::string_view address) {
+  return warnings_.should_warn(address, uv_now(loop_));
 }
 
 std::string HttpListener::make_error_body(int status, std::string_view message) const {
@@ -132,13 +161,10 @@ void HttpListener::on_connection(int status) {
     return;
   }
   if (phase_ != Phase::Open) return;
-  if (connections_.size() >= limits_.max_connections) {
-    reject_connection();
-    return;
-  }
   accept_connection();
 }
 
+// Accepts first (the peer's address decides), then gives the connection a slot or refuses it.
 void HttpListener::accept_connection() {
   auto c = std::make_shared<HttpConnection>(this);
   int rc = c->init_handles(loop_);
@@ -147,7 +173,7 @@ void HttpListener::accept_connection() {
     return;
   }
   const bool inserted = connections_.emplace(c.get(), c).second;
-  CHUNKD_ASSERT(inserted && connections_.size() <= limits_.max_connections);
+  CHUNKD_ASSERT(inserted);
   rc = uv_accept(reinterpret_cast<uv_stream_t*>(&listen_handle_->tcp), c->stream());
   if (rc != 0) {
     LOG_WARN(kHttpLog, "accept failed: %s", uv_strerror(rc));
@@ -155,41 +181,79 @@ void HttpListener::accept_connection() {
     return;
   }
   ++stats_->connections_accepted;
+  c->accepted();
+  if (const char* why = refusal(c->address())) {
+    refuse(std::move(c), why);
+    return;
+  }
+  ++slots_used_;
+  ++per_address_[c->address()];
+  CHUNKD_ASSERT(slots_used_ <= limits_.max_connections);
   c->start();
 }
 
-void HttpListener::reject_connection() {
-  auto* r = new Rejected{};
-  if (uv_tcp_init(loop_, &r->tcp) != 0) {
-    delete r;
+const char* HttpListener::refusal(const std::string& address) {
+  auto it = per_address_.find(address);
+  if (it != per_address_.end() && it->second >= limits_.max_connections_per_client) {
+    ++stats_->connections_refused_per_client;
+    return "too many connections from this address (control.max_connections_per_client)";
+  }
+  if (slots_used_ < limits_.max_connections) return nullptr;
+  if (!idle_.empty()) {
+    HttpConnection* oldest = idle_.front();
+    ++stats_->connections_evicted;
+    LOG_DEBUG(kHttpLog, "every connection slot is taken: closing the longest-idle one (%s)",
+              oldest->address().c_str());
+    oldest->close_now();  // frees its slot at once (on_closing)
+    CHUNKD_ASSERT(slots_used_ < limits_.max_connections);
+    return nullptr;
+  }
+  ++stats_->connections_rejected;
+  return "every connection slot is busy (control.max_connections)";
+}
+
+void HttpListener::refuse(std::shared_ptr<HttpConnection> c, const char* why) {
+  if (should_warn(c->address())) {
+    LOG_WARN(kHttpLog, "%s: connection refused: %s; %zu open", c->address().c_str(), why,
+             slots_used_);
+  }
+  if (refusing_ >= kMaxRefusing) {
+    c->close_now();  // a flood: no answer
     return;
   }
-  r->owner = this;
-  r->tcp.data = r;
-  ++rejected_closing_;
-  ++stats_->connections_rejected;
-  int rc = uv_accept(reinterpret_cast<uv_stream_t*>(&listen_handle_->tcp),
-                     reinterpret_cast<uv_stream_t*>(&r->tcp));
-  if (rc == 0 && !limit_warned_) {
-    limit_warned_ = true;  // once per episode at the limit; the count is in stats()
-    LOG_WARN(kHttpLog, "refusing connections: %zu open (max_connections)", connections_.size());
-  } else if (rc == 0) {
-    LOG_DEBUG(kHttpLog, "connection refused: %zu open (max_connections)", connections_.size());
+  ++refusing_;
+  c->refuse_connection(why);
+}
+
+void HttpListener::mark_idle(HttpConnection* c) {
+  if (!c->holds_slot() || c->idle_listed) return;
+  c->idle_pos = idle_.insert(idle_.end(), c);
+  c->idle_listed = true;
+}
+
+void HttpListener::unmark_idle(HttpConnection* c) {
+  if (!c->idle_listed) return;
+  idle_.erase(c->idle_pos);
+  c->idle_listed = false;
+}
+
+void HttpListener::on_closing(HttpConnection* c) {
+  unmark_idle(c);
+  if (c->refused()) {
+    CHUNKD_ASSERT(refusing_ > 0);
+    --refusing_;
   }
-  uv_close(reinterpret_cast<uv_handle_t*>(&r->tcp), [](uv_handle_t* handle) {
-    auto* rejected = static_cast<Rejected*>(handle->data);
-    HttpListener* owner = rejected->owner;
-    delete rejected;
-    CHUNKD_ASSERT(owner->rejected_closing_ > 0);
-    --owner->rejected_closing_;
-    owner->maybe_finish_close();
-  });
+  if (!c->holds_slot()) return;
+  CHUNKD_ASSERT(slots_used_ > 0);
+  --slots_used_;
+  auto it = per_address_.find(c->address());
+  CHUNKD_ASSERT(it != per_address_.end() && it->second > 0);
+  if (--it->second == 0) per_address_.erase(it);
 }
 
 void HttpListener::release(HttpConnection* c) {
   const std::size_t erased = connections_.erase(c);  // may free c
   CHUNKD_ASSERT(erased == 1);
-  if (connections_.size() < limits_.max_connections) limit_warned_ = false;
   maybe_finish_close();
 }
 
@@ -247,7 +311,7 @@ void HttpListener::on_grace_timer(uv_timer_t* timer) {
 
 void HttpListener::maybe_finish_close() {
   if (phase_ != Phase::Closing) return;
-  if (listen_handle_ != nullptr || !connections_.empty() || rejected_closing_ > 0) return;
+  if (listen_handle_ != nullptr || !connections_.empty()) return;
   phase_ = Phase::Finalizing;
   resume_list_.clear();
   final_closes_pending_ = 0;
@@ -293,7 +357,9 @@ std::uint16_t HttpServer::port() const { return impl_->port(); }
 
 std::size_t HttpServer::open_connections() const { return impl_->open_connections(); }
 
-HttpServerStats HttpServer::stats() const { return impl_->stats(); }
+HttpServerStats HttpServer::stats() const { return impl_->stats_snapshot(); }
+
+void HttpServer::set_authorize(Authorize authorize) { impl_->set_authorize(std::move(authorize)); }
 
 void HttpServer::set_refused_observer(RefusedObserver observer) {
   impl_->set_refused_observer(std::move(observer));

@@ -76,6 +76,8 @@ TEST_F(ConfigTest, EmptyFileGivesEveryDefault) {
   EXPECT_EQ(c.control.http.idle_timeout_ms, 60000);
   EXPECT_EQ(c.control.http.request_timeout_ms, 10000);
   EXPECT_EQ(c.control.service.max_concurrent_ingests, 2u);
+  EXPECT_EQ(c.control.http.max_buffered_bytes, 32u << 20);
+  EXPECT_EQ(c.control.http.max_connections_per_client, 64u);
   EXPECT_EQ(c.store.data_dir, dir_ + "/var/chunkd");
   EXPECT_EQ(c.store.extent_bytes, 256u << 10);
   EXPECT_EQ(c.control.service.max_streams, 10000u);
@@ -122,6 +124,8 @@ max_connections = 64
 idle_timeout_ms = 5000
 request_timeout_ms = 2000
 max_concurrent_ingests = 3
+max_buffered_mib = 8
+max_connections_per_client = 16
 [storage]
 data_dir = "state"
 extent_kib = 512
@@ -168,6 +172,8 @@ level = "debug"
   EXPECT_EQ(c.control.http.idle_timeout_ms, 5000);
   EXPECT_EQ(c.control.http.request_timeout_ms, 2000);
   EXPECT_EQ(c.control.service.max_concurrent_ingests, 3u);
+  EXPECT_EQ(c.control.http.max_buffered_bytes, 8u << 20);
+  EXPECT_EQ(c.control.http.max_connections_per_client, 16u);
   EXPECT_EQ(c.store.data_dir, dir_ + "/state");
   EXPECT_EQ(c.store.extent_bytes, 512u << 10);
   EXPECT_EQ(c.control.service.max_streams, 20u);
@@ -294,6 +300,8 @@ TEST_F(ConfigTest, EveryBoundRejects) {
       {"control", "idle_timeout_ms", 100, 3600000},
       {"control", "request_timeout_ms", 100, 600000},
       {"control", "max_concurrent_ingests", 1, 64},
+      {"control", "max_buffered_mib", 1, 4096},
+      {"control", "max_connections_per_client", 1, 65536},
       {"storage", "extent_kib", 64, 4096},
       {"storage", "max_streams", 1, 1000000},
       {"storage", "max_file_mib", 1, 1 << 20},

@@ -679,6 +679,25 @@ TEST_F(ControlServiceTest, BearerTokenIsRequiredOnStreamRoutes) {
   EXPECT_EQ(call("GET", "/nope").status, 404);
 }
 
+TEST_F(ControlServiceTest, AuthorizeDecidesOnTheHeadAlone) {
+  restart(Options{.token = "t0ken-value"});
+  // A create without the token: 401 from the head (no body yet), counted like handle()'s.
+  io::HttpRequest head = request("POST", "/streams/a");
+  head.headers.clear();
+  std::optional<io::HttpResponse> early = control_->authorize(head);
+  ASSERT_TRUE(early.has_value());
+  EXPECT_EQ(early->status, 401);
+  EXPECT_EQ(Json(early->body).str("/error/code"), "UNAUTHORIZED");
+  ASSERT_NE(find_header(*early, "WWW-Authenticate"), nullptr);
+  EXPECT_EQ(metrics_->counter_value("chunkd_http_requests_total", R"(route="create",status="401")"),
+            1u);
+  // The token, an open page, an unknown path: nothing to say before the body.
+  head.headers.emplace_back("authorization", "Bearer t0ken-value");
+  EXPECT_FALSE(control_->authorize(head).has_value());
+  EXPECT_FALSE(control_->authorize(request("GET", "/healthz")).has_value());
+  EXPECT_FALSE(control_->authorize(request("GET", "/nope")).has_value());
+}
+
 TEST_F(ControlServiceTest, HealthzFollowsReadiness) {
   auto r = call("GET", "/healthz");
   EXPECT_EQ(r.status, 503);

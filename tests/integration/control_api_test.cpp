@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <regex>
 #include <set>
@@ -488,6 +489,42 @@ TEST(ControlApi, TokenGuardsStreamRoutesOnly) {
   auto metrics = http.request("GET", "/metrics");
   EXPECT_EQ(metrics.status, 200);
   EXPECT_NE(metrics.body.find("chunkd_"), std::string::npos);
+  EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();
+}
+
+TEST(ControlApi, TokenAndBudgetAreCheckedBeforeTheBody) {
+  Stack stack;
+  ASSERT_TRUE(stack.start_broker());
+  stack.daemon().set_token("s3cret-token-42");
+  stack.daemon().set("control", "max_buffered_mib", "1");
+  ASSERT_TRUE(stack.start());
+  // No token: 401 on the headers alone, even with Expect (no 100 first).
+  auto anonymous = stack.daemon().http();
+  ASSERT_TRUE(
+      anonymous.send_raw("POST /streams/a HTTP/1.1\r\nContent-Length: 500000\r\n"
+                         "Expect: 100-continue\r\n\r\n"));
+  EXPECT_TRUE(is_error(anonymous.read_response(), 401, "UNAUTHORIZED"));
+  EXPECT_TRUE(anonymous.wait_closed());
+  // A body half-sent holds 600000 of the 1 MiB budget: the next one does not fit.
+  const std::string head =
+      "POST /streams/a HTTP/1.1\r\nAuthorization: Bearer s3cret-token-42\r\n"
+      "Content-Length: 600000\r\n\r\n";
+  auto holder = stack.daemon().http();
+  ASSERT_TRUE(holder.send_raw(head + "{"));
+  auto observer = stack.daemon().http();
+  bool held = false;
+  for (int i = 0; i < 2000 && !held; ++i) {  // until the holder's headers are in
+    held = observer.request("GET", "/metrics").body.find("chunkd_http_buffered_bytes 600000") !=
+           std::string::npos;
+    if (!held) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(held);
+  auto refused = stack.daemon().http();
+  ASSERT_TRUE(refused.send_raw(head));
+  EXPECT_TRUE(is_error(refused.read_response(), 503, "SERVICE_UNAVAILABLE"));
+  auto metrics = observer.request("GET", "/metrics");
+  EXPECT_NE(metrics.body.find("chunkd_http_refused_total{reason=\"budget\"} 1"), std::string::npos);
+  holder.close();
   EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();
 }
 

@@ -1,5 +1,6 @@
 #include "tests/support/http_client.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -66,8 +67,8 @@ const std::string* HttpClientResponse::header(std::string_view name) const {
   return nullptr;
 }
 
-HttpClient::HttpClient(std::string host, std::uint16_t port, int timeout_ms)
-    : host_(std::move(host)), port_(port), timeout_ms_(timeout_ms) {
+HttpClient::HttpClient(std::string host, std::uint16_t port, int timeout_ms, std::string source)
+    : host_(std::move(host)), source_(std::move(source)), port_(port), timeout_ms_(timeout_ms) {
   connect();
 }
 
@@ -79,6 +80,7 @@ HttpClient& HttpClient::operator=(HttpClient&& other) noexcept {
   if (this == &other) return *this;
   close();
   host_ = std::move(other.host_);
+  source_ = std::move(other.source_);
   port_ = other.port_;
   timeout_ms_ = other.timeout_ms_;
   fd_ = other.fd_;
@@ -113,6 +115,11 @@ bool HttpClient::connect() {
     freeaddrinfo(result);
     return false;
   }
+  if (!source_.empty() && !bind_source(fd, result->ai_family)) {
+    ::close(fd);
+    freeaddrinfo(result);
+    return false;
+  }
   rc = ::connect(fd, result->ai_addr, result->ai_addrlen);
   freeaddrinfo(result);
   if (rc != 0 && errno != EINPROGRESS) {
@@ -142,6 +149,31 @@ bool HttpClient::connect() {
   peer_closed_ = false;
   buffer_.clear();
   ++connects_;
+  return true;
+}
+
+bool HttpClient::bind_source(int fd, int family) {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  if (family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    in6->sin6_family = AF_INET6;
+    len = sizeof(*in6);
+    if (inet_pton(AF_INET6, source_.c_str(), &in6->sin6_addr) != 1) len = 0;
+  } else {
+    auto* in4 = reinterpret_cast<sockaddr_in*>(&addr);
+    in4->sin_family = AF_INET;
+    len = sizeof(*in4);
+    if (inet_pton(AF_INET, source_.c_str(), &in4->sin_addr) != 1) len = 0;
+  }
+  if (len == 0) {
+    error_ = "bind: not an IP literal of the server's family: " + source_;
+    return false;
+  }
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+    error_ = errno_text("bind", errno);
+    return false;
+  }
   return true;
 }
 

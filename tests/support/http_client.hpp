@@ -47,8 +47,9 @@ class HttpClient {
  public:
   using Headers = std::vector<std::pair<std::string, std::string>>;
 
-  // Connects at once (connected() says whether it worked; error() says why not).
-  HttpClient(std::string host, std::uint16_t port, int timeout_ms = 10000);
+  // Connects at once (connected() says whether it worked; error() says why not). `source`, when
+  // given, is the local IP literal to connect from (e.g. "127.0.0.2": another loopback client).
+  HttpClient(std::string host, std::uint16_t port, int timeout_ms = 10000, std::string source = {});
   ~HttpClient();
   HttpClient(HttpClient&& other) noexcept;
   HttpClient& operator=(HttpClient&& other) noexcept;
@@ -84,8 +85,10 @@ class HttpClient {
  private:
   // Reads more bytes into buffer_; 0 on EOF, -1 on error or timeout (error_ set), else count.
   long read_some(long long deadline_ms);
+  bool bind_source(int fd, int family);
 
   std::string host_;
+  std::string source_;
   std::uint16_t port_ = 0;
   int timeout_ms_ = 10000;
   int fd_ = -1;
