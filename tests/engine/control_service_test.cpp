@@ -722,11 +722,15 @@ TEST_F(ControlServiceTest, HealthzIsDegradedWhileDataDirIsNotWritable) {
   EXPECT_NE(j.str("/error/message").find("degraded: storage.data_dir"), std::string::npos)
       << r.body;
   EXPECT_NE(j.str("/error/message").find("not writable"), std::string::npos) << r.body;
-  // Writable again: the probe the next /healthz starts (off the loop thread) clears it.
+  // Writable again: a probe started after the change (off the loop thread) clears it. The probe
+  // the first /healthz started may still be running with the old answer, and a probe is not
+  // started while one runs, so each turn moves the clock past the interval and asks again.
   options.writable_errno->store(0);
-  clock_.advance_ms(ContentStore::kProbeIntervalMs);
-  (void)call("GET", "/healthz");
-  run_until([&] { return store_->storage_problem().empty(); });
+  run_until([&] {
+    clock_.advance_ms(ContentStore::kProbeIntervalMs);
+    store_->probe_storage();
+    return store_->storage_problem().empty();
+  });
   EXPECT_EQ(call("GET", "/healthz").status, 200);
 }
 
