@@ -26,17 +26,7 @@ HttpClientResponse raw(Stack& stack, const std::string& bytes) {
 std::string raw_wire(Stack& stack, const std::string& bytes) {
   HttpClient client = stack.daemon().http();
   if (!client.send_raw(bytes)) return {};
-  std::string out;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{client.fd(), POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buf[4096];
-    const ssize_t n = ::read(client.fd(), buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
+  return client.read_until_closed();
 }
 
 // The envelope with `code`, a message that is a sentence rather than an internal tag.

@@ -26,21 +26,6 @@
 namespace chunkd::io {
 namespace {
 
-// Everything the server sends until it closes the connection (or the guard expires), unparsed.
-std::string read_until_closed(const HttpClient& client) {
-  std::string out;
-  const auto deadline = std::chrono::steady_clock::now() + kGuard;
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{client.fd(), POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buf[4096];
-    const ssize_t n = ::read(client.fd(), buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
 TEST_F(HttpServerTest, SimpleGet) {
   ASSERT_FALSE(start());
   HttpClient client("127.0.0.1", port_);
@@ -400,7 +385,7 @@ TEST_F(HttpServerTest, HeadAnswersTheHeadWithoutTheBody) {
   HttpClient client("127.0.0.1", port_);
   ASSERT_TRUE(
       client.send_raw("HEAD /h HTTP/1.1\r\n\r\nGET /h HTTP/1.1\r\nConnection: close\r\n\r\n"));
-  const std::string wire = read_until_closed(client);
+  const std::string wire = client.read_until_closed();
   const std::string get_body = "the body of /h";
   const std::size_t second = wire.find("HTTP/1.1 200 OK\r\n", 1);
   ASSERT_NE(second, std::string::npos) << wire;
@@ -416,7 +401,7 @@ TEST_F(HttpServerTest, HeadAnswersTheHeadWithoutTheBody) {
   // A response the server makes itself to a HEAD has no body either.
   HttpClient refused("127.0.0.1", port_);
   ASSERT_TRUE(refused.send_raw("HEAD /h HTTP/9.9\r\n\r\n"));
-  const std::string error = read_until_closed(refused);
+  const std::string error = refused.read_until_closed();
   EXPECT_EQ(error.rfind("HTTP/1.1 505 ", 0), 0u) << error;
   EXPECT_EQ(error.size(), error.find("\r\n\r\n") + 4) << "a body: " << error;
   EXPECT_EQ(error.find("Content-Length: 0\r\n"), std::string::npos) << error;

@@ -362,6 +362,20 @@ HttpClientResponse HttpClient::read_response() {
   return response;
 }
 
+std::string HttpClient::read_until_closed(int timeout_ms) const {
+  std::string out;
+  const long long deadline = now_ms() + timeout_ms;
+  while (fd_ >= 0 && now_ms() < deadline) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
 bool HttpClient::wait_closed(int timeout_ms) {
   if (fd_ < 0 || peer_closed_) return true;
   long long deadline = now_ms() + timeout_ms;

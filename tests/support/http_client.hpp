@@ -73,6 +73,8 @@ class HttpClient {
   // Waits until the peer closes the connection (EOF or reset); data that arrives meanwhile is
   // kept for read_response(). False if still open after timeout_ms.
   bool wait_closed(int timeout_ms = 10000);
+  // Everything the server sends until it closes the connection (or `timeout_ms` passes), unparsed.
+  std::string read_until_closed(int timeout_ms = 30000) const;
 
   void close();           // orderly close
   void reset();           // close with RST (SO_LINGER 0)
