@@ -262,6 +262,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   bool holds_slot_ = false;
   bool refused_ = false;     // refuse_connection(): a short finish bound
   bool drain_wait_ = false;  // a response is unwritten: parsing and reading wait for on_write
+  std::size_t writes_in_flight_ = 0;  // uv_write requests whose callback has not run
 
   State state_ = State::Reading;
   TimerMode timer_mode_ = TimerMode::None;

@@ -9,7 +9,7 @@ namespace chunkd::io::detail {
 
 bool ByteBudget::try_reserve(std::size_t bytes) {
   if (bytes > max_bytes_ || used_bytes_ > max_bytes_ - bytes) return false;
-  used_bytes_ += bytes;
+  charge(bytes);
   return true;
 }
 

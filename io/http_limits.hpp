@@ -27,16 +27,21 @@ class ByteBudget {
   // Reserves `bytes` if they fit under the maximum; false (nothing reserved) if not.
   bool try_reserve(std::size_t bytes);
   // Charges `bytes` whether or not they fit.
-  void charge(std::size_t bytes) { used_bytes_ += bytes; }
+  void charge(std::size_t bytes) {
+    used_bytes_ += bytes;
+    if (used_bytes_ > peak_bytes_) peak_bytes_ = used_bytes_;
+  }
   // REQUIRES: `bytes` were reserved or charged and not released yet.
   void release(std::size_t bytes);
 
   std::size_t used_bytes() const { return used_bytes_; }
+  std::size_t peak_bytes() const { return peak_bytes_; }  // the most used_bytes() ever was
   std::size_t max_bytes() const { return max_bytes_; }
 
  private:
   std::size_t max_bytes_;
   std::size_t used_bytes_ = 0;
+  std::size_t peak_bytes_ = 0;
 };
 
 class PeerWarnings {

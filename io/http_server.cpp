@@ -59,6 +59,7 @@ bool HttpListener::quiet() const {
 HttpServerStats HttpListener::stats_snapshot() const {
   HttpServerStats s = *stats_;
   s.buffered_bytes = budget_.used_bytes();
+  s.buffered_bytes_peak = budget_.peak_bytes();
   return s;
 }
 
