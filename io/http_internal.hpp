@@ -100,6 +100,9 @@ class HttpListener {
   // connection holding a slot is listed.
   void mark_idle(HttpConnection* c);
   void unmark_idle(HttpConnection* c);
+  // A request head began (parser's message begin) / finished or was abandoned.
+  void mark_head(HttpConnection* c);
+  void unmark_head(HttpConnection* c);
   // `c` starts closing: its slot (and its place in the idle list) is free from now on.
   void on_closing(HttpConnection* c);
   char* read_buffer() { return read_buffer_.get(); }
@@ -154,6 +157,7 @@ class HttpListener {
   std::unordered_map<std::string, std::size_t> per_address_;  // slots used by client address
   std::size_t refusing_ = 0;                                  // 503s being written
   std::list<HttpConnection*> idle_;                           // longest idle first
+  std::list<HttpConnection*> heads_;  // request head begun, not finished: oldest first
   ByteBudget budget_;
   PeerWarnings warnings_;
 
@@ -200,6 +204,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   // ---- for the listener ----
   std::list<HttpConnection*>::iterator idle_pos;  // valid while idle_listed
   bool idle_listed = false;
+  std::list<HttpConnection*>::iterator head_pos;  // valid while head_listed
+  bool head_listed = false;
+  std::uint64_t head_began_ms = 0;  // uv_now when the listed head began
 
   // A Responder's answer (nullptr: destroyed without answering) for request number `for_seq`.
   void on_response(std::uint64_t for_seq, HttpResponse* response);

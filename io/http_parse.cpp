@@ -31,6 +31,7 @@ void HttpConnection::refuse(int status, std::string message) {
 
 int HttpConnection::on_message_begin(http_parser* p) {
   auto* c = static_cast<HttpConnection*>(p->data);
+  c->server_->mark_head(c);
   c->in_message_ = true;
   c->message_ready_ = false;
   c->last_was_value_ = false;
@@ -85,6 +86,7 @@ int HttpConnection::on_header_value(http_parser* p, const char* at, std::size_t 
 
 int HttpConnection::on_headers_complete(http_parser* p) {
   auto* c = static_cast<HttpConnection*>(p->data);
+  c->server_->unmark_head(c);
   const HttpLimits& limits = c->server_->limits();
   const bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
   if (p->http_major != 1 || p->http_minor > 1) {

@@ -209,6 +209,18 @@ const char* HttpListener::refusal(const std::string& address) {
     CHUNKD_ASSERT(slots_used_ < limits_.max_connections);
     return nullptr;
   }
+  if (!heads_.empty()) {
+    HttpConnection* slowest = heads_.front();
+    if (uv_now(loop_) - slowest->head_began_ms >=
+        static_cast<std::uint64_t>(limits_.slow_head_ms)) {
+      ++stats_->connections_evicted;
+      LOG_DEBUG(kHttpLog, "every connection slot is taken: closing an unfinished request head (%s)",
+                slowest->address().c_str());
+      slowest->close_now();
+      CHUNKD_ASSERT(slots_used_ < limits_.max_connections);
+      return nullptr;
+    }
+  }
   ++stats_->connections_rejected;
   return "every connection slot is busy (control.max_connections)";
 }
@@ -238,8 +250,22 @@ void HttpListener::unmark_idle(HttpConnection* c) {
   c->idle_listed = false;
 }
 
+void HttpListener::mark_head(HttpConnection* c) {
+  if (!c->holds_slot() || c->head_listed) return;
+  c->head_pos = heads_.insert(heads_.end(), c);
+  c->head_listed = true;
+  c->head_began_ms = uv_now(loop_);
+}
+
+void HttpListener::unmark_head(HttpConnection* c) {
+  if (!c->head_listed) return;
+  heads_.erase(c->head_pos);
+  c->head_listed = false;
+}
+
 void HttpListener::on_closing(HttpConnection* c) {
   unmark_idle(c);
+  unmark_head(c);
   if (c->refused()) {
     CHUNKD_ASSERT(refusing_ > 0);
     --refusing_;

@@ -57,6 +57,10 @@ struct HttpLimits {
   std::size_t max_connections = 1024;
   int idle_timeout_ms = 60000;     // keep-alive connection with no request in progress
   int request_timeout_ms = 10000;  // from a request's first byte to its last
+  // When every slot is taken and none is idle, a connection whose request head (request line and
+  // headers) began at least this long ago and is still unfinished is closed to make room: a client
+  // sends its head in one packet, a slowloris never finishes it.
+  int slow_head_ms = 1000;
   int shutdown_grace_ms = 5000;
   // Response bytes waiting to be written on one connection; over it the connection is closed. With
   // pipelining held back, this bounds one response.

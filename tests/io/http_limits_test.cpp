@@ -257,6 +257,35 @@ TEST_F(HttpServerTest, HealthzAnswersThroughIdleFloodAndSlowloris) {
   for (int i = 0; i < 8; ++i) EXPECT_TRUE(slow[i].connected()) << i;  // never evicted
 }
 
+// Every slot holds a slowloris (a request head begun, never finished) and none is idle: the
+// oldest unfinished head is closed to make room, so a well-behaved client is still answered.
+TEST_F(HttpServerTest, SlowHeadsMakeRoomWhenNoConnectionIsIdle) {
+  HttpLimits limits;
+  limits.max_connections = 4;
+  limits.max_connections_per_client = 8;
+  limits.slow_head_ms = 0;  // any unfinished head may go (the default waits 1 s)
+  ASSERT_FALSE(start(limits));
+  std::vector<HttpClient> slow;
+  for (int i = 0; i < 4; ++i) {
+    CONNECT_FROM(s, "127.0.0.2");
+    ASSERT_TRUE(s.send_raw("GET /slow HTTP/1.1\r\nX-A: "));
+    slow.push_back(std::move(s));
+  }
+  ASSERT_TRUE(wait_until([&] { return server_->open_connections() == 4; }));
+  // The first client makes room by closing the oldest unfinished head; the next ones find the
+  // slot the previous one left (each closes after its answer).
+  for (int i = 0; i < 3; ++i) {
+    HttpClient good("127.0.0.1", port_);
+    HttpClientResponse r = good.request("GET", "/healthz");
+    ASSERT_EQ(r.status, 200) << i << ": " << r.error;
+  }
+  EXPECT_EQ(stats().connections_rejected, 0u);
+  EXPECT_EQ(stats().connections_evicted, 1u);
+  EXPECT_TRUE(slow[0].wait_closed()) << "the oldest unfinished head goes first";
+  EXPECT_TRUE(wait_until([&] { return server_->open_connections() == 3; }))
+      << "the other slowloris connections stay until their request timeout";
+}
+
 TEST(HttpLimits, ByteBudgetReservesOnlyWhatFits) {
   detail::ByteBudget budget(100);
   EXPECT_TRUE(budget.try_reserve(60));
