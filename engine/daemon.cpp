@@ -25,6 +25,7 @@
 #include "io/http_server.hpp"
 #include "io/log.hpp"
 #include "io/registry_store.hpp"
+#include "io/service_notify.hpp"
 
 #ifndef CHUNKD_VERSION
 #define CHUNKD_VERSION "0.0.0"
@@ -114,6 +115,7 @@ struct Daemon::Impl {
   std::unique_ptr<Transport> transport;
   std::unique_ptr<Delivery> delivery;
   std::unique_ptr<io::HttpServer> http;
+  io::ServiceNotifier service;  // sd_notify: READY=1, RELOADING=1, STOPPING=1, STATUS=
   uv_signal_t signals[std::size(kSignals)]{};
   uv_timer_t watchdog{};
   bool signals_started = false;
@@ -306,6 +308,7 @@ bool Daemon::Impl::start_transport() {
   }
   LOG_INFO(kTag, "mqtt: connecting to %s with %zu connections", config.mqtt.uri.c_str(),
            config.mqtt.connections);
+  service.status("connecting to the broker " + config.mqtt.uri);
   return true;
 }
 
@@ -313,7 +316,10 @@ void Daemon::Impl::transport_ready(bool ready) {
   if (control) control->set_ready(ready);
   if (ready) {
     LOG_INFO(kTag, "mqtt: connected and subscribed to %s", config.mqtt.uri.c_str());
+    service.ready("serving: control API on " + config.control.listen + ", broker " +
+                  config.mqtt.uri);
   } else if (!stopping) {
+    service.status("broker connection lost; reconnecting to " + config.mqtt.uri);
     LOG_WARN(kTag, "mqtt: not ready (connection to %s lost); reconnecting",
              config.mqtt.uri.c_str());
   }
@@ -369,11 +375,15 @@ void Daemon::Impl::reload() {
         self->reloaded = unexpected(std::string());
         if (status != 0) loaded = unexpected(std::string("the load was cancelled"));
         self->apply_reload(std::move(loaded));
+        self->service.reloaded(self->transport && self->transport->ready() ? "serving"
+                                                                           : "connecting");
         if (std::exchange(self->reload_again, false)) self->reload();
       });
   if (rc != 0) {
     reloading = false;
     LOG_ERROR(kTag, "reload: cannot queue the config load: %s", uv_strerror(rc));
+  } else {
+    service.reloading("reloading " + config_path);
   }
 }
 
@@ -421,6 +431,7 @@ bool Daemon::Impl::apply_live(const Config& merged, const ConfigDiff& diff) {
 void Daemon::Impl::shutdown() {
   if (stopping) return;
   stopping = true;
+  service.stopping("stopping");
   uv_timer_init(&loop, &watchdog);
   uv_timer_start(
       &watchdog,
