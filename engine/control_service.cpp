@@ -69,6 +69,8 @@ struct ControlService::Op {
   std::optional<std::string> description;
   std::optional<std::string> role_arn;
   std::vector<protocol::Tag> tags;
+  bool sets_allowed_things = false;
+  protocol::AllowedThings allowed_things;
   bool replace_files = false;
   std::vector<protocol::StreamFileSpec> files;
   StreamSnapshot previous;  // update
@@ -210,6 +212,8 @@ void ControlService::create(std::string id, const io::HttpRequest& request, Resp
   op->description = std::move(body->description);
   op->role_arn = std::move(body->role_arn);
   op->tags = std::move(body->tags);
+  op->sets_allowed_things = true;
+  op->allowed_things = std::move(body->allowed_things);
   op->replace_files = true;
   op->files = std::move(body->files);
   op->holds_ingest_slot = true;
@@ -254,6 +258,8 @@ void ControlService::update(std::string id, const io::HttpRequest& request, Resp
   op->previous = std::move(previous);
   op->description = std::move(body->description);
   op->role_arn = std::move(body->role_arn);
+  op->sets_allowed_things = body->sets_allowed_things;
+  op->allowed_things = std::move(body->allowed_things);
   if (ingests) {
     op->replace_files = true;
     op->files = std::move(*body->files);
@@ -448,11 +454,15 @@ void ControlService::commit(Op& op) {
     for (auto& tag : op.tags) stream->tags.emplace_back(tag.key, tag.value);
   } else {
     *stream = *op.previous;
-    stream->version = op.previous->version + 1;
+    // Who may read is not what devices read: an update of allowedThings alone keeps the
+    // version, so devices still allowed carry on with their downloads.
+    const bool access_only = !op.description && !op.role_arn && !op.replace_files;
+    stream->version = op.previous->version + (access_only ? 0 : 1);
   }
   stream->updated_at = now;
   if (op.description) stream->description = *op.description;
   if (op.role_arn) stream->role_arn = *op.role_arn;
+  if (op.sets_allowed_things) stream->allowed_things = op.allowed_things;
   if (op.replace_files) {
     stream->files.clear();
     for (std::size_t i = 0; i < op.files.size(); ++i) {

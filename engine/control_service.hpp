@@ -23,6 +23,9 @@
 //   RATE_LIMITED with Retry-After: 1;
 // - streams at most `max_streams` (creates in progress count): more is 422 LIMIT_EXCEEDED;
 // - stream ids over 44 characters are accepted with a warning in the create/update reply;
+// - allowedThings (who may read; Delivery enforces it) is set at create, replaced or removed
+//   (null) by an update; an update of allowedThings alone keeps the stream version, so devices
+//   still allowed carry on with their downloads;
 // - streamArn is "arn:chunkd:stream/<id>";
 // - GC of the content store runs after every update and delete;
 // - a file over storage.max_file_mib is 422 LIMIT_EXCEEDED naming both sizes; a full store

@@ -47,6 +47,7 @@ inline protocol::StreamInfo to_info(const io::StoredStream& s) {
   }
   info.created_at = s.created_at;
   info.updated_at = s.updated_at;
+  info.allowed_things = s.allowed_things;
   return info;
 }
 

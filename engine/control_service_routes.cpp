@@ -266,6 +266,7 @@ void ControlService::list(const io::HttpRequest& request, Responder& respond) {
     info.version = s->version;
     info.description = s->description;
     info.created_at = s->created_at;
+    info.allowed_things = s->allowed_things;
     infos.push_back(std::move(info));
   }
   respond(json_response(200, protocol::list_response(infos, next_token)));

@@ -7,6 +7,11 @@
 //   thing receives its replies in request order. Only when the thing's queue (or the global one)
 //   is full is a reply sent at once, out of band: RequestThrottled for a GetStream or
 //   DescribeStream over the bound, or the rejection itself when it cannot be queued.
+// - A thing outside a stream's allowedThings gets Unauthorized for every request on it, checked
+//   right after the stream is found (before the version, the file and any cache or disk work).
+//   Unknown streams stay ResourceNotFound. Refusals are counted like every rejection
+//   (chunkd_requests_total{outcome="Unauthorized"}) and logged at debug level only.
+//   A rule change applies to requests arriving after it; jobs already queued are served.
 // - A request's outcome is counted once (engine/delivery_metrics.hpp): here for a rejection at
 //   intake or a queued description, by the BlockServer for a GetStream job once it ended.
 #include "engine/delivery.hpp"
@@ -21,8 +26,10 @@
 #include "engine/delivery_metrics.hpp"
 #include "engine/reply_errors.hpp"
 #include "engine/scheduler.hpp"
+#include "io/log.hpp"
 #include "protocol/reply.hpp"
 #include "protocol/request.hpp"
+#include "protocol/thing_pattern.hpp"
 #include "protocol/topic.hpp"
 
 namespace chunkd::engine {
@@ -103,6 +110,11 @@ struct Delivery::Impl {
              "no such stream");
       return;
     }
+    if (!may_read(t, *stream)) {
+      reject(RequestVerb::Describe, t.thing, t.stream, t.format, token, ErrorCode::Unauthorized,
+             message_for(ErrorCode::Unauthorized));
+      return;
+    }
     std::vector<protocol::FileEntry> files;
     files.reserve(stream->files.size());
     for (const auto& f : stream->files) files.push_back({f.file_id, f.size_bytes});
@@ -127,6 +139,9 @@ struct Delivery::Impl {
     };
     StreamSnapshot stream = catalog.find(t.stream);
     if (!stream) return refuse(ErrorCode::ResourceNotFound, "no such stream");
+    if (!may_read(t, *stream)) {
+      return refuse(ErrorCode::Unauthorized, message_for(ErrorCode::Unauthorized));
+    }
     if (r.version && *r.version != stream->version && !options.relax_version_check) {
       return refuse(ErrorCode::VersionMismatch,
                     "stream version is " + std::to_string(stream->version));
@@ -151,6 +166,16 @@ struct Delivery::Impl {
     job.client_token = r.client_token;
     job.received_ms = clock.now_ms();
     admitted(RequestVerb::Get, t, token, scheduler.submit(std::move(job)));
+  }
+
+  // Whether the request's thing is in the stream's allowedThings (or the stream has none). A
+  // refusal is device-caused and may be frequent: a debug line only.
+  static bool may_read(const protocol::ParsedTopic& t, const io::StoredStream& stream) {
+    if (protocol::thing_allowed(stream.allowed_things, t.thing)) return true;
+    LOG_DEBUG("delivery", "thing %.*s is not in the allowedThings of stream %.*s",
+              static_cast<int>(t.thing.size()), t.thing.data(), static_cast<int>(t.stream.size()),
+              t.stream.data());
+    return false;
   }
 
   // Counts a request the scheduler admitted or refused; a refused one is answered

@@ -50,6 +50,8 @@ std::string_view message_for(ErrorCode code) {
       return "stream version does not match";
     case ErrorCode::OffsetOutOfBounds:
       return "no requested block lies inside the file";
+    case ErrorCode::Unauthorized:
+      return "this thing may not read the stream";
     case ErrorCode::ETagMismatch:
       return "the file no longer matches what the stream recorded";
     case ErrorCode::RequestThrottled:

@@ -8,14 +8,19 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 
+#include "base/assert.hpp"
 #include "io/registry_store.hpp"
 
 namespace chunkd::io {
 namespace detail {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// Version history: 1, the first release; 2 added streams.allowed_things. A database of an older
+// version is migrated forward on open (kMigrations), in one transaction with the version bump; a
+// newer one is refused.
+constexpr int kSchemaVersion = 2;
 
 class SqliteCategory final : public std::error_category {
  public:
@@ -51,7 +56,8 @@ CREATE TABLE streams (
   role_arn    TEXT NOT NULL,
   created_at  TEXT NOT NULL,
   updated_at  TEXT NOT NULL,
-  file_count  INTEGER NOT NULL
+  file_count  INTEGER NOT NULL,
+  allowed_things TEXT  -- NULL: every thing may read the stream; else patterns joined by '\n'
 );
 CREATE TABLE stream_tags (
   stream_id TEXT NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
@@ -74,6 +80,13 @@ CREATE TABLE stream_files (
   UNIQUE (stream_id, file_id)
 ) WITHOUT ROWID;
 )sql";
+
+// kMigrations[v - 1] brings a version-v schema to version v + 1. A column added here is also in
+// kSchema, which creates the current version directly.
+constexpr const char* kMigrations[] = {
+    "ALTER TABLE streams ADD COLUMN allowed_things TEXT;",  // 1 → 2: NULL keeps every thing
+};
+static_assert(std::size(kMigrations) == kSchemaVersion - 1, "one migration per version step");
 
 // Runs `sql` (no rows expected back) and describes a failure.
 int exec(sqlite3* db, const char* sql, std::string& message) {
@@ -124,16 +137,23 @@ int configure(sqlite3* db, std::string& step, std::string& message) {
   if (rc != SQLITE_OK) return rc;
   const int version = std::atoi(version_text.c_str());
   if (version == kSchemaVersion) return SQLITE_OK;
-  if (version != 0) {
+  if (version < 0 || version > kSchemaVersion) {
     step = "check the schema version";
-    message = "schema version " + std::to_string(version) + " is not the " +
+    message = "schema version " + std::to_string(version) + " is newer than the " +
               std::to_string(kSchemaVersion) +
-              " this chunkd understands (written by a different chunkd release?)";
+              " this chunkd understands (written by a later chunkd release?)";
     return SQLITE_MISMATCH;
   }
-  step = "create the schema";
-  const std::string script = std::string("BEGIN IMMEDIATE;") + kSchema +
-                             "PRAGMA user_version=" + std::to_string(kSchemaVersion) + "; COMMIT;";
+  std::string script = "BEGIN IMMEDIATE;";
+  if (version == 0) {
+    step = "create the schema";
+    script += kSchema;
+  } else {
+    step = "migrate the schema from version " + std::to_string(version) + " to " +
+           std::to_string(kSchemaVersion);
+    for (int v = version; v < kSchemaVersion; ++v) script += kMigrations[v - 1];
+  }
+  script += "PRAGMA user_version=" + std::to_string(kSchemaVersion) + "; COMMIT;";
   rc = exec(db, script.c_str(), message);
   if (rc != SQLITE_OK) {
     std::string ignored;
@@ -215,6 +235,30 @@ bool decode_manifest(const void* data, int bytes, std::vector<std::uint64_t>& ou
     out[i] = value;
   }
   return true;
+}
+
+std::optional<std::string> join_patterns(const std::optional<std::vector<std::string>>& patterns) {
+  if (!patterns) return std::nullopt;
+  CHUNKD_ASSERT(patterns->size() != 1 || !patterns->front().empty());
+  std::string out;
+  for (std::size_t i = 0; i < patterns->size(); ++i) {
+    CHUNKD_ASSERT((*patterns)[i].find('\n') == std::string::npos);
+    if (i > 0) out += '\n';
+    out += (*patterns)[i];
+  }
+  return out;
+}
+
+std::vector<std::string> split_patterns(std::string_view joined) {
+  std::vector<std::string> out;
+  if (joined.empty()) return out;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t end = joined.find('\n', start);
+    out.emplace_back(joined.substr(start, end - start));
+    if (end == std::string_view::npos) return out;
+    start = end + 1;
+  }
 }
 
 Expected<void> prepare_database(sqlite3* db, const std::string& path) {

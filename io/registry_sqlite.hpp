@@ -8,7 +8,9 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -34,6 +36,12 @@ std::string column_text(sqlite3_stmt* stmt, int column);
 void encode_manifest(const std::vector<std::uint64_t>& manifest, std::vector<unsigned char>& out);
 // False when the blob is not a whole number of hashes.
 bool decode_manifest(const void* data, int bytes, std::vector<std::uint64_t>& out);
+
+// streams.allowed_things: NULL for no list, else the patterns joined by '\n' (an empty list is
+// ""). REQUIRES: no pattern contains '\n', and a one-pattern list's pattern is not empty (the
+// control API's validation guarantees both; asserted).
+std::optional<std::string> join_patterns(const std::optional<std::vector<std::string>>& patterns);
+std::vector<std::string> split_patterns(std::string_view joined);
 
 // Configures a fresh connection (WAL, synchronous=FULL, foreign keys) and brings the schema to
 // the version this chunkd writes. Fails with a sqlite_category() code; the detail names `path`

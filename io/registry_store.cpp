@@ -15,6 +15,7 @@
 #include <deque>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -61,18 +62,20 @@ class SqliteRegistryStore final : public RegistryStore {
         {&delete_stream_, "DELETE FROM streams WHERE id = ?1"},
         {&upsert_stream_,
          "INSERT INTO streams (id, version, description, role_arn, created_at, updated_at, "
-         "file_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET "
+         "file_count, allowed_things) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+         "ON CONFLICT (id) DO UPDATE SET "
          "version = excluded.version, description = excluded.description, "
          "role_arn = excluded.role_arn, created_at = excluded.created_at, "
-         "updated_at = excluded.updated_at, file_count = excluded.file_count"},
+         "updated_at = excluded.updated_at, file_count = excluded.file_count, "
+         "allowed_things = excluded.allowed_things"},
         {&insert_tag_,
          "INSERT INTO stream_tags (stream_id, ord, key, value) VALUES (?1, ?2, ?3, ?4)"},
         {&insert_file_,
          "INSERT INTO stream_files (stream_id, ord, file_id, bucket, key, size_bytes, digest, "
          "extent_bytes, manifest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
         {&select_streams_,
-         "SELECT id, version, description, role_arn, created_at, updated_at, file_count "
-         "FROM streams ORDER BY id"},
+         "SELECT id, version, description, role_arn, created_at, updated_at, file_count, "
+         "allowed_things FROM streams ORDER BY id"},
         {&select_tags_, "SELECT stream_id, key, value FROM stream_tags ORDER BY stream_id, ord"},
         {&select_files_,
          "SELECT stream_id, file_id, bucket, key, size_bytes, digest, extent_bytes, manifest "
@@ -220,6 +223,14 @@ class SqliteRegistryStore final : public RegistryStore {
     return rc_out == SQLITE_OK;
   }
 
+  // NULL for nullopt.
+  bool bind_optional_text(sqlite3_stmt* stmt, int index, const std::optional<std::string>& text,
+                          int& rc_out) {
+    if (text) return bind_text(stmt, index, *text, rc_out);
+    rc_out = sqlite3_bind_null(stmt, index);
+    return rc_out == SQLITE_OK;
+  }
+
   bool bind_int(sqlite3_stmt* stmt, int index, sqlite3_int64 value, int& rc_out) {
     rc_out = sqlite3_bind_int64(stmt, index, value);
     return rc_out == SQLITE_OK;
@@ -243,6 +254,7 @@ class SqliteRegistryStore final : public RegistryStore {
   }
 
   std::error_code write_put(const StoredStream& s, std::string& message) {
+    const std::optional<std::string> allowed = join_patterns(s.allowed_things);
     int rc = SQLITE_OK;
     if (!run(begin_write_, "BEGIN IMMEDIATE", rc, message)) {
       return finish_write(false, rc, s.id, "put", message);
@@ -257,6 +269,7 @@ class SqliteRegistryStore final : public RegistryStore {
          bind_text(upsert_stream_, 5, s.created_at, rc) &&
          bind_text(upsert_stream_, 6, s.updated_at, rc) &&
          bind_int(upsert_stream_, 7, static_cast<sqlite3_int64>(s.files.size()), rc) &&
+         bind_optional_text(upsert_stream_, 8, allowed, rc) &&
          run(upsert_stream_, "upsert stream", rc, message);
     for (std::size_t i = 0; ok && i < s.tags.size(); ++i) {
       ok = bind_text(insert_tag_, 1, s.id, rc) &&
@@ -393,6 +406,9 @@ class SqliteRegistryStore final : public RegistryStore {
       s.created_at = column_text(select_streams_, 4);
       s.updated_at = column_text(select_streams_, 5);
       file_counts.push_back(from_sql(sqlite3_column_int64(select_streams_, 6)));
+      if (sqlite3_column_type(select_streams_, 7) != SQLITE_NULL) {
+        s.allowed_things = split_patterns(column_text(select_streams_, 7));
+      }
       index.emplace(s.id, streams.size());
       streams.push_back(std::move(s));
     }

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -49,6 +50,9 @@ struct StoredStream {
   std::string created_at;  // RFC 3339 UTC
   std::string updated_at;
   std::vector<StoredFile> files;
+  // The thing-name patterns allowed to read the stream; nullopt: every thing. Stored as given
+  // (the control API validated them); an empty list is stored and loaded as an empty list.
+  std::optional<std::vector<std::string>> allowed_things;
 };
 
 class RegistryStore {

@@ -123,17 +123,26 @@ struct Tag {
   std::string value;
 };
 
+// Added: the things that may read a stream (protocol/thing_pattern.hpp); nullopt = every thing,
+// else 1..kMaxAllowedThings distinct valid patterns.
+using AllowedThings = std::optional<std::vector<std::string>>;
+
 struct CreateStreamBody {
   std::string description;
   std::vector<StreamFileSpec> files;  // 1..50, unique ids
   std::string role_arn;
   std::vector<Tag> tags;
+  AllowedThings allowed_things;
 };
 // Every field optional; at least one present. Present fields replace the stream's.
 struct UpdateStreamBody {
   std::optional<std::string> description;
   std::optional<std::vector<StreamFileSpec>> files;
   std::optional<std::string> role_arn;
+  // `allowedThings` was given: allowed_things replaces the stream's list (nullopt, from a JSON
+  // null, removes it: every thing may read the stream again).
+  bool sets_allowed_things = false;
+  AllowedThings allowed_things;
 };
 
 // Validates the whole body and reports every problem found (not just the first) as details.
@@ -179,15 +188,18 @@ struct StreamInfo {
   std::string created_at;  // RFC 3339 UTC
   std::string updated_at;
   StreamHealthInfo health;
+  AllowedThings allowed_things;
 };
 
 // {"success":true,"data":{...}} for create/update: id, streamId, streamArn, streamVersion,
-// description, created_at (and "warnings":[...] when non-empty).
+// description, created_at, "allowedThings":[...] when the stream has a list, updated_at (and
+// "warnings":[...] when non-empty). describe and list carry allowedThings the same way.
 std::string create_response(const StreamInfo& s, const std::vector<std::string>& warnings);
 // describe: everything in StreamInfo; "health":"ok", or the status and a "healthDetail" object
 // {fileId, extent, cause}.
 std::string describe_response(const StreamInfo& s);
-// list: {"streams":[{id,streamId,streamArn,streamVersion,description,created_at}...],"nextToken"?}
+// list: {"streams":[{id,streamId,streamArn,streamVersion,description,created_at,
+// allowedThings?}...],"nextToken"?}
 // `next_token` is written as given: pass encode_next_token(last id of the page), or nullopt on
 // the last page.
 std::string list_response(const std::vector<StreamInfo>& page,

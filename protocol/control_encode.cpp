@@ -37,8 +37,8 @@ void append_field(std::string& out, std::string_view key, std::uint64_t value) {
   append_uint(out, value);
 }
 
-// id, streamId, streamArn, streamVersion, description, created_at: the summary every
-// stream-returning response starts with (no surrounding braces).
+// id, streamId, streamArn, streamVersion, description, created_at and, when the stream has a
+// list, allowedThings: the summary every stream-returning response starts with (no braces).
 void append_summary(std::string& out, const StreamInfo& s) {
   append_field(out, "id", s.stream_id);
   out += ',';
@@ -51,6 +51,14 @@ void append_summary(std::string& out, const StreamInfo& s) {
   append_field(out, "description", s.description);
   out += ',';
   append_field(out, "created_at", s.created_at);
+  if (s.allowed_things) {
+    out += ",\"allowedThings\":[";
+    for (std::size_t i = 0; i < s.allowed_things->size(); ++i) {
+      if (i > 0) out += ',';
+      append_json_string(out, (*s.allowed_things)[i]);
+    }
+    out += ']';
+  }
 }
 
 constexpr std::string_view kSuccessOpen = R"({"success":true,"data":{)";

@@ -18,6 +18,7 @@
 #include "base/text.hpp"
 #include "protocol/control.hpp"
 #include "protocol/control_internal.hpp"
+#include "protocol/thing_pattern.hpp"
 #include "protocol/topic.hpp"
 
 namespace chunkd::protocol {
@@ -392,6 +393,40 @@ std::optional<std::vector<Tag>> check_tags(dom::element v, Problems& problems) {
   return tags;
 }
 
+// 1..kMaxAllowedThings distinct thing-name patterns (protocol/thing_pattern.hpp).
+std::optional<std::vector<std::string>> check_allowed_things(dom::element v, Problems& problems) {
+  const std::string base = "allowedThings";
+  dom::array arr;
+  if (v.type() != dom::element_type::ARRAY || v.get_array().get(arr) != simdjson::SUCCESS) {
+    problems.add(base, "must be an array");
+    return std::nullopt;
+  }
+  bool ok = true;
+  if (arr.size() < 1 || arr.size() > kMaxAllowedThings) {
+    problems.add(base, "must have between 1 and " + std::to_string(kMaxAllowedThings) + " entries");
+    ok = false;
+  }
+  std::map<std::string_view, std::size_t, std::less<>> first_use;  // pattern → its first index
+  std::vector<std::string> patterns;
+  std::size_t i = 0;
+  for (dom::element entry : arr) {
+    const std::string field = index_path(base, i);
+    auto s = as_string(entry, field, problems);
+    auto problem = s ? thing_pattern_problem(*s) : std::nullopt;
+    if (s && !problem) {
+      auto [it, inserted] = first_use.try_emplace(*s, i);
+      if (!inserted)
+        problem = "must be unique: " + index_path(base, it->second) + " already has it";
+    }
+    if (problem) problems.add(field, std::move(*problem));
+    ok = ok && s && !problem;
+    if (ok) patterns.emplace_back(*s);
+    ++i;
+  }
+  if (!ok) return std::nullopt;
+  return patterns;
+}
+
 // --- bodies ------------------------------------------------------------------------------------
 
 enum class BodyKind { Create, Update };
@@ -401,15 +436,17 @@ struct BodyFields {
   std::optional<std::vector<StreamFileSpec>> files;
   std::optional<std::string> role_arn;
   std::optional<std::vector<Tag>> tags;
+  AllowedThings allowed_things;
   bool has_description = false;
   bool has_files = false;
   bool has_role_arn = false;
+  bool has_allowed_things = false;
 };
 
 // Checks every member of the body object into `out`, then the keys the kind requires.
 void check_body_fields(dom::object obj, BodyKind kind, BodyFields& out, Problems& problems) {
-  static constexpr std::array<std::string_view, 4> kKnown{"description", "files", "roleArn",
-                                                          "tags"};
+  static constexpr std::array<std::string_view, 5> kKnown{"description", "files", "roleArn", "tags",
+                                                          "allowedThings"};
   for_members(obj, kKnown, "", problems, [&](std::size_t idx, dom::element value) {
     switch (idx) {
       case 0:
@@ -424,6 +461,13 @@ void check_body_fields(dom::object obj, BodyKind kind, BodyFields& out, Problems
         out.has_role_arn = true;
         out.role_arn = check_role_arn(value, "roleArn", problems);
         break;
+      case 4:
+        out.has_allowed_things = true;
+        // An update's null removes the list; anywhere else null is a wrong type, as for every
+        // other field.
+        if (kind == BodyKind::Update && value.type() == dom::element_type::NULL_VALUE) break;
+        out.allowed_things = check_allowed_things(value, problems);
+        break;
       default:
         if (kind == BodyKind::Update) {
           problems.add("tags", "cannot be updated: tags are set at create time");
@@ -436,8 +480,9 @@ void check_body_fields(dom::object obj, BodyKind kind, BodyFields& out, Problems
   if (kind == BodyKind::Create) {
     if (!out.has_files) problems.add("files", "is required");
     if (!out.has_role_arn) problems.add("roleArn", "is required");
-  } else if (!out.has_description && !out.has_files && !out.has_role_arn) {
-    problems.add("body", "must set at least one of description, files, roleArn");
+  } else if (!out.has_description && !out.has_files && !out.has_role_arn &&
+             !out.has_allowed_things) {
+    problems.add("body", "must set at least one of description, files, roleArn, allowedThings");
   }
 }
 
@@ -498,6 +543,7 @@ Expected<CreateStreamBody, ApiError> parse_create_stream(std::string_view json) 
   body.files = std::move(fields->files).value_or(std::vector<StreamFileSpec>{});
   body.role_arn = std::move(fields->role_arn).value_or("");
   body.tags = std::move(fields->tags).value_or(std::vector<Tag>{});
+  body.allowed_things = std::move(fields->allowed_things);
   return body;
 }
 
@@ -508,6 +554,8 @@ Expected<UpdateStreamBody, ApiError> parse_update_stream(std::string_view json) 
   body.description = std::move(fields->description);
   body.files = std::move(fields->files);
   body.role_arn = std::move(fields->role_arn);
+  body.sets_allowed_things = fields->has_allowed_things;
+  body.allowed_things = std::move(fields->allowed_things);
   return body;
 }
 

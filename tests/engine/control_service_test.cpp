@@ -511,6 +511,62 @@ TEST_F(ControlServiceTest, UpdateBumpsVersionAndReplacesOnlyGivenFields) {
   EXPECT_EQ(Json(call("GET", "/streams/s").body).num("/data/streamVersion"), 3u);
 }
 
+// allowedThings: set at create, shown by create, describe and list, reaching the catalog the data
+// plane reads; an update of it alone changes the rule but not the version (the content devices
+// download is the same), null removes it, and it survives a restart.
+TEST_F(ControlServiceTest, AllowedThingsAreStoredShownReplacedAndRemoved) {
+  std::string body = create_body({file_json(0, "fw.bin")});
+  body.insert(body.size() - 1, R"(,"allowedThings":["sensor-*","gw-0?"])");
+  auto r = call("POST", "/streams/g", body);
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(Json(r.body).size("/data/allowedThings"), 2u);
+  ASSERT_EQ(call("POST", "/streams/open", create_body({file_json(0, "app.bin")})).status, 201);
+  auto catalog_list = [&](std::string_view id) { return catalog_->find(id)->allowed_things; };
+  EXPECT_EQ(catalog_list("g"), (std::vector<std::string>{"sensor-*", "gw-0?"}));
+  EXPECT_EQ(catalog_list("open"), std::nullopt);
+
+  Json d(call("GET", "/streams/g").body);
+  EXPECT_EQ(d.str("/data/allowedThings/0"), "sensor-*");
+  EXPECT_EQ(d.str("/data/allowedThings/1"), "gw-0?");
+  EXPECT_FALSE(Json(call("GET", "/streams/open").body).has("/data/allowedThings"));
+  Json listed(call("GET", "/streams").body);
+  EXPECT_EQ(listed.str("/data/streams/0/streamId"), "g");
+  EXPECT_EQ(listed.size("/data/streams/0/allowedThings"), 2u);
+  EXPECT_FALSE(listed.has("/data/streams/1/allowedThings"));
+
+  clock_.advance_ms(1000);
+  r = call("PUT", "/streams/g", R"({"allowedThings":["gw-*"]})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json u(r.body);
+  EXPECT_EQ(u.num("/data/streamVersion"), 1u) << "who may read is not a new version";
+  EXPECT_EQ(u.str("/data/allowedThings/0"), "gw-*");
+  EXPECT_NE(u.str("/data/updated_at"), u.str("/data/created_at"));
+  EXPECT_EQ(catalog_list("g"), std::vector<std::string>{"gw-*"});
+
+  r = call("PUT", "/streams/g", R"({"description":"two","allowedThings":["a","b"]})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json(r.body).num("/data/streamVersion"), 2u) << "with another field: a new version";
+  r = call("PUT", "/streams/g", R"({"description":"three"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(catalog_list("g"), (std::vector<std::string>{"a", "b"})) << "untouched when absent";
+
+  r = call("PUT", "/streams/g", R"({"allowedThings":["bad thing"]})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Json(r.body).detail_fields(), std::vector<std::string>{"allowedThings[0]"});
+  EXPECT_EQ(catalog_list("g"), (std::vector<std::string>{"a", "b"}));
+
+  restart();
+  EXPECT_EQ(catalog_list("g"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(catalog_list("open"), std::nullopt);
+  r = call("PUT", "/streams/g", R"({"allowedThings":null})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(Json(r.body).has("/data/allowedThings"));
+  EXPECT_EQ(catalog_list("g"), std::nullopt);
+  restart();
+  EXPECT_EQ(catalog_list("g"), std::nullopt);
+  EXPECT_EQ(Json(call("GET", "/streams/g").body).num("/data/streamVersion"), 3u);
+}
+
 TEST_F(ControlServiceTest, DeleteThenDescribeIs404) {
   ASSERT_EQ(call("POST", "/streams/s", create_body({file_json(0, "fw.bin")})).status, 201);
   auto r = call("DELETE", "/streams/s");

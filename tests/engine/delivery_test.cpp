@@ -634,6 +634,57 @@ TEST_F(DeliveryTest, CustomPrefix) {
   EXPECT_EQ(transport_.messages[0].topic, t);
 }
 
+// A stream with allowedThings: a matching thing is served; any other thing gets Unauthorized
+// with its token for every request on the stream, before the version or file is looked at and
+// before any cache work; unknown streams stay ResourceNotFound; a new snapshot applies at once.
+TEST_F(DeliveryTest, AllowedThingsGateEveryRequestOnTheStream) {
+  auto gated = std::make_shared<io::StoredStream>(*stream_);
+  gated->allowed_things = std::vector<std::string>{"sensor-*", "gw-0?"};
+  catalog_.put(gated);
+  make();
+  GetStreamArgs a;
+  a.client_token = "tok";
+  a.version = 3;
+  a.file_id = 7;
+  a.block_size = 256;
+  send_get("sensor-12", Format::Cbor, a);
+  ASSERT_TRUE(wait_messages(4));
+  ASSERT_EQ(transport_.messages.size(), 4u);
+  seen_ = 4;
+  const std::uint64_t cache_lookups = metrics_.counter_value("chunkd_cache_hits_total") +
+                                      metrics_.counter_value("chunkd_cache_misses_total");
+
+  send_get("gw-15", Format::Cbor, a);
+  expect_rejected("Unauthorized", Format::Cbor, "gw-15", "fw", "tok");
+  GetStreamArgs wrong = a;
+  wrong.version = 1;    // would be VersionMismatch
+  wrong.file_id = 200;  // would be ResourceNotFound
+  send_get("dev", Format::Json, wrong);
+  expect_rejected("Unauthorized", Format::Json, "dev", "fw", "tok");
+  auto payload = protocol::encode_describe_request(Format::Json, "d-tok");
+  delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Describe, Format::Json),
+                        payload);
+  expect_rejected("Unauthorized", Format::Json, "dev", "fw", "d-tok");
+  send_get("dev", Format::Json, a, "nope");
+  expect_rejected("ResourceNotFound", Format::Json, "dev", "nope", "tok");
+  EXPECT_EQ(requests("get", "Unauthorized"), 2u);
+  EXPECT_EQ(requests("describe", "Unauthorized"), 1u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_cache_hits_total") +
+                metrics_.counter_value("chunkd_cache_misses_total"),
+            cache_lookups)
+      << "a refused request does no cache work";
+
+  // The operator lets "dev" in: the next request is served, no restart.
+  auto opened = std::make_shared<io::StoredStream>(*gated);
+  opened->allowed_things->push_back("dev");
+  catalog_.put(opened);
+  send_get("dev", Format::Json, a);
+  ASSERT_TRUE(wait_messages(seen_ + 4));
+  EXPECT_EQ(transport_.messages.size(), seen_ + 4);
+  EXPECT_EQ(transport_.messages.back().topic,
+            reply_topic("dev", "fw", protocol::ReplyKind::Data, Format::Json));
+}
+
 TEST_F(DeliveryTest, StopRefusesNewRequests) {
   make();
   bool stopped = false;

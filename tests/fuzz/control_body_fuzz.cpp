@@ -2,9 +2,13 @@
 // through parse_create_stream, parse_update_stream and parse_list_query. Whatever they answer is
 // re-encoded with the response functions and must come out as valid JSON (checked with simdjson),
 // with the parsed strings surviving the round trip; parse results must respect the documented
-// bounds, and a decoded nextToken must round-trip through encode_next_token.
+// bounds, and a decoded nextToken must round-trip through encode_next_token. allowedThings must
+// come out valid, bounded and distinct, and round-trip through describe and list; and the input,
+// cut in two, must match as a thing-name pattern exactly when a plain dynamic-programming matcher
+// says it does.
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +19,7 @@
 #include <vector>
 
 #include "protocol/control.hpp"
+#include "protocol/thing_pattern.hpp"
 
 namespace {
 
@@ -72,8 +77,33 @@ void check_files(const std::vector<StreamFileSpec>& files) {
   }
 }
 
+void check_allowed_things(const AllowedThings& allowed) {
+  if (!allowed) return;
+  check(!allowed->empty() && allowed->size() <= kMaxAllowedThings, "1..32 allowedThings");
+  for (std::size_t i = 0; i < allowed->size(); ++i) {
+    check(!thing_pattern_problem((*allowed)[i]).has_value(), "each pattern is valid");
+    for (std::size_t j = 0; j < i; ++j) check((*allowed)[i] != (*allowed)[j], "patterns distinct");
+  }
+}
+
+// allowedThings as a response carries it: absent when `allowed` is nullopt, else equal.
+void check_allowed_round_trip(simdjson::dom::element data, const AllowedThings& allowed,
+                              const char* what) {
+  simdjson::dom::array arr;
+  const bool present = data["allowedThings"].get(arr) == simdjson::SUCCESS;
+  check(present == allowed.has_value(), what);
+  if (!present) return;
+  check(arr.size() == allowed->size(), what);
+  std::size_t i = 0;
+  for (simdjson::dom::element e : arr) {
+    std::string_view pattern;
+    check(e.get(pattern) == simdjson::SUCCESS && pattern == (*allowed)[i++], what);
+  }
+}
+
 StreamInfo stream_from(const std::string& description, const std::string& role_arn,
-                       const std::vector<Tag>& tags, const std::vector<StreamFileSpec>& files) {
+                       const std::vector<Tag>& tags, const std::vector<StreamFileSpec>& files,
+                       const AllowedThings& allowed) {
   StreamInfo s;
   s.stream_id = "fuzz";
   s.stream_arn = "arn:chunkd:stream/fuzz";
@@ -87,6 +117,7 @@ StreamInfo stream_from(const std::string& description, const std::string& role_a
   }
   s.created_at = "2024-01-01T00:00:00Z";
   s.updated_at = s.created_at;
+  s.allowed_things = allowed;
   return s;
 }
 
@@ -94,10 +125,14 @@ StreamInfo stream_from(const std::string& description, const std::string& role_a
 void check_responses(const StreamInfo& s) {
   auto& parser = json_parser();
   must_parse(parser, create_response(s, {"w"}));
-  must_parse(parser, list_response({s}, encode_next_token(s.stream_id)));
+  auto listed = must_parse(parser, list_response({s}, encode_next_token(s.stream_id)));
+  check_allowed_round_trip(listed["data"]["streams"].at(0).value_unsafe(), s.allowed_things,
+                           "list carries allowedThings");
   must_parse(parser, delete_response(s.stream_id));
   const std::string text = describe_response(s);
   auto root = must_parse(parser, text);
+  check_allowed_round_trip(root["data"].value_unsafe(), s.allowed_things,
+                           "describe carries allowedThings");
   std::string_view description;
   check(root["data"]["description"].get(description) == simdjson::SUCCESS &&
             description == s.description,
@@ -129,7 +164,8 @@ void fuzz_create(std::string_view input) {
   check_files(r->files);
   check(r->tags.size() <= kMaxTags, "at most 50 tags");
   check(r->role_arn.size() >= kMinRoleArnChars, "roleArn at least 20 characters");
-  check_responses(stream_from(r->description, r->role_arn, r->tags, r->files));
+  check_allowed_things(r->allowed_things);
+  check_responses(stream_from(r->description, r->role_arn, r->tags, r->files, r->allowed_things));
 }
 
 void fuzz_update(std::string_view input) {
@@ -138,10 +174,13 @@ void fuzz_update(std::string_view input) {
     check_error(r.error());
     return;
   }
-  check(r->description || r->files || r->role_arn, "update sets at least one field");
+  check(r->description || r->files || r->role_arn || r->sets_allowed_things,
+        "update sets at least one field");
+  check(r->sets_allowed_things || !r->allowed_things, "allowedThings only when given");
   if (r->files) check_files(*r->files);
+  check_allowed_things(r->allowed_things);
   check_responses(stream_from(r->description.value_or(""), r->role_arn.value_or(""), {},
-                              r->files.value_or(std::vector<StreamFileSpec>{})));
+                              r->files.value_or(std::vector<StreamFileSpec>{}), r->allowed_things));
 }
 
 void fuzz_list_query(std::string_view input) {
@@ -168,6 +207,38 @@ void fuzz_stream_id(std::string_view input) {
   must_parse(parser, delete_response(input));
 }
 
+// The reference: match[i][j] says whether pattern[i..] matches name[j..]. Quadratic, obviously
+// right, for comparison only.
+bool reference_match(std::string_view pattern, std::string_view name) {
+  const std::size_t m = pattern.size();
+  const std::size_t n = name.size();
+  std::vector<std::vector<char>> match(m + 1, std::vector<char>(n + 1, 0));
+  match[m][n] = 1;
+  for (std::size_t i = m; i-- > 0;) {
+    for (std::size_t j = n + 1; j-- > 0;) {
+      if (pattern[i] == '*') {
+        match[i][j] = static_cast<char>(match[i + 1][j] || (j < n && match[i][j + 1]));
+      } else if (j < n && (pattern[i] == '?' || pattern[i] == name[j])) {
+        match[i][j] = match[i + 1][j + 1];
+      }
+    }
+  }
+  return match[0][0] != 0;
+}
+
+// The input cut at its first NUL (or its middle) into a pattern and a name, each at most 256
+// bytes: the greedy matcher agrees with the reference, on any bytes.
+void fuzz_pattern_match(std::string_view input) {
+  std::size_t cut = input.find('\0');
+  const bool has_nul = cut != std::string_view::npos;
+  if (!has_nul) cut = input.size() / 2;
+  const std::string_view pattern = input.substr(0, std::min<std::size_t>(cut, 256));
+  const std::string_view name =
+      input.substr(std::min(input.size(), cut + (has_nul ? 1 : 0))).substr(0, 256);
+  check(thing_pattern_matches(pattern, name) == reference_match(pattern, name),
+        "greedy wildcard match agrees with the reference");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -176,6 +247,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz_update(input);
   fuzz_list_query(input);
   fuzz_stream_id(input);
+  fuzz_pattern_match(input);
   // Any bytes, escaped, make a valid JSON string.
   std::string text;
   append_json_string(text, input);

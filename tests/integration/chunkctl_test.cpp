@@ -139,6 +139,33 @@ TEST_F(Chunkctl, CreateDescribeListUpdateDelete) {
   EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();
 }
 
+TEST_F(Chunkctl, AllowThingSetsReplacesAndRemovesTheReaders) {
+  auto c = ctl({"create", "gated", "--file", "0=fw:a.bin", "--role-arn", kRoleArn, "--allow-thing",
+                "sensor-*", "--allow-thing", "gw-0?"});
+  EXPECT_EXIT_CODE(c, 0);
+  auto d = ctl({"--json", "describe", "gated"});
+  EXPECT_EXIT_CODE(d, 0);
+  Json dj(d.out);
+  EXPECT_EQ(dj.array_size("/allowedThings"), 2u) << d.out;
+  EXPECT_EQ(dj.str("/allowedThings/1"), "gw-0?");
+  auto table = ctl({"describe", "gated"});
+  EXPECT_NE(table.out.find("readers     sensor-* gw-0?"), std::string::npos) << table.out;
+
+  auto u = ctl({"--json", "update", "gated", "--allow-thing", "gw-*"});
+  EXPECT_EXIT_CODE(u, 0);
+  EXPECT_EQ(Json(u.out).str("/allowedThings/0"), "gw-*") << u.out;
+  auto open = ctl({"update", "gated", "--allow-every-thing"});
+  EXPECT_EXIT_CODE(open, 0);
+  auto after = ctl({"describe", "gated"});
+  EXPECT_NE(after.out.find("readers     every thing"), std::string::npos) << after.out;
+
+  auto bad = ctl({"update", "gated", "--allow-thing", "no spaces"});
+  EXPECT_EXIT_CODE(bad, 1);
+  EXPECT_NE(bad.err.find("allowedThings[0]"), std::string::npos) << bad.err;
+  EXPECT_EXIT_CODE(ctl({"update", "gated", "--allow-thing", "a", "--allow-every-thing"}), 2);
+  EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();
+}
+
 TEST_F(Chunkctl, ServerErrorsExitOneWithTheCode) {
   auto bad = ctl({"create", "x", "--file", "0=fw:../escape", "--role-arn", kRoleArn});
   EXPECT_EXIT_CODE(bad, 1);

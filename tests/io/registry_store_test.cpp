@@ -16,8 +16,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace chunkd::io {
@@ -34,7 +36,8 @@ bool same_file(const StoredFile& a, const StoredFile& b) {
 bool same_stream(const StoredStream& a, const StoredStream& b) {
   if (a.id != b.id || a.version != b.version || a.description != b.description ||
       a.role_arn != b.role_arn || a.tags != b.tags || a.created_at != b.created_at ||
-      a.updated_at != b.updated_at || a.files.size() != b.files.size()) {
+      a.updated_at != b.updated_at || a.files.size() != b.files.size() ||
+      a.allowed_things != b.allowed_things) {
     return false;
   }
   for (std::size_t i = 0; i < a.files.size(); ++i) {
@@ -115,6 +118,7 @@ StoredStream rich_stream() {
   c.digest = "99aa99aa99aa99aa99aa99aa99aa99aa";
   c.extent_bytes = 65536;
   s.files = {a, b, c};  // not sorted by file_id: the order must survive
+  s.allowed_things = std::vector<std::string>{"sensor-*", "gw-0?", "exact:thing_1", "*"};
   return s;
 }
 
@@ -460,6 +464,96 @@ TEST_F(RegistryStoreTest, NewerSchemaVersionIsRefused) {
   const std::string message = opened.error().message();
   EXPECT_TRUE(error);
   EXPECT_NE(message.find("schema version 99"), std::string::npos) << message;
+}
+
+// No list, an empty list (never written by the control API, kept as "nobody") and a list each
+// survive a put and a reopen as they were, and a put replaces or removes the list.
+TEST_F(RegistryStoreTest, AllowedThingsRoundTripAndAreReplaced) {
+  open_store();
+  StoredStream open = numbered_stream(1);
+  StoredStream nobody = numbered_stream(2);
+  nobody.allowed_things = std::vector<std::string>{};
+  StoredStream gated = numbered_stream(3);
+  gated.allowed_things = std::vector<std::string>{"gw-*"};
+  for (const StoredStream& s : {open, nobody, gated}) ASSERT_FALSE(put_and_wait(s));
+  close_store();
+  open_store();
+  auto streams = load();
+  ASSERT_EQ(streams.size(), 3u);
+  EXPECT_EQ(streams[0].allowed_things, std::nullopt);
+  EXPECT_EQ(streams[1].allowed_things, std::vector<std::string>{});
+  EXPECT_EQ(streams[2].allowed_things, std::vector<std::string>{"gw-*"});
+
+  gated.allowed_things = std::vector<std::string>{"a", "b?", "c*"};
+  ASSERT_FALSE(put_and_wait(gated));
+  open.allowed_things = std::vector<std::string>{"only-me"};
+  ASSERT_FALSE(put_and_wait(open));
+  nobody.allowed_things.reset();
+  ASSERT_FALSE(put_and_wait(nobody));
+  streams = load();
+  ASSERT_EQ(streams.size(), 3u);
+  EXPECT_TRUE(same_stream(streams[0], open));
+  EXPECT_TRUE(same_stream(streams[1], nobody));
+  EXPECT_TRUE(same_stream(streams[2], gated));
+}
+
+// A registry written by the release before allowedThings (schema version 1, with its exact
+// tables) opens, keeps every stream readable by every thing, and takes lists from then on.
+TEST_F(RegistryStoreTest, MigratesAVersion1Registry) {
+  fs::create_directories(dir_);
+  const std::string path = dir_ + "/registry.sqlite3";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const char* v1 = R"sql(
+    CREATE TABLE streams (id TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL,
+      description TEXT NOT NULL, role_arn TEXT NOT NULL, created_at TEXT NOT NULL,
+      updated_at TEXT NOT NULL, file_count INTEGER NOT NULL);
+    CREATE TABLE stream_tags (stream_id TEXT NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
+      ord INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+      PRIMARY KEY (stream_id, ord)) WITHOUT ROWID;
+    CREATE TABLE stream_files (stream_id TEXT NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
+      ord INTEGER NOT NULL, file_id INTEGER NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
+      size_bytes INTEGER NOT NULL, digest TEXT NOT NULL, extent_bytes INTEGER NOT NULL,
+      manifest BLOB NOT NULL, PRIMARY KEY (stream_id, ord), UNIQUE (stream_id, file_id))
+      WITHOUT ROWID;
+    INSERT INTO streams VALUES ('old', 4, 'from v1', 'arn:aws:iam::123456789012:role/chunkd',
+      '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', 1);
+    INSERT INTO stream_tags VALUES ('old', 0, 'team', 'ota');
+    INSERT INTO stream_files VALUES ('old', 0, 9, 'fw', 'a.bin', 16,
+      '00112233445566778899aabbccddeeff', 262144, x'0102030405060708');
+    PRAGMA user_version=1;)sql";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  open_store();
+  auto streams = load();
+  ASSERT_EQ(streams.size(), 1u);
+  StoredStream old = streams[0];
+  EXPECT_EQ(old.id, "old");
+  EXPECT_EQ(old.version, 4u);
+  EXPECT_EQ(old.description, "from v1");
+  EXPECT_EQ(old.tags, (std::vector<std::pair<std::string, std::string>>{{"team", "ota"}}));
+  ASSERT_EQ(old.files.size(), 1u);
+  EXPECT_EQ(old.files[0].file_id, 9u);
+  EXPECT_EQ(old.files[0].manifest, std::vector<std::uint64_t>{0x0807060504030201ull});
+  EXPECT_EQ(old.allowed_things, std::nullopt) << "a v1 stream stays readable by every thing";
+
+  old.allowed_things = std::vector<std::string>{"sensor-*"};
+  ASSERT_FALSE(put_and_wait(old));
+  close_store();
+  open_store();  // a second open finds version 2 and migrates nothing
+  streams = load();
+  ASSERT_EQ(streams.size(), 1u);
+  EXPECT_TRUE(same_stream(streams[0], old));
+  close_store();
+
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 2);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
 }
 
 TEST(SqliteCategoryTest, NamesAndMapsErrors) {

@@ -602,15 +602,18 @@ TEST(ControlUpdate, EmptyBodyNeedsAtLeastOneField) {
   EXPECT_EQ(e.code, ApiErrorCode::ValidationError);
   EXPECT_EQ(e.message, "request body has 1 invalid field");
   EXPECT_THAT(e.details,
-              ElementsAre(Problem("body", "must set at least one of description, files, roleArn")));
+              ElementsAre(Problem(
+                  "body", "must set at least one of description, files, roleArn, allowedThings")));
 }
 
 TEST(ControlUpdate, TagsAreNotUpdatable) {
   EXPECT_THAT(update_error(R"({"description":"d","tags":[]})").details,
               ElementsAre(Problem("tags", "cannot be updated: tags are set at create time")));
-  EXPECT_THAT(update_error(R"({"tags":[{"Key":"a"}]})").details,
-              ElementsAre(Problem("tags", "cannot be updated: tags are set at create time"),
-                          Problem("body", "must set at least one of description, files, roleArn")));
+  EXPECT_THAT(
+      update_error(R"({"tags":[{"Key":"a"}]})").details,
+      ElementsAre(
+          Problem("tags", "cannot be updated: tags are set at create time"),
+          Problem("body", "must set at least one of description, files, roleArn, allowedThings")));
 }
 
 TEST(ControlUpdate, PresentFieldsFollowCreateRules) {

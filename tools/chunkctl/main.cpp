@@ -2,9 +2,11 @@
 //
 //   chunkctl create <streamId> --file 0=firmware:images/v2.bin[@digest] [--file ...]
 //                   --role-arn ARN [--description TEXT] [--tag KEY=VALUE ...]
+//                   [--allow-thing PATTERN ...]
 //   chunkctl describe <streamId>
 //   chunkctl list [--max-results N] [--next-token T] [--descending] [--all]
 //   chunkctl update <streamId> [--file ...] [--description TEXT] [--role-arn ARN]
+//                   [--allow-thing PATTERN ... | --allow-every-thing]
 //   chunkctl delete <streamId>
 //
 // Global: --url URL (env CHUNKD_URL, default http://127.0.0.1:8080), --token TOKEN (env
@@ -19,6 +21,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "protocol/control.hpp"
@@ -30,9 +33,12 @@ constexpr const char* kUsage =
     "usage: chunkctl [--url URL] [--token T | --token-file F] [--json] <command> ...\n"
     "  create <id> --file ID=BUCKET:KEY[@DIGEST]... --role-arn ARN [--description D] [--tag "
     "K=V]...\n"
+    "         [--allow-thing PATTERN]...\n"
     "  describe <id>\n"
     "  list [--max-results N] [--next-token T] [--descending] [--all]\n"
     "  update <id> [--file ID=BUCKET:KEY[@DIGEST]]... [--description D] [--role-arn ARN]\n"
+    "         [--allow-thing PATTERN... | --allow-every-thing]\n"
+    "PATTERN: a thing name where '*' matches any run of characters and '?' one character\n"
     "  delete <id>\n"
     "environment: CHUNKD_URL (default http://127.0.0.1:8080), CHUNKD_TOKEN\n";
 
@@ -54,6 +60,8 @@ struct Args {
   std::optional<std::string> description;
   std::optional<std::string> role_arn;
   std::vector<std::pair<std::string, std::string>> tags;
+  std::vector<std::string> allow_things;  // --allow-thing: the stream's allowedThings
+  bool allow_every_thing = false;         // --allow-every-thing: "allowedThings": null
   std::optional<std::string> max_results;
   std::optional<std::string> next_token;
   bool descending = false;
@@ -136,6 +144,10 @@ Args parse_args(int argc, char** argv) {
       auto eq = kv.find('=');
       if (eq == std::string::npos) usage_error("--tag wants KEY=VALUE");
       a.tags.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    } else if (arg == "--allow-thing") {
+      a.allow_things.push_back(value());
+    } else if (arg == "--allow-every-thing") {
+      a.allow_every_thing = true;
     } else if (arg == "--max-results") {
       a.max_results = value();
     } else if (arg == "--next-token") {
@@ -202,6 +214,18 @@ std::string body_json(const Args& a) {
     key("roleArn");
     chunkd::protocol::append_json_string(out, *a.role_arn);
   }
+  if (!a.allow_things.empty()) {
+    key("allowedThings");
+    out += '[';
+    for (std::size_t i = 0; i < a.allow_things.size(); ++i) {
+      if (i) out += ',';
+      chunkd::protocol::append_json_string(out, a.allow_things[i]);
+    }
+    out += ']';
+  } else if (a.allow_every_thing) {
+    key("allowedThings");
+    out += "null";
+  }
   if (!a.tags.empty()) {
     key("tags");
     out += '[';
@@ -243,6 +267,19 @@ void print_stream(simdjson::dom::element data, bool full) {
   std::printf("arn         %s\n", str(data, "streamArn").c_str());
   std::printf("description %s\n", str(data, "description").c_str());
   std::printf("created     %s\n", str(data, "created_at").c_str());
+  auto allowed = data["allowedThings"].get_array();
+  if (allowed.error()) {
+    std::printf("readers     every thing\n");
+  } else {
+    std::string list;
+    for (auto p : allowed.value_unsafe()) {
+      std::string_view pattern;
+      if (p.get(pattern) != simdjson::SUCCESS) continue;
+      list += list.empty() ? "" : " ";
+      list += pattern;
+    }
+    std::printf("readers     %s\n", list.c_str());
+  }
   if (!full) return;
   std::printf("updated     %s\n", str(data, "updated_at").c_str());
   std::printf("role        %s\n", str(data, "roleArn").c_str());
@@ -278,12 +315,19 @@ int main(int argc, char** argv) {
   std::string method;
   std::string target;
   std::string body;
+  if (!a.allow_things.empty() && a.allow_every_thing) {
+    usage_error("--allow-thing and --allow-every-thing exclude each other");
+  }
   if (a.command == "create") {
     if (a.files.empty()) usage_error("create needs at least one --file");
+    if (a.allow_every_thing) usage_error("--allow-every-thing is for update (the default)");
     method = "POST", target = path, body = body_json(a);
   } else if (a.command == "update") {
-    if (a.files.empty() && !a.description && !a.role_arn) {
-      usage_error("update needs --file, --description or --role-arn");
+    if (a.files.empty() && !a.description && !a.role_arn && a.allow_things.empty() &&
+        !a.allow_every_thing) {
+      usage_error(
+          "update needs --file, --description, --role-arn, --allow-thing or "
+          "--allow-every-thing");
     }
     if (!a.tags.empty()) usage_error("tags are set at create time");
     method = "PUT", target = path, body = body_json(a);
