@@ -76,10 +76,11 @@ MqttFailureReport client_rejected(const MqttOptions& o, const std::string& why) 
         MqttFailure::TlsClientRejected,
         "broker wants a client certificate: set mqtt.cert_file and mqtt.key_file (" + why + ")");
   }
-  std::string note = client_certificate_note(o.cert_file);
+  const std::string note = client_certificate_note(o.cert_file);
   return report(MqttFailure::TlsClientRejected,
                 "broker rejected the client certificate mqtt.cert_file " + o.cert_file + " (" +
-                    why + ")" + (note.empty() ? "" : ": " + note));
+                    why +
+                    "): " + (note.empty() ? "is it signed by a CA in the broker's cafile?" : note));
 }
 
 MqttFailureReport untrusted(const MqttOptions& o, const MqttAttemptTrace& t) {

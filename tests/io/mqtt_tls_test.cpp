@@ -179,9 +179,10 @@ TEST_P(MqttTlsTest, ClientCertificatesTheBrokerRefuses) {
     const char* cert;
     const char* expect;
   };
-  for (const Case& c : {Case{"client-other-ca.crt", "mqtt.cert_file"},
-                        Case{"client-expired.crt", ": it expired on "},
-                        Case{"", "broker wants a client certificate: set mqtt.cert_file"}}) {
+  for (const Case& c :
+       {Case{"client-other-ca.crt", "): is it signed by a CA in the broker's cafile?"},
+        Case{"client-expired.crt", ": it expired on "},
+        Case{"", "broker wants a client certificate: set mqtt.cert_file"}}) {
     SCOPED_TRACE(c.cert);
     reports_.clear();
     MqttOptions o = options(broker.tls_uri());
