@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 
+#include "base/assert.hpp"
 #include "io/mqtt_options.hpp"
 
 namespace chunkd::io {
@@ -117,6 +118,7 @@ std::optional<MqttFailureReport> tls_broken(const MqttOptions& o, const MqttUri&
   // No line: after a completed handshake only the broker's verdict on chunkd's certificate ends
   // the session before CONNACK (its reset may beat the alert to the read).
   const bool reset = rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_TLS ||
+                     rc == MOSQ_ERR_TLS_HANDSHAKE ||
                      (rc == MOSQ_ERR_ERRNO && (err == EPROTO || err == ECONNRESET || err == EPIPE));
   if (t.tls_done && reset) {
     return client_rejected(o, "the broker closed the connection right after the TLS handshake");
