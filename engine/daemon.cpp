@@ -92,6 +92,7 @@ struct Daemon::Impl {
   void phase_storage();
   void phase_handles();
   void transport_ready(bool ready);
+  void mqtt_failed(const io::MqttFailureReport& report);
   void register_transport_metrics();
   void on_signal(int signum);
   // SIGHUP: load_config on the thread pool (it reads files), then apply_reload on the loop.
@@ -113,6 +114,9 @@ struct Daemon::Impl {
   std::unique_ptr<StreamHealth> health;  // data-plane failures: delivery reports, control shows
   std::unique_ptr<ControlService> control;
   std::unique_ptr<Transport> transport;
+  MqttTransport* mqtt = nullptr;  // `transport`, for what only MQTT has
+  bool mqtt_ever_ready = false;   // the broker accepted chunkd once since start-up
+  bool failed = false;            // stopping because of an error: exit non-zero
   std::unique_ptr<Delivery> delivery;
   std::unique_ptr<io::HttpServer> http;
   io::ServiceNotifier service;  // sd_notify: READY=1, RELOADING=1, STOPPING=1, STATUS=
@@ -245,7 +249,9 @@ bool Daemon::Impl::open_control() {
 
 // The MQTT transport (not connecting yet) and the data plane on it.
 bool Daemon::Impl::open_delivery() {
-  transport = std::make_unique<MqttTransport>(&loop, config.mqtt);
+  auto mqtt_transport = std::make_unique<MqttTransport>(&loop, config.mqtt);
+  mqtt = mqtt_transport.get();
+  transport = std::move(mqtt_transport);
   delivery = std::make_unique<Delivery>(&loop, catalog, *reader, *transport, metrics, clock,
                                         config.delivery, health.get());
   register_transport_metrics();
@@ -296,14 +302,15 @@ void Daemon::Impl::register_http_metrics() {
 }
 
 bool Daemon::Impl::start_transport() {
+  mqtt->on_failure([this](const io::MqttFailureReport& report) { mqtt_failed(report); });
   auto started = transport->start(
       [this](std::string_view topic, std::span<const std::byte> payload) {
         if (delivery) delivery->on_message(topic, payload);
       },
       [this](bool ready) { transport_ready(ready); });
   if (!started) {
-    LOG_ERROR(kTag, "mqtt.uri: cannot start the MQTT connections to %s: %s",
-              config.mqtt.uri.c_str(), started.error().message().c_str());
+    LOG_ERROR(kTag, "mqtt: cannot start the connections to %s: %s", config.mqtt.uri.c_str(),
+              started.error().message().c_str());
     return false;
   }
   LOG_INFO(kTag, "mqtt: connecting to %s with %zu connections", config.mqtt.uri.c_str(),
@@ -315,6 +322,7 @@ bool Daemon::Impl::start_transport() {
 void Daemon::Impl::transport_ready(bool ready) {
   if (control) control->set_ready(ready);
   if (ready) {
+    mqtt_ever_ready = true;
     LOG_INFO(kTag, "mqtt: connected and subscribed to %s", config.mqtt.uri.c_str());
     service.ready("serving: control API on " + config.control.listen + ", broker " +
                   config.mqtt.uri);
@@ -323,6 +331,21 @@ void Daemon::Impl::transport_ready(bool ready) {
     LOG_WARN(kTag, "mqtt: not ready (connection to %s lost); reconnecting",
              config.mqtt.uri.c_str());
   }
+}
+
+// The policy (README, "Broker TLS, login and ACL"): until the broker has accepted chunkd once, a
+// failure that retrying cannot fix (TLS verdicts, refused logins) stops chunkd with one error line
+// and a non-zero exit; anything else, and everything after that first session, is retried with
+// backoff and logged once per cause (the pool reports each cause once until it is ready again).
+void Daemon::Impl::mqtt_failed(const io::MqttFailureReport& report) {
+  if (stopping) return;
+  if (report.permanent && !mqtt_ever_ready) {
+    LOG_ERROR(kTag, "mqtt: %s; exiting (not retried at start-up)", report.message.c_str());
+    failed = true;
+    shutdown();
+    return;
+  }
+  LOG_WARN(kTag, "mqtt: %s; retrying", report.message.c_str());
 }
 
 void Daemon::Impl::register_transport_metrics() {
@@ -344,6 +367,14 @@ void Daemon::Impl::register_transport_metrics() {
       stat(&TransportStats::socket_writes));
   metrics.counter_fn("chunkd_mqtt_reconnects_total", "Broker connections re-established.", "",
                      stat(&TransportStats::reconnects));
+  for (std::size_t i = 0; i < io::kMqttFailureCount; ++i) {
+    const auto cause = static_cast<io::MqttFailure>(i);
+    metrics.counter_fn(
+        "chunkd_mqtt_connect_failures_total", "Failed broker connection attempts, by cause.",
+        std::string("cause=\"") + io::mqtt_failure_name(cause) + "\"", [this, i] {
+          return mqtt ? static_cast<double>(mqtt->mqtt_stats().connect_failures[i]) : 0.0;
+        });
+  }
 }
 
 void Daemon::Impl::reload() {
@@ -501,6 +532,7 @@ int Daemon::run() {
   // Everything is closed: the objects can go (in reverse order of their use of each other).
   d.http.reset();
   d.delivery.reset();
+  d.mqtt = nullptr;
   d.transport.reset();
   d.control.reset();
   d.store.reset();
@@ -519,7 +551,7 @@ int Daemon::run() {
     return 1;
   }
   d.loop_open = false;
-  if (!started) return 1;
+  if (!started || d.failed) return 1;
   LOG_INFO(kTag, "stopped");
   return 0;
 }

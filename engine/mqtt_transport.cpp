@@ -62,6 +62,12 @@ TransportStats MqttTransport::stats() const {
   return t;
 }
 
+void MqttTransport::on_failure(io::MqttPool::FailureHandler handler) {
+  pool_->on_failure(std::move(handler));
+}
+
+const io::MqttStats& MqttTransport::mqtt_stats() const { return pool_->stats(); }
+
 void MqttTransport::stop(int flush_timeout_ms, std::function<void()> done) {
   pool_->stop(flush_timeout_ms, std::move(done));
 }

@@ -1,6 +1,9 @@
 // The MQTT transport: engine::Transport over io::MqttPool. A thing's replies go out on
 // pool.connection_for(thing) (a stable hash, so they stay in order); requests are what the pool's
 // subscriptions deliver; bytes in flight are the pool's queued bytes over every connection.
+// Beyond Transport: on_failure hears why connection attempts fail (once per cause until the pool
+// is ready again, io/mqtt_pool.hpp), and mqtt_stats() has the pool's counters by cause; the daemon
+// decides what a failure means (engine/daemon.cpp).
 //
 // Thread: loop thread only.
 #pragma once
@@ -30,6 +33,10 @@ class MqttTransport final : public Transport {
   void stop(int flush_timeout_ms, std::function<void()> done) override;
 
   static SendResult map(io::PublishResult r);
+
+  // Set before start(). Without it the pool logs each new cause as a warning.
+  void on_failure(io::MqttPool::FailureHandler handler);
+  const io::MqttStats& mqtt_stats() const;
 
  private:
   RequestHandler on_request_;

@@ -1,4 +1,5 @@
-// MqttConnection's choice of MQTT version and its MQTT 5 connect (see io/mqtt_connection.hpp).
+// MqttConnection's choice of MQTT version, its MQTT 5 connect, and what an attempt learns from
+// libmosquitto's log lines and TLS session (see io/mqtt_connection.hpp, io/mqtt_failure.hpp).
 //
 // Why a probe: libmosquitto 2.0 puts CONNECT properties (here Maximum Packet Size) only into the
 // CONNECT of mosquitto_connect_bind_v5, whose TCP connect() blocks; its asynchronous connect
@@ -12,6 +13,7 @@
 #include <arpa/inet.h>
 #include <mqtt_protocol.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -91,7 +93,7 @@ bool MqttConnection::start_probe(const std::string& addr) {
   if (!mqtt5() || (uri_.tls && !uri_.host_is_ip)) return false;
   const int fd = connect_nonblocking(addr, uri_.port);
   if (fd < 0) {
-    connect_failed(std::strerror(-fd));
+    connect_failed(mqtt_unreachable(options_, std::strerror(-fd)));
     return true;
   }
   int error = 0;
@@ -99,7 +101,8 @@ bool MqttConnection::start_probe(const std::string& addr) {
   if (h == nullptr || uv_poll_start(h->poll(), UV_WRITABLE, on_probe_poll) != 0) {
     handles_.close(h);
     ::close(fd);
-    connect_failed(h == nullptr ? uv_strerror(error) : "uv_poll_start failed");
+    connect_failed(
+        mqtt_unreachable(options_, h == nullptr ? uv_strerror(error) : "uv_poll_start failed"));
     return true;
   }
   probe_ = h;
@@ -129,7 +132,7 @@ void MqttConnection::probe_done(int error) {
     return;
   }
   if (error != 0) {
-    connect_failed(std::strerror(error));
+    connect_failed(mqtt_unreachable(options_, std::strerror(error)));
     return;
   }
   const std::string addr = std::move(probe_addr_);
@@ -164,13 +167,11 @@ void MqttConnection::on_probe_poll(uv_poll_t* poll, int status, int) noexcept {
   auto* h = static_cast<LoopHandle*>(poll->data);
   auto* c = static_cast<MqttConnection*>(h->owner);
   if (c == nullptr || h->closing || h != c->probe_) return;
+  // The socket's own error first: libuv reports a failed connect (POLLERR) as UV_EBADF.
   int error = 0;
   socklen_t len = sizeof error;
-  if (status < 0) {
-    error = -status;
-  } else if (::getsockopt(c->probe_fd_, SOL_SOCKET, SO_ERROR, &error, &len) != 0) {
-    error = errno;
-  }
+  if (::getsockopt(c->probe_fd_, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+  if (error == 0 && status < 0) error = -status;
   c->probe_done(error);
 }
 
@@ -179,6 +180,27 @@ void MqttConnection::on_probe_timeout(uv_timer_t* timer) noexcept {
   if (auto* c = static_cast<MqttConnection*>(h->owner); c != nullptr && c->probe_ != nullptr) {
     c->probe_done(ETIMEDOUT);
   }
+}
+
+// A TLS session that completed its handshake and then breaks before CONNACK was refused by the
+// broker (io/mqtt_failure.hpp). Without a log line at the break, this is how the attempt knows:
+// the handshake completes one round trip before the broker's reset can arrive, so it is seen
+// complete when the socket event that brings the reset begins.
+void MqttConnection::note_handshake() {
+  if (!uri_.tls || trace_.tls_done) return;
+  auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(mosq_));
+  if (ssl != nullptr && SSL_is_init_finished(ssl) == 1) trace_.tls_done = true;
+}
+
+// Runs inside libmosquitto, where a failing TLS session still exists: its verify result and
+// whether its handshake completed are read now, they are gone once the call returns.
+void MqttConnection::log_line(mosquitto* mosq, const char* text) {
+  if (text == nullptr) return;
+  LOG_DEBUG(kTag, "%s: libmosquitto: %s", id_.c_str(), text);
+  if (state_ == State::Connected) return;
+  auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(mosq));
+  trace_.note(text, ssl != nullptr ? SSL_get_verify_result(ssl) : X509_V_OK,
+              ssl != nullptr && SSL_is_init_finished(ssl) == 1);
 }
 
 }  // namespace chunkd::io

@@ -123,8 +123,8 @@ void MqttConnection::set_callbacks() {
   mosquitto_publish_callback_set(mosq_, on_publish_cb);
   mosquitto_message_callback_set(mosq_, on_message_cb);
   mosquitto_subscribe_callback_set(mosq_, on_subscribe_cb);
-  // libmosquitto formats a line per packet when a log callback is set: only when debugging.
-  if (log_enabled(LogLevel::Debug)) mosquitto_log_callback_set(mosq_, on_log_cb);
+  // Only while connecting (or debugging): libmosquitto formats a line per packet while it is set.
+  mosquitto_log_callback_set(mosq_, on_log_cb);
 }
 
 void MqttConnection::start() {
@@ -160,7 +160,7 @@ void MqttConnection::connect_now() {
       uv_getaddrinfo(handles_.loop(), &r->req, on_resolved, uri_.host.c_str(), nullptr, &hints);
   if (err != 0) {
     delete r;
-    connect_failed(uv_strerror(err));
+    connect_failed(mqtt_unreachable(options_, uv_strerror(err)));
     return;
   }
   resolve_ = r;
@@ -192,7 +192,8 @@ void MqttConnection::resolved(int status, const addrinfo* res) {
     }
   }
   if (addrs_.empty()) {
-    connect_failed(status != 0 ? uv_strerror(status) : "no usable address");
+    connect_failed(mqtt_unreachable(
+        options_, status != 0 ? uv_strerror(status) : "the name has no usable address"));
     return;
   }
   const std::string addr = addrs_[next_addr_++];
@@ -201,6 +202,10 @@ void MqttConnection::resolved(int status, const addrinfo* res) {
 
 void MqttConnection::begin_connect(const std::string& addr) {
   disconnect_sent_ = false;
+  trace_.clear();
+  refused_.reset();
+  quiet_retry_ = false;
+  mosquitto_log_callback_set(mosq_, on_log_cb);
   if (!start_probe(addr)) open_client(addr);
 }
 
@@ -209,18 +214,18 @@ void MqttConnection::open_client(const std::string& addr) {
   const int rc = connect_client(addr);
   const int err = errno;
   if (rc != MOSQ_ERR_SUCCESS) {
-    connect_failed(rc == MOSQ_ERR_ERRNO ? std::strerror(err) : mosquitto_strerror(rc));
+    connect_failed(mqtt_broken(options_, uri_, trace_, rc, err));
     return;
   }
   const int fd = mosquitto_socket(mosq_);
   if (fd < 0) {
-    connect_failed("no socket after connect");
+    connect_failed(mqtt_broken(options_, uri_, trace_, MOSQ_ERR_NO_CONN, 0));
     return;
   }
   int error = 0;
   LoopHandle* h = handles_.poll(this, fd, error);
   if (h == nullptr) {
-    connect_failed(uv_strerror(error));
+    connect_failed(mqtt_unreachable(options_, uv_strerror(error)));
     return;
   }
   poll_ = h;
@@ -231,14 +236,12 @@ void MqttConnection::open_client(const std::string& addr) {
   update_poll();
 }
 
-void MqttConnection::connect_failed(const char* why) {
+// The pool says it (once per cause); here only the debug trail of every attempt.
+void MqttConnection::connect_failed(const MqttFailureReport& report) {
   ++failures_;
-  if (failures_ == 1) {
-    LOG_WARN(kTag, "%s: cannot connect to %s: %s (retrying)", id_.c_str(), options_.uri.c_str(),
-             why);
-  } else {
-    LOG_DEBUG(kTag, "%s: connect attempt %u failed: %s", id_.c_str(), failures_, why);
-  }
+  LOG_DEBUG(kTag, "%s: connect attempt %u failed (%s): %s", id_.c_str(), failures_,
+            mqtt_failure_name(report.cause), report.message.c_str());
+  if (!stopping_) events_.failed(*this, report);
   schedule_reconnect();
 }
 
@@ -288,6 +291,7 @@ void MqttConnection::check_socket() {
 }
 
 void MqttConnection::service(LoopHandle* h, int status, int events) {
+  if (state_ == State::Connecting) note_handshake();
   if (status < 0) {
     LOG_DEBUG(kTag, "%s: poll error %s", id_.c_str(), uv_strerror(status));
     events = UV_READABLE | UV_WRITABLE;  // let libmosquitto meet the error
@@ -315,7 +319,7 @@ void MqttConnection::read_some(LoopHandle* h) {
     const int err = errno;
     if (poll_ != h) return;
     if (rc != MOSQ_ERR_SUCCESS) {
-      lost(rc);
+      lost(rc, nullptr, err);
       return;
     }
     if (err == EAGAIN || err == EWOULDBLOCK) return;  // drained
@@ -400,14 +404,16 @@ void MqttConnection::run_misc() {
 // ---- connection events ------------------------------------------------------------------------
 
 void MqttConnection::on_connack(int rc) {
-  if (rc != 0 && fall_back_to_v311(rc)) return;
-  if (rc != 0) {
-    // libmosquitto drops the connection right after this; on_disconnect schedules the retry.
-    ++failures_;
-    LOG_WARN(kTag, "%s: broker refused the connection: %s", id_.c_str(),
-             mosquitto_connack_string(rc));
+  if (rc != 0 && fall_back_to_v311(rc)) {
+    quiet_retry_ = true;
     return;
   }
+  if (rc != 0) {
+    // libmosquitto drops the connection right after this; lost() reports it and retries.
+    refused_ = mqtt_refused(options_, rc, mqtt5());
+    return;
+  }
+  if (!log_enabled(LogLevel::Debug)) mosquitto_log_callback_set(mosq_, nullptr);
   state_ = State::Connected;
   failures_ = 0;
   addrs_.clear();  // a later reconnect resolves the name again
@@ -459,7 +465,7 @@ void MqttConnection::on_suback(int mid, int count, const int* granted) {
 }
 
 // `detail` says why when this side gave up on the socket.
-void MqttConnection::lost(int rc, const char* detail) {
+void MqttConnection::lost(int rc, const char* detail, int err) {
   if (poll_ == nullptr && (state_ == State::Closed || state_ == State::Backoff)) return;
   const bool was_connected = state_ == State::Connected;
   close_poll();
@@ -472,14 +478,16 @@ void MqttConnection::lost(int rc, const char* detail) {
     events_.state_changed(*this);
     return;
   }
-  const char* why = detail != nullptr      ? detail
-                    : rc == MOSQ_ERR_ERRNO ? "socket error"
-                                           : mosquitto_strerror(rc);
   if (was_connected) {
+    const char* why = detail != nullptr      ? detail
+                      : rc == MOSQ_ERR_ERRNO ? "socket error"
+                                             : mosquitto_strerror(rc);
     LOG_WARN(kTag, "%s: connection lost: %s (reconnecting)", id_.c_str(), why);
     schedule_reconnect();
+  } else if (quiet_retry_) {
+    schedule_reconnect();
   } else {
-    connect_failed(why);
+    connect_failed(refused_ ? *refused_ : mqtt_broken(options_, uri_, trace_, rc, err));
   }
   events_.state_changed(*this);
 }
@@ -566,7 +574,8 @@ void MqttConnection::on_connect_cb(mosquitto*, void* self, int rc) noexcept {
 }
 
 void MqttConnection::on_disconnect_cb(mosquitto*, void* self, int rc) noexcept {
-  static_cast<MqttConnection*>(self)->lost(rc);
+  const int err = errno;  // what broke the socket, when rc is MOSQ_ERR_ERRNO
+  static_cast<MqttConnection*>(self)->lost(rc, nullptr, err);
 }
 
 void MqttConnection::on_publish_cb(mosquitto*, void* self, int mid) noexcept {
@@ -583,13 +592,8 @@ void MqttConnection::on_subscribe_cb(mosquitto*, void* self, int mid, int count,
   static_cast<MqttConnection*>(self)->on_suback(mid, count, granted);
 }
 
-void MqttConnection::on_log_cb(mosquitto*, void* self, int level, const char* text) noexcept {
-  auto* c = static_cast<MqttConnection*>(self);
-  if (level == MOSQ_LOG_ERR || level == MOSQ_LOG_WARNING) {
-    LOG_WARN(kTag, "%s: libmosquitto: %s", c->id_.c_str(), text);
-  } else {
-    LOG_DEBUG(kTag, "%s: libmosquitto: %s", c->id_.c_str(), text);
-  }
+void MqttConnection::on_log_cb(mosquitto* mosq, void* self, int, const char* text) noexcept {
+  static_cast<MqttConnection*>(self)->log_line(mosq, text);
 }
 
 }  // namespace chunkd::io

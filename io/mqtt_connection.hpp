@@ -20,6 +20,13 @@
 // libmosquitto's keep-alive waits (a PINGREQ would land inside the writer's packets), and a socket
 // that takes no byte for 1.5 keep-alive periods is dropped.
 //
+// Failures: every failed attempt becomes one MqttFailureReport (io/mqtt_failure.hpp) handed to
+// Events::failed and logged at debug only; the pool decides what to say. While an attempt is in
+// progress libmosquitto's log callback is set and its lines (and the TLS verify result) are kept
+// in an MqttAttemptTrace, since they are the only place it names a TLS failure; once connected the
+// callback is removed again (libmosquitto formats a line per packet while one is set) unless the
+// log level is debug, where every line is forwarded.
+//
 // It reports to its pool through Events, always on the loop thread and possibly from inside
 // libmosquitto calls (where libmosquitto only queues what it is asked to write). A C callback that
 // throws is a bug: the trampolines are noexcept, so the exception terminates the process.
@@ -41,6 +48,7 @@
 #include <vector>
 
 #include "base/expected.hpp"
+#include "io/mqtt_failure.hpp"
 #include "io/mqtt_handles.hpp"
 #include "io/mqtt_options.hpp"
 #include "io/mqtt_uri.hpp"
@@ -61,6 +69,7 @@ class MqttConnection {
     virtual void written(MqttConnection& c, std::size_t bytes) = 0;  // the writer flushed bytes
     virtual void message(const mosquitto_message* msg) = 0;
     virtual void serviced(MqttConnection& c) = 0;  // after a socket event was handled
+    virtual void failed(MqttConnection& c, const MqttFailureReport& r) = 0;  // an attempt failed
 
    protected:
     ~Events() = default;
@@ -126,7 +135,7 @@ class MqttConnection {
   void probe_done(int error);
   void cancel_probe();
   bool fall_back_to_v311(int rc);
-  void connect_failed(const char* why);
+  void connect_failed(const MqttFailureReport& report);
   void schedule_reconnect();
   void check_socket();
   void service(LoopHandle* h, int status, int events);
@@ -135,10 +144,13 @@ class MqttConnection {
   void on_connack(int rc);
   void subscribe();
   void on_suback(int mid, int count, const int* granted);
-  void lost(int rc, const char* detail = nullptr);
+  // `err`: the errno that came with rc == MOSQ_ERR_ERRNO.
+  void lost(int rc, const char* detail = nullptr, int err = 0);
   void write_failed(const char* why);
   Expected<void> configure_tls();
   void set_callbacks();
+  void log_line(mosquitto* mosq, const char* text);
+  void note_handshake();
 
   static void on_poll(uv_poll_t* poll, int status, int events) noexcept;
   static void on_reconnect_timer(uv_timer_t* timer) noexcept;
@@ -178,7 +190,10 @@ class MqttConnection {
   std::vector<std::string> addrs_;  // resolved addresses of a host name, tried in turn
   std::size_t next_addr_ = 0;
   int backoff_ms_ = 0;
-  unsigned failures_ = 0;  // consecutive failed attempts, for log levels
+  unsigned failures_ = 0;                     // consecutive failed attempts
+  MqttAttemptTrace trace_;                    // what libmosquitto said during the current attempt
+  std::optional<MqttFailureReport> refused_;  // the CONNACK refusal of the current attempt
+  bool quiet_retry_ = false;  // the current attempt ends in an expected retry (3.1.1 fallback)
   bool ever_connected_ = false;
   bool subscribed_ = false;
   int subscribe_mid_ = -1;

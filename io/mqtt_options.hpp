@@ -14,10 +14,13 @@
 //   - kMqttMinMaxPacketBytes <= max_packet_bytes <= kMqttMaxMaxPacketBytes
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "io/mqtt_failure.hpp"
 
 namespace chunkd::io {
 
@@ -74,6 +77,8 @@ struct MqttStats {
   std::uint64_t publish_refused_disconnected = 0;
   std::uint64_t reconnects = 0;
   std::uint64_t socket_writes = 0;  // sendmsg() calls of the pool's own QoS 0 path
+  // Failed connection attempts by cause (index: MqttFailure), every attempt counted.
+  std::array<std::uint64_t, kMqttFailureCount> connect_failures{};
 };
 
 }  // namespace chunkd::io

@@ -149,6 +149,7 @@ struct MqttPool::Impl final : MqttConnection::Events {
             std::pair{"key_file", &options_.key_file}}) {
         if (auto ok = check_readable(key, *path); !ok) return ok;
       }
+      if (auto ok = check_tls_files(options_); !ok) return ok;
     }
     ensure_lib_init();
     for (std::size_t i = 0; i < options_.connections; ++i) {
@@ -241,6 +242,30 @@ struct MqttPool::Impl final : MqttConnection::Events {
 
   void serviced(MqttConnection&) override {
     if (phase_ == Phase::Stopping) advance_stop();
+  }
+
+  // Every attempt is counted; a cause is reported once until the pool is ready again.
+  void failed(MqttConnection&, const MqttFailureReport& r) override {
+    const auto cause = static_cast<std::size_t>(r.cause);
+    CHUNKD_ASSERT(cause < kMqttFailureCount);
+    ++stats_.connect_failures[cause];
+    if (phase_ != Phase::Running || (reported_causes_ & (1u << cause)) != 0) return;
+    reported_causes_ |= 1u << cause;
+    failures_.push_back(r);
+    schedule_notify();
+  }
+
+  void report_failures() {
+    std::vector<MqttFailureReport> reports = std::move(failures_);
+    failures_.clear();
+    for (const MqttFailureReport& r : reports) {
+      if (phase_ != Phase::Running) return;  // a handler stopped the pool
+      if (on_failure_) {
+        on_failure_(r);
+      } else {
+        LOG_WARN(kTag, "%s (retrying)", r.message.c_str());
+      }
+    }
   }
 
   // ---- accounting -----------------------------------------------------------------------------
@@ -403,7 +428,9 @@ struct MqttPool::Impl final : MqttConnection::Events {
 
   void run_notify() {
     if (phase_ == Phase::Stopping) advance_stop();
+    report_failures();
     const bool now_ready = ready();
+    if (now_ready) reported_causes_ = 0;
     if (now_ready != reported_ready_) {
       reported_ready_ = now_ready;
       LOG_INFO(kTag, "pool %s", now_ready ? "ready" : "not ready");
@@ -526,6 +553,9 @@ struct MqttPool::Impl final : MqttConnection::Events {
   MessageHandler on_message_;
   ReadyHandler on_ready_;
   std::function<void()> on_writable_;
+  FailureHandler on_failure_;
+  std::vector<MqttFailureReport> failures_;  // to report from the notify timer
+  std::uint32_t reported_causes_ = 0;        // bit per MqttFailure since the pool was last ready
   MqttUri uri_;
   MqttStats stats_;
   LoopHandles handles_;
@@ -587,6 +617,8 @@ std::size_t MqttPool::total_queued_bytes() const {
 void MqttPool::on_writable(std::function<void()> callback) {
   impl_->on_writable_ = std::move(callback);
 }
+
+void MqttPool::on_failure(FailureHandler handler) { impl_->on_failure_ = std::move(handler); }
 
 const MqttStats& MqttPool::stats() const { return impl_->stats_; }
 

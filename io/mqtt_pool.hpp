@@ -17,7 +17,14 @@
 // connection). on_writable() fires when queued bytes fall below half of that bound. A dropped
 // connection forgets its queued bytes (libmosquitto frees them silently).
 //
-// Deferred work (ready transitions, on_writable, the stop sequence) runs from a zero-delay timer,
+// Failures: a failed connection attempt is counted by cause (stats().connect_failures) and
+// reported once per cause until the pool is ready again (io/mqtt_failure.hpp says what each
+// cause means and whether a retry can help): to on_failure's handler when one is set (it decides
+// what to log and whether to give up), else as one warning. The pool itself never gives up: it
+// retries with backoff until stopped.
+//
+// Deferred work (ready transitions, failure reports, on_writable, the stop sequence) runs from a
+// zero-delay timer,
 // never inside a libmosquitto call, so callbacks may publish or call stop(). They must not destroy
 // the pool: call stop() and destroy it from `done`. A callback that throws terminates the process
 // (a bug, not an operating error).
@@ -52,6 +59,7 @@ class MqttPool {
   // Called when the pool becomes ready (every connection up and the subscriber's SUBACK received)
   // or stops being ready.
   using ReadyHandler = std::function<void(bool ready)>;
+  using FailureHandler = std::function<void(const MqttFailureReport& report)>;
 
   MqttPool(uv_loop_t* loop, MqttOptions options, MessageHandler on_message, ReadyHandler on_ready);
   ~MqttPool();
@@ -59,7 +67,9 @@ class MqttPool {
   MqttPool& operator=(const MqttPool&) = delete;
 
   // Starts connecting. Errors (std::errc / errno codes, with a detail naming the cause): a URI
-  // io::parse_mqtt_uri refuses, a TLS file that is not readable, libmosquitto refusing a setting,
+  // io::parse_mqtt_uri refuses, a TLS file that is not readable or not usable (io::check_tls_files:
+  // a CA file without a certificate, a key that does not match its certificate), libmosquitto
+  // refusing a setting,
   // start() called twice. REQUIRES: options within io/mqtt_options.hpp's bounds (asserted).
   Expected<void> start();
   bool ready() const;
@@ -78,6 +88,8 @@ class MqttPool {
   std::size_t queued_bytes(std::size_t connection) const;
   std::size_t total_queued_bytes() const;
   void on_writable(std::function<void()> callback);
+  // Replaces the warning the pool logs for each newly seen failure cause (see above).
+  void on_failure(FailureHandler handler);
 
   const MqttStats& stats() const;
   std::size_t connections() const;

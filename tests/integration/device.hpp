@@ -5,7 +5,8 @@
 // Threads: paho calls the callbacks on its own threads; they only touch the queue (under a mutex)
 // and re-subscribe after an automatic reconnect. Every public call is for one test thread at a
 // time and blocks at most for the timeout it is given.
-// Header-only; integration tests link paho-mqtt3a and chunkd_engine (for protocol/).
+// Header-only; integration tests link paho-mqtt3as (paho with TLS) and chunkd_engine (for
+// protocol/).
 #pragma once
 
 #include <MQTTAsync.h>
@@ -51,6 +52,15 @@ class MqttClient {
  public:
   static constexpr std::size_t kMaxQueuedMessages = 1 << 18;
 
+  // A broker login and, for an ssl:// URI, the CA to trust and a client certificate (optional).
+  struct Login {
+    std::string username;
+    std::string password;
+    std::string ca_file;
+    std::string cert_file;
+    std::string key_file;
+  };
+
   MqttClient(std::string uri, std::string client_id)
       : uri_(std::move(uri)), client_id_(std::move(client_id)) {
     MQTTAsync_createOptions create = MQTTAsync_createOptions_initializer;
@@ -86,11 +96,29 @@ class MqttClient {
   MqttClient(const MqttClient&) = delete;
   MqttClient& operator=(const MqttClient&) = delete;
 
+  // Used by the next connect().
+  void set_login(Login login) { login_ = std::move(login); }
+
   // Connects with a clean session and automatic reconnect (1..2 s); after every reconnect the
   // subscriptions made so far are made again. Blocks until connected (at most timeout_ms).
   bool connect(int timeout_ms = 30000) {
     if (client_ == nullptr) return false;
     MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+    if (!login_.username.empty()) {
+      opts.username = login_.username.c_str();
+      opts.password = login_.password.c_str();
+    }
+    if (!login_.ca_file.empty()) {
+      ssl.trustStore = login_.ca_file.c_str();
+      ssl.enableServerCertAuth = 1;
+      ssl.verify = 1;  // the host name too
+      if (!login_.cert_file.empty()) {
+        ssl.keyStore = login_.cert_file.c_str();
+        ssl.privateKey = login_.key_file.c_str();
+      }
+      opts.ssl = &ssl;
+    }
     opts.keepAliveInterval = 30;
     opts.cleansession = 1;
     opts.automaticReconnect = 1;
@@ -170,6 +198,11 @@ class MqttClient {
     return error_;
   }
   const std::string& client_id() const { return client_id_; }
+  // What the broker granted per filter in the last SUBACK (0..2, or 0x80 and up: refused).
+  std::vector<int> granted() const {
+    std::lock_guard lock(mutex_);
+    return granted_;
+  }
 
  private:
   bool subscribe_now(const std::vector<std::string>& filters, int timeout_ms) {
@@ -185,6 +218,7 @@ class MqttClient {
     {
       std::lock_guard lock(mutex_);
       ticket = ++subscribe_requests_;
+      subscribe_count_ = filters.size();
     }
     int rc = MQTTAsync_subscribeMany(client_, static_cast<int>(filters.size()), topics.data(),
                                      qos.data(), &opts);
@@ -236,10 +270,17 @@ class MqttClient {
     if (!filters.empty()) self->subscribe_now(filters, 0);
   }
   static void on_connection_lost(void*, char*) {}
-  // (The granted QoS per filter is not checked: the test broker grants every subscription.)
-  static void on_subscribe_ok(void* context, MQTTAsync_successData*) {
+  // The granted QoS per filter is kept (granted()), not judged: a broker may grant a filter its
+  // ACL then filters (Mosquitto 2.0.11 does).
+  static void on_subscribe_ok(void* context, MQTTAsync_successData* response) {
     auto* self = static_cast<MqttClient*>(context);
     std::lock_guard lock(self->mutex_);
+    self->granted_.clear();
+    if (response != nullptr && self->subscribe_count_ == 1) {
+      self->granted_.push_back(response->alt.qos);
+    } else if (response != nullptr && response->alt.qosList != nullptr) {
+      self->granted_.assign(response->alt.qosList, response->alt.qosList + self->subscribe_count_);
+    }
     ++self->subscribe_answers_;
     self->cv_.notify_all();
   }
@@ -281,6 +322,7 @@ class MqttClient {
 
   std::string uri_;
   std::string client_id_;
+  Login login_;
   MQTTAsync client_ = nullptr;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
@@ -293,6 +335,8 @@ class MqttClient {
   std::uint64_t subscribe_requests_ = 0;
   std::uint64_t subscribe_answers_ = 0;
   std::uint64_t subscribe_failures_ = 0;
+  std::size_t subscribe_count_ = 0;  // filters in the last SUBSCRIBE
+  std::vector<int> granted_;
   std::atomic<std::size_t> overflowed_{0};
   std::atomic<int> reconnects_{0};
 };

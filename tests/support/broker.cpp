@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/daemon.hpp"
 #include "tests/support/net.hpp"
 
 #ifndef CHUNKD_MOSQUITTO
@@ -31,7 +32,29 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
+bool write_password_file(const std::string& path,
+                         const std::vector<std::pair<std::string, std::string>>& users,
+                         std::string& error) {
+  ::unlink(path.c_str());
+  for (const auto& [name, password] : users) {
+    // mosquitto_passwd -c makes the file, -b takes the password from the command line.
+    std::vector<std::string> argv = {"/bin/sh", "-c", "exec mosquitto_passwd \"$@\"", "sh"};
+    if (::access(path.c_str(), F_OK) != 0) argv.emplace_back("-c");
+    for (const std::string& arg : {std::string("-b"), path, name, password}) argv.push_back(arg);
+    const ProcessResult r = run_process(argv, 30000);
+    if (r.exit_code != 0) {
+      error = "mosquitto_passwd for user '" + name + "' failed (exit " +
+              std::to_string(r.exit_code) + "): " + r.out + r.err;
+      return false;
+    }
+  }
+  return true;
+}
+
 TestBroker::TestBroker(std::string extra_config) : extra_config_(std::move(extra_config)) {}
+
+TestBroker::TestBroker(FullConfig config)
+    : extra_config_(std::move(config.text)), full_config_(true) {}
 
 TestBroker::~TestBroker() {
   stop();
@@ -42,6 +65,8 @@ TestBroker::~TestBroker() {
 }
 
 std::string TestBroker::uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+
+std::string TestBroker::tls_uri() const { return "ssl://127.0.0.1:" + std::to_string(port_); }
 
 std::string TestBroker::log_contents() const {
   return log_path_.empty() ? std::string() : read_file(log_path_);
@@ -59,16 +84,23 @@ bool TestBroker::make_dir() {
 
 bool TestBroker::write_config() {
   std::ofstream out(config_path_, std::ios::trunc);
-  out << "listener " << port_ << " 127.0.0.1\n"
-      << "allow_anonymous true\n"
-      << "set_tcp_nodelay true\n"
-      << "persistence false\n"
-      << "max_queued_messages 100000\n"
+  if (!full_config_) {
+    out << "listener " << port_ << " 127.0.0.1\n"
+        << "allow_anonymous true\n"
+        << "set_tcp_nodelay true\n"
+        << "max_queued_messages 100000\n";
+  }
+  out << "persistence false\n"
       << "log_dest file " << log_path_ << "\n"
       << "log_timestamp_format %Y-%m-%dT%H:%M:%S\n";
   // Run as root, mosquitto would switch to the `mosquitto` user and could not write the log.
   if (::geteuid() == 0) out << "user root\n";
-  if (!extra_config_.empty()) out << extra_config_ << "\n";
+  std::string extra = extra_config_;
+  const std::string port = std::to_string(port_);
+  for (auto at = extra.find("@PORT@"); at != std::string::npos; at = extra.find("@PORT@", at)) {
+    extra.replace(at, 6, port);
+  }
+  if (!extra.empty()) out << extra << "\n";
   out.close();
   if (!out) {
     error_ = "cannot write " + config_path_;

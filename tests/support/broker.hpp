@@ -15,21 +15,37 @@
 //
 // The generated config: `listener <port> 127.0.0.1`, `allow_anonymous true`,
 // `set_tcp_nodelay true`, `persistence false`, `max_queued_messages 100000`, log to log_path(),
-// plus any `extra_config` lines given to the constructor. The binary is CHUNKD_MOSQUITTO (compile
-// definition) or /usr/sbin/mosquitto.
+// plus any `extra_config` lines given to the constructor (lines such as `certfile` apply to that
+// listener: tls_uri() then names it). With FullConfig the test writes the whole config instead
+// ("@PORT@" stands for the port picked) and only the log, persistence and user lines are added.
+// The binary is CHUNKD_MOSQUITTO (compile definition) or /usr/sbin/mosquitto.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace chunkd::test {
+
+// Writes a Mosquitto password file for `users` (name, password) with mosquitto_passwd (on PATH,
+// from the Debian package mosquitto). False with `error` set on failure.
+bool write_password_file(const std::string& path,
+                         const std::vector<std::pair<std::string, std::string>>& users,
+                         std::string& error);
 
 class TestBroker {
  public:
   // `extra_config`: more mosquitto.conf lines appended after the defaults (may be empty).
   explicit TestBroker(std::string extra_config = {});
+  // The whole mosquitto.conf but logging: listeners, authentication, limits. Every "@PORT@" is
+  // replaced by the port picked.
+  struct FullConfig {
+    std::string text;
+  };
+  explicit TestBroker(FullConfig config);
   ~TestBroker();
   TestBroker(const TestBroker&) = delete;
   TestBroker& operator=(const TestBroker&) = delete;
@@ -48,7 +64,8 @@ class TestBroker {
 
   bool running() const { return pid_ > 0; }
   std::uint16_t port() const { return port_; }
-  std::string uri() const;  // "tcp://127.0.0.1:<port>"
+  std::string uri() const;      // "tcp://127.0.0.1:<port>"
+  std::string tls_uri() const;  // "ssl://127.0.0.1:<port>"
   std::string host() const { return "127.0.0.1"; }
   const std::string& log_path() const { return log_path_; }
   const std::string& error() const { return error_; }
@@ -62,6 +79,7 @@ class TestBroker {
   bool wait_until_accepting(int timeout_ms);
 
   std::string extra_config_;
+  bool full_config_ = false;  // extra_config_ is the whole config
   std::string dir_;
   std::string config_path_;
   std::string log_path_;
