@@ -10,12 +10,14 @@
 // /healthz (200 once set_ready(true), else 503) and /metrics never need it.
 //
 // Create/update (Path of a stream, DESIGN.md): validate the body; every s3Location.bucket must be
-// configured; every key is opened beneath its bucket directory with io::safe_open on the thread
-// pool (an escape, a missing, unreadable or non-regular file is a VALIDATION_ERROR naming
-// files[i].s3Location.key); the files are ingested into the ContentStore one after the other; a
-// given `version` must equal the digest (else VALIDATION_ERROR naming files[i].s3Location.version,
-// the blob being left for GC); then the registry write (fsync'd) and only then the Catalog update
-// and the reply: 201 for create, 200 for update. Decisions:
+// configured; a key of an S3 bucket is fetched first (engine/s3_source.hpp: `version` is then the
+// object's versionId, and its errors are s3_fetch_error's); every other key is opened beneath its
+// bucket directory with io::safe_open on the thread pool (an escape, a missing, unreadable or
+// non-regular file is a VALIDATION_ERROR naming files[i].s3Location.key); the files are ingested
+// into the ContentStore one after the other; a given `version` must equal the digest (else
+// VALIDATION_ERROR naming files[i].s3Location.version, the blob being left for GC); then the
+// registry write (fsync'd) and only then the Catalog update and the reply: 201 for create, 200 for
+// update. Decisions:
 // - while a create, update or delete of an id is in progress, another create, update or delete of
 //   the same id is 409 ALREADY_EXISTS (the id is reserved); describe and list show the last
 //   committed state;
@@ -53,6 +55,8 @@
 #include "engine/clock.hpp"
 #include "engine/content_store.hpp"
 #include "engine/metrics.hpp"
+#include "engine/s3_bucket.hpp"
+#include "engine/s3_source.hpp"
 #include "engine/stream_health.hpp"
 #include "io/http_server.hpp"
 #include "io/registry_store.hpp"
@@ -62,6 +66,7 @@ namespace chunkd::engine {
 
 struct ControlOptions {
   std::map<std::string, std::string> buckets;  // s3Location.bucket → directory
+  std::map<std::string, S3Bucket> s3_buckets;  // s3Location.bucket → an S3 bucket
   std::string token;                           // empty: no auth
   std::size_t max_streams = 10000;
   std::size_t max_concurrent_ingests = 2;
@@ -88,6 +93,11 @@ class ControlService {
   // they started with (a removed bucket's descriptor is closed once no operation is in progress);
   // streams already created keep working, their content being in the store.
   Expected<void> set_buckets(const std::map<std::string, std::string>& buckets);
+  // A reload: the S3 buckets (engine/s3_bucket.hpp) later requests use; fetches in progress keep
+  // the settings they started with.
+  void set_s3_buckets(std::map<std::string, S3Bucket> buckets) {
+    options_.s3_buckets = std::move(buckets);
+  }
 
   // The io::HttpServer handler. Answers every request exactly once.
   void handle(io::HttpRequest&& request, io::HttpServer::Responder respond);
@@ -141,6 +151,8 @@ class ControlService {
   io::HttpResponse ingest_error(const std::string& id, const protocol::StreamFileSpec& spec,
                                 std::size_t i, const std::error_code& error,
                                 const IngestResult& seen) const;
+  // Fetches files[i] of an S3 bucket into a temporary file (engine/s3_source.hpp), then ingests.
+  void fetch_s3(Op& op, std::size_t i);
   void commit(Op& op);
   void finish(Op& op, io::HttpResponse response);
   void maybe_closed();
@@ -155,6 +167,8 @@ class ControlService {
   ControlOptions options_;
   const StreamHealth* health_;
   std::map<std::string, int, std::less<>> bucket_fds_;
+  std::unique_ptr<S3Source> s3_;
+  bool s3_closed_ = false;
   std::vector<int> retired_fds_;  // removed buckets' directories, closed when ops_ is empty
 
   std::map<std::string, std::unique_ptr<Op>, std::less<>> ops_;  // by stream id: reservations
