@@ -10,14 +10,12 @@
 // /healthz (200 once set_ready(true), else 503) and /metrics never need it.
 //
 // Create/update (Path of a stream, DESIGN.md): validate the body; every s3Location.bucket must be
-// configured; a key of an S3 bucket is fetched first (engine/s3_source.hpp: `version` is then the
-// object's versionId, and its errors are s3_fetch_error's); every other key is opened beneath its
-// bucket directory with io::safe_open on the thread pool (an escape, a missing, unreadable or
-// non-regular file is a VALIDATION_ERROR naming files[i].s3Location.key); the files are ingested
-// into the ContentStore one after the other; a given `version` must equal the digest (else
-// VALIDATION_ERROR naming files[i].s3Location.version, the blob being left for GC); then the
-// registry write (fsync'd) and only then the Catalog update and the reply: 201 for create, 200 for
-// update. Decisions:
+// configured; every key is opened beneath its bucket directory with io::safe_open on the thread
+// pool (an escape, a missing, unreadable or non-regular file is a VALIDATION_ERROR naming
+// files[i].s3Location.key); the files are ingested into the ContentStore one after the other; a
+// given `version` must equal the digest (else VALIDATION_ERROR naming files[i].s3Location.version,
+// the blob being left for GC); then the registry write (fsync'd) and only then the Catalog update
+// and the reply: 201 for create, 200 for update. Decisions:
 // - while a create, update or delete of an id is in progress, another create, update or delete of
 //   the same id is 409 ALREADY_EXISTS (the id is reserved); describe and list show the last
 //   committed state;
@@ -30,6 +28,10 @@
 // - a file over storage.max_file_mib is 422 LIMIT_EXCEEDED naming both sizes; a full store
 //   (ContentStore's free-space check, ENOSPC, EDQUOT) is 507 STORAGE_FULL with the bytes needed and
 //   available; /healthz is 503 "degraded: ..." while storage.data_dir is not writable.
+//
+// S3 buckets: a key of an S3 bucket is fetched first (engine/s3_source.hpp) into an unlinked
+// temporary file that is then ingested like an opened file; its `version` is the object's
+// versionId (not a digest), and a failed fetch answers with s3_fetch_error.
 //
 // Metrics: chunkd_http_requests_total{route,status} (route "refused": refused by io::HttpServer
 // before routing, see count_refused), chunkd_streams, and the ingest and store
