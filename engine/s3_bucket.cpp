@@ -108,6 +108,18 @@ bool S3Bucket::same_secrets(const S3Bucket& other) const {
          a.session_token == b.session_token;
 }
 
+std::vector<std::string> probe_s3_buckets(const std::map<std::string, S3Bucket>& buckets,
+                                          bool& ok) {
+  ok = true;
+  std::vector<std::string> out;
+  for (const auto& [name, bucket] : buckets) {
+    auto probed = io::s3_probe_bucket(bucket.remote);
+    out.push_back("buckets." + name + ": " + (probed ? std::string("ok") : probed.error()));
+    ok = ok && probed.has_value();
+  }
+  return out;
+}
+
 Result read_s3_bucket(const std::string& name, const toml::table& table,
                       const std::string& config_dir, const EnvLookup& getenv) {
   for (const auto& [key, node] : table) {

@@ -20,7 +20,9 @@
 // Reading one: engine/config_s3.hpp. Thread: any.
 #pragma once
 
+#include <map>
 #include <string>
+#include <vector>
 
 #include "io/s3_client.hpp"
 
@@ -36,5 +38,10 @@ struct S3Bucket {
   // True when the secrets differ (compared, never shown).
   bool same_secrets(const S3Bucket& other) const;
 };
+
+// `chunkd --check --probe`: probes each S3 bucket (io::s3_probe_bucket, blocking) and returns one
+// line per bucket, "buckets.<name>: ok" or "buckets.<name>: <problem>"; `ok` is false when any
+// failed.
+std::vector<std::string> probe_s3_buckets(const std::map<std::string, S3Bucket>& buckets, bool& ok);
 
 }  // namespace chunkd::engine

@@ -76,6 +76,10 @@ struct S3FetchResult {
 std::string s3_object_url(const S3BucketOptions& bucket, std::string_view key,
                           std::string_view version);
 
+// One signed HEAD of the bucket: reachable, existing, and the credentials accepted. Blocks for at
+// most `timeout_s`: for `chunkd --check --probe`, never on the loop. The error names the bucket.
+Expected<void, std::string> s3_probe_bucket(const S3BucketOptions& bucket);
+
 class S3Client {
  public:
   using Done = std::function<void(S3FetchResult result)>;

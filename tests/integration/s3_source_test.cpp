@@ -281,6 +281,42 @@ TEST_F(S3Source, AStalledServerTimesOut) {
   EXPECT_EQ(ok.status, 201) << ok.body;
 }
 
+TEST_F(S3Source, CheckWithProbeSaysWhichBucketsWork) {
+  Stack stack;
+  const std::string e = shared->s3.endpoint();
+  stack.daemon().set("mqtt", "uri", "\"tcp://127.0.0.1:1883\"");  // never contacted by --check
+  stack.daemon().set_extra_toml(s3_bucket_toml("s3fw", e, "firmware", credentials_));
+  ASSERT_TRUE(stack.daemon().write_config());
+  auto good = run_process(
+      {chunkd_binary_path(), "--config", stack.daemon().config_path(), "--check", "--probe"});
+  EXPECT_EQ(good.exit_code, 0) << good.out << good.err;
+  EXPECT_NE(good.out.find("buckets.s3fw: ok"), std::string::npos) << good.out;
+
+  stack.daemon().set_extra_toml(
+      s3_bucket_toml("s3fw", e, "firmware", credentials_) +
+      s3_bucket_toml("s3wrong", e, "firmware", credentials_, "profile = \"wrong\"") +
+      s3_bucket_toml("s3nobucket", e, "no-such-bucket", credentials_) +
+      s3_bucket_toml("s3down", "http://127.0.0.1:" + std::to_string(pick_free_port()), "firmware",
+                     credentials_, "timeout_s = 2"));
+  ASSERT_TRUE(stack.daemon().write_config());
+  auto bad = run_process(
+      {chunkd_binary_path(), "--config", stack.daemon().config_path(), "--check", "--probe"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.out << bad.err;
+  EXPECT_NE(bad.out.find("buckets.s3fw: ok"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("buckets.s3wrong: bucket \"firmware\" at " + e + " refused"),
+            std::string::npos)
+      << bad.out;
+  EXPECT_NE(bad.out.find("buckets.s3nobucket: bucket \"no-such-bucket\""), std::string::npos)
+      << bad.out;
+  EXPECT_NE(bad.out.find("does not exist"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("buckets.s3down: "), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("unreachable"), std::string::npos) << bad.out;
+  // Without --probe nothing is contacted: the config itself is fine.
+  auto plain =
+      run_process({chunkd_binary_path(), "--config", stack.daemon().config_path(), "--check"});
+  EXPECT_EQ(plain.exit_code, 0) << plain.out << plain.err;
+}
+
 // A server killed while the object streams in: the create fails cleanly (503, after the retry
 // finds nothing listening) and leaves no stream, no temporary file and no open descriptor.
 TEST(S3SourceKilled, AServerKilledMidTransferLeavesNothingBehind) {
