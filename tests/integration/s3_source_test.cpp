@@ -317,6 +317,59 @@ TEST_F(S3Source, CheckWithProbeSaysWhichBucketsWork) {
   EXPECT_EQ(plain.exit_code, 0) << plain.out << plain.err;
 }
 
+// A fetch in progress never holds up delivery: with the 64 MiB object stalled half-way (the server
+// stopped), a device downloads another stream whole; once the server continues, the create ends.
+TEST(S3SourceStalled, DeliveryGoesOnWhileAFetchIsStalled) {
+  if (std::string why = TestS3Server::missing(); !why.empty()) GTEST_SKIP() << why;
+  TestS3Server s3;
+  ASSERT_TRUE(s3.start()) << s3.error();
+  ASSERT_TRUE(s3.make_bucket("firmware")) << s3.error();
+  const std::string big = test_bytes(64u << 20, 6);
+  ASSERT_TRUE(s3.put("firmware", "big.bin", big)) << s3.error();
+  std::string error;
+  const std::string dir = make_temp_dir("s3-stalled", error);
+  ASSERT_FALSE(dir.empty()) << error;
+  Stack stack;
+  stack.daemon().set_extra_toml(s3_bucket_toml("s3fw", s3.endpoint(), "firmware",
+                                               write_credentials(s3, dir), "timeout_s = 600"));
+  ASSERT_TRUE(stack.start());
+  const std::string local = test_bytes((1u << 20) + 7, 7);
+  ASSERT_TRUE(stack.create_file_stream("local", local));
+  auto dev = stack.device("s3-dev-stalled", "local");
+  ASSERT_TRUE(dev);
+
+  HttpClient http = stack.daemon().http(600000);
+  auto pending = std::async(std::launch::async, [&] {
+    return http.request("POST", "/streams/s3big",
+                        create_body({{0, "s3fw", "big.bin", std::nullopt}}),
+                        {{"Content-Type", "application/json"}});
+  });
+  bool arriving = false;
+  for (int i = 0; i < 60000 && !arriving; ++i) {
+    for (const std::string& fd : fetch_fds(stack.daemon().pid())) {
+      struct stat st {};
+      if (::stat(fd.c_str(), &st) == 0 && st.st_size > 0) arriving = true;
+    }
+    if (!arriving) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  s3.pause();
+  ASSERT_TRUE(arriving) << stack.daemon().log(8000);
+  auto result = download(*dev, "local", 0);
+  const bool still_fetching = !fetch_fds(stack.daemon().pid()).empty();
+  s3.resume();
+  ASSERT_TRUE(result.ok) << result.error;
+  EXPECT_TRUE(bytes_to_string(result.bytes) == local) << "content differs";
+  auto r = pending.get();
+  ASSERT_EQ(r.status, 201) << r.body << r.error << stack.daemon().log(8000);
+  if (!still_fetching) GTEST_SKIP() << "the whole object arrived before the server stopped";
+  auto dev2 = stack.device("s3-dev-stalled-2", "s3big");
+  ASSERT_TRUE(dev2);
+  auto fetched = download(*dev2, "s3big", 0);
+  ASSERT_TRUE(fetched.ok) << fetched.error;
+  EXPECT_TRUE(bytes_to_string(fetched.bytes) == big) << "content differs";
+  std::filesystem::remove_all(dir);
+}
+
 // A server killed while the object streams in: the create fails cleanly (503, after the retry
 // finds nothing listening) and leaves no stream, no temporary file and no open descriptor.
 TEST(S3SourceKilled, AServerKilledMidTransferLeavesNothingBehind) {
