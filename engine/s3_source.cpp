@@ -132,8 +132,7 @@ void S3Source::fetch(const S3Bucket& bucket, std::string key, std::string versio
     io::S3FetchResult failed;
     failed.error = std::error_code(-rc, std::generic_category());
     failed.detail = "cannot queue the fetch";
-    // Never inside fetch(): report from the next loop iteration would need a handle; the
-    // thread pool refusing work only happens with a broken loop, so answer at once.
+    // The thread pool refuses work only on a loop that is gone: answer at once.
     fetched(std::move(j), std::move(failed));
   }
 }

@@ -45,7 +45,8 @@ class S3Source {
   S3Source& operator=(const S3Source&) = delete;
 
   // Fetches `key` (`version`: "" for the latest) of `bucket` into a new temporary file under
-  // `data_dir`/tmp, refusing an object over `max_bytes`. `done` runs once, never inside fetch().
+  // `data_dir`/tmp, refusing an object over `max_bytes`. `done` runs once, from a later loop
+  // callback (inside fetch() only when the thread pool refuses work, which a live loop never does).
   void fetch(const S3Bucket& bucket, std::string key, std::string version,
              const std::string& data_dir, std::uint64_t max_bytes, Done done);
 

@@ -422,13 +422,15 @@ void S3Client::attempt_done(Fetch& f, CURLcode code) {
     return;
   }
   const std::string cause = f.errbuf[0] != '\0' ? std::string(f.errbuf) : curl_easy_strerror(code);
+  if (f.total && f.received == *f.total) {
+    // Every byte is here (also when the connection broke just after the last one, or a resume
+    // asked for the empty rest and got 416): whatever this attempt said is moot.
+    f.ended = true;
+    maybe_finish(f);
+    return;
+  }
   if (code == CURLE_OK && f.status >= 200 && f.status < 300) {
-    if (f.total && f.received == *f.total) {
-      f.ended = true;
-      maybe_finish(f);
-    } else {
-      retry_or_fail(f, S3Error::Unreachable, "the connection ended early");
-    }
+    retry_or_fail(f, S3Error::Unreachable, "the connection ended early");
     return;
   }
   if (code == CURLE_OK) {
