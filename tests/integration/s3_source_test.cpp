@@ -2,12 +2,18 @@
 // implementation (moto's server, tests/support/s3_server.hpp) with signatures checked; the objects
 // are uploaded by a real client (boto3). Without moto_server the tests are skipped, saying how to
 // get it.
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
+#include <cstdint>
 #include <filesystem>
 #include <future>
 #include <memory>
@@ -70,6 +76,84 @@ std::size_t entries(const std::string& dir) {
   ::closedir(d);
   return n;
 }
+
+// A TCP relay in front of the S3 server that cuts its first connection after `cut_after` bytes
+// from the server, then relays every later connection whole: a connection dropped mid-transfer
+// by the network, with the server still up.
+class CuttingRelay {
+ public:
+  CuttingRelay(std::uint16_t target, std::size_t cut_after) : target_(target), cut_(cut_after) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(listener_, 8) != 0) {
+      return;
+    }
+    socklen_t len = sizeof addr;
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~CuttingRelay() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    ::close(listener_);
+  }
+  std::uint16_t port() const { return port_; }
+  int connections() const { return connections_; }
+
+ private:
+  void run() {
+    while (!stop_) {
+      pollfd p{listener_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) continue;
+      int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(target_);
+      if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+        relay(client, server, connections_++ == 0 ? cut_ : SIZE_MAX);
+      }
+      ::close(server);
+      ::close(client);
+    }
+  }
+  void relay(int client, int server, std::size_t limit) {
+    std::size_t from_server = 0;
+    char buf[65536];
+    while (!stop_) {
+      pollfd p[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+      if (::poll(p, 2, 100) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if ((p[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+        ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+        if (n <= 0) return;
+        std::size_t count = static_cast<std::size_t>(n);
+        if (i == 1) {
+          if (from_server + count > limit) count = limit - from_server;
+          from_server += count;
+        }
+        if (count > 0 && ::send(i == 0 ? server : client, buf, count, MSG_NOSIGNAL) < 0) return;
+        if (i == 1 && from_server >= limit) return;  // cut: both sides see the connection end
+      }
+    }
+  }
+
+  std::uint16_t target_;
+  std::size_t cut_;
+  int listener_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::thread thread_;
+};
 
 DownloadResult download(Device& dev, const std::string& stream, std::uint32_t file_id) {
   DownloadOptions opts;
@@ -281,6 +365,28 @@ TEST_F(S3Source, AStalledServerTimesOut) {
   EXPECT_EQ(ok.status, 201) << ok.body;
 }
 
+// A connection cut mid-transfer resumes where it stopped (Range + If-Match) and the stream is
+// byte-exact.
+TEST_F(S3Source, ADroppedConnectionResumesWithARange) {
+  CuttingRelay relay(shared->s3.port(), (1u << 20) + 777);
+  ASSERT_NE(relay.port(), 0);
+  Stack stack;
+  ASSERT_TRUE(
+      start(stack, s3_bucket_toml("s3cut", "http://127.0.0.1:" + std::to_string(relay.port()),
+                                  "firmware", credentials_, "retries = 2")));
+  auto r = stack.create("s3cut", {{0, "s3cut", "dir/odd.bin", std::nullopt}});
+  ASSERT_EQ(r.status, 201) << r.body << stack.daemon().log(8000);
+  EXPECT_EQ(relay.connections(), 2);
+  const std::string log = stack.daemon().log();
+  EXPECT_NE(log.find("retrying in 250 ms from byte "), std::string::npos) << log;
+  EXPECT_EQ(log.find("from byte 0\n"), std::string::npos) << log;  // it resumed, not restarted
+  auto dev = stack.device("s3-dev-cut", "s3cut");
+  ASSERT_TRUE(dev);
+  auto result = download(*dev, "s3cut", 0);
+  ASSERT_TRUE(result.ok) << result.error;
+  EXPECT_TRUE(bytes_to_string(result.bytes) == shared->odd) << "content differs";
+}
+
 TEST_F(S3Source, CheckWithProbeSaysWhichBucketsWork) {
   Stack stack;
   const std::string e = shared->s3.endpoint();
@@ -367,6 +473,43 @@ TEST(S3SourceStalled, DeliveryGoesOnWhileAFetchIsStalled) {
   auto fetched = download(*dev2, "s3big", 0);
   ASSERT_TRUE(fetched.ok) << fetched.error;
   EXPECT_TRUE(bytes_to_string(fetched.bytes) == big) << "content differs";
+  std::filesystem::remove_all(dir);
+}
+
+// Stopping chunkd while a fetch waits on a stalled server: the create is answered 503, the
+// transfer is cancelled, every libuv handle closes, and chunkd exits 0.
+TEST(S3SourceStalled, SigtermDuringAFetchCancelsItAndExitsZero) {
+  if (std::string why = TestS3Server::missing(); !why.empty()) GTEST_SKIP() << why;
+  TestS3Server s3;
+  ASSERT_TRUE(s3.start()) << s3.error();
+  ASSERT_TRUE(s3.make_bucket("firmware")) << s3.error();
+  ASSERT_TRUE(s3.put("firmware", "big.bin", test_bytes(64u << 20, 8))) << s3.error();
+  std::string error;
+  const std::string dir = make_temp_dir("s3-sigterm", error);
+  ASSERT_FALSE(dir.empty()) << error;
+  Stack stack;
+  stack.daemon().set_extra_toml(s3_bucket_toml("s3fw", s3.endpoint(), "firmware",
+                                               write_credentials(s3, dir), "timeout_s = 600"));
+  ASSERT_TRUE(stack.start());
+  s3.pause();  // the request is accepted by the kernel and never answered
+  HttpClient http = stack.daemon().http(120000);
+  auto pending = std::async(std::launch::async, [&] {
+    return http.request("POST", "/streams/s3big",
+                        create_body({{0, "s3fw", "big.bin", std::nullopt}}),
+                        {{"Content-Type", "application/json"}});
+  });
+  bool fetching = false;
+  for (int i = 0; i < 600 && !fetching; ++i) {
+    fetching = !fetch_fds(stack.daemon().pid()).empty();
+    if (!fetching) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(fetching) << stack.daemon().log(8000);
+  EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log(8000);
+  auto r = pending.get();
+  s3.resume();
+  EXPECT_EQ(r.status, 503) << r.body << r.error;
+  EXPECT_NE(r.body.find("shutting down"), std::string::npos) << r.body;
+  EXPECT_EQ(entries(stack.daemon().data_dir() + "/tmp"), 0u);
   std::filesystem::remove_all(dir);
 }
 
