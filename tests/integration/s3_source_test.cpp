@@ -171,7 +171,7 @@ class S3Source : public ::testing::Test {
     TestS3Server s3;
     std::string old_version;  // of "v.bin": the first upload
     std::string v1, v2;       // the two contents of "v.bin"
-    std::string big;          // "big.bin": 64 MiB
+    std::string big;          // "big.bin": 64 MiB (need_big())
     std::string odd;          // "odd.bin": 3 MiB + 123
   };
   static Shared* shared;
@@ -183,15 +183,23 @@ class S3Source : public ::testing::Test {
     if (!s.s3.start() || !s.s3.make_bucket("firmware")) return;
     s.v1 = test_bytes(5000, 1);
     s.v2 = test_bytes(7000, 2);
-    s.big = test_bytes(64u << 20, 3);
     s.odd = test_bytes((3u << 20) + 123, 4);
-    auto v = s.s3.put("firmware", "v.bin", s.v1);
-    if (!v || !s.s3.put("firmware", "v.bin", s.v2)) return;
-    s.old_version = *v;
-    if (!s.s3.put("firmware", "empty.bin", "") || !s.s3.put("firmware", "one.bin", "x") ||
-        !s.s3.put("firmware", "dir/odd.bin", s.odd) || !s.s3.put("firmware", "big.bin", s.big)) {
-      return;
+    auto versions = s.s3.put_all("firmware", {{"v.bin", s.v1},
+                                              {"v.bin", s.v2},
+                                              {"empty.bin", ""},
+                                              {"one.bin", "x"},
+                                              {"dir/odd.bin", s.odd}});
+    if (versions) s.old_version = versions->front();
+  }
+  // "big.bin" (64 MiB), uploaded by the first test that needs it.
+  static ::testing::AssertionResult need_big() {
+    if (!shared->big.empty()) return ::testing::AssertionSuccess();
+    std::string big = test_bytes(64u << 20, 3);
+    if (!shared->s3.put("firmware", "big.bin", big)) {
+      return ::testing::AssertionFailure() << shared->s3.error();
     }
+    shared->big = std::move(big);
+    return ::testing::AssertionSuccess();
   }
   static void TearDownTestSuite() {
     delete shared;
@@ -232,6 +240,7 @@ class S3Source : public ::testing::Test {
 S3Source::Shared* S3Source::shared = nullptr;
 
 TEST_F(S3Source, ObjectsOfEverySizeDownloadByteForByte) {
+  ASSERT_TRUE(need_big());
   Stack stack;
   ASSERT_TRUE(start(stack));
   auto r = stack.create("s3sizes", {{0, "s3fw", "empty.bin", std::nullopt},

@@ -141,17 +141,38 @@ bool TestS3Server::make_bucket(const std::string& bucket) {
 
 std::optional<std::string> TestS3Server::put(const std::string& bucket, const std::string& key,
                                              const std::string& bytes) {
-  std::string file = dir_ + "/upload-" + std::to_string(files_++);
-  if (!write_file(file, bytes)) {
-    error_ = "cannot write " + file;
-    return std::nullopt;
+  auto versions = put_all(bucket, {{key, bytes}});
+  if (!versions || versions->size() != 1) return std::nullopt;
+  return versions->front();
+}
+
+std::optional<std::vector<std::string>> TestS3Server::put_all(
+    const std::string& bucket, const std::vector<std::pair<std::string, std::string>>& objects) {
+  std::vector<std::string> args = {"put", endpoint(), key_id_, secret_, bucket};
+  std::vector<std::string> files;
+  for (const auto& [key, bytes] : objects) {
+    files.push_back(dir_ + "/upload-" + std::to_string(files_++));
+    if (!write_file(files.back(), bytes)) {
+      error_ = "cannot write " + files.back();
+      return std::nullopt;
+    }
+    args.push_back(key);
+    args.push_back(files.back());
   }
   std::string out;
-  bool ok = tool({"put", endpoint(), key_id_, secret_, bucket, key, file}, out);
-  std::filesystem::remove(file);
+  bool ok = tool(args, out);
+  for (const std::string& file : files) std::filesystem::remove(file);
   if (!ok) return std::nullopt;
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
+  std::vector<std::string> versions;
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) versions.push_back(line);
+  if (versions.size() != objects.size()) {
+    error_ = "s3_tool.py put printed " + std::to_string(versions.size()) + " versions for " +
+             std::to_string(objects.size()) + " objects: " + out;
+    return std::nullopt;
+  }
+  return versions;
 }
 
 void TestS3Server::pause() {

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace chunkd::test {
@@ -50,6 +51,9 @@ class TestS3Server {
   // Uploads `bytes` as `key`; the new version id, or nullopt (see error()).
   std::optional<std::string> put(const std::string& bucket, const std::string& key,
                                  const std::string& bytes);
+  // Uploads each (key, bytes) in order with one client; their version ids, or nullopt.
+  std::optional<std::vector<std::string>> put_all(
+      const std::string& bucket, const std::vector<std::pair<std::string, std::string>>& objects);
 
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::uint16_t port() const { return port_; }

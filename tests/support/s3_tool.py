@@ -5,7 +5,9 @@
                                                    allowed everything (the server's first actions
                                                    are unsigned; after them it checks signatures)
   s3_tool.py bucket ENDPOINT ID SECRET BUCKET   -> creates a versioned bucket
-  s3_tool.py put ENDPOINT ID SECRET BUCKET KEY FILE -> uploads FILE, prints the new version id
+  s3_tool.py put ENDPOINT ID SECRET BUCKET KEY FILE [KEY FILE ...]
+                                                -> uploads each FILE in order, prints the new
+                                                   version ids, one a line
 """
 import json
 import sys
@@ -42,9 +44,11 @@ def main(argv):
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         return 0
     if cmd == "put":
-        with open(argv[7], "rb") as f:
-            answer = s3.put_object(Bucket=bucket, Key=argv[6], Body=f)
-        print(answer.get("VersionId", ""))
+        pairs = argv[6:]
+        for key, path in zip(pairs[0::2], pairs[1::2]):
+            with open(path, "rb") as f:
+                answer = s3.put_object(Bucket=bucket, Key=key, Body=f)
+            print(answer.get("VersionId", ""))
         return 0
     print("unknown command " + cmd, file=sys.stderr)
     return 2
