@@ -1,5 +1,6 @@
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "engine/config_s3.hpp"
@@ -90,6 +91,26 @@ Expected<io::S3Credentials, std::string> credentials(const S3Bucket& b, const En
   return *parsed;
 }
 
+// The first key an s3 bucket does not take, as an error (secrets get their own).
+std::optional<std::string> unknown_key(const toml::table& table) {
+  for (const auto& [key, node] : table) {
+    if (!is_key(key.str())) {
+      std::string k(key.str());
+      if (k.find("secret") != std::string::npos || k.find("access_key") != std::string::npos) {
+        return std::optional<std::string>(
+            k +
+            ": secrets never go in the config: use credentials_file (or the "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment)");
+      }
+      return std::optional<std::string>(
+          k +
+          ": unknown key (an s3 bucket takes type, endpoint, region, bucket, "
+          "addressing, credentials_file, profile, ca_file, timeout_s, retries)");
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string S3Bucket::describe() const {
@@ -122,19 +143,7 @@ std::vector<std::string> probe_s3_buckets(const std::map<std::string, S3Bucket>&
 
 Result read_s3_bucket(const std::string& name, const toml::table& table,
                       const std::string& config_dir, const EnvLookup& getenv) {
-  for (const auto& [key, node] : table) {
-    if (!is_key(key.str())) {
-      std::string k(key.str());
-      if (k.find("secret") != std::string::npos || k.find("access_key") != std::string::npos) {
-        return unexpected(k +
-                          ": secrets never go in the config: use credentials_file (or the "
-                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment)");
-      }
-      return unexpected(k +
-                        ": unknown key (an s3 bucket takes type, endpoint, region, bucket, "
-                        "addressing, credentials_file, profile, ca_file, timeout_s, retries)");
-    }
-  }
+  if (auto problem = unknown_key(table)) return unexpected(std::move(*problem));
   S3Bucket b;
   io::S3BucketOptions& r = b.remote;
   std::optional<std::string> values[8];
