@@ -9,6 +9,7 @@
 #include <bit>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -16,6 +17,7 @@
 #include <sstream>
 #include <vector>
 
+#include "engine/config_s3.hpp"
 #include "engine/config_section.hpp"
 #include "engine/config_values.hpp"
 #include "io/log.hpp"
@@ -326,7 +328,7 @@ Expected<std::string, std::string> bucket_dir(const std::string& name, const tom
   if (!valid_bucket_name(name))
     return unexpected(std::string("a bucket name is 1 to 255 of [a-zA-Z0-9._-]"));
   if (!node.is_string() || node.as_string()->get().empty()) {
-    return unexpected(std::string("must be a directory path (a non-empty string)"));
+    return unexpected(std::string("must be a directory path (a non-empty string) or an s3 table"));
   }
   std::string dir = absolute_path(node.as_string()->get(), config_dir);
   struct stat st {};
@@ -340,6 +342,17 @@ void read_buckets(const toml::table* buckets, Config& c, const std::string& conf
   if (buckets == nullptr) return;
   for (const auto& [key, node] : *buckets) {
     std::string name(key.str());
+    if (node.is_table()) {
+      if (!valid_bucket_name(name)) {
+        if (error.empty())
+          error = "buckets." + name + ": a bucket name is 1 to 255 of [a-zA-Z0-9._-]";
+        continue;
+      }
+      auto s3 = read_s3_bucket(name, *node.as_table(), config_dir, &std::getenv);
+      if (!s3 && error.empty()) error = "buckets." + name + "." + s3.error();
+      if (s3) c.control.service.s3_buckets.emplace(std::move(name), std::move(*s3));
+      continue;
+    }
     auto dir = bucket_dir(name, node, config_dir);
     if (!dir) {
       if (error.empty()) error = "buckets." + name + ": " + dir.error();

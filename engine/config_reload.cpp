@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string_view>
 
@@ -138,9 +139,17 @@ void add(std::vector<ConfigChange>& list, ConfigChange change) {
   list.push_back(std::move(change));
 }
 
+// A bucket as a reload compares it: its directory, or its S3 settings (secrets apart).
+std::map<std::string, std::string> bucket_views(const Config& c) {
+  std::map<std::string, std::string> out(c.control.service.buckets.begin(),
+                                         c.control.service.buckets.end());
+  for (const auto& [name, s3] : c.control.service.s3_buckets) out[name] = s3.describe();
+  return out;
+}
+
 void diff_buckets(const Config& running, const Config& next, std::vector<ConfigChange>& out) {
-  const auto& old_buckets = running.control.service.buckets;
-  const auto& new_buckets = next.control.service.buckets;
+  const auto old_buckets = bucket_views(running);
+  const auto new_buckets = bucket_views(next);
   std::set<std::string> names;
   for (const auto& [name, dir] : old_buckets) names.insert(name);
   for (const auto& [name, dir] : new_buckets) names.insert(name);
@@ -149,7 +158,17 @@ void diff_buckets(const Config& running, const Config& next, std::vector<ConfigC
     auto n = new_buckets.find(name);
     std::string from = o == old_buckets.end() ? std::string() : o->second;
     std::string to = n == new_buckets.end() ? std::string() : n->second;
-    if (from != to) out.push_back({"buckets." + name, std::move(from), std::move(to)});
+    if (from != to) {
+      out.push_back({"buckets." + name, std::move(from), std::move(to)});
+      continue;
+    }
+    // Same settings: the credentials may still have changed (compared, never shown).
+    auto os = running.control.service.s3_buckets.find(name);
+    auto ns = next.control.service.s3_buckets.find(name);
+    if (os != running.control.service.s3_buckets.end() &&
+        ns != next.control.service.s3_buckets.end() && !os->second.same_secrets(ns->second)) {
+      out.push_back({"buckets." + name, {}, {}, true});
+    }
   }
 }
 
@@ -207,6 +226,7 @@ Config merge_live(const Config& running, const Config& next) {
     if (s.take != nullptr) s.take(merged, next);
   }
   merged.control.service.buckets = next.control.service.buckets;
+  merged.control.service.s3_buckets = next.control.service.s3_buckets;
   merged.warnings = next.warnings;
   return merged;
 }

@@ -82,6 +82,7 @@ struct ControlService::Op {
   std::vector<std::error_code> open_errors;
   std::vector<IngestResult> ingested;
   std::vector<std::string> pinned;
+  std::vector<char> from_s3;  // files[i] was fetched from an S3 bucket
   std::uint64_t bytes = 0;
 
   std::shared_ptr<io::StoredStream> stream;  // what commit() writes
@@ -97,7 +98,8 @@ ControlService::ControlService(uv_loop_t* loop, Catalog& catalog, io::RegistrySt
       metrics_(metrics),
       clock_(clock),
       options_(std::move(options)),
-      health_(health) {
+      health_(health),
+      s3_(std::make_unique<S3Source>(loop, &metrics)) {
   CHUNKD_ASSERT(options_.max_streams > 0 && options_.max_concurrent_ingests > 0);
   metrics_.gauge_fn("chunkd_streams", "Streams in the registry.", "",
                     [this] { return static_cast<double>(catalog_.size()); });
@@ -160,7 +162,7 @@ std::optional<io::HttpResponse> ControlService::unknown_bucket_error(
   std::vector<FieldProblem> problems;
   for (std::size_t i = 0; i < files.size(); ++i) {
     const std::string& bucket = files[i].location.bucket;
-    if (bucket_fds_.find(bucket) == bucket_fds_.end()) {
+    if (bucket_fds_.find(bucket) == bucket_fds_.end() && options_.s3_buckets.count(bucket) == 0) {
       problems.push_back({file_field(i, "bucket"), "bucket \"" + bucket + "\" is not configured"});
     }
   }
@@ -314,8 +316,11 @@ void ControlService::open_files(Op& op) {
   op.dir_fds.resize(n);
   op.opened.resize(n);
   op.open_errors.resize(n);
+  op.from_s3.assign(n, 0);
   for (std::size_t i = 0; i < n; ++i) {
-    op.dir_fds[i] = bucket_fds_.find(op.files[i].location.bucket)->second;
+    auto dir = bucket_fds_.find(op.files[i].location.bucket);
+    op.dir_fds[i] = dir == bucket_fds_.end() ? -1 : dir->second;  // -1: an S3 bucket
+    op.from_s3[i] = dir == bucket_fds_.end() ? 1 : 0;
   }
   op.work.data = &op;
   int rc = uv_queue_work(
@@ -324,6 +329,7 @@ void ControlService::open_files(Op& op) {
         Op& o = *static_cast<Op*>(req->data);
         bool failed = false;
         for (std::size_t i = 0; i < o.files.size(); ++i) {
+          if (o.dir_fds[i] < 0) continue;  // fetched later
           auto opened = io::safe_open(o.dir_fds[i], o.files[i].location.key);
           if (opened) {
             o.opened[i] = *opened;
@@ -372,7 +378,7 @@ void ControlService::ingest_next(Op& op) {
     std::vector<FieldProblem> problems;
     for (std::size_t k = 0; k < op.files.size(); ++k) {
       const auto& version = op.files[k].location.version;
-      if (version && *version != op.ingested[k].digest) {
+      if (version && op.from_s3[k] == 0 && *version != op.ingested[k].digest) {
         problems.push_back({file_field(k, "version"),
                             "does not match the file's content digest " + op.ingested[k].digest});
       }
@@ -387,6 +393,10 @@ void ControlService::ingest_next(Op& op) {
       ingesting_--;
     }
     commit(op);
+    return;
+  }
+  if (op.from_s3[i] != 0 && op.opened[i].fd < 0) {
+    fetch_s3(op, i);
     return;
   }
   int fd = op.opened[i].fd;
@@ -442,6 +452,28 @@ io::HttpResponse ControlService::ingest_error(const std::string& id,
   LOG_ERROR("control", "ingest of %s/%s for stream %s failed: %s", spec.location.bucket.c_str(),
             spec.location.key.c_str(), id.c_str(), error.message().c_str());
   return api_error(ApiErrorCode::InternalError, "storing " + field + " failed: " + error.message());
+}
+
+void ControlService::fetch_s3(Op& op, std::size_t i) {
+  const protocol::StreamFileSpec& spec = op.files[i];
+  auto bucket = options_.s3_buckets.find(spec.location.bucket);
+  if (bucket == options_.s3_buckets.end()) {  // removed by a reload meanwhile
+    finish(op, api_error(ApiErrorCode::ValidationError, "unknown bucket",
+                         {{file_field(i, "bucket"),
+                           "bucket \"" + spec.location.bucket + "\" is not configured"}}));
+    return;
+  }
+  const std::uint64_t max_bytes = store_.options().max_file_bytes;
+  s3_->fetch(bucket->second, spec.location.key, spec.location.version.value_or(""),
+             store_.options().data_dir, max_bytes, [this, &op, i, max_bytes](S3Fetched fetched) {
+               if (fetched.result.error) {
+                 finish(op,
+                        s3_fetch_error(fetched.result, i, op.files[i].location.bucket, max_bytes));
+                 return;
+               }
+               op.opened[i].fd = fetched.fd;
+               ingest_next(op);
+             });
 }
 
 void ControlService::commit(Op& op) {
@@ -536,11 +568,14 @@ void ControlService::finish(Op& op, io::HttpResponse response) {
 void ControlService::close(std::function<void()> done) {
   closing_ = true;
   close_done_ = std::move(done);
-  maybe_closed();
+  s3_->close([this] {
+    s3_closed_ = true;
+    maybe_closed();
+  });
 }
 
 void ControlService::maybe_closed() {
-  if (!closing_ || !ops_.empty() || !close_done_) return;
+  if (!closing_ || !ops_.empty() || !s3_closed_ || !close_done_) return;
   auto done = std::move(close_done_);
   close_done_ = nullptr;
   done();

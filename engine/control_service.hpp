@@ -32,6 +32,10 @@
 //   (ContentStore's free-space check, ENOSPC, EDQUOT) is 507 STORAGE_FULL with the bytes needed and
 //   available; /healthz is 503 "degraded: ..." while storage.data_dir is not writable.
 //
+// S3 buckets: a key of an S3 bucket is fetched first (engine/s3_source.hpp) into an unlinked
+// temporary file that is then ingested like an opened file; its `version` is the object's
+// versionId (not a digest), and a failed fetch answers with s3_fetch_error.
+//
 // Metrics: chunkd_http_requests_total{route,status} (route "refused": refused by io::HttpServer
 // before routing, see count_refused), chunkd_streams, and the ingest and store
 // metrics of the ContentStore.
@@ -56,6 +60,8 @@
 #include "engine/clock.hpp"
 #include "engine/content_store.hpp"
 #include "engine/metrics.hpp"
+#include "engine/s3_bucket.hpp"
+#include "engine/s3_source.hpp"
 #include "engine/stream_health.hpp"
 #include "io/http_server.hpp"
 #include "io/registry_store.hpp"
@@ -65,6 +71,7 @@ namespace chunkd::engine {
 
 struct ControlOptions {
   std::map<std::string, std::string> buckets;  // s3Location.bucket → directory
+  std::map<std::string, S3Bucket> s3_buckets;  // s3Location.bucket → an S3 bucket
   std::string token;                           // empty: no auth
   std::size_t max_streams = 10000;
   std::size_t max_concurrent_ingests = 2;
@@ -91,6 +98,11 @@ class ControlService {
   // they started with (a removed bucket's descriptor is closed once no operation is in progress);
   // streams already created keep working, their content being in the store.
   Expected<void> set_buckets(const std::map<std::string, std::string>& buckets);
+  // A reload: the S3 buckets (engine/s3_bucket.hpp) later requests use; fetches in progress keep
+  // the settings they started with.
+  void set_s3_buckets(std::map<std::string, S3Bucket> buckets) {
+    options_.s3_buckets = std::move(buckets);
+  }
 
   // The io::HttpServer handler. Answers every request exactly once.
   void handle(io::HttpRequest&& request, io::HttpServer::Responder respond);
@@ -144,6 +156,8 @@ class ControlService {
   io::HttpResponse ingest_error(const std::string& id, const protocol::StreamFileSpec& spec,
                                 std::size_t i, const std::error_code& error,
                                 const IngestResult& seen) const;
+  // Fetches files[i] of an S3 bucket into a temporary file (engine/s3_source.hpp), then ingests.
+  void fetch_s3(Op& op, std::size_t i);
   void commit(Op& op);
   void finish(Op& op, io::HttpResponse response);
   void maybe_closed();
@@ -158,6 +172,8 @@ class ControlService {
   ControlOptions options_;
   const StreamHealth* health_;
   std::map<std::string, int, std::less<>> bucket_fds_;
+  std::unique_ptr<S3Source> s3_;
+  bool s3_closed_ = false;
   std::vector<int> retired_fds_;  // removed buckets' directories, closed when ops_ is empty
 
   std::map<std::string, std::unique_ptr<Op>, std::less<>> ops_;  // by stream id: reservations

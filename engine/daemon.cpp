@@ -449,6 +449,7 @@ bool Daemon::Impl::apply_live(const Config& merged, const ConfigDiff& diff) {
       return false;
     }
   }
+  if (control) control->set_s3_buckets(merged.control.service.s3_buckets);
   if (control) control->set_token(merged.control.service.token);
   if (delivery) delivery->set_limits(merged.delivery.scheduler);
   io::set_log_level(merged.log_level);

@@ -30,6 +30,7 @@ enum class ApiErrorCode : std::uint8_t {
   RateLimited,              // 429
   HeadersTooLarge,          // 431
   InternalError,            // 500
+  SourceAccessDenied,       // 502 (an S3 bucket refused chunkd's credentials)
   ServiceUnavailable,       // 503
   HttpVersionNotSupported,  // 505
   StorageFull,              // 507 (no space left for a stream's files in storage.data_dir)
@@ -55,6 +56,7 @@ inline constexpr ApiErrorInfo kApiErrors[] = {
     {ApiErrorCode::RateLimited, "RATE_LIMITED", 429},
     {ApiErrorCode::HeadersTooLarge, "HEADERS_TOO_LARGE", 431},
     {ApiErrorCode::InternalError, "INTERNAL_ERROR", 500},
+    {ApiErrorCode::SourceAccessDenied, "SOURCE_ACCESS_DENIED", 502},
     {ApiErrorCode::ServiceUnavailable, "SERVICE_UNAVAILABLE", 503},
     {ApiErrorCode::HttpVersionNotSupported, "HTTP_VERSION_NOT_SUPPORTED", 505},
     {ApiErrorCode::StorageFull, "STORAGE_FULL", 507},

@@ -1,0 +1,548 @@
+#include "io/s3_client.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/assert.hpp"
+#include "io/log.hpp"
+
+namespace chunkd::io {
+namespace {
+
+// SHA-256 of the empty body: GET carries none.
+constexpr const char* kEmptyBodySha256 =
+    "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+constexpr std::size_t kMaxErrorBody = 16 << 10;
+
+class S3Category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "s3"; }
+  std::string message(int value) const override {
+    switch (static_cast<S3Error>(value)) {
+      case S3Error::NoSuchBucket:
+        return "no such bucket";
+      case S3Error::NoSuchKey:
+        return "no such key";
+      case S3Error::NoSuchVersion:
+        return "no such version";
+      case S3Error::AccessDenied:
+        return "access denied";
+      case S3Error::Unreachable:
+        return "the endpoint is unreachable";
+      case S3Error::TimedOut:
+        return "the endpoint timed out";
+      case S3Error::TooLarge:
+        return "the object is too large";
+      case S3Error::BadResponse:
+        return "the endpoint's answer cannot be used";
+      case S3Error::Cancelled:
+        return "the fetch was cancelled";
+    }
+    return "unknown S3 error";
+  }
+};
+
+bool iequals_prefix(std::string_view line, std::string_view name) {
+  if (line.size() < name.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char a = line[i];
+    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+    if (a != name[i]) return false;
+  }
+  return true;
+}
+
+std::string_view header_value(std::string_view line, std::string_view name) {
+  std::string_view v = line.substr(name.size());
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) {
+    v.remove_suffix(1);
+  }
+  return v.substr(0, 1024);
+}
+
+bool auth_code(std::string_view code) {
+  return code == "AccessDenied" || code == "SignatureDoesNotMatch" ||
+         code == "InvalidAccessKeyId" || code == "AuthorizationHeaderMalformed" ||
+         code == "ExpiredToken" || code == "InvalidToken" || code == "AllAccessDisabled";
+}
+
+}  // namespace
+
+const std::error_category& s3_category() {
+  static const S3Category category;
+  return category;
+}
+
+std::error_code make_error_code(S3Error e) { return {static_cast<int>(e), s3_category()}; }
+
+std::string s3_object_url(const S3BucketOptions& bucket, std::string_view key,
+                          std::string_view version) {
+  std::string url;
+  if (bucket.virtual_addressing) {
+    std::size_t scheme_end = bucket.endpoint.find("://");
+    std::size_t host = scheme_end == std::string::npos ? 0 : scheme_end + 3;
+    url =
+        bucket.endpoint.substr(0, host) + bucket.bucket + "." + bucket.endpoint.substr(host) + "/";
+  } else {
+    url = bucket.endpoint + "/" + bucket.bucket + "/";
+  }
+  url += s3_uri_encode(key, true);
+  if (!version.empty()) url += "?versionId=" + s3_uri_encode(version, false);
+  return url;
+}
+
+struct S3Client::Fetch {
+  S3Client* client = nullptr;
+  S3BucketOptions bucket;
+  std::string key;
+  std::string version;
+  int fd = -1;
+  std::uint64_t max_bytes = 0;
+  Done done;
+  std::string url;
+  std::string sigv4;
+  std::string userpwd_user;
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  char errbuf[CURL_ERROR_SIZE] = {};
+  uv_timer_t timer{};
+  std::uint64_t started_ms = 0;
+  std::uint32_t attempts = 0;
+  bool in_transfer = false;
+
+  // This attempt's answer.
+  long status = 0;
+  std::optional<std::uint64_t> length;
+  std::optional<ContentRange> range;
+  std::string answer_etag;
+  std::string answer_version;
+  std::string error_body;
+  std::uint64_t skip = 0;  // bytes of this body already in the file (a 200 to a Range request)
+
+  // Across attempts.
+  std::optional<std::uint64_t> total;
+  std::string etag;
+  std::string version_id;
+  std::uint64_t received = 0;  // bytes accepted: written or pending
+  std::string pending;         // the next write, at pending_offset
+  std::uint64_t pending_offset = 0;
+  std::string writing;  // in flight
+  std::size_t writing_done = 0;
+  std::uint64_t writing_offset = 0;
+  uv_fs_t write_req{};
+  uv_buf_t write_buf{};
+  bool write_in_flight = false;
+  bool paused = false;
+
+  bool ended = false;  // the outcome is decided: finish once writes and the transfer are over
+  bool closing = false;
+  std::error_code error;
+  std::string detail;
+
+  ~Fetch() {
+    if (easy != nullptr) curl_easy_cleanup(easy);
+    if (headers != nullptr) curl_slist_free_all(headers);
+  }
+
+  std::string where() const {
+    std::string w = "s3://" + bucket.bucket + "/" + key;
+    if (!version.empty()) w += " version " + version;
+    return w;
+  }
+  void fail(std::error_code e, std::string d) {
+    if (error) return;
+    ended = true;
+    error = e;
+    detail = std::move(d);
+  }
+  bool check_headers();
+  void start_write();
+  static void on_write(uv_fs_t* req);
+  static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* self);
+  static std::size_t on_body(char* data, std::size_t size, std::size_t n, void* self);
+};
+
+S3Client::S3Client(uv_loop_t* loop, CurlLoop& curl) : loop_(loop), curl_(curl) {}
+
+S3Client::~S3Client() { CHUNKD_ASSERT(fetches_.empty()); }
+
+void S3Client::fetch(const S3BucketOptions& bucket, std::string key, std::string version, int fd,
+                     std::uint64_t max_bytes, Done done) {
+  auto owned = std::make_unique<Fetch>();
+  Fetch& f = *owned;
+  fetches_.push_back(std::move(owned));
+  f.client = this;
+  f.bucket = bucket;
+  f.key = std::move(key);
+  f.version = std::move(version);
+  f.fd = fd;
+  f.max_bytes = max_bytes;
+  f.done = std::move(done);
+  f.url = s3_object_url(bucket, f.key, f.version);
+  f.sigv4 = "aws:amz:" + bucket.region + ":s3";
+  f.started_ms = uv_now(loop_);
+  uv_timer_init(loop_, &f.timer);
+  f.timer.data = &f;
+  f.easy = curl_easy_init();
+  if (f.easy == nullptr) {
+    f.fail(std::make_error_code(std::errc::not_enough_memory), "cannot create an HTTP request");
+    maybe_finish(f);
+    return;
+  }
+  CURL* e = f.easy;
+  curl_easy_setopt(e, CURLOPT_URL, f.url.c_str());
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_AWS_SIGV4, f.sigv4.c_str());
+  curl_easy_setopt(e, CURLOPT_USERNAME, bucket.credentials.access_key_id.c_str());
+  curl_easy_setopt(e, CURLOPT_PASSWORD, bucket.credentials.secret_access_key.c_str());
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, static_cast<long>(bucket.timeout_s));
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, static_cast<long>(bucket.timeout_s));
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f.errbuf);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Fetch::on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, &f);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Fetch::on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &f);
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (!bucket.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, bucket.ca_file.c_str());
+  start_attempt(f);
+}
+
+void S3Client::start_attempt(Fetch& f) {
+  f.attempts++;
+  f.status = 0;
+  f.length.reset();
+  f.range.reset();
+  f.answer_etag.clear();
+  f.answer_version.clear();
+  f.error_body.clear();
+  f.skip = 0;
+  f.paused = false;
+  f.errbuf[0] = '\0';
+  if (f.headers != nullptr) curl_slist_free_all(f.headers);
+  f.headers = curl_slist_append(nullptr, kEmptyBodySha256);
+  if (!f.bucket.credentials.session_token.empty()) {
+    std::string token = "x-amz-security-token: " + f.bucket.credentials.session_token;
+    f.headers = curl_slist_append(f.headers, token.c_str());
+  }
+  std::string range;
+  if (f.received > 0) {
+    std::string match = "If-Match: " + f.etag;
+    f.headers = curl_slist_append(f.headers, match.c_str());
+    range = std::to_string(f.received) + "-";
+  }
+  curl_easy_setopt(f.easy, CURLOPT_HTTPHEADER, f.headers);
+  curl_easy_setopt(f.easy, CURLOPT_RANGE, range.empty() ? nullptr : range.c_str());
+  std::uint64_t elapsed = uv_now(loop_) - f.started_ms;
+  std::uint64_t limit_ms = kMaxFetchSeconds * 1000;
+  curl_easy_setopt(f.easy, CURLOPT_TIMEOUT_MS,
+                   static_cast<long>(elapsed < limit_ms ? limit_ms - elapsed : 1));
+  Fetch* fp = &f;
+  auto added = curl_.add(f.easy, [this, fp](CURLcode code) { attempt_done(*fp, code); });
+  if (!added) {
+    f.fail(S3Error::Cancelled, f.where() + ": " + added.error().message());
+    maybe_finish(f);
+    return;
+  }
+  f.in_transfer = true;
+}
+
+std::size_t S3Client::Fetch::on_header(char* data, std::size_t size, std::size_t n, void* self) {
+  auto& f = *static_cast<Fetch*>(self);
+  const std::size_t len = size * n;
+  std::string_view line(data, len);
+  if (line.substr(0, 5) == "HTTP/") {
+    // A new answer (after a 100 Continue too): forget the previous one's headers.
+    f.status = 0;
+    f.length.reset();
+    f.range.reset();
+    f.answer_etag.clear();
+    f.answer_version.clear();
+    std::size_t sp = line.find(' ');
+    if (sp != std::string_view::npos && line.size() >= sp + 4) {
+      std::string_view code = line.substr(sp + 1, 3);
+      long status = 0;
+      for (char c : code) status = c >= '0' && c <= '9' ? status * 10 + (c - '0') : -1000;
+      f.status = status;
+    }
+  } else if (line == "\r\n" || line == "\n") {
+    if (f.status >= 200 && f.status < 300 && !f.check_headers()) return 0;
+  } else if (iequals_prefix(line, "content-length:")) {
+    std::string_view v = header_value(line, "content-length:");
+    std::uint64_t value = 0;
+    bool ok = !v.empty() && v.size() <= 19;
+    for (char c : v) ok = ok && c >= '0' && c <= '9';
+    for (char c : v) value = value * 10 + static_cast<std::uint64_t>(c - '0');
+    if (ok) f.length = value;
+  } else if (iequals_prefix(line, "content-range:")) {
+    f.range = parse_content_range(header_value(line, "content-range:"));
+  } else if (iequals_prefix(line, "etag:")) {
+    f.answer_etag = std::string(header_value(line, "etag:"));
+  } else if (iequals_prefix(line, "x-amz-version-id:")) {
+    f.answer_version = std::string(header_value(line, "x-amz-version-id:"));
+  }
+  return len;
+}
+
+// At the end of a 2xx answer's headers: the object's size, ETag and version; false (the fetch
+// failed) when they cannot be used.
+bool S3Client::Fetch::check_headers() {
+  std::uint64_t size = 0;
+  if (status == 206) {
+    if (!range || !range->total || range->first != received) {
+      fail(S3Error::BadResponse,
+           where() + ": a resumed answer does not continue at byte " + std::to_string(received));
+      return false;
+    }
+    size = *range->total;
+  } else {
+    if (!length) {
+      fail(S3Error::BadResponse, where() + ": the answer has no Content-Length");
+      return false;
+    }
+    size = *length;
+    skip = received;  // the server ignored the Range: drop what the file already holds
+  }
+  if (total && *total != size) {
+    fail(S3Error::BadResponse, where() + ": the object changed size during the fetch; retry");
+    return false;
+  }
+  total = size;
+  if (size > max_bytes) {
+    fail(S3Error::TooLarge, where() + " has " + std::to_string(size) + " bytes");
+    return false;
+  }
+  if (!etag.empty() && answer_etag != etag) {
+    fail(S3Error::BadResponse, where() + ": the object changed during the fetch; retry");
+    return false;
+  }
+  etag = answer_etag;
+  if (!answer_version.empty()) version_id = answer_version;
+  return true;
+}
+
+std::size_t S3Client::Fetch::on_body(char* data, std::size_t size, std::size_t n, void* self) {
+  auto& f = *static_cast<Fetch*>(self);
+  const std::size_t len = size * n;
+  if (f.status < 200 || f.status >= 300) {
+    std::size_t room = kMaxErrorBody - std::min(kMaxErrorBody, f.error_body.size());
+    f.error_body.append(data, std::min(room, len));
+    return len;
+  }
+  if (f.ended || !f.total) return 0;
+  // Decide on pausing before touching any state: a paused chunk is delivered again.
+  if (!f.pending.empty() && f.pending.size() + len > kMaxBufferedBytes) {
+    f.paused = true;
+    return CURL_WRITEFUNC_PAUSE;
+  }
+  std::string_view body(data, len);
+  std::uint64_t dropped = std::min<std::uint64_t>(f.skip, body.size());
+  body.remove_prefix(static_cast<std::size_t>(dropped));
+  f.skip -= dropped;
+  if (f.received + body.size() > *f.total) {
+    f.fail(S3Error::BadResponse,
+           f.where() + ": more bytes than the announced " + std::to_string(*f.total));
+    return 0;
+  }
+  if (body.empty()) return len;
+  if (f.pending.empty()) f.pending_offset = f.received;
+  f.pending.append(body);
+  f.received += body.size();
+  f.start_write();
+  return len;
+}
+
+void S3Client::Fetch::start_write() {
+  if (write_in_flight || pending.empty()) return;
+  writing.swap(pending);
+  pending.clear();
+  writing_offset = pending_offset;
+  writing_done = 0;
+  write_in_flight = true;
+  write_req.data = this;
+  write_buf = uv_buf_init(writing.data(), static_cast<unsigned>(writing.size()));
+  int rc = uv_fs_write(client->loop_, &write_req, fd, &write_buf, 1,
+                       static_cast<std::int64_t>(writing_offset), &Fetch::on_write);
+  if (rc != 0) {
+    write_in_flight = false;
+    fail(std::error_code(-rc, std::generic_category()), where() + ": cannot write the file");
+  }
+}
+
+void S3Client::Fetch::on_write(uv_fs_t* req) {
+  auto& f = *static_cast<Fetch*>(req->data);
+  ssize_t result = req->result;
+  uv_fs_req_cleanup(req);
+  f.write_in_flight = false;
+  S3Client& client = *f.client;
+  if (result <= 0) {
+    int e = result < 0 ? static_cast<int>(-result) : EIO;
+    f.fail(std::error_code(e, std::generic_category()), f.where() + ": cannot write the file");
+  } else {
+    f.writing_done += static_cast<std::size_t>(result);
+    client.bytes_fetched_ += static_cast<std::uint64_t>(result);
+    if (f.writing_done < f.writing.size() && !f.error) {
+      f.write_in_flight = true;
+      f.write_buf = uv_buf_init(f.writing.data() + f.writing_done,
+                                static_cast<unsigned>(f.writing.size() - f.writing_done));
+      int rc = uv_fs_write(client.loop_, &f.write_req, f.fd, &f.write_buf, 1,
+                           static_cast<std::int64_t>(f.writing_offset + f.writing_done),
+                           &Fetch::on_write);
+      if (rc == 0) return;
+      f.write_in_flight = false;
+      f.fail(std::error_code(-rc, std::generic_category()), f.where() + ": cannot write the file");
+    }
+  }
+  if (f.error) {
+    if (f.in_transfer) {
+      client.curl_.remove(f.easy);
+      f.in_transfer = false;
+    }
+    client.maybe_finish(f);
+    return;
+  }
+  f.start_write();
+  if (f.paused && f.in_transfer && f.pending.size() < kMaxBufferedBytes / 2) {
+    f.paused = false;
+    curl_easy_pause(f.easy, CURLPAUSE_CONT);  // may deliver more body at once
+  }
+  client.maybe_finish(f);
+}
+
+void S3Client::attempt_done(Fetch& f, CURLcode code) {
+  f.in_transfer = false;
+  if (f.error) {
+    maybe_finish(f);
+    return;
+  }
+  const std::string cause = f.errbuf[0] != '\0' ? std::string(f.errbuf) : curl_easy_strerror(code);
+  if (f.total && f.received == *f.total) {
+    // Every byte is here (also when the connection broke just after the last one, or a resume
+    // asked for the empty rest and got 416): whatever this attempt said is moot.
+    f.ended = true;
+    maybe_finish(f);
+    return;
+  }
+  if (code == CURLE_OK && f.status >= 200 && f.status < 300) {
+    retry_or_fail(f, S3Error::Unreachable, "the connection ended early");
+    return;
+  }
+  if (code == CURLE_OK) {
+    S3ErrorBody body = parse_s3_error(f.error_body);
+    std::string said = "HTTP " + std::to_string(f.status);
+    if (!body.code.empty()) said += " " + body.code;
+    if (!body.message.empty()) said += ": " + body.message;
+    const std::string remote = "bucket \"" + f.bucket.bucket + "\" at " + f.bucket.endpoint;
+    if (f.status >= 500) {
+      retry_or_fail(f, S3Error::Unreachable, "the endpoint answered " + said);
+    } else if (f.status == 403 || auth_code(body.code)) {
+      f.fail(S3Error::AccessDenied, remote + " refused the request (" + said + ")");
+    } else if (body.code == "NoSuchBucket") {
+      f.fail(S3Error::NoSuchBucket, "no " + remote + " (" + said + ")");
+    } else if (body.code == "NoSuchVersion" ||
+               (!f.version.empty() && body.code == "InvalidArgument")) {
+      f.fail(S3Error::NoSuchVersion, "no version \"" + f.version + "\" of key \"" + f.key +
+                                         "\" in " + remote + " (" + said + ")");
+    } else if (f.status == 404) {
+      f.fail(S3Error::NoSuchKey, "no key \"" + f.key + "\" in " + remote + " (" + said + ")");
+    } else if (f.status == 412) {
+      f.fail(S3Error::BadResponse, f.where() + " changed during the fetch; retry (" + said + ")");
+    } else {
+      f.fail(S3Error::BadResponse, f.where() + ": unexpected answer " + said);
+    }
+    maybe_finish(f);
+    return;
+  }
+  switch (code) {
+    case CURLE_OPERATION_TIMEDOUT:
+      retry_or_fail(f, S3Error::TimedOut, cause);
+      return;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+      retry_or_fail(f, S3Error::Unreachable, cause);
+      return;
+    default:
+      f.fail(S3Error::Unreachable, f.bucket.endpoint + ": " + cause);
+      maybe_finish(f);
+      return;
+  }
+}
+
+void S3Client::retry_or_fail(Fetch& f, S3Error error, std::string detail) {
+  std::uint64_t elapsed = uv_now(loop_) - f.started_ms;
+  if (f.attempts > f.bucket.retries || elapsed >= kMaxFetchSeconds * 1000) {
+    f.fail(error, f.where() + " at " + f.bucket.endpoint + ": " + detail + " (after " +
+                      std::to_string(f.attempts) + " attempts, " + std::to_string(f.received) +
+                      " bytes received)");
+    maybe_finish(f);
+    return;
+  }
+  std::uint64_t backoff_ms = std::min<std::uint64_t>(250u << std::min(f.attempts - 1, 5u), 8000);
+  LOG_WARN("s3", "%s: %s; retrying in %llu ms from byte %llu", f.where().c_str(), detail.c_str(),
+           static_cast<unsigned long long>(backoff_ms),
+           static_cast<unsigned long long>(f.received));
+  uv_timer_start(
+      &f.timer,
+      [](uv_timer_t* t) {
+        auto& fetch = *static_cast<Fetch*>(t->data);
+        if (fetch.error) {
+          fetch.client->maybe_finish(fetch);
+          return;
+        }
+        fetch.client->start_attempt(fetch);
+      },
+      backoff_ms, 0);
+}
+
+void S3Client::maybe_finish(Fetch& f) {
+  if (!f.ended || f.closing || f.write_in_flight || f.in_transfer) return;
+  if (!f.error && !f.pending.empty()) {
+    f.start_write();
+    if (f.write_in_flight) return;
+  }
+  f.closing = true;
+  uv_timer_stop(&f.timer);
+  uv_close(reinterpret_cast<uv_handle_t*>(&f.timer), [](uv_handle_t* h) {
+    auto& fetch = *static_cast<Fetch*>(h->data);
+    S3Client& client = *fetch.client;
+    S3FetchResult result;
+    result.error = fetch.error;
+    result.detail = std::move(fetch.detail);
+    result.object.size = fetch.total.value_or(0);
+    result.object.etag = std::move(fetch.etag);
+    result.object.version_id = std::move(fetch.version_id);
+    result.object.attempts = fetch.attempts;
+    Done done = std::move(fetch.done);
+    auto it = std::find_if(client.fetches_.begin(), client.fetches_.end(),
+                           [&](const auto& p) { return p.get() == &fetch; });
+    CHUNKD_ASSERT(it != client.fetches_.end());
+    client.fetches_.erase(it);  // `fetch` is gone from here on
+    done(std::move(result));
+  });
+}
+
+void S3Client::cancel_all() {
+  std::vector<Fetch*> all;
+  for (auto& f : fetches_) all.push_back(f.get());
+  for (Fetch* f : all) {
+    f->fail(S3Error::Cancelled, f->where() + ": chunkd is shutting down");
+    if (f->in_transfer) {
+      curl_.remove(f->easy);
+      f->in_transfer = false;
+    }
+    maybe_finish(*f);
+  }
+}
+
+}  // namespace chunkd::io
