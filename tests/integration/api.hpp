@@ -182,8 +182,9 @@ class Stack {
     std::string key = put(id + ".bin", bytes);
     auto r = create(id, {{0, "fw", key, std::nullopt}});
     if (r.status != 201 && r.status != 200) {
-      return ::testing::AssertionFailure()
-             << "create " << id << ": " << r.status << " " << r.body << " " << r.error;
+      return ::testing::AssertionFailure() << "create " << id << ": " << r.status << " " << r.body
+                                           << " " << r.error << "\nchunkd's log:\n"
+                                           << daemon().log();
     }
     return ::testing::AssertionSuccess();
   }
