@@ -66,6 +66,18 @@ std::vector<std::string> fetch_fds(pid_t pid) {
   return out;
 }
 
+// Waits (up to ~12 s) until one of the daemon's fetch files has its first bytes.
+bool wait_until_fetch_arrives(pid_t pid) {
+  for (int i = 0; i < 60000; ++i) {
+    for (const std::string& fd : fetch_fds(pid)) {
+      struct stat st {};
+      if (::stat(fd.c_str(), &st) == 0 && st.st_size > 0) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return false;
+}
+
 std::size_t entries(const std::string& dir) {
   std::size_t n = 0;
   DIR* d = ::opendir(dir.c_str());
@@ -459,14 +471,7 @@ TEST(S3SourceStalled, DeliveryGoesOnWhileAFetchIsStalled) {
                         create_body({{0, "s3fw", "big.bin", std::nullopt}}),
                         {{"Content-Type", "application/json"}});
   });
-  bool arriving = false;
-  for (int i = 0; i < 60000 && !arriving; ++i) {
-    for (const std::string& fd : fetch_fds(stack.daemon().pid())) {
-      struct stat st {};
-      if (::stat(fd.c_str(), &st) == 0 && st.st_size > 0) arriving = true;
-    }
-    if (!arriving) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
+  const bool arriving = wait_until_fetch_arrives(stack.daemon().pid());
   s3.pause();
   ASSERT_TRUE(arriving) << stack.daemon().log(8000);
   auto result = download(*dev, "local", 0);
@@ -546,14 +551,7 @@ TEST(S3SourceKilled, AServerKilledMidTransferLeavesNothingBehind) {
                         {{"Content-Type", "application/json"}});
   });
   // Wait until the object has started to arrive, then stop the server where it is.
-  bool arriving = false;
-  for (int i = 0; i < 60000 && !arriving; ++i) {
-    for (const std::string& fd : fetch_fds(stack.daemon().pid())) {
-      struct stat st {};
-      if (::stat(fd.c_str(), &st) == 0 && st.st_size > 0) arriving = true;
-    }
-    if (!arriving) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
+  const bool arriving = wait_until_fetch_arrives(stack.daemon().pid());
   s3.pause();
   ASSERT_TRUE(arriving) << stack.daemon().log(8000);
   std::uint64_t seen = 0;

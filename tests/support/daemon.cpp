@@ -360,26 +360,10 @@ bool TestDaemon::start(bool wait_ready, int timeout_ms) {
 
 int TestDaemon::stop(int timeout_ms) {
   if (pid_ <= 0) return -2000;
-  ::kill(pid_, SIGTERM);
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  int status = 0;
-  while (Clock::now() < deadline) {
-    pid_t r = ::waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      pid_ = -1;
-      last_status_ = status_code(status);
-      return last_status_;
-    }
-    if (r < 0 && errno != EINTR) {
-      pid_ = -1;
-      return -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ::kill(pid_, SIGKILL);
-  ::waitpid(pid_, &status, 0);
+  const int status = stop_child(pid_, timeout_ms);
   pid_ = -1;
-  last_status_ = -1000;
+  if (status == -1) return -1;
+  last_status_ = status == kChildKilled ? -1000 : status_code(status);
   return last_status_;
 }
 

@@ -29,4 +29,11 @@ std::string make_temp_dir(const std::string& name, std::string& error);
 pid_t spawn(const std::vector<char*>& argv, char* const* envp, int out_fd, int err_fd,
             std::string& error);
 
+// What stop_child() returns when `pid` did not exit in time and was killed with SIGKILL.
+inline constexpr int kChildKilled = -2;
+// SIGTERM to `pid`, then waits up to `timeout_ms` for it to exit; past that, SIGKILL and reap.
+// Returns the wait status (>= 0) when it exited in time, kChildKilled when it had to be killed,
+// -1 when it could not be waited for (not our child, or already reaped).
+int stop_child(pid_t pid, int timeout_ms);
+
 }  // namespace chunkd::test

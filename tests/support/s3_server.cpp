@@ -198,18 +198,9 @@ void TestS3Server::kill9() {
 void TestS3Server::stop() {
   if (pid_ <= 0) return;
   resume();
-  ::kill(pid_, SIGTERM);
-  const auto deadline = Clock::now() + std::chrono::seconds(5);
-  int status = 0;
-  while (Clock::now() < deadline) {
-    pid_t r = ::waitpid(pid_, &status, WNOHANG);
-    if (r == pid_ || (r < 0 && errno == ECHILD)) {
-      pid_ = -1;
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  kill9();
+  stop_child(pid_, 5000);
+  pid_ = -1;
+  paused_ = false;
 }
 
 }  // namespace chunkd::test
