@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "base/expected.hpp"
 #include "io/mqtt_failure.hpp"
 
 namespace chunkd::io {
@@ -80,5 +81,13 @@ struct MqttStats {
   // Failed connection attempts by cause (index: MqttFailure), every attempt counted.
   std::array<std::uint64_t, kMqttFailureCount> connect_failures{};
 };
+
+// The REQUIRES of MqttPool::start: the config loader's bounds above; aborts (CHUNKD_ASSERT) when
+// one is broken. `uri_tls`: the URI is ssl://.
+void assert_mqtt_options(const MqttOptions& o, bool uri_tls);
+// For an ssl:// URI: each TLS file given is readable now (the config loader checked them, but
+// they may have changed since), the CA file holds a certificate and the key matches its
+// certificate (io::check_tls_files). The error names the mqtt.* key.
+Expected<void> check_mqtt_tls_files(const MqttOptions& o);
 
 }  // namespace chunkd::io

@@ -51,34 +51,6 @@ std::uint64_t fnv1a64(std::string_view s) {
   return h;
 }
 
-// A runtime check: the config loader checked the files too, but they may have changed since.
-Expected<void> check_readable(const char* key, const std::string& path) {
-  if (path.empty()) return {};
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return fail(std::error_code(errno, std::generic_category()),
-                std::string("mqtt.") + key + " '" + path + "' is not readable");
-  }
-  ::close(fd);
-  return {};
-}
-
-// REQUIRES of MqttPool::start (io/mqtt_options.hpp): the config loader's bounds.
-void assert_options(const MqttOptions& o, const MqttUri& uri) {
-  CHUNKD_ASSERT(o.connections >= 1 && o.connections <= kMqttMaxConnections);
-  CHUNKD_ASSERT(!o.client_id.empty() && o.client_id.size() <= kMqttMaxClientIdBytes);
-  CHUNKD_ASSERT(o.keepalive_s >= kMqttMinKeepaliveS && o.keepalive_s <= kMqttMaxKeepaliveS);
-  CHUNKD_ASSERT(o.reconnect_min_ms >= 1 && o.reconnect_min_ms <= o.reconnect_max_ms);
-  CHUNKD_ASSERT(o.max_queued_bytes >= 1 && o.max_queued_bytes <= kMqttMaxQueuedBytes);
-  CHUNKD_ASSERT(o.subscribe_qos >= 0 && o.subscribe_qos <= kMqttMaxQos);
-  for (const std::string& filter : o.subscriptions) {
-    CHUNKD_ASSERT(!filter.empty() && mosquitto_sub_topic_check(filter.c_str()) == MOSQ_ERR_SUCCESS);
-  }
-  CHUNKD_ASSERT(!o.username.empty() || o.password.empty());
-  CHUNKD_ASSERT(o.cert_file.empty() == o.key_file.empty());
-  CHUNKD_ASSERT(uri.tls || (o.ca_file.empty() && o.cert_file.empty() && o.key_file.empty()));
-}
-
 }  // namespace
 
 struct MqttPool::Impl final : MqttConnection::Events {
@@ -142,14 +114,9 @@ struct MqttPool::Impl final : MqttConnection::Events {
       return fail(uri.error().code, "mqtt.uri '" + options_.uri + "': " + uri.error().detail);
     }
     uri_ = std::move(*uri);
-    assert_options(options_, uri_);
+    assert_mqtt_options(options_, uri_.tls);
     if (uri_.tls) {
-      for (const auto& [key, path] :
-           {std::pair{"ca_file", &options_.ca_file}, std::pair{"cert_file", &options_.cert_file},
-            std::pair{"key_file", &options_.key_file}}) {
-        if (auto ok = check_readable(key, *path); !ok) return ok;
-      }
-      if (auto ok = check_tls_files(options_); !ok) return ok;
+      if (auto ok = check_mqtt_tls_files(options_); !ok) return ok;
     }
     ensure_lib_init();
     for (std::size_t i = 0; i < options_.connections; ++i) {
