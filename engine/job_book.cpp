@@ -66,6 +66,7 @@ std::uint64_t Job::terminal_count() const {
 void JobChanges::merge(JobChanges other) {
   for (auto& e : other.executions) executions.push_back(std::move(e));
   jobs.merge(other.jobs);
+  deleted.merge(other.deleted);
   notify_next.merge(other.notify_next);
   aborted.merge(other.aborted);
   released += other.released;
@@ -303,7 +304,7 @@ JobChanges JobBook::remove(std::string_view id) {
     if (list.empty()) by_thing_.erase(thing);
     execution_count_--;
   }
-  changes.jobs.insert(job.plan.id);
+  changes.deleted.insert(job.plan.id);
   jobs_.erase(it);
   for (auto& [thing, was] : before) note_pending_change(thing, was, changes);
   return changes;

@@ -83,11 +83,12 @@ struct Job {
 struct JobChanges {
   std::vector<protocol::JobExecution> executions;  // new or changed, whole records
   std::set<std::string> jobs;                      // ids whose job record changed
+  std::set<std::string> deleted;                   // ids of jobs removed (with their executions)
   std::set<std::string> notify_next;               // things whose next pending execution changed
   std::set<std::string> aborted;                   // ids of jobs aborted by their criteria
   std::uint64_t released = 0;
   std::uint64_t timed_out = 0;
-  bool empty() const { return executions.empty() && jobs.empty(); }
+  bool empty() const { return executions.empty() && jobs.empty() && deleted.empty(); }
   void merge(JobChanges other);
 };
 
