@@ -60,6 +60,7 @@ const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
        {"relax_version_check", "per_thing_queue_requests", "global_queue_requests",
         "per_thing_blocks_per_s", "global_blocks_per_s", "max_publish_in_flight_mib", "quantum_kib",
         "max_open_files"}},
+      {"jobs", {"enabled", "max_jobs", "max_executions", "thing_requests_per_s"}},
       {"log", {"level"}},
   };
   return keys;
@@ -127,6 +128,10 @@ constexpr IntegerKey kIntegerKeys[] = {
      [](Config& c, std::uint64_t v) { c.delivery.scheduler.quantum_bytes = v; }},
     {"delivery", "max_open_files", 1, 65536, Unit::Same,
      [](Config& c, std::uint64_t v) { c.delivery.cache.max_open_files = v; }},
+    {"jobs", "max_jobs", 1, 100000, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.jobs.max_jobs = v; }},
+    {"jobs", "max_executions", 1, 10000000, Unit::Same,
+     [](Config& c, std::uint64_t v) { c.jobs.max_executions = v; }},
 };
 
 struct NumberKey {
@@ -142,6 +147,8 @@ constexpr NumberKey kNumberKeys[] = {
      [](Config& c) -> double& { return c.delivery.scheduler.per_thing_blocks_per_s; }},
     {"delivery", "global_blocks_per_s", 0, 1e9,
      [](Config& c) -> double& { return c.delivery.scheduler.global_blocks_per_s; }},
+    {"jobs", "thing_requests_per_s", 0.1, 1000,
+     [](Config& c) -> double& { return c.jobs.thing_requests_per_s; }},
 };
 // clang-format on
 
@@ -377,6 +384,7 @@ void read_log(Section& s, Config& c) {
 // Values one section sets for modules configured by another.
 void share_values(Config& c) {
   c.delivery.cache.data_dir = c.store.data_dir;
+  c.jobs.topic_prefix = c.delivery.topic_prefix;
   protocol::TopicCodec codec(c.delivery.topic_prefix);
   c.mqtt.subscriptions = {codec.subscription(protocol::Verb::Get),
                           codec.subscription(protocol::Verb::Describe)};
@@ -411,6 +419,11 @@ Result validate(const toml::table& root, const std::string& config_dir) {
   {
     Section s = section("delivery");
     read_delivery(s, c);
+  }
+  {
+    Section s = section("jobs");
+    s.boolean("enabled", c.jobs.enabled);
+    read_numeric_keys(s, c);
   }
   {
     Section s = section("log");

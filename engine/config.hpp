@@ -25,6 +25,7 @@
 #include "engine/content_store.hpp"
 #include "engine/control_service.hpp"
 #include "engine/delivery.hpp"
+#include "engine/job_options.hpp"
 #include "io/http_server.hpp"
 #include "io/log.hpp"
 #include "io/mqtt_pool.hpp"
@@ -62,6 +63,9 @@ struct Config {
   // [delivery] (delivery.scheduler, delivery.cache.max_open_files), [cache] capacity_mib
   // (delivery.cache), and the mqtt/storage values above (engine/delivery_options.hpp).
   DeliveryOptions delivery;
+
+  // [jobs] (engine/job_options.hpp); topic_prefix from mqtt.topic_prefix.
+  JobOptions jobs;
 
   // [log] level
   io::LogLevel log_level = io::LogLevel::Info;

@@ -125,6 +125,10 @@ const Setting kSettings[] = {
      }},
     {"delivery.max_open_files",
      [](const Config& c) { return show(std::uint64_t{c.delivery.cache.max_open_files}); }},
+    {"jobs.enabled", [](const Config& c) { return show(c.jobs.enabled); }},
+    {"jobs.max_jobs", [](const Config& c) { return show(std::uint64_t{c.jobs.max_jobs}); }},
+    {"jobs.max_executions", [](const Config& c) { return show(c.jobs.max_executions); }},
+    {"jobs.thing_requests_per_s", [](const Config& c) { return show(c.jobs.thing_requests_per_s); }},
     {"log.level", [](const Config& c) { return std::string(io::log_level_name(c.log_level)); },
      [](Config& to, const Config& from) { to.log_level = from.log_level; }},
 };

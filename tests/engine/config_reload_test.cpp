@@ -144,6 +144,9 @@ TEST_F(ConfigReloadTest, SettingsNeedingARestart) {
       {"", "[cache]\ncapacity_mib = 64\n", "cache.capacity_mib"},
       {"", "[delivery]\nrelax_version_check = true\n", "delivery.relax_version_check"},
       {"", "[delivery]\nmax_open_files = 8\n", "delivery.max_open_files"},
+      {"", "[jobs]\nenabled = false\n", "jobs.enabled"},
+      {"", "[jobs]\nmax_jobs = 5\n", "jobs.max_jobs"},
+      {"", "[jobs]\nthing_requests_per_s = 2.5\n", "jobs.thing_requests_per_s"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.key + ": " + c.next);

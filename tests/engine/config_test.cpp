@@ -76,6 +76,11 @@ TEST_F(ConfigTest, EmptyFileGivesEveryDefault) {
   EXPECT_EQ(c.control.http.idle_timeout_ms, 60000);
   EXPECT_EQ(c.control.http.request_timeout_ms, 10000);
   EXPECT_EQ(c.control.service.max_concurrent_ingests, 2u);
+  EXPECT_TRUE(c.jobs.enabled);
+  EXPECT_EQ(c.jobs.max_jobs, 1000u);
+  EXPECT_EQ(c.jobs.max_executions, 100000u);
+  EXPECT_EQ(c.jobs.thing_requests_per_s, 10.0);
+  EXPECT_EQ(c.jobs.topic_prefix, "$aws/things");
   EXPECT_EQ(c.control.http.max_buffered_bytes, 32u << 20);
   EXPECT_EQ(c.control.http.max_connections_per_client, 64u);
   EXPECT_EQ(c.store.data_dir, dir_ + "/var/chunkd");
@@ -313,6 +318,8 @@ TEST_F(ConfigTest, EveryBoundRejects) {
       {"delivery", "max_open_files", 1, 65536},
       {"delivery", "per_thing_blocks_per_s", 0, 1000000000},
       {"delivery", "global_blocks_per_s", 0, 1000000000},
+      {"jobs", "max_jobs", 1, 100000},
+      {"jobs", "max_executions", 1, 10000000},
   };
   for (const Bound& b : bounds) {
     const auto toml = [&](long long v) {
