@@ -287,6 +287,12 @@ void ControlService::remove(std::string id, Responder& respond) {
     respond(api_error(ApiErrorCode::NotFound, "no stream " + id));
     return;
   }
+  if (auto job = jobs_ ? jobs_->job_using_stream(id) : std::nullopt) {
+    respond(api_error(ApiErrorCode::AlreadyExists,
+                      "stream " + id + " is delivered by job " + *job +
+                          ", which is not finished: cancel or delete the job first"));
+    return;
+  }
   auto op = std::make_unique<Op>();
   op->service = this;
   op->kind = Op::Kind::Delete;

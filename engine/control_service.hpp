@@ -1,7 +1,7 @@
 // The HTTP control API of SPEC.md §2: the handler plugged into io::HttpServer.
 //
 // Routes: POST/GET/PUT/DELETE /streams/{id}, GET /streams (paginated), GET /healthz, GET /metrics;
-// HEAD wherever GET.
+// HEAD wherever GET; /jobs and /jobs/... handed to the jobs service (set_jobs) once auth passed.
 // An unknown path is 404 NOT_FOUND; a known path with another method is 405 METHOD_NOT_ALLOWED with
 // an Allow header. Every answer is the envelope of protocol/control.hpp.
 //
@@ -59,6 +59,7 @@
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
 #include "engine/content_store.hpp"
+#include "engine/jobs_http.hpp"
 #include "engine/metrics.hpp"
 #include "engine/s3_bucket.hpp"
 #include "engine/s3_source.hpp"
@@ -109,6 +110,10 @@ class ControlService {
   // The io::HttpServer Authorize hook: the 401 of a route needing the token, decided on the head
   // alone (before any body byte is buffered), or nullopt. Counted like handle()'s answers.
   std::optional<io::HttpResponse> authorize(const io::HttpRequest& head);
+
+  // The jobs routes (/jobs, /jobs/...: 404 while unset) and the check that a stream an unfinished
+  // job delivers is not deleted (409). `jobs` outlives this service or is reset to null first.
+  void set_jobs(JobsHttp* jobs) { jobs_ = jobs; }
 
   // /healthz answers 200 while ready (the MQTT pool connected and subscribed).
   void set_ready(bool ready) { ready_ = ready; }
@@ -171,6 +176,7 @@ class ControlService {
   const Clock& clock_;
   ControlOptions options_;
   const StreamHealth* health_;
+  JobsHttp* jobs_ = nullptr;
   std::map<std::string, int, std::less<>> bucket_fds_;
   std::unique_ptr<S3Source> s3_;
   bool s3_closed_ = false;

@@ -30,7 +30,7 @@ using Responder = io::HttpServer::Responder;
 constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4";
 
 // The paths the API serves, and what every route on one of them shares.
-enum class Resource { Collection, Item, Health, MetricsPage };
+enum class Resource { Collection, Item, Health, MetricsPage, Jobs };
 
 struct ResourceRule {
   const char* allow;           // the Allow header of a 405
@@ -42,9 +42,12 @@ const ResourceRule& rule_of(Resource resource) {
   static const ResourceRule collection{"GET, HEAD", true, true};
   static const ResourceRule item{"GET, HEAD, POST, PUT, DELETE", true, true};
   static const ResourceRule open_page{"GET, HEAD", false, false};
+  static const ResourceRule jobs{"", true, true};  // the jobs service answers its own 405s
   switch (resource) {
     case Resource::Collection:
       return collection;
+    case Resource::Jobs:
+      return jobs;
     case Resource::Item:
       return item;
     default:
@@ -60,6 +63,7 @@ std::optional<Resource> match_resource(std::string_view path, std::string_view& 
     id = path.substr(9);
     return Resource::Item;
   }
+  if (path == "/jobs" || path.rfind("/jobs/", 0) == 0) return Resource::Jobs;
   if (path == "/healthz") return Resource::Health;
   if (path == "/metrics") return Resource::MetricsPage;
   return std::nullopt;
@@ -118,9 +122,16 @@ const ControlService::Route* ControlService::find_route(int resource, std::strin
        [](S& self, std::string_view, R, Responder& respond) { self.health(respond); }},
       {Resource::MetricsPage, "GET", "metrics",
        [](S& self, std::string_view, R, Responder& respond) { self.metrics_page(respond); }},
+      {Resource::Jobs, "*", "jobs",
+       [](S& self, std::string_view, R request, Responder& respond) {
+         self.jobs_->serve(request, std::move(respond));
+       }},
   };
   for (const Route& route : routes) {
-    if (static_cast<int>(route.resource) == resource && route.method == method) return &route;
+    if (static_cast<int>(route.resource) == resource &&
+        (route.method == method || route.method == "*")) {
+      return &route;
+    }
   }
   return nullptr;
 }
@@ -138,7 +149,7 @@ void ControlService::handle(io::HttpRequest&& request, Responder respond) {
     respond(std::move(r));
   };
 
-  if (!resource) {
+  if (!resource || (*resource == Resource::Jobs && jobs_ == nullptr)) {
     counted(api_error(ApiErrorCode::NotFound, "no such resource: " + request.path));
     return;
   }
