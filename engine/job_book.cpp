@@ -371,6 +371,11 @@ std::optional<std::string> JobBook::job_using_stream(std::string_view stream_id)
   return std::nullopt;
 }
 
+std::size_t JobBook::jobs_in(JobStatus status) const {
+  return static_cast<std::size_t>(std::count_if(
+      jobs_.begin(), jobs_.end(), [status](const auto& kv) { return kv.second->status == status; }));
+}
+
 std::array<std::uint64_t, protocol::kExecutionStatusCount> JobBook::counts() const {
   std::array<std::uint64_t, protocol::kExecutionStatusCount> total{};
   for (const auto& [id, job] : jobs_) {

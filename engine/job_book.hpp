@@ -128,6 +128,7 @@ class JobBook {
   std::optional<std::string> job_using_stream(std::string_view stream_id) const;
 
   std::size_t jobs() const { return jobs_.size(); }
+  std::size_t jobs_in(protocol::JobStatus status) const;
   std::uint64_t executions() const { return execution_count_; }
   std::array<std::uint64_t, protocol::kExecutionStatusCount> counts() const;
 

@@ -1,0 +1,130 @@
+// JobService: the jobs API of docs/jobs.md, over MQTT for devices (their OTA agents) and over HTTP
+// for operators, with the policy of engine/job_book.hpp and the durability of
+// engine/job_writer.hpp.
+//
+// Path of a device request (on_message): the topic (protocol/jobs_topic.hpp) → the per-thing rate
+// (RequestThrottled beyond jobs.thing_requests_per_s, or while the writer is full) → the thing is
+// seen (pattern targets match it) → the payload (protocol/jobs_request.hpp) → the decision
+// (protocol/jobs_update.hpp) applied to the book → the reply encoded at once
+// (protocol/jobs_reply.hpp) → sent, with notify-next and notify to every thing whose next pending
+// execution changed, once the writer says the change is durable.
+//
+// The OTA agent never subscribes to $next/get/accepted: DescribeJobExecution of $next is also
+// answered on notify-next (the same execution, or none).
+//
+// A reply the transport refuses (backpressure, no connection) is dropped and counted; a refused
+// notify-next is owed and sent again (with the state of then) on the next tick, since an agent
+// waits for it and never asks again.
+//
+// A tick each second: rollout releases, in-progress time-outs, owed notifications.
+//
+// Metrics: chunkd_jobs{status}, chunkd_job_executions{status}, chunkd_jobs_requests_total{api,
+// result}, chunkd_jobs_released_total, chunkd_jobs_aborted_total, chunkd_jobs_timed_out_total,
+// chunkd_jobs_notifications_total{result}, and the writer's.
+//
+// Thread: loop thread only. open() before serving, close() before destruction.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/catalog.hpp"
+#include "engine/clock.hpp"
+#include "engine/job_book.hpp"
+#include "engine/job_options.hpp"
+#include "engine/job_writer.hpp"
+#include "engine/jobs_http.hpp"
+#include "engine/metrics.hpp"
+#include "engine/token_bucket.hpp"
+#include "engine/transport.hpp"
+#include "protocol/jobs_request.hpp"
+#include "protocol/jobs_topic.hpp"
+
+namespace chunkd::engine {
+
+class JobService final : public JobsHttp {
+ public:
+  // `store` writes a batch (engine/job_writer.hpp). The catalog gives OTA jobs their file sizes.
+  JobService(uv_loop_t* loop, const Catalog& catalog, Transport& transport, JobWriter::Store store,
+             Metrics& metrics, const Clock& clock, JobOptions options);
+  ~JobService() override;
+  JobService(const JobService&) = delete;
+  JobService& operator=(const JobService&) = delete;
+
+  // The jobs as stored; starts the tick.
+  void open(std::vector<Job> stored);
+
+  // A device message. False when `topic` is not under <prefix>/<thing>/jobs/ (the caller hands
+  // it to the stream delivery); true when it was handled (answered, rejected or dropped).
+  bool on_message(std::string_view topic, std::span<const std::byte> payload);
+
+  void serve(const io::HttpRequest& request, io::HttpServer::Responder respond) override;
+  std::optional<std::string> job_using_stream(std::string_view stream_id) const override;
+
+  const JobBook& book() const { return book_; }
+
+  // Stops the tick, waits for the writer (bounded by `timeout_ms`), then `done`.
+  void close(std::uint64_t timeout_ms, std::function<void()> done);
+
+ private:
+  struct Outgoing;
+  void device_request(const protocol::ParsedJobsTopic& t, std::string_view topic,
+                      std::span<const std::byte> payload);
+  bool throttled(std::string_view thing);
+  JobChanges get_pending(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
+                   Outgoing& out);
+  JobChanges describe(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
+                Outgoing& out);
+  JobChanges start_next(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
+                  Outgoing& out);
+  JobChanges update(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
+              Outgoing& out);
+  void reject(const protocol::ParsedJobsTopic& t, protocol::JobsErrorCode code,
+              std::string message, const std::optional<std::string>& client_token,
+              const protocol::JobExecution* state, Outgoing& out);
+  // notify-next and notify for each thing of `changes`, encoded now, into `out`.
+  void add_notifications(const JobChanges& changes, Outgoing& out);
+  void add_notify_next(const std::string& thing, Outgoing& out);
+  // Records `changes` and sends `out` once they are durable.
+  void commit(JobChanges changes, Outgoing out);
+  void send(Outgoing& out);
+  void tick();
+  void count(std::string_view api, std::string_view result);
+  void register_metrics();
+  std::optional<std::string_view> document_of(const protocol::JobExecution& e) const;
+  std::int64_t unix_ms() const { return clock_.unix_ms(); }
+
+  // HTTP (engine/job_service_http.cpp).
+  void create_job(std::string id, const io::HttpRequest& request,
+                  io::HttpServer::Responder& respond);
+
+  uv_loop_t* loop_;
+  const Catalog& catalog_;
+  Transport& transport_;
+  Metrics& metrics_;
+  const Clock& clock_;
+  JobOptions options_;
+  protocol::JobsTopicCodec topics_;
+  JobBook book_;
+  JobWriter writer_;
+  RateLimit rate_;
+  std::map<std::string, RateLimit::Bucket, std::less<>> buckets_;  // per thing, idle ones evicted
+  std::set<std::string, std::less<>> owed_notify_;                 // refused notify-next
+  uv_timer_t* tick_ = nullptr;  // freed by its close callback
+  bool closing_ = false;
+  Counter* released_ = nullptr;
+  Counter* aborted_ = nullptr;
+  Counter* timed_out_ = nullptr;
+};
+
+}  // namespace chunkd::engine
