@@ -26,7 +26,9 @@ bool valid_job_id(std::string_view id) {
   return true;
 }
 
-std::string_view to_string(ExecutionStatus s) { return kExecutionNames[static_cast<int>(s)]; }
+std::string_view to_string(ExecutionStatus s) {
+  return kExecutionNames[static_cast<std::size_t>(s)];
+}
 
 std::optional<ExecutionStatus> execution_status_from_string(std::string_view text) {
   for (std::size_t i = 0; i < kExecutionNames.size(); ++i) {
@@ -58,7 +60,7 @@ bool service_may_set(ExecutionStatus from, ExecutionStatus to) {
          to == ExecutionStatus::Removed;
 }
 
-std::string_view to_string(JobStatus s) { return kJobNames[static_cast<int>(s)]; }
+std::string_view to_string(JobStatus s) { return kJobNames[static_cast<std::size_t>(s)]; }
 
 std::optional<JobStatus> job_status_from_string(std::string_view text) {
   for (std::size_t i = 0; i < kJobNames.size(); ++i) {
