@@ -17,10 +17,10 @@ namespace chunkd::io {
 namespace detail {
 namespace {
 
-// Version history: 1, the first release; 2 added streams.allowed_things. A database of an older
-// version is migrated forward on open (kMigrations), in one transaction with the version bump; a
-// newer one is refused.
-constexpr int kSchemaVersion = 2;
+// Version history: 1, the first release; 2 added streams.allowed_things; 3 added the jobs tables
+// (kJobsSchema). A database of an older version is migrated forward on open (kMigrations), in one
+// transaction with the version bump; a newer one is refused.
+constexpr int kSchemaVersion = 3;
 
 class SqliteCategory final : public std::error_category {
  public:
@@ -81,10 +81,41 @@ CREATE TABLE stream_files (
 ) WITHOUT ROWID;
 )sql";
 
+// The store of jobs (io/job_store.cpp): created with kSchema on a fresh database, and by the
+// migration that introduced it on an older one. Times are milliseconds since the Unix epoch.
+constexpr const char* kJobsSchema = R"sql(
+CREATE TABLE jobs (
+  id                 TEXT PRIMARY KEY NOT NULL,
+  spec               TEXT NOT NULL,  -- the create body as chunkd re-reads it (JSON)
+  document           TEXT NOT NULL,  -- the job document devices get (JSON)
+  stream_id          TEXT,           -- an OTA job's stream, else NULL
+  status             TEXT NOT NULL,
+  reason_code        TEXT NOT NULL,
+  comment            TEXT NOT NULL,
+  created_at_ms      INTEGER NOT NULL,
+  last_updated_at_ms INTEGER NOT NULL,
+  completed_at_ms    INTEGER NOT NULL
+);
+CREATE INDEX jobs_by_stream ON jobs (stream_id) WHERE stream_id IS NOT NULL;
+CREATE TABLE job_executions (
+  job_id             TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  thing              TEXT NOT NULL,
+  status             TEXT NOT NULL,
+  status_details     BLOB NOT NULL,  -- io/job_store.cpp encode_details
+  queued_at_ms       INTEGER NOT NULL,
+  started_at_ms      INTEGER NOT NULL,
+  last_updated_at_ms INTEGER NOT NULL,
+  version_number     INTEGER NOT NULL,
+  execution_number   INTEGER NOT NULL,
+  PRIMARY KEY (job_id, thing)
+) WITHOUT ROWID;
+)sql";
+
 // kMigrations[v - 1] brings a version-v schema to version v + 1. A column added here is also in
 // kSchema, which creates the current version directly.
 constexpr const char* kMigrations[] = {
     "ALTER TABLE streams ADD COLUMN allowed_things TEXT;",  // 1 → 2: NULL keeps every thing
+    kJobsSchema,                                            // 2 → 3: the jobs tables
 };
 static_assert(std::size(kMigrations) == kSchemaVersion - 1, "one migration per version step");
 
@@ -148,6 +179,7 @@ int configure(sqlite3* db, std::string& step, std::string& message) {
   if (version == 0) {
     step = "create the schema";
     script += kSchema;
+    script += kJobsSchema;
   } else {
     step = "migrate the schema from version " + std::to_string(version) + " to " +
            std::to_string(kSchemaVersion);

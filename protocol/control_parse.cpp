@@ -24,8 +24,7 @@
 namespace chunkd::protocol {
 namespace {
 
-namespace dom = simdjson::dom;
-using detail::Problems;
+using namespace detail;
 
 // Our bodies nest four levels (body → files → entry → s3Location); anything much deeper is junk.
 constexpr std::size_t kMaxJsonDepth = 16;
@@ -34,6 +33,11 @@ constexpr std::size_t kMaxEchoedKeyBytes = 64;
 constexpr std::size_t kMaxBucketBytes = 255;
 constexpr std::size_t kMaxKeyBytes = 1024;
 constexpr std::size_t kMaxVersionChars = 128;
+
+}  // namespace
+
+// Shared with the other control-body parsers through control_internal.hpp.
+namespace detail {
 
 // --- UTF-8 -------------------------------------------------------------------------------------
 
@@ -117,6 +121,9 @@ std::optional<std::string> check_description(dom::element v, const std::string& 
   return std::string(*s);
 }
 
+}  // namespace detail
+namespace {
+
 std::optional<std::string> check_role_arn(dom::element v, const std::string& field,
                                           Problems& problems) {
   auto s = as_string(v, field, problems);
@@ -167,6 +174,9 @@ std::optional<std::string> check_version(dom::element v, const std::string& fiel
   return std::string(*s);
 }
 
+}  // namespace
+namespace detail {
+
 std::optional<std::uint32_t> check_file_id(dom::element v, const std::string& field,
                                            Problems& problems) {
   const auto t = v.type();
@@ -186,28 +196,8 @@ std::optional<std::uint32_t> check_file_id(dom::element v, const std::string& fi
   return static_cast<std::uint32_t>(n);
 }
 
-// Walks the members of an object: reports keys given twice and keys not in `known`, and calls
-// `on_member(index_in_known, value)` for the first occurrence of each known key.
-template <std::size_t N, class F>
-void for_members(dom::object obj, const std::array<std::string_view, N>& known,
-                 std::string_view base, Problems& problems, F&& on_member) {
-  std::array<bool, N> seen{};
-  for (dom::key_value_pair kv : obj) {
-    const auto it = std::find(known.begin(), known.end(), kv.key);
-    const std::string field = base.empty() ? echo_key(kv.key) : member_path(base, echo_key(kv.key));
-    if (it == known.end()) {
-      problems.add(field, "is not a known field");
-      continue;
-    }
-    const auto idx = static_cast<std::size_t>(it - known.begin());
-    if (seen[idx]) {
-      problems.add(field, "is given more than once");
-      continue;
-    }
-    seen[idx] = true;
-    on_member(idx, kv.value);
-  }
-}
+}  // namespace detail
+namespace {
 
 std::optional<S3Location> check_location(dom::element v, const std::string& field,
                                          Problems& problems) {
@@ -243,28 +233,6 @@ std::optional<S3Location> check_location(dom::element v, const std::string& fiel
   if (!has_key) problems.add(member_path(field, "key"), "is required");
   if (!ok || !has_bucket || !has_key) return std::nullopt;
   return loc;
-}
-
-// Calls `each(index, path, obj)` for every element of the array `arr` at `base`; an element that
-// is not an object is reported at its path. Returns false when an element was not an object or
-// `each` returned false (it reports its own problems).
-template <class F>
-bool for_each_object(dom::array arr, std::string_view base, Problems& problems, F&& each) {
-  bool ok = true;
-  std::size_t i = 0;
-  for (dom::element entry : arr) {
-    const std::string path = index_path(base, i);
-    dom::object obj;
-    if (entry.type() != dom::element_type::OBJECT ||
-        entry.get_object().get(obj) != simdjson::SUCCESS) {
-      problems.add(path, "must be an object");
-      ok = false;
-    } else if (!each(i, path, obj)) {
-      ok = false;
-    }
-    ++i;
-  }
-  return ok;
 }
 
 std::optional<std::vector<StreamFileSpec>> check_files(dom::element v, Problems& problems) {
@@ -487,13 +455,39 @@ void check_body_fields(dom::object obj, BodyKind kind, BodyFields& out, Problems
 }
 
 Expected<BodyFields, ApiError> parse_body(std::string_view json, BodyKind kind) {
+  dom::parser parser(kMaxControlBodyBytes);
+  auto root = parse_json_object(json, parser);
+  if (!root) return unexpected(std::move(root.error()));
+  const dom::object obj = *root;
+
+  BodyFields out;
+  Problems problems;
+  check_body_fields(obj, kind, out, problems);
+  if (problems.total() > 0) {
+    return unexpected(std::move(problems).to_error("request body", "invalid field"));
+  }
+  return out;
+}
+
+// --- streamId ----------------------------------------------------------------------------------
+
+// The character rule of valid_stream_id (topic.hpp), to say which rule an invalid id broke.
+bool stream_id_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-';
+}
+
+}  // namespace
+
+namespace detail {
+
+Expected<dom::object, ApiError> parse_json_object(std::string_view json, dom::parser& parser) {
   if (json.size() > kMaxControlBodyBytes) {
     return unexpected(
         ApiError{ApiErrorCode::PayloadTooLarge,
                  "request body is larger than " + std::to_string(kMaxControlBodyBytes) + " bytes",
                  {}});
   }
-  dom::parser parser(kMaxControlBodyBytes);
   if (auto err = parser.allocate(std::max<std::size_t>(json.size(), 64), kMaxJsonDepth);
       err != simdjson::SUCCESS) {
     return unexpected(ApiError{ApiErrorCode::InternalError, "cannot allocate the JSON parser", {}});
@@ -515,25 +509,10 @@ Expected<BodyFields, ApiError> parse_body(std::string_view json, BodyKind kind) 
   if (root.type() != dom::element_type::OBJECT || root.get_object().get(obj) != simdjson::SUCCESS) {
     return unexpected(body_error("request body is not a JSON object"));
   }
-
-  BodyFields out;
-  Problems problems;
-  check_body_fields(obj, kind, out, problems);
-  if (problems.total() > 0) {
-    return unexpected(std::move(problems).to_error("request body", "invalid field"));
-  }
-  return out;
+  return obj;
 }
 
-// --- streamId ----------------------------------------------------------------------------------
-
-// The character rule of valid_stream_id (topic.hpp), to say which rule an invalid id broke.
-bool stream_id_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '-';
-}
-
-}  // namespace
+}  // namespace detail
 
 Expected<CreateStreamBody, ApiError> parse_create_stream(std::string_view json) {
   auto fields = parse_body(json, BodyKind::Create);

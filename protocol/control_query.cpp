@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -80,22 +81,22 @@ std::optional<std::string> b64url_decode(std::string_view in) {
   return out;
 }
 
-std::optional<std::string> decode_next_token(std::string_view token) {
+std::optional<std::string> decode_next_token(std::string_view token, detail::IdRule valid_id) {
   if (token.size() > kMaxTokenChars) return std::nullopt;
   auto raw = b64url_decode(token);
   if (!raw || raw->size() <= kTokenPrefix.size() || !raw->starts_with(kTokenPrefix)) {
     return std::nullopt;
   }
   std::string id = raw->substr(kTokenPrefix.size());
-  if (!valid_stream_id(id)) return std::nullopt;
+  if (!valid_id(id)) return std::nullopt;
   return id;
 }
 
 // --- query parameters ---------------------------------------------------------------------------
 
 // Each apply_* checks one parameter's percent-decoded value, sets it in `out` or reports it.
-void apply_max_results(std::string_view field, const std::string& value, ListQuery& out,
-                       Problems& problems) {
+void apply_max_results(std::string_view field, const std::string& value, detail::IdRule,
+                       ListQuery& out, Problems& problems) {
   const bool digits = !value.empty() && std::all_of(value.begin(), value.end(),
                                                     [](char c) { return c >= '0' && c <= '9'; });
   std::uint64_t n = 0;
@@ -109,18 +110,18 @@ void apply_max_results(std::string_view field, const std::string& value, ListQue
   }
 }
 
-void apply_next_token(std::string_view field, const std::string& value, ListQuery& out,
-                      Problems& problems) {
+void apply_next_token(std::string_view field, const std::string& value, detail::IdRule valid_id,
+                      ListQuery& out, Problems& problems) {
   if (value.empty()) return;  // "nextToken=" is the first page
-  if (auto id = decode_next_token(value)) {
+  if (auto id = decode_next_token(value, valid_id)) {
     out.after_id = std::move(*id);
   } else {
     problems.add(std::string(field), "is not a valid token (use the nextToken of a previous page)");
   }
 }
 
-void apply_ascending(std::string_view field, const std::string& value, ListQuery& out,
-                     Problems& problems) {
+void apply_ascending(std::string_view field, const std::string& value, detail::IdRule,
+                     ListQuery& out, Problems& problems) {
   if (base::iequals(value, "true")) {
     out.ascending = true;
   } else if (base::iequals(value, "false")) {
@@ -132,8 +133,8 @@ void apply_ascending(std::string_view field, const std::string& value, ListQuery
 
 struct QueryParam {
   std::string_view name;
-  void (*apply)(std::string_view field, const std::string& value, ListQuery& out,
-                Problems& problems);
+  void (*apply)(std::string_view field, const std::string& value, detail::IdRule valid_id,
+                ListQuery& out, Problems& problems);
 };
 
 // The known parameters, in the order their problems are reported.
@@ -146,9 +147,9 @@ constexpr std::array<QueryParam, 3> kQueryParams{{
 // The raw (still percent-encoded) value of each of kQueryParams, when given.
 using RawParams = std::array<std::optional<std::string_view>, kQueryParams.size()>;
 
-// Splits `query` at '&' and '='. The last occurrence of each known key wins; unknown keys and
-// keys that do not percent-decode are ignored.
-RawParams split_query(std::string_view query) {
+// Splits `query` at '&' and '='. The last occurrence of each known key (kQueryParams, then
+// `extra`) wins; unknown keys and keys that do not percent-decode are ignored.
+RawParams split_query(std::string_view query, std::span<detail::ExtraQueryParam> extra) {
   RawParams raw;
   std::size_t pos = 0;
   while (pos <= query.size()) {
@@ -164,6 +165,9 @@ RawParams split_query(std::string_view query) {
     for (std::size_t i = 0; i < kQueryParams.size(); ++i) {
       if (*key == kQueryParams[i].name) raw[i] = value;
     }
+    for (detail::ExtraQueryParam& param : extra) {
+      if (*key == param.name) param.raw = value;
+    }
   }
   return raw;
 }
@@ -176,10 +180,12 @@ std::string encode_next_token(std::string_view last_stream_id) {
   return b64url_encode(raw);
 }
 
-Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
-  const RawParams raw = split_query(query);
+namespace detail {
+
+ListQuery parse_list_query(std::string_view query, IdRule valid_id,
+                           std::span<ExtraQueryParam> extra, Problems& problems) {
+  const RawParams raw = split_query(query, extra);
   ListQuery out;
-  Problems problems;
   for (std::size_t i = 0; i < kQueryParams.size(); ++i) {
     if (!raw[i]) continue;
     const std::string_view field = kQueryParams[i].name;
@@ -188,8 +194,21 @@ Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
       problems.add(std::string(field), "is not validly percent-encoded");
       continue;
     }
-    kQueryParams[i].apply(field, *value, out, problems);
+    kQueryParams[i].apply(field, *value, valid_id, out, problems);
   }
+  for (ExtraQueryParam& param : extra) {
+    if (!param.raw) continue;
+    param.value = base::percent_decode(*param.raw, true);
+    if (!param.value) problems.add(std::string(param.name), "is not validly percent-encoded");
+  }
+  return out;
+}
+
+}  // namespace detail
+
+Expected<ListQuery, ApiError> parse_list_query(std::string_view query) {
+  Problems problems;
+  ListQuery out = detail::parse_list_query(query, valid_stream_id, {}, problems);
   if (problems.total() > 0) {
     return unexpected(std::move(problems).to_error("query", "invalid parameter"));
   }
