@@ -33,15 +33,16 @@ bool queued_before(const Job& ja, const JobExecution& a, const Job& jb, const Jo
   return a.job_id < b.job_id;
 }
 
-bool failure_of(FailureType type, ExecutionStatus s) {
+bool failure_of(protocol::AbortFailureType type, ExecutionStatus s) {
+  using protocol::AbortFailureType;
   switch (type) {
-    case FailureType::Failed:
+    case AbortFailureType::Failed:
       return s == ExecutionStatus::Failed;
-    case FailureType::Rejected:
+    case AbortFailureType::Rejected:
       return s == ExecutionStatus::Rejected;
-    case FailureType::TimedOut:
+    case AbortFailureType::TimedOut:
       return s == ExecutionStatus::TimedOut;
-    case FailureType::All:
+    case AbortFailureType::All:
       return s == ExecutionStatus::Failed || s == ExecutionStatus::Rejected ||
              s == ExecutionStatus::TimedOut;
   }
@@ -51,7 +52,7 @@ bool failure_of(FailureType type, ExecutionStatus s) {
 }  // namespace
 
 bool Job::has_pattern() const {
-  return std::any_of(plan.targets.begin(), plan.targets.end(),
+  return std::any_of(plan.targets().begin(), plan.targets().end(),
                      [](const std::string& t) { return is_pattern(t); });
 }
 
@@ -119,11 +120,11 @@ void JobBook::match_targets(Job& job) {
     job.waiting.push_back(thing);
     job.waiting_set.insert(thing);
   };
-  for (const std::string& target : job.plan.targets) {
+  for (const std::string& target : job.plan.targets()) {
     if (!is_pattern(target)) wait(target);
   }
   for (const std::string& thing : things_) {
-    for (const std::string& target : job.plan.targets) {
+    for (const std::string& target : job.plan.targets()) {
       if (is_pattern(target) && protocol::thing_pattern_matches(target, thing)) {
         wait(thing);
         break;
@@ -138,7 +139,7 @@ JobChanges JobBook::thing_seen(std::string_view thing, std::uint64_t now, std::i
   for (auto& [id, job] : jobs_) {
     if (job->status != JobStatus::InProgress || !job->has_pattern()) continue;
     if (job->executions.count(thing) != 0 || job->waiting_set.count(thing) != 0) continue;
-    for (const std::string& target : job->plan.targets) {
+    for (const std::string& target : job->plan.targets()) {
       if (is_pattern(target) && protocol::thing_pattern_matches(target, thing)) {
         job->waiting.emplace_back(thing);
         job->waiting_set.emplace(thing);
@@ -155,7 +156,7 @@ void JobBook::release(Job& job, std::uint64_t now, std::int64_t unix_ms, JobChan
     job.releases.pop_front();
   }
   while (!job.waiting.empty() && job.status == JobStatus::InProgress &&
-         (job.plan.max_per_minute == 0 || job.releases.size() < job.plan.max_per_minute)) {
+         (job.plan.max_per_minute() == 0 || job.releases.size() < job.plan.max_per_minute())) {
     std::string thing = std::move(job.waiting.front());
     job.waiting.pop_front();
     job.waiting_set.erase(thing);
@@ -182,8 +183,8 @@ JobChanges JobBook::tick(std::uint64_t now, std::int64_t unix_ms) {
   for (auto& [id, job] : jobs_) {
     if (job->status != JobStatus::InProgress) continue;
     release(*job, now, unix_ms, changes);
-    if (job->plan.in_progress_timeout_minutes == 0) continue;
-    std::int64_t limit_ms = std::int64_t{job->plan.in_progress_timeout_minutes} * 60'000;
+    if (job->plan.timeout_minutes() == 0) continue;
+    std::int64_t limit_ms = std::int64_t{job->plan.timeout_minutes()} * 60'000;
     for (auto& [thing, e] : job->executions) {
       if (e.status != ExecutionStatus::InProgress || unix_ms - e.started_at_ms < limit_ms) continue;
       auto before = next_pending_id(thing);
@@ -229,7 +230,7 @@ void JobBook::set_status(Job& job, JobExecution& e, ExecutionStatus to, std::int
 void JobBook::after_terminal(Job& job, std::int64_t unix_ms, JobChanges& changes) {
   if (job.status != JobStatus::InProgress) return;
   std::uint64_t executed = job.terminal_count();
-  for (const AbortCriterion& c : job.plan.abort) {
+  for (const protocol::AbortCriterion& c : job.plan.spec.abort_criteria) {
     if (executed == 0 || executed < c.min_executed_things) continue;
     std::uint64_t failures = 0;
     for (std::size_t i = 0; i < job.counts.size(); ++i) {
@@ -366,7 +367,7 @@ std::vector<const Job*> JobBook::page(std::optional<std::string_view> after,
 
 std::optional<std::string> JobBook::job_using_stream(std::string_view stream_id) const {
   for (const auto& [id, job] : jobs_) {
-    if (job->status == JobStatus::InProgress && job->plan.stream_id == stream_id) return id;
+    if (job->status == JobStatus::InProgress && job->plan.stream_id() == stream_id) return id;
   }
   return std::nullopt;
 }

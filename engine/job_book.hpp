@@ -36,29 +36,23 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/job_control.hpp"
 #include "protocol/jobs.hpp"
 
 namespace chunkd::engine {
 
-enum class FailureType : std::uint8_t { Failed, Rejected, TimedOut, All };
-
-struct AbortCriterion {
-  FailureType failure_type = FailureType::Failed;
-  double threshold_percentage = 100.0;  // (0, 100]
-  std::uint32_t min_executed_things = 1;
-};
-
 // What an operator asked for (POST /jobs/{jobId}); never changes after creation.
 struct JobPlan {
   std::string id;
-  std::vector<std::string> targets;  // thing names and patterns (protocol/thing_pattern.hpp)
-  std::string document;              // a JSON object
-  std::string description;
-  std::string stream_id;             // an OTA job's stream ("" for others)
-  std::uint32_t max_per_minute = 0;  // 0: no limit
-  std::vector<AbortCriterion> abort;
-  std::uint32_t in_progress_timeout_minutes = 0;  // 0: none
-  std::int64_t created_at_ms = 0;                 // unix
+  protocol::JobSpec spec;  // targets: thing names and patterns (protocol/thing_pattern.hpp)
+  std::string document;    // a JSON object: the spec's, or the one built from its `ota`
+  std::int64_t created_at_ms = 0;  // unix
+
+  const std::vector<std::string>& targets() const { return spec.targets; }
+  std::uint32_t max_per_minute() const { return spec.maximum_per_minute.value_or(0); }  // 0: none
+  std::uint32_t timeout_minutes() const { return spec.in_progress_timeout_minutes.value_or(0); }
+  // An OTA job's stream ("" for others).
+  std::string_view stream_id() const { return spec.ota ? spec.ota->stream_id : std::string_view(); }
 };
 
 struct Job {

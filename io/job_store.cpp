@@ -125,6 +125,7 @@ enum Sql : std::size_t {
   kCommit,
   kRollback,
   kInsertJob,
+  kUpsertJob,
   kUpdateJob,
   kUpsertExecution,
   kDeleteExecutions,
@@ -141,6 +142,14 @@ constexpr const char* kSql[kSqlCount] = {
     "ROLLBACK",
     "INSERT INTO jobs (id, spec, document, stream_id, status, reason_code, comment, created_at_ms, "
     "last_updated_at_ms, completed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    // Not INSERT OR REPLACE: its delete would cascade to the job's executions.
+    "INSERT INTO jobs (id, spec, document, stream_id, status, reason_code, comment, "
+    "created_at_ms, last_updated_at_ms, completed_at_ms) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO UPDATE SET "
+    "spec = excluded.spec, document = excluded.document, stream_id = excluded.stream_id, "
+    "status = excluded.status, reason_code = excluded.reason_code, comment = excluded.comment, "
+    "created_at_ms = excluded.created_at_ms, last_updated_at_ms = excluded.last_updated_at_ms, "
+    "completed_at_ms = excluded.completed_at_ms",
     "UPDATE jobs SET status = ?2, reason_code = ?3, comment = ?4, last_updated_at_ms = ?5, "
     "completed_at_ms = ?6 WHERE id = ?1",
     "INSERT INTO job_executions (job_id, thing, status, status_details, queued_at_ms, "
@@ -266,7 +275,9 @@ class SqliteJobStore final : public JobStore {
       refused = std::errc::operation_canceled;
     } else if (pending_writes_ >= max_pending_) {
       refused = std::errc::resource_unavailable_try_again;
-    } else if (w->batch.jobs.size() + w->batch.executions.size() > kMaxBatchRows) {
+    } else if (w->batch.deleted.size() + w->batch.upserts.size() + w->batch.jobs.size() +
+                   w->batch.executions.size() >
+               kMaxBatchRows) {
       refused = std::errc::argument_list_too_long;
     }
     if (refused != std::errc{}) {
@@ -323,7 +334,7 @@ class SqliteJobStore final : public JobStore {
           rc = write_erase(w.id, message);
           break;
         default:
-          rc = write_changes(w.batch.jobs, message);
+          rc = write_batch_jobs(w.batch, message);
           break;
       }
     }
@@ -343,8 +354,8 @@ class SqliteJobStore final : public JobStore {
     return sqlite_error(rc);
   }
 
-  int write_job(const StoredJob& j, std::string& message) {
-    return statement(kInsertJob)
+  int write_job(const StoredJob& j, std::string& message, Sql how = kInsertJob) {
+    return statement(how)
         .text(j.id)
         .text(j.spec)
         .text(j.document)
@@ -356,6 +367,16 @@ class SqliteJobStore final : public JobStore {
         .integer(j.last_updated_at_ms)
         .integer(j.completed_at_ms)
         .run("insert job", message);
+  }
+
+  int write_batch_jobs(const JobBatch& batch, std::string& message) {
+    for (const std::string& id : batch.deleted) {
+      if (int rc = write_erase(id, message); rc != SQLITE_OK) return rc;
+    }
+    for (const StoredJob& job : batch.upserts) {
+      if (int rc = write_job(job, message, kUpsertJob); rc != SQLITE_OK) return rc;
+    }
+    return write_changes(batch.jobs, message);
   }
 
   int write_changes(const std::vector<JobStatusChange>& changes, std::string& message) {

@@ -73,9 +73,13 @@ struct JobStatusChange {
 };
 
 // What the engine changes at once (a rollout release, an abort, a device's update): applied in
-// one transaction, all or nothing. Each execution is inserted or replaces the row with its
-// (job_id, thing); each job change needs its job to exist (else the whole batch fails).
+// one transaction, all or nothing, in this order: `deleted` jobs are erased with their
+// executions; `upserts` are inserted or replace the whole row with their id; each job change
+// needs its job to exist (else the whole batch fails); each execution is inserted or replaces the
+// row with its (job_id, thing).
 struct JobBatch {
+  std::vector<std::string> deleted;
+  std::vector<StoredJob> upserts;
   std::vector<JobStatusChange> jobs;
   std::vector<StoredExecution> executions;
 };

@@ -26,8 +26,8 @@ std::vector<std::string> names(const std::string& prefix, int n) {
 JobPlan plan(const std::string& id, std::vector<std::string> targets) {
   JobPlan p;
   p.id = id;
-  p.targets = std::move(targets);
-  p.document = R"({"op":"x"})";
+  p.spec.targets = std::move(targets);
+  p.spec.document = p.document = R"({"op":"x"})";
   p.created_at_ms = kUnix;
   return p;
 }
@@ -69,7 +69,7 @@ TEST_F(JobBookTest, NamedTargetsWithoutLimitAreReleasedAtOnce) {
 
 TEST_F(JobBookTest, RolloutNeverReleasesMoreThanTheRateInAnyMinute) {
   auto p = plan("j1", names("t", 25));
-  p.max_per_minute = 10;
+  p.spec.maximum_per_minute = 10;
   EXPECT_EQ(book.create(p, now, unix_ms).released, 10u);
   advance_s(30);
   EXPECT_EQ(book.tick(now, unix_ms).released, 0u);
@@ -124,7 +124,7 @@ TEST_F(JobBookTest, ProgressOfTheSameJobDoesNotNotify) {
 
 TEST_F(JobBookTest, AbortWaitsForTheMinimumThenCancelsWhatRemains) {
   auto p = plan("j1", names("t", 10));
-  p.abort.push_back({FailureType::Failed, 50.0, 4});
+  p.spec.abort_criteria.push_back({protocol::AbortFailureType::Failed, 50.0, 4});
   book.create(p, now, unix_ms);
   device_sets("t0", "j1", ExecutionStatus::Failed);
   device_sets("t1", "j1", ExecutionStatus::Failed);
@@ -145,7 +145,7 @@ TEST_F(JobBookTest, AbortWaitsForTheMinimumThenCancelsWhatRemains) {
 
 TEST_F(JobBookTest, AbortCountsEveryFailureTypeForAll) {
   auto p = plan("j1", names("t", 4));
-  p.abort.push_back({FailureType::All, 50.0, 1});
+  p.spec.abort_criteria.push_back({protocol::AbortFailureType::All, 50.0, 1});
   book.create(p, now, unix_ms);
   device_sets("t0", "j1", ExecutionStatus::Succeeded);
   device_sets("t1", "j1", ExecutionStatus::Rejected);  // 1 of 2: at the threshold
@@ -154,7 +154,7 @@ TEST_F(JobBookTest, AbortCountsEveryFailureTypeForAll) {
 
 TEST_F(JobBookTest, StuckDevicesTimeOut) {
   auto p = plan("j1", {"a", "b"});
-  p.in_progress_timeout_minutes = 1;
+  p.spec.in_progress_timeout_minutes = 1;
   book.create(p, now, unix_ms);
   device_sets("a", "j1", ExecutionStatus::InProgress);
   advance_s(59);
@@ -196,7 +196,8 @@ TEST_F(JobBookTest, RemoveForgetsExecutionsAndNotifies) {
 
 TEST_F(JobBookTest, StreamsOfUnfinishedJobsAreInUse) {
   auto p = plan("j1", {"a"});
-  p.stream_id = "fw";
+  p.spec.ota = protocol::OtaSpec{};
+  p.spec.ota->stream_id = "fw";
   book.create(p, now, unix_ms);
   EXPECT_EQ(book.job_using_stream("fw"), "j1");
   EXPECT_EQ(book.job_using_stream("other"), std::nullopt);
@@ -206,7 +207,7 @@ TEST_F(JobBookTest, StreamsOfUnfinishedJobsAreInUse) {
 
 TEST_F(JobBookTest, RestoreKeepsTheRateAndReleasesTheRest) {
   auto p = plan("j1", names("t", 6));
-  p.max_per_minute = 4;
+  p.spec.maximum_per_minute = 4;
   book.create(p, now, unix_ms);
   Job stored = *book.job("j1");
   advance_s(20);

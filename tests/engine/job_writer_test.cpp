@@ -19,7 +19,7 @@ constexpr std::int64_t kUnix = 1'798'000'000'000;
 JobPlan plan(const std::string& id, std::vector<std::string> targets) {
   JobPlan p;
   p.id = id;
-  p.targets = std::move(targets);
+  p.spec.targets = std::move(targets);
   p.document = "{}";
   p.created_at_ms = kUnix;
   return p;
@@ -121,7 +121,7 @@ TEST_F(JobWriterTest, ADeleteDropsTheJobsEarlierChangesInTheBatch) {
   const JobBatch& b = batches[1];
   EXPECT_EQ(b.deleted, (std::vector<std::string>{"j1"}));
   ASSERT_EQ(b.jobs.size(), 1u);
-  EXPECT_EQ(b.jobs[0].plan.targets, (std::vector<std::string>{"b"}));
+  EXPECT_EQ(b.jobs[0].plan.targets(), (std::vector<std::string>{"b"}));
   ASSERT_EQ(b.executions.size(), 1u);
   EXPECT_EQ(b.executions[0].thing, "b") << "the deleted job's execution for a is gone";
   finish_write();

@@ -202,6 +202,31 @@ TEST_F(JobStoreTest, ApplyInsertsAndReplacesExecutionsAndChangesJobs) {
   EXPECT_EQ(loaded.jobs[0].spec, ota_job("j").spec) << "a status change keeps the spec";
 }
 
+// Deletes go first, then whole job rows: a job deleted and created again in one batch keeps none
+// of its old executions, and an upsert of a job keeps its executions.
+TEST_F(JobStoreTest, ApplyDeletesThenUpsertsJobs) {
+  open_store();
+  ASSERT_FALSE(put(ota_job("again"), {execution("again", "old")}));
+  ASSERT_FALSE(put(document_job("kept"), {execution("kept", "a")}));
+  StoredJob changed = document_job("kept");
+  changed.status = "CANCELED";
+  changed.comment = "by the operator";
+  JobBatch batch;
+  batch.deleted = {"again"};
+  batch.upserts = {document_job("again"), changed, ota_job("new")};
+  batch.executions = {execution("again", "fresh"), execution("new", "b")};
+  ASSERT_FALSE(apply(batch));
+  const StoredJobs loaded = load();
+  ASSERT_EQ(loaded.jobs.size(), 3u);
+  EXPECT_EQ(loaded.jobs[0], document_job("again"));
+  EXPECT_EQ(loaded.jobs[1], changed);
+  EXPECT_EQ(loaded.jobs[2], ota_job("new"));
+  ASSERT_EQ(loaded.executions.size(), 3u);
+  EXPECT_EQ(loaded.executions[0].thing, "fresh") << "the deleted job's \"old\" is gone";
+  EXPECT_EQ(loaded.executions[1], execution("kept", "a")) << "an upsert keeps executions";
+  EXPECT_EQ(loaded.executions[2], execution("new", "b"));
+}
+
 // A batch whose last row cannot be written leaves nothing of the batch behind.
 TEST_F(JobStoreTest, BatchIsAllOrNothing) {
   open_store();
