@@ -23,6 +23,7 @@
 #include "io/log.hpp"
 #include "io/mqtt_options.hpp"
 #include "io/mqtt_uri.hpp"
+#include "protocol/jobs_topic.hpp"
 #include "protocol/request.hpp"
 #include "protocol/topic.hpp"
 
@@ -388,6 +389,11 @@ void share_values(Config& c) {
   protocol::TopicCodec codec(c.delivery.topic_prefix);
   c.mqtt.subscriptions = {codec.subscription(protocol::Verb::Get),
                           codec.subscription(protocol::Verb::Describe)};
+  if (c.jobs.enabled) {
+    for (std::string& filter : protocol::JobsTopicCodec(c.delivery.topic_prefix).subscriptions()) {
+      c.mqtt.subscriptions.push_back(std::move(filter));
+    }
+  }
 }
 
 Result validate(const toml::table& root, const std::string& config_dir) {

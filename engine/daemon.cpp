@@ -18,6 +18,7 @@
 #include "engine/content_store.hpp"
 #include "engine/control_service.hpp"
 #include "engine/delivery.hpp"
+#include "engine/job_runtime.hpp"
 #include "engine/metrics.hpp"
 #include "engine/mqtt_transport.hpp"
 #include "engine/stream_health.hpp"
@@ -35,7 +36,9 @@ namespace chunkd::engine {
 namespace {
 
 constexpr const char* kTag = "chunkd";
-constexpr int kDeliveryStopMs = 5000;       // jobs already started may finish within this
+constexpr int kDeliveryStopMs = 5000;
+constexpr std::uint64_t kJobsFlushMs = 5000;  // jobs changes not yet durable may be written // jobs
+                                              // already started may finish within this
 constexpr int kMqttFlushMs = 2000;          // queued replies may be written within this
 constexpr int kShutdownWatchdogMs = 30000;  // a stop taking longer than this is a bug: exit(1)
 
@@ -85,6 +88,7 @@ struct Daemon::Impl {
   bool open_store();
   bool open_control();
   bool open_delivery();
+  bool open_jobs();
   bool open_http();
   bool start_transport();
   void shutdown();
@@ -118,6 +122,7 @@ struct Daemon::Impl {
   bool mqtt_ever_ready = false;   // the broker accepted chunkd once since start-up
   bool failed = false;            // stopping because of an error: exit non-zero
   std::unique_ptr<Delivery> delivery;
+  std::unique_ptr<JobRuntime> jobs;  // null when jobs.enabled is false
   std::unique_ptr<io::HttpServer> http;
   io::ServiceNotifier service;  // sd_notify: READY=1, RELOADING=1, STOPPING=1, STATUS=
   uv_signal_t signals[std::size(kSignals)]{};
@@ -138,7 +143,7 @@ bool Daemon::Impl::start() {
            config.store.data_dir.c_str(), config.control.service.buckets.size());
   for (const std::string& warning : config.warnings) LOG_WARN(kTag, "config: %s", warning.c_str());
   return open_signals() && open_reader() && open_registry() && open_store() && open_control() &&
-         open_delivery() && open_http() && start_transport();
+         open_delivery() && open_jobs() && open_http() && start_transport();
 }
 
 // SIGINT/SIGTERM stop, SIGHUP reloads the config, SIGUSR1/SIGUSR2 are ignored (not fatal).
@@ -258,6 +263,20 @@ bool Daemon::Impl::open_delivery() {
   return true;
 }
 
+// The jobs API for OTA agents, on the same transport and registry database.
+bool Daemon::Impl::open_jobs() {
+  if (!config.jobs.enabled) return true;
+  auto opened = JobRuntime::open(&loop, config.store.data_dir, catalog, *transport, metrics, clock,
+                                 config.jobs);
+  if (!opened) {
+    LOG_ERROR(kTag, "jobs: %s", opened.error().c_str());
+    return false;
+  }
+  jobs = std::move(*opened);
+  control->set_jobs(&jobs->service());
+  return true;
+}
+
 bool Daemon::Impl::open_http() {
   const Config::Control& c = config.control;
   http = std::make_unique<io::HttpServer>(
@@ -305,6 +324,7 @@ bool Daemon::Impl::start_transport() {
   mqtt->on_failure([this](const io::MqttFailureReport& report) { mqtt_failed(report); });
   auto started = transport->start(
       [this](std::string_view topic, std::span<const std::byte> payload) {
+        if (jobs && jobs->service().on_message(topic, payload)) return;
         if (delivery) delivery->on_message(topic, payload);
       },
       [this](bool ready) { transport_ready(ready); });
@@ -474,9 +494,11 @@ void Daemon::Impl::shutdown() {
       kShutdownWatchdogMs, 0);
   uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog));
 
-  std::size_t parts =
-      (http ? 1u : 0u) + (control ? 1u : 0u) + (store ? 1u : 0u) + (delivery ? 1u : 0u);
+  std::size_t parts = (http ? 1u : 0u) + (control ? 1u : 0u) + (store ? 1u : 0u) +
+                      (delivery ? 1u : 0u) + (jobs ? 1u : 0u);
   auto next = barrier(parts, [this] { phase_mqtt(); });
+  if (control) control->set_jobs(nullptr);
+  if (jobs) jobs->close(kJobsFlushMs, next);
   if (http) http->close(next);
   if (control) control->close(next);
   if (store) store->close(next);

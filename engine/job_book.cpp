@@ -373,8 +373,9 @@ std::optional<std::string> JobBook::job_using_stream(std::string_view stream_id)
 }
 
 std::size_t JobBook::jobs_in(JobStatus status) const {
-  return static_cast<std::size_t>(std::count_if(
-      jobs_.begin(), jobs_.end(), [status](const auto& kv) { return kv.second->status == status; }));
+  return static_cast<std::size_t>(
+      std::count_if(jobs_.begin(), jobs_.end(),
+                    [status](const auto& kv) { return kv.second->status == status; }));
 }
 
 std::array<std::uint64_t, protocol::kExecutionStatusCount> JobBook::counts() const {

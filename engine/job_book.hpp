@@ -44,8 +44,8 @@ namespace chunkd::engine {
 // What an operator asked for (POST /jobs/{jobId}); never changes after creation.
 struct JobPlan {
   std::string id;
-  protocol::JobSpec spec;  // targets: thing names and patterns (protocol/thing_pattern.hpp)
-  std::string document;    // a JSON object: the spec's, or the one built from its `ota`
+  protocol::JobSpec spec;          // targets: thing names and patterns (protocol/thing_pattern.hpp)
+  std::string document;            // a JSON object: the spec's, or the one built from its `ota`
   std::int64_t created_at_ms = 0;  // unix
 
   const std::vector<std::string>& targets() const { return spec.targets; }

@@ -42,20 +42,6 @@ std::string result_name(JobsErrorCode code) {
 
 }  // namespace
 
-struct JobService::Outgoing {
-  struct Message {
-    std::string thing;
-    std::string topic;
-    std::string payload;
-    bool notify_next = false;  // owed again when refused
-  };
-  std::vector<Message> messages;
-  std::set<std::string> notified;  // things whose notify-next is in `messages`
-  void add(std::string thing, std::string topic, std::string payload, bool notify_next = false) {
-    messages.push_back({std::move(thing), std::move(topic), std::move(payload), notify_next});
-  }
-};
-
 JobService::JobService(uv_loop_t* loop, const Catalog& catalog, Transport& transport,
                        JobWriter::Store store, Metrics& metrics, const Clock& clock,
                        JobOptions options)
@@ -125,8 +111,8 @@ void JobService::device_request(const ParsedJobsTopic& t, std::string_view topic
     std::string reply_topic;
     protocol::JobsTopicCodec::invalid_topic_reply(reply_topic, topic);
     std::string body;
-    protocol::encode_jobs_rejected(body, JobsErrorCode::InvalidTopic,
-                                   "no jobs API has this topic", std::nullopt, unix_ms());
+    protocol::encode_jobs_rejected(body, JobsErrorCode::InvalidTopic, "no jobs API has this topic",
+                                   std::nullopt, unix_ms());
     out.add(std::string(t.thing), std::move(reply_topic), std::move(body));
     count("other", "InvalidTopic");
     send(out);
@@ -167,8 +153,8 @@ JobChanges JobService::get_pending(const ParsedJobsTopic& t, std::span<const std
                                    Outgoing& out) {
   auto request = protocol::decode_jobs_get_pending(payload);
   if (!request) {
-    reject(t, request.error().code, request.error().message, request.error().client_token,
-           nullptr, out);
+    reject(t, request.error().code, request.error().message, request.error().client_token, nullptr,
+           out);
     return {};
   }
   std::vector<JobExecution> pending;
@@ -186,8 +172,8 @@ JobChanges JobService::describe(const ParsedJobsTopic& t, std::span<const std::b
                                 Outgoing& out) {
   auto request = protocol::decode_jobs_describe(payload);
   if (!request) {
-    reject(t, request.error().code, request.error().message, request.error().client_token,
-           nullptr, out);
+    reject(t, request.error().code, request.error().message, request.error().client_token, nullptr,
+           out);
     return {};
   }
   const JobExecution* e =
@@ -221,8 +207,8 @@ JobChanges JobService::start_next(const ParsedJobsTopic& t, std::span<const std:
                                   Outgoing& out) {
   auto request = protocol::decode_jobs_start_next(payload);
   if (!request) {
-    reject(t, request.error().code, request.error().message, request.error().client_token,
-           nullptr, out);
+    reject(t, request.error().code, request.error().message, request.error().client_token, nullptr,
+           out);
     return {};
   }
   auto outcome = protocol::decide_start_next(book_.next_pending(t.thing), *request, unix_ms());
@@ -243,8 +229,8 @@ JobChanges JobService::update(const ParsedJobsTopic& t, std::span<const std::byt
                               Outgoing& out) {
   auto request = protocol::decode_jobs_update(payload);
   if (!request) {
-    reject(t, request.error().code, request.error().message, request.error().client_token,
-           nullptr, out);
+    reject(t, request.error().code, request.error().message, request.error().client_token, nullptr,
+           out);
     return {};
   }
   const JobExecution* current = book_.execution(t.thing, t.job_id);
@@ -307,7 +293,7 @@ void JobService::add_notify_next(const std::string& thing, Outgoing& out) {
   out.add(thing, std::move(topic), std::move(body));
 }
 
-void JobService::commit(JobChanges changes, Outgoing out) {
+void JobService::commit(JobChanges changes, Outgoing out, std::function<void()> then) {
   released_->inc(changes.released);
   timed_out_->inc(changes.timed_out);
   for (const std::string& id : changes.aborted) {
@@ -315,7 +301,11 @@ void JobService::commit(JobChanges changes, Outgoing out) {
     const Job* job = book_.job(id);
     LOG_WARN("jobs", "job %s aborted: %s", id.c_str(), job ? job->comment.c_str() : "");
   }
-  writer_.record(std::move(changes), [this, out = std::move(out)]() mutable { send(out); });
+  writer_.record(std::move(changes),
+                 [this, out = std::move(out), then = std::move(then)]() mutable {
+                   send(out);
+                   if (then) then();
+                 });
 }
 
 void JobService::send(Outgoing& out) {
@@ -369,8 +359,8 @@ void JobService::register_metrics() {
   released_ = &metrics_.counter("chunkd_jobs_released_total",
                                 "Executions released to things by the rollout.");
   aborted_ = &metrics_.counter("chunkd_jobs_aborted_total", "Jobs canceled by abort criteria.");
-  timed_out_ = &metrics_.counter("chunkd_jobs_timed_out_total",
-                                 "Executions timed out in progress.");
+  timed_out_ =
+      &metrics_.counter("chunkd_jobs_timed_out_total", "Executions timed out in progress.");
 }
 
 std::optional<std::string_view> JobService::document_of(const JobExecution& e) const {

@@ -47,6 +47,7 @@
 #include "engine/metrics.hpp"
 #include "engine/token_bucket.hpp"
 #include "engine/transport.hpp"
+#include "protocol/job_control.hpp"
 #include "protocol/jobs_request.hpp"
 #include "protocol/jobs_topic.hpp"
 
@@ -77,26 +78,40 @@ class JobService final : public JobsHttp {
   void close(std::uint64_t timeout_ms, std::function<void()> done);
 
  private:
-  struct Outgoing;
+  // Replies and notifications, encoded when decided, sent once what they show is durable.
+  struct Outgoing {
+    struct Message {
+      std::string thing;
+      std::string topic;
+      std::string payload;
+      bool notify_next = false;  // owed again when refused
+    };
+    std::vector<Message> messages;
+    std::set<std::string> notified;  // things whose notify-next is in `messages`
+    void add(std::string thing, std::string topic, std::string payload, bool notify_next = false) {
+      messages.push_back({std::move(thing), std::move(topic), std::move(payload), notify_next});
+    }
+  };
+
   void device_request(const protocol::ParsedJobsTopic& t, std::string_view topic,
                       std::span<const std::byte> payload);
   bool throttled(std::string_view thing);
   JobChanges get_pending(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
-                   Outgoing& out);
+                         Outgoing& out);
   JobChanges describe(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
-                Outgoing& out);
+                      Outgoing& out);
   JobChanges start_next(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
-                  Outgoing& out);
+                        Outgoing& out);
   JobChanges update(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
+                    Outgoing& out);
+  void reject(const protocol::ParsedJobsTopic& t, protocol::JobsErrorCode code, std::string message,
+              const std::optional<std::string>& client_token, const protocol::JobExecution* state,
               Outgoing& out);
-  void reject(const protocol::ParsedJobsTopic& t, protocol::JobsErrorCode code,
-              std::string message, const std::optional<std::string>& client_token,
-              const protocol::JobExecution* state, Outgoing& out);
   // notify-next and notify for each thing of `changes`, encoded now, into `out`.
   void add_notifications(const JobChanges& changes, Outgoing& out);
   void add_notify_next(const std::string& thing, Outgoing& out);
-  // Records `changes` and sends `out` once they are durable.
-  void commit(JobChanges changes, Outgoing out);
+  // Records `changes`; once they are durable sends `out`, then runs `then` (an HTTP answer).
+  void commit(JobChanges changes, Outgoing out, std::function<void()> then = {});
   void send(Outgoing& out);
   void tick();
   void count(std::string_view api, std::string_view result);
@@ -105,8 +120,14 @@ class JobService final : public JobsHttp {
   std::int64_t unix_ms() const { return clock_.unix_ms(); }
 
   // HTTP (engine/job_service_http.cpp).
-  void create_job(std::string id, const io::HttpRequest& request,
-                  io::HttpServer::Responder& respond);
+  using Responder = io::HttpServer::Responder;
+  void create_job(std::string id, const io::HttpRequest& request, Responder& respond);
+  void describe_job(std::string_view id, Responder& respond);
+  void list_jobs(const io::HttpRequest& request, Responder& respond);
+  void list_executions(std::string_view id, const io::HttpRequest& request, Responder& respond);
+  void cancel_job(std::string id, const io::HttpRequest& request, Responder& respond);
+  void delete_job(std::string id, const io::HttpRequest& request, Responder& respond);
+  Expected<std::string, protocol::ApiError> document_for(const protocol::JobSpec& spec) const;
 
   uv_loop_t* loop_;
   const Catalog& catalog_;
@@ -120,7 +141,8 @@ class JobService final : public JobsHttp {
   RateLimit rate_;
   std::map<std::string, RateLimit::Bucket, std::less<>> buckets_;  // per thing, idle ones evicted
   std::set<std::string, std::less<>> owed_notify_;                 // refused notify-next
-  uv_timer_t* tick_ = nullptr;  // freed by its close callback
+  std::set<std::string, std::less<>> creating_;  // created, not durable yet: a second is 409
+  uv_timer_t* tick_ = nullptr;                   // freed by its close callback
   bool closing_ = false;
   Counter* released_ = nullptr;
   Counter* aborted_ = nullptr;

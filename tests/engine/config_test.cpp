@@ -199,8 +199,15 @@ level = "debug"
   EXPECT_EQ(c.delivery.qos, 1);
   EXPECT_EQ(c.delivery.cache.data_dir, dir_ + "/state");
   EXPECT_EQ(c.mqtt.subscriptions,
-            (std::vector<std::string>{"chunkd/things/+/streams/+/get/+",
-                                      "chunkd/things/+/streams/+/describe/+"}));
+            (std::vector<std::string>{
+                "chunkd/things/+/streams/+/get/+", "chunkd/things/+/streams/+/describe/+",
+                "chunkd/things/+/jobs/get", "chunkd/things/+/jobs/start-next",
+                "chunkd/things/+/jobs/+/get", "chunkd/things/+/jobs/+/update"}));
+  EXPECT_EQ(c.jobs.topic_prefix, "chunkd/things");
+  auto without_jobs = parse_config("[jobs]\nenabled = false\n", dir_);
+  ASSERT_TRUE(without_jobs) << without_jobs.error();
+  EXPECT_FALSE(without_jobs->jobs.enabled);
+  EXPECT_EQ(without_jobs->mqtt.subscriptions.size(), 2u) << "no jobs topics";
   EXPECT_TRUE(c.warnings.empty());
 }
 
