@@ -329,7 +329,7 @@ std::size_t encode_data_json(std::span<std::byte> out,
   p = put_decimal(put(p, R"(,"l":)"), length);
   p = put_decimal(put(p, R"(,"i":)"), block_index);
   p = put(p, R"(,"p":")");
-  // The closing quote follows the base64, so it may leave its NUL there (one call into OpenSSL).
+  // The closing quote follows the base64, so encode_with_spare may leave its NUL there.
   p += base64::encode_with_spare(payload, std::span<char>(p, b64 + 1));
   p = put(p, R"("})");
   return static_cast<std::size_t>(p - begin);
