@@ -3,6 +3,7 @@
 // Pure: no I/O, no clock. simdjson only through its error-code API.
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -409,7 +410,50 @@ void check_job_fields(dom::object obj, JobFields& out, Problems& problems) {
   }
 }
 
+std::optional<std::string> check_reason_code(dom::element v, const std::string& field,
+                                             Problems& problems) {
+  auto s = as_string(v, field, problems);
+  if (!s) return std::nullopt;
+  const bool ok = s->size() <= kMaxReasonCodeChars && std::all_of(s->begin(), s->end(), [](char c) {
+                    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+                  });
+  if (!ok) {
+    problems.add(field, "must be at most " + std::to_string(kMaxReasonCodeChars) +
+                            " of the capital letters A-Z, digits 0-9 and '_'");
+    return std::nullopt;
+  }
+  return std::string(*s);
+}
+
+void check_cancel_fields(dom::object obj, CancelJobBody& out, Problems& problems) {
+  static constexpr std::array<std::string_view, 3> kKnown{"reasonCode", "comment", "force"};
+  bool ignored = true;
+  for_members(obj, kKnown, "", problems, [&](std::size_t idx, dom::element value) {
+    if (idx == 0) {
+      take(check_reason_code(value, "reasonCode", problems), out.reason_code, ignored);
+    } else if (idx == 1) {
+      take(check_description(value, "comment", problems), out.comment, ignored);
+    } else if (value.type() != dom::element_type::BOOL || value.get_bool().get(out.force)) {
+      problems.add("force", "must be true or false");
+    }
+  });
+}
+
 }  // namespace
+
+Expected<CancelJobBody, ApiError> parse_cancel_job(std::string_view json) {
+  CancelJobBody out;
+  if (json.find_first_not_of(" \t\r\n") == std::string_view::npos) return out;  // no body
+  dom::parser parser(kMaxControlBodyBytes);
+  auto root = parse_json_object(json, parser);
+  if (!root) return unexpected(std::move(root.error()));
+  Problems problems;
+  check_cancel_fields(*root, out, problems);
+  if (problems.total() > 0) {
+    return unexpected(std::move(problems).to_error("request body", "invalid field"));
+  }
+  return out;
+}
 
 std::string_view to_string(AbortFailureType t) {
   static constexpr std::array<std::string_view, 4> kNames{"FAILED", "REJECTED", "TIMED_OUT", "ALL"};
