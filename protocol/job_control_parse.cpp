@@ -174,6 +174,16 @@ std::optional<std::string> check_ota_stream_id(dom::element v, const std::string
   return std::string(*s);
 }
 
+// Moves a checked value into place, or records that the enclosing object is invalid.
+template <class T, class U>
+void take(std::optional<T>&& checked, U& into, bool& ok) {
+  if (checked) {
+    into = std::move(*checked);
+  } else {
+    ok = false;
+  }
+}
+
 // ota: exactly streamId, fileId, filePath, signature, certFile, and optional fileType, attributes.
 std::optional<OtaSpec> check_ota(dom::element v, Problems& problems) {
   static constexpr std::array<std::string_view, 7> kKnown{
@@ -186,31 +196,27 @@ std::optional<OtaSpec> check_ota(dom::element v, Problems& problems) {
   for_members(*obj, kKnown, "ota", problems, [&](std::size_t idx, dom::element value) {
     const std::string field = member_path("ota", kKnown[idx]);
     given[idx] = true;
-    auto set = [&](auto&& checked, auto& into) {
-      if (checked) into = std::move(*checked);
-      ok = ok && checked.has_value();
-    };
     switch (idx) {
       case 0:
-        set(check_ota_stream_id(value, field, problems), ota.stream_id);
+        take(check_ota_stream_id(value, field, problems), ota.stream_id, ok);
         break;
       case 1:
-        set(check_file_id(value, field, problems), ota.file_id);
+        take(check_file_id(value, field, problems), ota.file_id, ok);
         break;
       case 2:
-        set(check_text(value, field, kMaxOtaPathChars, problems), ota.file_path);
+        take(check_text(value, field, kMaxOtaPathChars, problems), ota.file_path, ok);
         break;
       case 3:
-        set(check_signature(value, field, problems), ota.signature);
+        take(check_signature(value, field, problems), ota.signature, ok);
         break;
       case 4:
-        set(check_text(value, field, kMaxOtaPathChars, problems), ota.cert_file);
+        take(check_text(value, field, kMaxOtaPathChars, problems), ota.cert_file, ok);
         break;
       case 5:
-        set(check_uint(value, field, 0, UINT32_MAX, problems), ota.file_type);
+        take(check_uint(value, field, 0, UINT32_MAX, problems), ota.file_type, ok);
         break;
       default:
-        set(check_uint(value, field, 0, UINT32_MAX, problems), ota.attributes);
+        take(check_uint(value, field, 0, UINT32_MAX, problems), ota.attributes, ok);
         break;
     }
   });
@@ -281,20 +287,16 @@ bool check_criterion(dom::object obj, const std::string& path, AbortCriterion& o
   for_members(obj, kKnown, path, problems, [&](std::size_t idx, dom::element value) {
     const std::string field = member_path(path, kKnown[idx]);
     given[idx] = true;
-    auto set = [&](auto&& checked, auto& into) {
-      if (checked) into = *checked;
-      ok = ok && checked.has_value();
-    };
     if (idx == 0) {
-      set(check_failure_type(value, field, problems), out.failure_type);
+      take(check_failure_type(value, field, problems), out.failure_type, ok);
     } else if (idx == 1) {
       auto action = as_string(value, field, problems);
       if (action && *action != "CANCEL") problems.add(field, "must be CANCEL");
       ok = ok && action && *action == "CANCEL";
     } else if (idx == 2) {
-      set(check_percentage(value, field, problems), out.threshold_percentage);
+      take(check_percentage(value, field, problems), out.threshold_percentage, ok);
     } else {
-      set(check_uint(value, field, 1, UINT32_MAX, problems), out.min_executed_things);
+      take(check_uint(value, field, 1, UINT32_MAX, problems), out.min_executed_things, ok);
     }
   });
   for (std::size_t i = 0; i < kKnown.size(); ++i) {
@@ -357,15 +359,6 @@ struct JobFields {
   bool has_document = false;
   bool has_ota = false;
 };
-
-template <class T, class U>
-void take(std::optional<T>&& checked, U& into, bool& ok) {
-  if (checked) {
-    into = std::move(*checked);
-  } else {
-    ok = false;
-  }
-}
 
 void check_job_fields(dom::object obj, JobFields& out, Problems& problems) {
   static constexpr std::array<std::string_view, 7> kKnown{
