@@ -78,6 +78,15 @@ struct JobSpec {
 Expected<JobSpec, ApiError> parse_create_job(std::string_view json);
 // The body that parse_create_job turns back into `spec` (the store keeps a job's spec this way).
 std::string encode_job_spec(const JobSpec& spec);
+// `POST /jobs/{jobId}/cancel`: every key optional, an empty body is `{}`.
+inline constexpr std::size_t kMaxReasonCodeChars = 128;
+struct CancelJobBody {
+  std::string reason_code;  // 0..128 of A-Z 0-9 '_' (the hosted service's rule)
+  std::string comment;      // at most kMaxDescriptionChars, no control characters
+  bool force = false;  // also cancel executions IN_PROGRESS (else only QUEUED ones are canceled)
+};
+Expected<CancelJobBody, ApiError> parse_cancel_job(std::string_view json);
+
 // A jobId path segment: VALIDATION_ERROR naming `jobId`, or nullopt when valid_job_id.
 std::optional<ApiError> validate_job_id(std::string_view job_id);
 // Whether a target is a pattern (contains '*' or '?') rather than one thing's name.

@@ -3,6 +3,7 @@
 // Pure: no I/O, no clock. simdjson only through its error-code API.
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -173,6 +174,16 @@ std::optional<std::string> check_ota_stream_id(dom::element v, const std::string
   return std::string(*s);
 }
 
+// Moves a checked value into place, or records that the enclosing object is invalid.
+template <class T, class U>
+void take(std::optional<T>&& checked, U& into, bool& ok) {
+  if (checked) {
+    into = std::move(*checked);
+  } else {
+    ok = false;
+  }
+}
+
 // ota: exactly streamId, fileId, filePath, signature, certFile, and optional fileType, attributes.
 std::optional<OtaSpec> check_ota(dom::element v, Problems& problems) {
   static constexpr std::array<std::string_view, 7> kKnown{
@@ -185,31 +196,27 @@ std::optional<OtaSpec> check_ota(dom::element v, Problems& problems) {
   for_members(*obj, kKnown, "ota", problems, [&](std::size_t idx, dom::element value) {
     const std::string field = member_path("ota", kKnown[idx]);
     given[idx] = true;
-    auto set = [&](auto&& checked, auto& into) {
-      if (checked) into = std::move(*checked);
-      ok = ok && checked.has_value();
-    };
     switch (idx) {
       case 0:
-        set(check_ota_stream_id(value, field, problems), ota.stream_id);
+        take(check_ota_stream_id(value, field, problems), ota.stream_id, ok);
         break;
       case 1:
-        set(check_file_id(value, field, problems), ota.file_id);
+        take(check_file_id(value, field, problems), ota.file_id, ok);
         break;
       case 2:
-        set(check_text(value, field, kMaxOtaPathChars, problems), ota.file_path);
+        take(check_text(value, field, kMaxOtaPathChars, problems), ota.file_path, ok);
         break;
       case 3:
-        set(check_signature(value, field, problems), ota.signature);
+        take(check_signature(value, field, problems), ota.signature, ok);
         break;
       case 4:
-        set(check_text(value, field, kMaxOtaPathChars, problems), ota.cert_file);
+        take(check_text(value, field, kMaxOtaPathChars, problems), ota.cert_file, ok);
         break;
       case 5:
-        set(check_uint(value, field, 0, UINT32_MAX, problems), ota.file_type);
+        take(check_uint(value, field, 0, UINT32_MAX, problems), ota.file_type, ok);
         break;
       default:
-        set(check_uint(value, field, 0, UINT32_MAX, problems), ota.attributes);
+        take(check_uint(value, field, 0, UINT32_MAX, problems), ota.attributes, ok);
         break;
     }
   });
@@ -280,20 +287,16 @@ bool check_criterion(dom::object obj, const std::string& path, AbortCriterion& o
   for_members(obj, kKnown, path, problems, [&](std::size_t idx, dom::element value) {
     const std::string field = member_path(path, kKnown[idx]);
     given[idx] = true;
-    auto set = [&](auto&& checked, auto& into) {
-      if (checked) into = *checked;
-      ok = ok && checked.has_value();
-    };
     if (idx == 0) {
-      set(check_failure_type(value, field, problems), out.failure_type);
+      take(check_failure_type(value, field, problems), out.failure_type, ok);
     } else if (idx == 1) {
       auto action = as_string(value, field, problems);
       if (action && *action != "CANCEL") problems.add(field, "must be CANCEL");
       ok = ok && action && *action == "CANCEL";
     } else if (idx == 2) {
-      set(check_percentage(value, field, problems), out.threshold_percentage);
+      take(check_percentage(value, field, problems), out.threshold_percentage, ok);
     } else {
-      set(check_uint(value, field, 1, UINT32_MAX, problems), out.min_executed_things);
+      take(check_uint(value, field, 1, UINT32_MAX, problems), out.min_executed_things, ok);
     }
   });
   for (std::size_t i = 0; i < kKnown.size(); ++i) {
@@ -357,15 +360,6 @@ struct JobFields {
   bool has_ota = false;
 };
 
-template <class T, class U>
-void take(std::optional<T>&& checked, U& into, bool& ok) {
-  if (checked) {
-    into = std::move(*checked);
-  } else {
-    ok = false;
-  }
-}
-
 void check_job_fields(dom::object obj, JobFields& out, Problems& problems) {
   static constexpr std::array<std::string_view, 7> kKnown{
       "targets",     "document",     "ota", "description", "jobExecutionsRolloutConfig",
@@ -409,7 +403,50 @@ void check_job_fields(dom::object obj, JobFields& out, Problems& problems) {
   }
 }
 
+std::optional<std::string> check_reason_code(dom::element v, const std::string& field,
+                                             Problems& problems) {
+  auto s = as_string(v, field, problems);
+  if (!s) return std::nullopt;
+  const bool ok = s->size() <= kMaxReasonCodeChars && std::all_of(s->begin(), s->end(), [](char c) {
+                    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+                  });
+  if (!ok) {
+    problems.add(field, "must be at most " + std::to_string(kMaxReasonCodeChars) +
+                            " of the capital letters A-Z, digits 0-9 and '_'");
+    return std::nullopt;
+  }
+  return std::string(*s);
+}
+
+void check_cancel_fields(dom::object obj, CancelJobBody& out, Problems& problems) {
+  static constexpr std::array<std::string_view, 3> kKnown{"reasonCode", "comment", "force"};
+  bool ignored = true;
+  for_members(obj, kKnown, "", problems, [&](std::size_t idx, dom::element value) {
+    if (idx == 0) {
+      take(check_reason_code(value, "reasonCode", problems), out.reason_code, ignored);
+    } else if (idx == 1) {
+      take(check_description(value, "comment", problems), out.comment, ignored);
+    } else if (value.type() != dom::element_type::BOOL || value.get_bool().get(out.force)) {
+      problems.add("force", "must be true or false");
+    }
+  });
+}
+
 }  // namespace
+
+Expected<CancelJobBody, ApiError> parse_cancel_job(std::string_view json) {
+  CancelJobBody out;
+  if (json.find_first_not_of(" \t\r\n") == std::string_view::npos) return out;  // no body
+  dom::parser parser(kMaxControlBodyBytes);
+  auto root = parse_json_object(json, parser);
+  if (!root) return unexpected(std::move(root.error()));
+  Problems problems;
+  check_cancel_fields(*root, out, problems);
+  if (problems.total() > 0) {
+    return unexpected(std::move(problems).to_error("request body", "invalid field"));
+  }
+  return out;
+}
 
 std::string_view to_string(AbortFailureType t) {
   static constexpr std::array<std::string_view, 4> kNames{"FAILED", "REJECTED", "TIMED_OUT", "ALL"};

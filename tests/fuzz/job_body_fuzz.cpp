@@ -1,9 +1,9 @@
 // libFuzzer target for the HTTP side of jobs (protocol/job_control.hpp): the same bytes go through
-// parse_create_job, parse_job_list_query and parse_execution_list_query. An accepted body must
-// respect every documented bound, read back as the same spec from encode_job_spec, and give valid
-// JSON in every response and in the afr_ota document (whose fields must carry the spec's values);
-// a refused one must give a VALIDATION_ERROR or PAYLOAD_TOO_LARGE envelope that is valid JSON.
-// A decoded nextToken must round-trip through encode_next_token.
+// parse_create_job, parse_cancel_job, parse_job_list_query and parse_execution_list_query. An
+// accepted create body must respect every documented bound, read back as the same spec from
+// encode_job_spec, and give valid JSON in every response and in the afr_ota document (whose fields
+// must carry the spec's values); a refused body must give a VALIDATION_ERROR or PAYLOAD_TOO_LARGE
+// envelope that is valid JSON. A decoded nextToken must round-trip through encode_next_token.
 #include <simdjson.h>
 
 #include <cstddef>
@@ -164,5 +164,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz_create(input);
   fuzz_queries(input);
   fuzz_executions(input);
+  if (auto cancel = parse_cancel_job(input); !cancel) {
+    check_error(cancel.error());
+  } else {
+    check(cancel->reason_code.size() <= kMaxReasonCodeChars, "reasonCode bounded");
+  }
   return 0;
 }

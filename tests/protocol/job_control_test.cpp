@@ -284,6 +284,34 @@ TEST(JobCreate, DescriptionIsBounded) {
               ElementsAre(Problem("description", "must be at most 2028 characters")));
 }
 
+TEST(JobCancel, EveryKeyIsOptional) {
+  auto empty = parse_cancel_job("");
+  ASSERT_TRUE(empty.has_value());
+  EXPECT_EQ(empty->reason_code, "");
+  EXPECT_FALSE(empty->force);
+  ASSERT_TRUE(parse_cancel_job(" \r\n{}").has_value());
+  auto full =
+      parse_cancel_job(R"({"reasonCode":"BAD_BUILD_2","comment":"bricks gw-7","force":true})");
+  ASSERT_TRUE(full.has_value()) << full.error().message;
+  EXPECT_EQ(full->reason_code, "BAD_BUILD_2");
+  EXPECT_EQ(full->comment, "bricks gw-7");
+  EXPECT_TRUE(full->force);
+}
+
+TEST(JobCancel, BadKeysAreNamed) {
+  auto e = parse_cancel_job(R"({"reasonCode":"bad build","comment":7,"force":"yes","why":1})");
+  ASSERT_FALSE(e.has_value());
+  EXPECT_THAT(
+      e.error().details,
+      ElementsAre(Problem("reasonCode",
+                          "must be at most 128 of the capital letters A-Z, digits 0-9 and '_'"),
+                  Problem("comment", "must be a string"), Problem("force", "must be true or false"),
+                  Problem("why", "is not a known field")));
+  EXPECT_FALSE(parse_cancel_job(R"({"reasonCode":")" + std::string(129, 'A') + "\"}").has_value());
+  EXPECT_TRUE(parse_cancel_job(R"({"reasonCode":")" + std::string(128, 'A') + "\"}").has_value());
+  EXPECT_FALSE(parse_cancel_job("[]").has_value());
+}
+
 TEST(JobId, ValidatedWithItsRule) {
   EXPECT_FALSE(validate_job_id("fw-2026_1"));
   EXPECT_FALSE(validate_job_id(std::string(kMaxJobIdChars, 'j')));
