@@ -39,8 +39,8 @@ constexpr const char* kTag = "chunkd";
 constexpr int kDeliveryStopMs = 5000;
 constexpr std::uint64_t kJobsFlushMs = 5000;  // jobs changes not yet durable may be written // jobs
                                               // already started may finish within this
-constexpr int kMqttFlushMs = 2000;          // queued replies may be written within this
-constexpr int kShutdownWatchdogMs = 30000;  // a stop taking longer than this is a bug: exit(1)
+constexpr int kMqttFlushMs = 2000;            // queued replies may be written within this
+constexpr int kShutdownWatchdogMs = 30000;    // a stop taking longer than this is a bug: exit(1)
 
 const char* signal_name(int signum) {
   switch (signum) {
