@@ -268,7 +268,8 @@ Expected<RunResult, std::string> Fleet::run(const std::atomic<bool>& stop, Progr
   TimePoint last = t0_;
   for (auto& d : devs_) {
     const DeviceStats& s = d->device.stats();
-    if (s.finished && *s.finished > last) last = *s.finished;
+    const std::optional<TimePoint> finished = d->ota ? d->ota->stats().ended : s.finished;
+    if (finished && *finished > last) last = *finished;
     DeviceOutcome outcome{d->thing, d->device.state(), d->device.failure(), s, std::nullopt};
     if (d->ota) {
       outcome.state = d->ota->as_intended() ? DeviceState::Done : DeviceState::Failed;

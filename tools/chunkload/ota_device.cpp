@@ -259,6 +259,7 @@ void OtaDevice::stop(OtaOutcome outcome, std::string reason, TimePoint now) {
   if (terminal()) return;
   stats_.outcome = outcome;
   stats_.reason = std::move(reason);
+  stats_.ended = now;
   phase_ = Phase::Over;
   check_.reset();
   download_.fail(stats_.reason, now);  // no-op once its download is over

@@ -69,6 +69,7 @@ struct OtaStats {
   std::optional<TimePoint> job;         // usable job received
   std::optional<TimePoint> downloaded;  // last block stored
   std::optional<TimePoint> reported;    // outcome published
+  std::optional<TimePoint> ended;       // outcome known (reported or not)
   std::uint64_t updates = 0;            // UpdateJobExecution published
   std::uint64_t notifies = 0;           // notify-next messages received
   std::uint64_t bad_notifies = 0;       // not JSON, or an execution without a valid jobId
