@@ -54,7 +54,20 @@ class JobsResponder {
     return ::testing::AssertionSuccess();
   }
 
-  std::map<std::string, Execution> executions() {
+  // Every execution, once `things` of them have a final status (or after 20 s: the test then
+  // sees what arrived). chunkload may exit before this thread has read its last update.
+  std::map<std::string, Execution> executions(std::size_t things) {
+    for (int i = 0; i < 400; ++i) {
+      {
+        std::lock_guard lock(mu_);
+        std::size_t final_ = 0;
+        for (const auto& [thing, e] : executions_) {
+          final_ += e.status == "SUCCEEDED" || e.status == "FAILED" || e.status == "REJECTED";
+        }
+        if (final_ >= things) return executions_;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     std::lock_guard lock(mu_);
     return executions_;
   }
@@ -201,7 +214,7 @@ TEST_F(ChunkloadOta, SignedImageSucceedsAfterTheSelfTestRoundTrip) {
   EXPECT_EQ(j.u64("/devices_done"), 3u) << r.out;
   EXPECT_EQ(j.u64("/bytes"), 3u * image.size()) << r.out;
   EXPECT_EQ(j.u64("/ota/time_to_outcome_s/devices"), 3u) << r.out;
-  auto executions = jobs.executions();
+  auto executions = jobs.executions(3);
   ASSERT_EQ(executions.size(), 3u);
   for (const auto& [thing, e] : executions) {
     EXPECT_EQ(e.status, "SUCCEEDED") << thing;
@@ -225,7 +238,9 @@ TEST_F(ChunkloadOta, ACorruptedSignatureReportsFailed) {
   EXPECT_EQ(j.u64("/ota/failed"), 2u) << r.out;
   EXPECT_EQ(j.u64("/ota/succeeded"), 0u) << r.out;
   EXPECT_EQ(j.u64("/ota/simulated_failures"), 0u) << r.out;
-  for (const auto& [thing, e] : jobs.executions()) {
+  auto executions = jobs.executions(2);
+  ASSERT_EQ(executions.size(), 2u);
+  for (const auto& [thing, e] : executions) {
     EXPECT_EQ(e.status, "FAILED") << thing;
     EXPECT_EQ(e.details.count("reason"), 1u) << thing;
     EXPECT_EQ(e.next_gets, 1) << thing << ": no reboot after a bad image";
@@ -243,7 +258,7 @@ TEST_F(ChunkloadOta, FailPercentFailsThatShareOnPurpose) {
   EXPECT_EQ(j.u64("/ota/failed"), 2u) << r.out;
   EXPECT_EQ(j.u64("/ota/simulated_failures"), 2u) << r.out;
   int failed = 0;
-  for (const auto& [thing, e] : jobs.executions()) {
+  for (const auto& [thing, e] : jobs.executions(4)) {
     if (e.status == "FAILED") {
       ++failed;
       EXPECT_EQ(e.details.at("reason"), "simulated failure") << thing;
@@ -259,7 +274,7 @@ TEST_F(ChunkloadOta, ANonFirmwareFileSucceedsWithoutAReboot) {
   ASSERT_TRUE(jobs.start());
   auto r = chunkload(1);
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  auto executions = jobs.executions();
+  auto executions = jobs.executions(1);
   ASSERT_EQ(executions.size(), 1u);
   EXPECT_EQ(executions.begin()->second.status, "SUCCEEDED");
   EXPECT_EQ(executions.begin()->second.next_gets, 1);
@@ -272,7 +287,7 @@ TEST_F(ChunkloadOta, AJobWithoutMqttIsRejected) {
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   Json j(r.out);
   EXPECT_EQ(j.u64("/ota/rejected"), 1u) << r.out;
-  auto executions = jobs.executions();
+  auto executions = jobs.executions(1);
   ASSERT_EQ(executions.size(), 1u);
   EXPECT_EQ(executions.begin()->second.status, "REJECTED");
   EXPECT_EQ(j.u64("/bytes"), 0u) << r.out;

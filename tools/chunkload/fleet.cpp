@@ -263,6 +263,7 @@ Expected<RunResult, std::string> Fleet::run(const std::atomic<bool>& stop, Progr
     d->fail(reason, end, result.stopped == "max-seconds");
     note_terminal_locked(*d);
   }
+  drain();
   destroy_clients();  // no callback runs after this
 
   TimePoint last = t0_;

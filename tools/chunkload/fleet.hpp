@@ -68,6 +68,8 @@ class Fleet {
   // With the device locked: paho refused `o` with `rc`.
   void refused_locked(Dev& dev, const Outgoing& o, int rc, TimePoint now);
   void disconnect(Conn& conn);
+  // --ota: disconnects every connection, letting queued job updates go out first (bounded).
+  void drain();
   void note_terminal_locked(Dev& dev);
   // Fails `conn`'s devices [from, from + count) (relative to its first device).
   void fail_devices(Conn& conn, std::uint32_t from, std::uint32_t count, const std::string& reason);

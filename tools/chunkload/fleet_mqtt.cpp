@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "tools/chunkload/fleet.hpp"
 #include "tools/chunkload/fleet_state.hpp"
@@ -14,6 +15,7 @@ namespace {
 
 constexpr int kKeepAliveSeconds = 30;
 constexpr int kConnectTimeoutSeconds = 30;
+constexpr int kDrainMs = 2000;
 
 [[noreturn]] void die_in_callback() {
   std::fputs("chunkload: internal error (exception) in an MQTT callback\n", stderr);
@@ -285,8 +287,25 @@ void Fleet::publish_unlocked(Dev& dev, Outbox& out) {
 
 void Fleet::disconnect(Conn& conn) {
   MQTTAsync_disconnectOptions dopts = MQTTAsync_disconnectOptions_initializer;
-  dopts.timeout = 0;
+  // An OTA device's last word is a QoS 1 job update: give it time to be acknowledged.
+  dopts.timeout = ota_ != nullptr ? kDrainMs : 0;
   MQTTAsync_disconnect(conn.client, &dopts);
+}
+
+void Fleet::drain() {
+  if (ota_ == nullptr) return;
+  for (auto& conn : conns_) {
+    if (conn->connect_issued && !conn->disconnect_issued) {
+      conn->disconnect_issued = true;
+      disconnect(*conn);
+    }
+  }
+  const TimePoint deadline = Clock::now() + std::chrono::milliseconds(kDrainMs + 500);
+  for (auto& conn : conns_) {
+    while (MQTTAsync_isConnected(conn->client) != 0 && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
 }
 
 }  // namespace chunkd::chunkload
