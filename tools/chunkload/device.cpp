@@ -109,6 +109,13 @@ std::string describe_blocks(const std::vector<std::uint32_t>& blocks) {
   return s;
 }
 
+Outgoing request(protocol::Verb verb, std::vector<std::byte> payload) {
+  Outgoing o;
+  o.verb = verb;
+  o.payload = std::move(payload);
+  return o;
+}
+
 }  // namespace
 
 struct Device::FileState {
@@ -119,7 +126,8 @@ struct Device::FileState {
   std::vector<std::uint8_t> unrequested;  // bitmap: neither stored nor asked for
   std::uint32_t first_unrequested = 0;    // no unrequested block below this
   std::uint32_t received = 0;
-  // Verification (only with --verify).
+  // Verification (with --verify) or a PrefixSink: the file in order.
+  bool keep = false;
   Mapping buffer;
   std::unique_ptr<HashState> hash;
   std::uint32_t hashed_blocks = 0;
@@ -180,10 +188,21 @@ void Device::start(TimePoint now, Outbox& out) {
   begin_next_file(now, out);
 }
 
+void Device::start_file(std::uint32_t file_id, std::uint64_t size_bytes, PrefixSink* sink,
+                        TimePoint now, Outbox& out) {
+  if (state_ != DeviceState::Waiting) return;
+  stats_.started = now;
+  sink_ = sink;
+  plan_.assign(1, PlannedFile{file_id, size_bytes, std::nullopt});
+  next_file_ = 0;
+  state_ = DeviceState::Downloading;
+  begin_next_file(now, out);
+}
+
 void Device::send_describe(TimePoint now, Outbox& out) {
-  out.push_back(Outgoing{
+  out.push_back(request(
       protocol::Verb::Describe,
-      protocol::encode_describe_request(config_.format, config_.client_token_prefix + "d")});
+      protocol::encode_describe_request(config_.format, config_.client_token_prefix + "d")));
   describe_sent_ = now;
   describe_resend_at_.reset();
 }
@@ -255,8 +274,9 @@ void Device::begin_next_file(TimePoint now, Outbox& out) {
   f->owner.assign(f->nblocks, kNoOwner);
   f->unrequested.assign((std::size_t{f->nblocks} + 7) / 8, 0);
   for (std::uint32_t b = 0; b < f->nblocks; ++b) set_bit(f->unrequested, b);
-  if (config_.verify) {
-    f->hash = std::make_unique<HashState>();
+  f->keep = config_.verify || sink_ != nullptr;
+  if (config_.verify) f->hash = std::make_unique<HashState>();
+  if (f->keep) {
     if (pf.size_bytes > 0 && !f->buffer.map(static_cast<std::size_t>(pf.size_bytes))) {
       fail("cannot map " + std::to_string(pf.size_bytes) + " bytes for file " +
                std::to_string(pf.file_id),
@@ -328,7 +348,7 @@ void Device::issue_request(std::uint32_t slot_index, TimePoint now, Outbox& out)
   args.offset = req.offset;
   if (req.count != 0) args.count = req.count;
   args.bitmap = std::move(req.bitmap);
-  out.push_back(Outgoing{protocol::Verb::Get, protocol::encode_get_request(config_.format, args)});
+  out.push_back(request(protocol::Verb::Get, protocol::encode_get_request(config_.format, args)));
   ++stats_.requests;
 }
 
@@ -355,7 +375,9 @@ void Device::resend(std::uint32_t slot_index, bool throttled, TimePoint now, Out
     args.offset = missing.front();
     args.count = missing.back() - missing.front() + 1;
   } else {
-    const std::uint32_t base = std::min(missing.front(), protocol::kMaxOffset);
+    // As the first request: o = 0 whenever the whole file fits one bitmap.
+    const std::uint32_t base =
+        f.nblocks <= kBitmapBits ? 0 : std::min(missing.front(), protocol::kMaxOffset);
     std::vector<std::uint8_t> bits((std::size_t{missing.back() - base} + 8) / 8, 0);
     for (std::uint32_t b : missing) set_bit(bits, b - base);
     args.offset = base;
@@ -366,7 +388,7 @@ void Device::resend(std::uint32_t slot_index, bool throttled, TimePoint now, Out
   slot.blocks = std::move(missing);
   slot.progress = now;
   slot.resend_at.reset();
-  out.push_back(Outgoing{protocol::Verb::Get, protocol::encode_get_request(config_.format, args)});
+  out.push_back(request(protocol::Verb::Get, protocol::encode_get_request(config_.format, args)));
   if (throttled) {
     ++stats_.throttle_retries;
   } else {
@@ -420,13 +442,15 @@ void Device::on_data(std::span<const std::byte> payload, TimePoint now, Outbox& 
   }
   throttle_streak_ = 0;
 
-  if (config_.verify) {
+  if (f.keep) {
     std::memcpy(f.buffer.data() + offset, reply->payload.data(), reply->payload.size());
     while (f.hashed_blocks < f.nblocks && f.have[f.hashed_blocks] != 0) {
       const std::uint64_t at = std::uint64_t{f.hashed_blocks} * config_.block_size_bytes;
       const std::uint64_t len =
           std::min<std::uint64_t>(config_.block_size_bytes, f.spec.size_bytes - at);
-      XXH3_128bits_update(f.hash->state, f.buffer.data() + at, static_cast<std::size_t>(len));
+      const std::span<const std::byte> bytes(f.buffer.data() + at, static_cast<std::size_t>(len));
+      if (f.hash) XXH3_128bits_update(f.hash->state, bytes.data(), bytes.size());
+      if (sink_ != nullptr) sink_->consume(bytes);
       ++f.hashed_blocks;
       f.hashed_bytes = at + len;
     }

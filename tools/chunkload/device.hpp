@@ -63,9 +63,15 @@ struct DeviceConfig {
   std::atomic<std::uint64_t>* bytes_stored = nullptr;  // progress across the fleet
 };
 
+// What a device asks its connection to do. The download machinery publishes by verb (to the
+// fleet's stream); the OTA device names its topics, subscribes and unsubscribes.
+enum class Action : std::uint8_t { Publish, Subscribe, Unsubscribe };
 struct Outgoing {
   protocol::Verb verb = protocol::Verb::Get;
   std::vector<std::byte> payload;
+  std::string topic;  // empty: the fleet's topic for `verb`
+  Action action = Action::Publish;
+  int qos = 0;
 };
 using Outbox = std::vector<Outgoing>;
 
@@ -94,6 +100,16 @@ struct DeviceStats {
 
 enum class DeviceState : std::uint8_t { Waiting, Describing, Downloading, Done, Failed };
 
+// Sees a file's bytes in order, as the contiguous prefix of stored blocks grows (the OTA device
+// hashes them for the signature check).
+class PrefixSink {
+ public:
+  virtual void consume(std::span<const std::byte> bytes) = 0;
+
+ protected:
+  virtual ~PrefixSink() = default;
+};
+
 class Device {
  public:
   Device(const DeviceConfig& config, std::uint32_t seed);
@@ -103,6 +119,10 @@ class Device {
 
   // Begins: DescribeStream, or (--no-describe) the first file. Precondition: state Waiting.
   void start(TimePoint now, Outbox& out);
+  // Begins downloading one file whose id and size the caller knows (an OTA job document): no
+  // description, no `s`, no digest; `sink` (may be null) sees its bytes. Precondition: Waiting.
+  void start_file(std::uint32_t file_id, std::uint64_t size_bytes, PrefixSink* sink, TimePoint now,
+                  Outbox& out);
   void on_data(std::span<const std::byte> payload, TimePoint now, Outbox& out);
   void on_description(std::span<const std::byte> payload, TimePoint now, Outbox& out);
   void on_rejected(std::span<const std::byte> payload, TimePoint now, Outbox& out);
@@ -164,6 +184,7 @@ class Device {
   std::size_t next_file_ = 0;
   std::unique_ptr<FileState> file_;
   std::vector<Slot> slots_;
+  PrefixSink* sink_ = nullptr;
 };
 
 // "RequestThrottled" → its index in DeviceStats::rejections (kErrorCodeCount when unknown).

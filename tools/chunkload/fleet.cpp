@@ -1,151 +1,25 @@
 #include "tools/chunkload/fleet.hpp"
 
-#include <MQTTAsync.h>
-
 #include <algorithm>
 #include <charconv>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string_view>
+
+#include "tools/chunkload/fleet_state.hpp"
 
 namespace chunkd::chunkload {
 namespace {
 
 constexpr std::uint32_t kDevicesPerSubscribe = 32;  // 96 topic filters per SUBSCRIBE
-constexpr int kKeepAliveSeconds = 30;
-constexpr int kConnectTimeoutSeconds = 30;
 constexpr auto kProgressInterval = std::chrono::milliseconds(250);
-
-[[noreturn]] void die_in_callback() {
-  std::fputs("chunkload: internal error (exception) in an MQTT callback\n", stderr);
-  std::abort();
-}
-
-std::string describe_failure(const char* what, const MQTTAsync_failureData* response) {
-  std::string s = what;
-  if (response != nullptr) {
-    s += " (code " + std::to_string(response->code);
-    if (response->message != nullptr) s += ": " + std::string(response->message);
-    s += ")";
-  }
-  return s;
-}
 
 }  // namespace
 
-struct Fleet::Batch {
-  Conn* conn = nullptr;
-  std::uint32_t first = 0;  // devices [first, first + count)
-  std::uint32_t count = 0;
-};
-
-struct Fleet::Conn {
-  Fleet* fleet = nullptr;
-  MQTTAsync client = nullptr;
-  std::string client_id;
-  std::uint32_t first = 0;  // devices [first, first + count)
-  std::uint32_t count = 0;
-  TimePoint start_at;
-  std::vector<Batch> batches;
-  std::atomic<std::uint32_t> terminal{0};  // its devices done or failed
-  bool connect_issued = false;             // main thread only
-  bool disconnect_issued = false;          // main thread only
-};
-
-struct Fleet::Dev {
-  Dev(const DeviceConfig& config, std::uint32_t index) : device(config, index) {}
-  std::mutex mu;
-  Device device;  // guarded by mu
-  Conn* conn = nullptr;
-  std::string thing;
-  std::string get_topic;
-  std::string describe_topic;
-  TimePoint start_at;
-  bool started = false;     // guarded by mu: its ramp time has come
-  bool subscribed = false;  // guarded by mu: SUBACK received
-  bool counted = false;     // guarded by mu: counted in terminal_
-};
-
-// The C callbacks paho calls on its threads (with its global lock held).
-struct FleetCallbacks {
-  static int on_message(void* context, char* topic_name, int topic_len,
-                        MQTTAsync_message* message) {
-    try {
-      auto* conn = static_cast<Fleet::Conn*>(context);
-      const std::size_t len =
-          topic_len > 0 ? static_cast<std::size_t>(topic_len) : std::strlen(topic_name);
-      std::span<const std::byte> payload(static_cast<const std::byte*>(message->payload),
-                                         static_cast<std::size_t>(message->payloadlen));
-      conn->fleet->route(*conn, std::string_view(topic_name, len), payload);
-    } catch (...) {
-      die_in_callback();
-    }
-    MQTTAsync_freeMessage(&message);
-    MQTTAsync_free(topic_name);
-    return 1;
-  }
-
-  static void on_connected(void* context, MQTTAsync_successData* /*response*/) {
-    try {
-      auto* conn = static_cast<Fleet::Conn*>(context);
-      conn->fleet->subscribe(*conn);
-    } catch (...) {
-      die_in_callback();
-    }
-  }
-
-  static void on_connect_failed(void* context, MQTTAsync_failureData* response) {
-    try {
-      auto* conn = static_cast<Fleet::Conn*>(context);
-      conn->fleet->fail_devices(
-          *conn, 0, conn->count,
-          describe_failure(("connect to " + conn->fleet->options_.uri + " failed").c_str(),
-                           response));
-    } catch (...) {
-      die_in_callback();
-    }
-  }
-
-  static void on_connection_lost(void* context, char* cause) {
-    try {
-      auto* conn = static_cast<Fleet::Conn*>(context);
-      std::string reason = "connection lost";
-      if (cause != nullptr) reason += std::string(" (") + cause + ")";
-      conn->fleet->fail_devices(*conn, 0, conn->count, reason);
-    } catch (...) {
-      die_in_callback();
-    }
-  }
-
-  static void on_subscribed(void* context, MQTTAsync_successData* response) {
-    try {
-      auto* batch = static_cast<Fleet::Batch*>(context);
-      const int* granted = nullptr;
-      if (response != nullptr) {
-        // paho: alt.qos for a single filter, alt.qosList for several (always several here).
-        granted = std::size_t{batch->count} * 3 == 1 ? &response->alt.qos : response->alt.qosList;
-      }
-      batch->conn->fleet->subscribed(*batch, granted);
-    } catch (...) {
-      die_in_callback();
-    }
-  }
-
-  static void on_subscribe_failed(void* context, MQTTAsync_failureData* response) {
-    try {
-      auto* batch = static_cast<Fleet::Batch*>(context);
-      Fleet::Conn& conn = *batch->conn;
-      conn.fleet->fail_devices(conn, batch->first - conn.first, batch->count,
-                               describe_failure("subscribe failed", response));
-    } catch (...) {
-      die_in_callback();
-    }
-  }
-};
-
-Fleet::Fleet(const Options& options, const DeviceConfig& config)
-    : options_(options), config_(config), topics_(options.topic_prefix) {
+Fleet::Fleet(const Options& options, const DeviceConfig& config, const OtaConfig* ota)
+    : options_(options),
+      config_(config),
+      ota_(ota),
+      filters_per_device_(ota != nullptr ? 1 : 3),
+      topics_(options.topic_prefix) {
   const protocol::Format fmt = options.format;
   route_head_ = options.topic_prefix + "/" + options.thing_prefix;
   route_mid_ = "/streams/" + options.stream_id + "/";
@@ -158,6 +32,7 @@ Fleet::Fleet(const Options& options, const DeviceConfig& config)
   for (std::uint32_t i = 0; i < options.devices; ++i) {
     auto d = std::make_unique<Dev>(config, i);
     d->thing = options.thing_prefix + std::to_string(i);
+    if (ota != nullptr) d->ota = std::make_unique<OtaDevice>(*ota, d->device, d->thing, i);
     topics_.request_topic(d->get_topic, d->thing, options.stream_id, protocol::Verb::Get, fmt);
     topics_.request_topic(d->describe_topic, d->thing, options.stream_id, protocol::Verb::Describe,
                           fmt);
@@ -184,104 +59,22 @@ Fleet::Fleet(const Options& options, const DeviceConfig& config)
 
 Fleet::~Fleet() { destroy_clients(); }
 
-void Fleet::destroy_clients() {
-  for (auto& conn : conns_) {
-    if (conn->client != nullptr) MQTTAsync_destroy(&conn->client);
-    conn->client = nullptr;
-  }
-}
-
-Expected<bool, std::string> Fleet::create_clients() {
-  for (auto& conn : conns_) {
-    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-    co.sendWhileDisconnected = 0;
-    // paho counts every queued command against this, connected or not: room for each device's
-    // requests (first sends and re-sends) plus describes and subscribes.
-    co.maxBufferedMessages = static_cast<int>(std::min<std::uint64_t>(
-        1u << 20, std::uint64_t{conn->count} * (2 * std::uint64_t{options_.in_flight} + 4) + 64));
-    co.MQTTVersion = MQTTVERSION_3_1_1;
-    int rc =
-        MQTTAsync_createWithOptions(&conn->client, options_.uri.c_str(), conn->client_id.c_str(),
-                                    MQTTCLIENT_PERSISTENCE_NONE, nullptr, &co);
-    if (rc != MQTTASYNC_SUCCESS) {
-      conn->client = nullptr;
-      std::string why = MQTTAsync_strerror(rc);
-      return chunkd::unexpected<std::string>("cannot create an MQTT client for " + options_.uri +
-                                             ": " + why);
-    }
-    rc = MQTTAsync_setCallbacks(conn->client, conn.get(), &FleetCallbacks::on_connection_lost,
-                                &FleetCallbacks::on_message, nullptr);
-    if (rc != MQTTASYNC_SUCCESS) {
-      return chunkd::unexpected<std::string>("cannot set MQTT callbacks: " +
-                                             std::string(MQTTAsync_strerror(rc)));
-    }
-  }
-  return true;
-}
-
-void Fleet::connect(Conn& conn) {
-  MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
-  co.keepAliveInterval = kKeepAliveSeconds;
-  co.cleansession = 1;
-  co.connectTimeout =
-      static_cast<int>(std::min<std::uint32_t>(kConnectTimeoutSeconds, options_.max_seconds));
-  co.MQTTVersion = MQTTVERSION_3_1_1;
-  co.automaticReconnect = 0;
-  co.onSuccess = &FleetCallbacks::on_connected;
-  co.onFailure = &FleetCallbacks::on_connect_failed;
-  co.context = &conn;
-  const int rc = MQTTAsync_connect(conn.client, &co);
-  if (rc != MQTTASYNC_SUCCESS) {
-    fail_devices(conn, 0, conn.count,
-                 "connect to " + options_.uri + " failed: " + MQTTAsync_strerror(rc));
-  }
-}
-
-void Fleet::subscribe(Conn& conn) {
-  std::vector<std::string> filters;
-  std::vector<char*> ptrs;
-  std::vector<int> qos;
-  for (Batch& batch : conn.batches) {
-    filters.clear();
-    for (std::uint32_t i = batch.first; i < batch.first + batch.count; ++i) {
-      for (protocol::ReplyKind kind : {protocol::ReplyKind::Data, protocol::ReplyKind::Description,
-                                       protocol::ReplyKind::Rejected}) {
-        std::string t;
-        topics_.reply_topic(t, devs_[i]->thing, options_.stream_id, kind, options_.format);
-        filters.push_back(std::move(t));
-      }
-    }
-    ptrs.clear();
-    for (std::string& f : filters) ptrs.push_back(f.data());
-    qos.assign(filters.size(), options_.qos);
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.onSuccess = &FleetCallbacks::on_subscribed;
-    ro.onFailure = &FleetCallbacks::on_subscribe_failed;
-    ro.context = &batch;
-    const int rc = MQTTAsync_subscribeMany(conn.client, static_cast<int>(ptrs.size()), ptrs.data(),
-                                           qos.data(), &ro);
-    if (rc != MQTTASYNC_SUCCESS) {
-      fail_devices(conn, batch.first - conn.first, batch.count,
-                   std::string("subscribe failed: ") + MQTTAsync_strerror(rc));
-    }
-  }
-}
-
 void Fleet::subscribed(Batch& batch, const int* granted) {
   const TimePoint now = Clock::now();
   thread_local Outbox out;
   for (std::uint32_t k = 0; k < batch.count; ++k) {
     bool refused = granted == nullptr;
-    for (std::size_t t = 3 * std::size_t{k}; !refused && t < 3 * std::size_t{k} + 3; ++t) {
+    const std::size_t per = filters_per_device_;
+    for (std::size_t t = per * k; !refused && t < per * k + per; ++t) {
       refused = granted[t] < 0 || granted[t] > 2;  // 0x80: the broker refused the filter
     }
     Dev& dev = *devs_[batch.first + k];
     std::lock_guard lock(dev.mu);
     if (refused) {
-      dev.device.fail("the broker refused a reply-topic subscription", now);
+      dev.fail("the broker refused a subscription", now);
     } else {
       dev.subscribed = true;
-      if (dev.started) dev.device.start(now, out);
+      if (dev.started) dev.start(now, out);
       publish_locked(dev, out);
     }
     note_terminal_locked(dev);
@@ -290,6 +83,8 @@ void Fleet::subscribed(Batch& batch, const int* granted) {
 
 void Fleet::route(Conn& conn, std::string_view topic, std::span<const std::byte> payload) {
   // <topic_prefix>/<thing_prefix><index>/streams/<stream>/<kind>/<fmt>
+  // (--ota: <topic_prefix>/<thing_prefix><index>/..., whichever topic the OTA device knows)
+  const std::string_view full = topic;
   if (topic.substr(0, route_head_.size()) != route_head_) {
     unroutable_.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -304,6 +99,10 @@ void Fleet::route(Conn& conn, std::string_view topic, std::span<const std::byte>
     return;
   }
   topic.remove_prefix(digits);
+  if (ota_ != nullptr) {
+    route_ota(*devs_[index], full, payload);
+    return;
+  }
   if (topic.substr(0, route_mid_.size()) != route_mid_) {
     unroutable_.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -333,44 +132,30 @@ void Fleet::route(Conn& conn, std::string_view topic, std::span<const std::byte>
   note_terminal_locked(dev);
 }
 
-namespace {
-int send(MQTTAsync client, const std::string& topic, std::vector<std::byte>& payload) {
-  MQTTAsync_message msg = MQTTAsync_message_initializer;
-  msg.payload = payload.data();
-  msg.payloadlen = static_cast<int>(payload.size());
-  msg.qos = 0;
-  msg.retained = 0;
-  return MQTTAsync_sendMessage(client, topic.c_str(), &msg, nullptr);
-}
-}  // namespace
-
-void Fleet::publish_locked(Dev& dev, Outbox& out) {
-  for (Outgoing& o : out) {
-    const std::string& topic = o.verb == protocol::Verb::Get ? dev.get_topic : dev.describe_topic;
-    if (send(dev.conn->client, topic, o.payload) != MQTTASYNC_SUCCESS) {
-      dev.device.on_send_failed();
-    }
+void Fleet::route_ota(Dev& dev, std::string_view topic, std::span<const std::byte> payload) {
+  const TimePoint now = Clock::now();
+  thread_local Outbox out;
+  std::lock_guard lock(dev.mu);
+  if (!dev.ota->on_message(topic, payload, now, out)) {
+    unroutable_.fetch_add(1, std::memory_order_relaxed);
   }
-  out.clear();
+  publish_locked(dev, out);
+  note_terminal_locked(dev);
 }
 
-void Fleet::publish_unlocked(Dev& dev, Outbox& out) {
-  std::uint32_t refused = 0;
-  for (Outgoing& o : out) {
-    const std::string& topic = o.verb == protocol::Verb::Get ? dev.get_topic : dev.describe_topic;
-    if (send(dev.conn->client, topic, o.payload) != MQTTASYNC_SUCCESS) ++refused;
-  }
-  out.clear();
-  if (refused > 0) {
-    std::lock_guard lock(dev.mu);
-    for (std::uint32_t i = 0; i < refused; ++i) dev.device.on_send_failed();
-  }
+void Fleet::device_subscribed(Dev& dev, bool granted) {
+  const TimePoint now = Clock::now();
+  thread_local Outbox out;
+  std::lock_guard lock(dev.mu);
+  if (dev.ota) dev.ota->on_subscribed(granted, now, out);
+  publish_locked(dev, out);
+  note_terminal_locked(dev);
 }
 
 void Fleet::note_terminal_locked(Dev& dev) {
-  if (dev.counted || !dev.device.terminal()) return;
+  if (dev.counted || !dev.terminal()) return;
   dev.counted = true;
-  if (dev.device.state() == DeviceState::Failed) failed_.fetch_add(1, std::memory_order_relaxed);
+  if (dev.failed()) failed_.fetch_add(1, std::memory_order_relaxed);
   dev.conn->terminal.fetch_add(1, std::memory_order_acq_rel);
   if (terminal_.fetch_add(1, std::memory_order_acq_rel) + 1 == devs_.size()) {
     std::lock_guard lock(wake_mu_);
@@ -384,7 +169,7 @@ void Fleet::fail_devices(Conn& conn, std::uint32_t from, std::uint32_t count,
   for (std::uint32_t i = conn.first + from; i < conn.first + from + count; ++i) {
     Dev& dev = *devs_[i];
     std::lock_guard lock(dev.mu);
-    dev.device.fail(reason, now);
+    dev.fail(reason, now);
     note_terminal_locked(dev);
   }
 }
@@ -405,9 +190,9 @@ void Fleet::tick(TimePoint now) {
       if (!dev.started) {
         if (now < dev.start_at) continue;
         dev.started = true;
-        if (dev.subscribed) dev.device.start(now, out);
+        if (dev.subscribed) dev.start(now, out);
       } else if (dev.subscribed) {
-        dev.device.on_tick(now, out);
+        dev.on_tick(now, out);
       }
       note_terminal_locked(dev);
     }
@@ -420,9 +205,7 @@ void Fleet::tick(TimePoint now) {
       continue;
     }
     conn->disconnect_issued = true;
-    MQTTAsync_disconnectOptions dopts = MQTTAsync_disconnectOptions_initializer;
-    dopts.timeout = 0;
-    MQTTAsync_disconnect(conn->client, &dopts);
+    disconnect(*conn);
   }
 }
 
@@ -477,17 +260,24 @@ Expected<RunResult, std::string> Fleet::run(const std::atomic<bool>& stop, Progr
           : "not finished within --max-seconds " + std::to_string(options_.max_seconds);
   for (auto& d : devs_) {
     std::lock_guard lock(d->mu);
-    d->device.fail(reason, end);
+    d->fail(reason, end, result.stopped == "max-seconds");
     note_terminal_locked(*d);
   }
+  drain();
   destroy_clients();  // no callback runs after this
 
   TimePoint last = t0_;
   for (auto& d : devs_) {
     const DeviceStats& s = d->device.stats();
-    if (s.finished && *s.finished > last) last = *s.finished;
-    result.devices.push_back(
-        DeviceOutcome{d->thing, d->device.state(), d->device.failure(), d->device.stats()});
+    const std::optional<TimePoint> finished = d->ota ? d->ota->stats().ended : s.finished;
+    if (finished && *finished > last) last = *finished;
+    DeviceOutcome outcome{d->thing, d->device.state(), d->device.failure(), s, std::nullopt};
+    if (d->ota) {
+      outcome.state = d->ota->as_intended() ? DeviceState::Done : DeviceState::Failed;
+      outcome.failure = d->ota->stats().reason;
+      outcome.ota = d->ota->stats();
+    }
+    result.devices.push_back(std::move(outcome));
   }
   result.wall_seconds = std::chrono::duration<double>(last - t0_).count();
   if (config_.latency != nullptr) result.latency = config_.latency->summarize();

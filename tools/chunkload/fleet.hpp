@@ -1,5 +1,7 @@
 // The fleet: N devices on paho.mqtt.c async clients, either one MQTT connection per device or
-// (multiplex) C shared connections, each subscribing to the reply topics of its devices.
+// (multiplex) C shared connections, each subscribing to the reply topics of its devices. With
+// --ota each device is an OtaDevice: the connection subscribes its notify-next topics, and the
+// device subscribes and unsubscribes its stream's data topic itself (Outgoing actions).
 //
 // Threads. paho runs every callback on its own threads, with its global lock held. Message
 // callbacks lock the device they address, let it handle the reply and publish what it answers
@@ -22,14 +24,15 @@
 #include "base/expected.hpp"
 #include "tools/chunkload/device.hpp"
 #include "tools/chunkload/options.hpp"
+#include "tools/chunkload/ota_device.hpp"
 #include "tools/chunkload/report.hpp"
 
 namespace chunkd::chunkload {
 
 class Fleet {
  public:
-  // `config` must outlive the fleet.
-  Fleet(const Options& options, const DeviceConfig& config);
+  // `config` (and `ota`, null unless --ota) must outlive the fleet.
+  Fleet(const Options& options, const DeviceConfig& config, const OtaConfig* ota);
   ~Fleet();  // destroys every MQTT client before any device
   Fleet(const Fleet&) = delete;
   Fleet& operator=(const Fleet&) = delete;
@@ -47,15 +50,26 @@ class Fleet {
   Expected<bool, std::string> create_clients();
   void connect(Conn& conn);
   void subscribe(Conn& conn);
-  // SUBACK of one batch: `granted` holds 3 granted QoS values per device (nullptr: refused).
+  // SUBACK of one batch: `granted` holds filters_per_device_ granted QoS values per device
+  // (nullptr: refused).
   void subscribed(Batch& batch, const int* granted);
+  // SUBACK of a subscription an OTA device asked for.
+  void device_subscribed(Dev& dev, bool granted);
   // A message on one of `conn`'s subscriptions, on paho's thread.
   void route(Conn& conn, std::string_view topic, std::span<const std::byte> payload);
+  void route_ota(Dev& dev, std::string_view topic, std::span<const std::byte> payload);
   void tick(TimePoint now);
   // With the device locked: publishes `out` on its connection (callback threads only).
   void publish_locked(Dev& dev, Outbox& out);
   // Without any lock held: publishes, then tells the device about refused publishes.
   void publish_unlocked(Dev& dev, Outbox& out);
+  // Hands one Outgoing to paho; returns paho's code.
+  int execute(Dev& dev, Outgoing& o);
+  // With the device locked: paho refused `o` with `rc`.
+  void refused_locked(Dev& dev, const Outgoing& o, int rc, TimePoint now);
+  void disconnect(Conn& conn);
+  // --ota: disconnects every connection, letting queued job updates go out first (bounded).
+  void drain();
   void note_terminal_locked(Dev& dev);
   // Fails `conn`'s devices [from, from + count) (relative to its first device).
   void fail_devices(Conn& conn, std::uint32_t from, std::uint32_t count, const std::string& reason);
@@ -63,6 +77,8 @@ class Fleet {
 
   const Options& options_;
   const DeviceConfig& config_;
+  const OtaConfig* ota_;
+  std::uint32_t filters_per_device_;  // in the connection's SUBSCRIBE: 3, or 1 with --ota
   protocol::TopicCodec topics_;
   std::string route_head_;                  // "<topic_prefix>/<thing_prefix>"
   std::string route_mid_;                   // "/streams/<stream>/"

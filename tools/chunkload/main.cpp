@@ -1,6 +1,7 @@
 // chunkload: a fleet of simulated devices downloading a chunkd stream over MQTT (the device side
 // of SPEC.md §1), verifying every file against the digests of the control API and reporting
-// throughput and latency. Usage and output: docs/chunkload.md. main() only wires.
+// throughput and latency; with --ota, devices running the OTA agent's job flow. Usage and output:
+// docs/chunkload.md. main() only wires.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 #include "tools/chunkload/fleet.hpp"
 #include "tools/chunkload/latency.hpp"
 #include "tools/chunkload/options.hpp"
+#include "tools/chunkload/ota_device.hpp"
+#include "tools/chunkload/ota_signature.hpp"
 #include "tools/chunkload/report.hpp"
 #include "tools/chunkload/stream_info.hpp"
 
@@ -44,6 +47,20 @@ void raise_fd_limit(const chunkd::chunkload::Options& o) {
                  static_cast<unsigned long long>(sockets),
                  static_cast<unsigned long long>(lim.rlim_cur));
   }
+}
+
+chunkd::chunkload::OtaConfig ota_config(const chunkd::chunkload::Options& o,
+                                        const chunkd::chunkload::SigningKey* key) {
+  chunkd::chunkload::OtaConfig c;
+  c.topic_prefix = o.topic_prefix;
+  c.format = o.format;
+  c.data_qos = o.qos;
+  c.block_size_bytes = o.block_size_bytes;
+  c.key = key;
+  c.reboot = std::chrono::milliseconds(o.ota_reboot_ms);
+  c.fail_percent = o.fail_percent;
+  c.version = std::string("chunkload ") + CHUNKD_VERSION;
+  return c;
 }
 
 }  // namespace
@@ -87,7 +104,17 @@ int main(int argc, char** argv) {
   config.latency = &latency;
   config.bytes_stored = &bytes_stored;
 
-  if (options.verify || !options.describe) {
+  OtaConfig ota;
+  std::optional<SigningKey> key;
+  if (options.ota) {
+    auto loaded = SigningKey::from_certificate_file(options.ota_cert);
+    if (!loaded) {
+      std::fprintf(stderr, "chunkload: --ota-cert: %s\n", loaded.error().c_str());
+      return kExitUsage;
+    }
+    key = std::move(*loaded);
+    ota = ota_config(options, &*key);
+  } else if (options.verify || !options.describe) {
     auto info =
         fetch_stream_info(options.control_url, options.token, options.stream_id, kControlTimeoutMs);
     if (!info) {
@@ -101,7 +128,7 @@ int main(int argc, char** argv) {
   }
 
   ProgressLine progress(!options.quiet && ::isatty(STDERR_FILENO) == 1, options.devices);
-  Fleet fleet(options, config);
+  Fleet fleet(options, config, options.ota ? &ota : nullptr);
   auto run = fleet.run(g_stop, progress);
   if (!run) {
     std::fprintf(stderr, "chunkload: %s\n", run.error().c_str());

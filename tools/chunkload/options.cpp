@@ -59,11 +59,33 @@ std::string env_or(const char* name, const char* fallback) {
   return (v != nullptr && *v != '\0') ? std::string(v) : std::string(fallback);
 }
 
+// --ota's rules: the job names the stream; the agent's request style; a certificate to check with.
+std::optional<std::string> settle_ota(Options& o, bool have_stream, bool have_fail_percent,
+                                      bool have_blocks_per_request) {
+  if (!o.ota) {
+    if (!o.ota_cert.empty() || have_fail_percent) {
+      return std::string("--ota-cert and --fail-percent need --ota");
+    }
+    return std::nullopt;
+  }
+  if (have_stream) return std::string("--ota takes the stream from the job document: no --stream");
+  if (o.ota_cert.empty()) return std::string("--ota needs --ota-cert (the signing certificate)");
+  if (o.files) return std::string("--ota downloads the file the job names: no --files");
+  o.mode = Mode::Bitmap;
+  o.verify = false;  // the signature is the check
+  o.describe = false;
+  if (!have_blocks_per_request) o.blocks_per_request = kOtaBlocksPerRequest;
+  return std::nullopt;
+}
+
 }  // namespace
 
 const char* usage_text() {
   return R"(usage: chunkload --stream ID [options]
+       chunkload --ota --ota-cert CERT.pem [options]
 Simulates a fleet of devices downloading a chunkd stream over MQTT and reports throughput.
+With --ota, the devices behave as the OTA agent: they wait for a job on notify-next, download the
+file it names, check its signature, report progress and the outcome on the job.
 
   --uri URI                  broker (default tcp://127.0.0.1:1883)
   --stream ID                stream to download (required)
@@ -95,8 +117,17 @@ Simulates a fleet of devices downloading a chunkd stream over MQTT and reports t
   --quiet                    no progress bar, no warnings on stderr
   -h, --help                 this text
 
-Exit status: 0 every device downloaded and verified every file; 1 a device failed;
-2 usage error.
+OTA mode:
+  --ota                      devices run the OTA agent's job flow (no --stream: the job names
+                             it; bitmap mode, n = 8 unless --blocks-per-request is given)
+  --ota-cert FILE            PEM certificate (EC P-256) that checks every image's signature
+                             (required with --ota)
+  --ota-reboot-ms MS         the simulated reboot after the self-test is ready (default 200)
+  --fail-percent P           P% of the devices (spread evenly by index) report FAILED after the
+                             download (default 0)
+
+Exit status: 0 every device downloaded and verified every file (--ota: reported SUCCEEDED, or
+FAILED on purpose); 1 a device failed; 2 usage error.
 )";
 }
 
@@ -107,6 +138,8 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
   o.control_url = env_or("CHUNKD_URL", "http://127.0.0.1:8080");
   o.token = env_or("CHUNKD_TOKEN", "");
   bool have_stream = false;
+  bool have_fail_percent = false;
+  bool have_blocks_per_request = false;
 
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -139,6 +172,8 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
       err = flag(o.describe, true);
     } else if (name == "--no-describe") {
       err = flag(o.describe, false);
+    } else if (name == "--ota") {
+      err = flag(o.ota, true);
     } else {
       static constexpr std::string_view kValued[] = {"--uri",          "--stream",
                                                      "--devices",      "--thing-prefix",
@@ -149,7 +184,9 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
                                                      "--max-retries",  "--connections",
                                                      "--control-url",  "--token",
                                                      "--qos",          "--client-token-prefix",
-                                                     "--max-seconds",  "--ramp-ms"};
+                                                     "--max-seconds",  "--ramp-ms",
+                                                     "--ota-cert",     "--ota-reboot-ms",
+                                                     "--fail-percent"};
       if (std::find(std::begin(kValued), std::end(kValued), name) == std::end(kValued)) {
         return fail("unknown option '" + std::string(name) + "'");
       }
@@ -197,6 +234,7 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
                            o.block_size_bytes);
       } else if (name == "--blocks-per-request") {
         err = parse_u32_in(name, value, 0, protocol::kMaxBlockCount, o.blocks_per_request);
+        have_blocks_per_request = true;
       } else if (name == "--in-flight") {
         err = parse_u32_in(name, value, 1, kMaxInFlight, o.in_flight);
       } else if (name == "--mode") {
@@ -235,6 +273,13 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
         err = parse_u32_in(name, value, 1, 7 * 24 * 3600, o.max_seconds);
       } else if (name == "--ramp-ms") {
         err = parse_u32_in(name, value, 0, 24 * 3600 * 1000, o.ramp_ms);
+      } else if (name == "--ota-cert") {
+        o.ota_cert = value;
+      } else if (name == "--ota-reboot-ms") {
+        err = parse_u32_in(name, value, 0, 600000, o.ota_reboot_ms);
+      } else if (name == "--fail-percent") {
+        err = parse_u32_in(name, value, 0, 100, o.fail_percent);
+        have_fail_percent = true;
       } else {
         return fail("unknown option '" + std::string(name) + "'");
       }
@@ -242,7 +287,10 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
     if (err) return fail(std::move(*err));
   }
 
-  if (!have_stream) return fail("--stream is required");
+  if (auto ota_err = settle_ota(o, have_stream, have_fail_percent, have_blocks_per_request)) {
+    return fail(std::move(*ota_err));
+  }
+  if (!have_stream && !o.ota) return fail("--stream is required");
   // Every thing name must be valid; the longest is the last device's.
   std::string last_thing = o.thing_prefix + std::to_string(o.devices - 1);
   if (!protocol::valid_thing_name(last_thing)) {

@@ -20,7 +20,7 @@ enum class Mode : std::uint8_t {
 
 struct Options {
   std::string uri = "tcp://127.0.0.1:1883";
-  std::string stream_id;  // required
+  std::string stream_id;  // required, except with --ota (the job names the stream)
   std::uint32_t devices = 1;
   std::string thing_prefix;  // default "chunkload-<pid>-"
   std::string topic_prefix = "$aws/things";
@@ -43,9 +43,15 @@ struct Options {
   std::uint32_t ramp_ms = 0;
   bool json = false;
   bool quiet = false;
+  // --ota: devices behave as the OTA agent (docs/chunkload.md, "OTA mode").
+  bool ota = false;
+  std::string ota_cert;  // PEM certificate whose key checks every image's signature
+  std::uint32_t ota_reboot_ms = 200;
+  std::uint32_t fail_percent = 0;  // share of devices that report FAILED on purpose
 };
 
 inline constexpr std::uint32_t kMaxInFlight = 256;
+inline constexpr std::uint32_t kOtaBlocksPerRequest = 8;  // the OTA agent's n
 inline constexpr std::uint32_t kMaxDevices = 100000;
 // Longest token prefix that leaves room for "<slot>.<generation>" within the 64-byte token limit.
 inline constexpr std::size_t kMaxClientTokenPrefixBytes = 40;

@@ -7,6 +7,7 @@
 #include <cstdarg>
 
 #include "protocol/control.hpp"
+#include "tools/chunkload/ota_report.hpp"
 
 namespace chunkd::chunkload {
 namespace {
@@ -106,7 +107,7 @@ std::string report_json(const Options& options, const RunResult& run) {
     protocol::append_json_string(out, v);
   };
 
-  str("stream", options.stream_id);
+  str("stream", options.ota ? std::string_view("(from each job)") : options.stream_id);
   str("format", protocol::to_string(options.format));
   str("mode", mode_name(options.mode));
   num("block_size_bytes", options.block_size_bytes);
@@ -162,6 +163,10 @@ std::string report_json(const Options& options, const RunResult& run) {
   out += ']';
   num("failures_omitted",
       t.failures.size() > kMaxFailuresJson ? t.failures.size() - kMaxFailuresJson : 0);
+  if (options.ota) {
+    out += ',';
+    out += ota_report_json(run);
+  }
   if (run.devices.size() == 1) {
     const DeviceOutcome& d = run.devices.front();
     const double secs = device_seconds(d.stats);
@@ -192,10 +197,11 @@ std::string report_text(const Options& options, const RunResult& run) {
   const std::string conns = options.connections == 0
                                 ? std::string("one connection per device")
                                 : std::to_string(options.connections) + " shared connection(s)";
-  line("stream", options.stream_id + " (" + std::string(protocol::to_string(options.format)) +
-                     ", " + mode_name(options.mode) +
-                     ", l=" + std::to_string(options.block_size_bytes) + ", n=" + n +
-                     ", in-flight " + std::to_string(options.in_flight) + ", " + conns + ")");
+  line("stream", (options.ota ? std::string("(from each job)") : options.stream_id) + " (" +
+                     std::string(protocol::to_string(options.format)) + ", " +
+                     mode_name(options.mode) + ", l=" + std::to_string(options.block_size_bytes) +
+                     ", n=" + n + ", in-flight " + std::to_string(options.in_flight) + ", " +
+                     conns + ")");
   line("devices", std::to_string(t.done) + " done, " + std::to_string(t.failed) + " failed (of " +
                       std::to_string(run.devices.size()) + ")" +
                       (run.stopped.empty() ? "" : "; stopped: " + run.stopped));
@@ -228,6 +234,7 @@ std::string report_text(const Options& options, const RunResult& run) {
     odd += std::string(c.name) + " " + std::to_string(c.value);
   }
   line("anomalies", odd.empty() ? "none" : odd);
+  if (options.ota) out += ota_report_text(run);
   if (run.devices.size() == 1) {
     const DeviceOutcome& d = run.devices.front();
     const double secs = device_seconds(d.stats);

@@ -12,6 +12,7 @@
 #include "tools/chunkload/device.hpp"
 #include "tools/chunkload/latency.hpp"
 #include "tools/chunkload/options.hpp"
+#include "tools/chunkload/ota_device.hpp"
 
 namespace chunkd::chunkload {
 
@@ -20,6 +21,7 @@ struct DeviceOutcome {
   DeviceState state = DeviceState::Waiting;
   std::string failure;
   DeviceStats stats;
+  std::optional<OtaStats> ota;  // --ota
 };
 
 struct RunResult {
