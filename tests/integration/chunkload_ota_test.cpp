@@ -145,6 +145,8 @@ class ChunkloadOta : public ::testing::Test {
              "2", "-subj", "/CN=chunkload-ota-test"});
     good_signature = sign(dir + "/image.bin");
     wrong_signature = sign(dir + "/other.bin");
+    // The stand-in answers the jobs topics; chunkd's own jobs service would answer them too.
+    stack.daemon().set("jobs", "enabled", real_jobs() ? "true" : "false");
     ASSERT_TRUE(stack.start());
     ASSERT_TRUE(stack.create_file_stream("ota-fw", image));
   }
@@ -194,9 +196,37 @@ class ChunkloadOta : public ::testing::Test {
     return run_process(args, 120000, {{"CHUNKD_TOKEN", ""}, {"CHUNKD_URL", ""}});
   }
 
+  virtual bool real_jobs() const { return false; }
+
   Stack stack;
   std::string dir, image, good_signature, wrong_signature;
 };
+
+// The same devices against chunkd's own jobs service.
+class ChunkloadOtaWithChunkdJobs : public ChunkloadOta {
+ protected:
+  bool real_jobs() const override { return true; }
+};
+
+TEST_F(ChunkloadOtaWithChunkdJobs, ARolloutSucceedsOnEveryDeviceAtTheRate) {
+  std::string body = R"({"targets":["ota-dev-*"],"ota":{"streamId":"ota-fw","fileId":0,)"
+                     R"("filePath":"/fw/image.bin","certFile":"/certs/ota.crt","signature":)" +
+                     json_quote(good_signature) +
+                     R"(},"jobExecutionsRolloutConfig":{"maximumPerMinute":4}})";
+  auto created = stack.request("POST", "/jobs/fw-rollout", body);
+  ASSERT_EQ(created.status, 201) << created.body;
+  auto r = chunkload(4);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err << stack.daemon().log(8000);
+  Json j(r.out);
+  ASSERT_TRUE(j.ok()) << r.out;
+  EXPECT_EQ(j.u64("/ota/succeeded"), 4u) << r.out;
+  Json job(stack.request("GET", "/jobs/fw-rollout").body);
+  EXPECT_EQ(job.u64("/data/jobProcessDetails/numberOfSucceededThings"), 4u);
+  EXPECT_EQ(job.str("/data/status"), "IN_PROGRESS") << "a pattern job waits for more things";
+  Json things(stack.request("GET", "/jobs/fw-rollout/things?status=SUCCEEDED").body);
+  EXPECT_EQ(things.array_size("/data/executions"), 4u);
+  EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();
+}
 
 bool has_update(const Execution& e, const std::string& line) {
   return std::find(e.updates.begin(), e.updates.end(), line) != e.updates.end();
