@@ -82,59 +82,6 @@ bool storage_full(const std::error_code& error) {
          (error.category() == std::generic_category() && error.value() == EDQUOT);
 }
 
-struct ContentStore::Job {
-  enum class SlotState { Free, Reading, Ready, Writing };
-  struct Slot {
-    Job* job = nullptr;
-    SlotState state = SlotState::Free;
-    std::uint64_t extent = 0;
-    std::size_t length = 0;
-    std::size_t written = 0;
-    std::unique_ptr<std::byte[]> buffer;
-    uv_fs_t write_req{};
-    uv_buf_t write_buf{};
-  };
-
-  ContentStore* store = nullptr;
-  IngestDone done;
-  std::uint64_t started_ms = 0;
-
-  // Owned descriptors; closed by the finalize or cleanup work.
-  int src_fd = -1;
-  int tmp_fd = -1;
-  int read_fd = -1;  // src_fd, or tmp_fd after a reflink
-  std::string tmp_path;
-
-  std::uint64_t size = 0;
-  std::uint64_t available = 0;  // free space seen by prepare_ingest
-  bool hash_only = false;       // no temp file: succeeds only if the content is already stored
-  std::uint64_t extents = 0;
-  std::uint64_t next_read = 0;
-  std::uint64_t next_hash = 0;
-  std::size_t outstanding = 0;  // reads and writes in flight
-  std::vector<Slot> slots;      // sized once; never resized while I/O is in flight
-  XXH3_state_t* hash = nullptr;
-
-  std::error_code error;
-  bool ended = false;  // finalize or cleanup queued
-  bool pumping = false;
-  bool pump_again = false;
-
-  uv_work_t work{};
-  int work_errno = 0;
-  bool created = false;
-  IngestResult result;
-
-  ~Job() {
-    if (hash != nullptr) XXH3_freeState(hash);
-  }
-
-  // Loop thread: queues the write of the slot's hashed extent to the temp file. Returns false
-  // (error set, the slot free) when the write could not be queued.
-  bool write_extent(Slot& slot);
-  static void on_write(uv_fs_t* req);
-};
-
 ContentStore::ContentStore(uv_loop_t* loop, io::FileReader& reader, Metrics* metrics,
                            const Clock& clock, ContentStoreOptions options, LiveDigests live)
     : loop_(loop),
@@ -199,7 +146,7 @@ std::error_code ContentStore::open(std::string& message) {
 
 std::size_t ContentStore::ingests_in_progress() const { return jobs_.size() + waiting_.size(); }
 
-void ContentStore::ingest(int fd, IngestDone done) {
+void ContentStore::ingest(int fd, IngestDone done, std::shared_ptr<IngestProgress> progress) {
   if (closing_) {
     ::close(fd);
     done(IngestError::Closed, {});
@@ -209,6 +156,7 @@ void ContentStore::ingest(int fd, IngestDone done) {
   job->store = this;
   job->done = std::move(done);
   job->src_fd = fd;
+  job->progress = std::move(progress);
   job->started_ms = clock_.now_ms();
   if (gc_running_) {
     waiting_.push_back(std::move(job));
@@ -222,6 +170,10 @@ void ContentStore::ingest(int fd, IngestDone done) {
 void ContentStore::start(Job& job) {
   job.tmp_path = options_.data_dir + "/tmp/ingest-" + std::to_string(::getpid()) + "-" +
                  std::to_string(next_tmp_++);
+  if (job.writer) {
+    start_writer(job);
+    return;
+  }
   job.work.data = &job;
   int rc = uv_queue_work(
       loop_, &job.work,
@@ -266,6 +218,7 @@ void ContentStore::prepared(Job& j, int status) {
              static_cast<unsigned long long>(j.available), options_.data_dir.c_str(),
              static_cast<unsigned long long>(j.size));
   }
+  if (!j.error && j.progress) j.progress->total = j.size;
   if (!j.error) {
     const std::uint64_t extent = options_.extent_bytes;
     j.extents = (j.size + extent - 1) / extent;
@@ -301,7 +254,7 @@ void ContentStore::pump(Job& job) {
 }
 
 void ContentStore::step(Job& job) {
-  if (job.ended) return;
+  if (job.ended || job.writer) return;  // a writer ends with IngestWriter::finish
   if (!job.error && closing_) job.error = IngestError::Closed;
   if (!job.error) {
     hash_ready(job);
@@ -352,6 +305,7 @@ void ContentStore::hash_ready(Job& job) {
       (void)XXH3_128bits_update(job.hash, data, slot.length);
       job.result.manifest.push_back(XXH3_64bits(data, slot.length));
       job.next_hash++;
+      if (job.progress) job.progress->done += slot.length;
       if (job.result.reflinked || job.hash_only) {
         slot.state = Job::SlotState::Free;
         break;
@@ -500,6 +454,10 @@ void ContentStore::close(std::function<void()> done) {
   auto waiting = std::move(waiting_);
   waiting_.clear();
   for (auto& job : waiting) {
+    if (job->writer) {
+      job->ready(IngestError::Closed, {});
+      continue;
+    }
     ::close(job->src_fd);
     job->done(IngestError::Closed, {});
   }

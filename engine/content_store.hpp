@@ -26,6 +26,17 @@
 // when it cannot; storage_problem() says why until a later check (probe_storage(), or a successful
 // ingest) finds it writable again.
 //
+// Content the caller writes itself (an S3 fetch, engine/s3_source.hpp): begin_write() makes a
+// temp file under <data_dir>/tmp and hands an IngestWriter for it. The caller writes the content at
+// its offsets from 0 and passes every byte to update() in offset order as it goes, so the digest
+// and the manifest are computed on the loop while the bytes arrive (no second copy, no read back);
+// reserve() checks the size against max_file_bytes and the free space first. finish() then ends it
+// as an ingest ends (fsync, link or deduplicate, pin), or drops the temp file. The writer counts as
+// an ingest in progress until finish() reports, so GC never runs meanwhile.
+//
+// Progress: ingest() and begin_write() take an optional IngestProgress that the store updates as
+// it hashes (the control API shows it while a stream is being created or updated).
+//
 // Garbage collection removes every blob no live stream references. A blob just ingested is
 // "pinned" until its caller unpin()s it (after committing the stream or giving up), and GC only
 // runs while no ingest is in progress and nothing is pinned (a GC requested meanwhile runs as soon
@@ -92,6 +103,14 @@ struct IngestResult {
   std::uint64_t available_bytes = 0;  // failures: the free space seen under data_dir
 };
 
+// How far an ingest is: bytes hashed of `total` (0 until the size is known). Loop thread.
+struct IngestProgress {
+  std::uint64_t done = 0;
+  std::uint64_t total = 0;
+};
+
+class IngestWriter;
+
 struct GcResult {
   std::error_code error;
   std::uint64_t removed_blobs = 0;
@@ -116,7 +135,11 @@ class ContentStore {
 
   // Ingests the open regular file `fd` (taken over: closed when done). On success the digest is
   // pinned: call unpin(result.digest) once the stream referencing it is committed or abandoned.
-  void ingest(int fd, IngestDone done);
+  void ingest(int fd, IngestDone done, std::shared_ptr<IngestProgress> progress = nullptr);
+  // Makes a temp file for content the caller writes (see above); `ready` gets its writer, or the
+  // error (then nothing is left to finish). `ready` runs inside only when the store is closing.
+  void begin_write(std::function<void(std::error_code, IngestWriter)> ready,
+                   std::shared_ptr<IngestProgress> progress = nullptr);
   void unpin(const std::string& digest);
 
   // Runs GC when allowed (see above); `done` (may be empty) gets the outcome of that run.
@@ -141,7 +164,10 @@ class ContentStore {
  private:
   struct Job;
   struct GcRun;
+  friend class IngestWriter;
   void start(Job& job);
+  void start_writer(Job& job);
+  void writer_ready(Job& job);
   void prepared(Job& job, int status);
   void pump(Job& job);
   void step(Job& job);
@@ -184,6 +210,34 @@ class ContentStore {
   Counter* ingest_bytes_ = nullptr;
   Gauge* ingest_seconds_ = nullptr;  // a float counter: Metrics has integer counters only
   Counter* gc_removed_ = nullptr;
+};
+
+// The caller's side of ContentStore::begin_write: one temp file of the store. Move-only; finish()
+// must be called (exactly once) before it is destroyed. Loop thread only.
+class IngestWriter {
+ public:
+  using IngestDone = std::function<void(std::error_code error, IngestResult result)>;
+  IngestWriter() = default;
+  IngestWriter(IngestWriter&& other) noexcept : job_(other.job_) { other.job_ = nullptr; }
+  IngestWriter& operator=(IngestWriter&& other) noexcept;
+  ~IngestWriter();
+  explicit operator bool() const { return job_ != nullptr; }
+
+  int fd() const;  // the temp file, read/write: write the content at its offsets from 0
+  // Checks, on the thread pool, that `size` bytes may be stored: over max_file_bytes is
+  // IngestError::TooLarge; less free space under data_dir is StorageFull (the result names
+  // size_bytes and available_bytes). Call before writing anything; `done` runs later.
+  void reserve(std::uint64_t size, IngestDone done);
+  // The next `n` bytes of the content, in offset order: hashed now.
+  void update(const void* data, std::size_t n);
+  // Every byte updated is written (`failure` empty): ends as ingest() ends, the digest pinned.
+  // With a failure (or a closing store) the temp file is dropped and `done` gets the error.
+  void finish(std::error_code failure, IngestDone done);
+
+ private:
+  friend class ContentStore;
+  explicit IngestWriter(ContentStore::Job* job) : job_(job) {}
+  ContentStore::Job* job_ = nullptr;
 };
 
 }  // namespace chunkd::engine

@@ -82,8 +82,10 @@ struct ControlService::Op {
   std::vector<std::error_code> open_errors;
   std::vector<IngestResult> ingested;
   std::vector<std::string> pinned;
-  std::vector<char> from_s3;  // files[i] was fetched from an S3 bucket
+  std::vector<char> from_s3;             // files[i] was fetched from an S3 bucket
+  std::vector<io::S3Object> s3_objects;  // ... the object it got (ETag, versionId)
   std::uint64_t bytes = 0;
+  std::shared_ptr<IngestProgress> progress;  // the current file's, while it is ingested
 
   std::shared_ptr<io::StoredStream> stream;  // what commit() writes
 };
@@ -323,6 +325,7 @@ void ControlService::open_files(Op& op) {
   op.opened.resize(n);
   op.open_errors.resize(n);
   op.from_s3.assign(n, 0);
+  op.s3_objects.assign(n, {});
   for (std::size_t i = 0; i < n; ++i) {
     auto dir = bucket_fds_.find(op.files[i].location.bucket);
     op.dir_fds[i] = dir == bucket_fds_.end() ? -1 : dir->second;  // -1: an S3 bucket
@@ -401,22 +404,31 @@ void ControlService::ingest_next(Op& op) {
     commit(op);
     return;
   }
-  if (op.from_s3[i] != 0 && op.opened[i].fd < 0) {
+  if (op.from_s3[i] != 0) {
     fetch_s3(op, i);
     return;
   }
   int fd = op.opened[i].fd;
   op.opened[i].fd = -1;  // the store owns it now
-  store_.ingest(fd, [this, &op, i](std::error_code error, IngestResult result) {
-    if (error) {
-      finish(op, ingest_error(op.id, op.files[i], i, error, result));
-      return;
-    }
-    op.pinned.push_back(result.digest);
-    op.bytes += result.size_bytes;
-    op.ingested.push_back(std::move(result));
-    ingest_next(op);
-  });
+  op.progress = std::make_shared<IngestProgress>();
+  store_.ingest(
+      fd,
+      [this, &op, i](std::error_code error, IngestResult result) {
+        if (error) {
+          finish(op, ingest_error(op.id, op.files[i], i, error, result));
+          return;
+        }
+        ingested(op, std::move(result));
+      },
+      op.progress);
+}
+
+void ControlService::ingested(Op& op, IngestResult result) {
+  op.pinned.push_back(result.digest);
+  op.bytes += result.size_bytes;
+  op.ingested.push_back(std::move(result));
+  op.progress.reset();
+  ingest_next(op);
 }
 
 io::HttpResponse ControlService::ingest_error(const std::string& id,
@@ -460,6 +472,26 @@ io::HttpResponse ControlService::ingest_error(const std::string& id,
   return api_error(ApiErrorCode::InternalError, "storing " + field + " failed: " + error.message());
 }
 
+std::optional<protocol::IngestProgressInfo> ControlService::progress_of(std::string_view id) const {
+  auto it = ops_.find(id);
+  if (it == ops_.end() || it->second->kind == Op::Kind::Delete || !it->second->replace_files) {
+    return std::nullopt;
+  }
+  const Op& op = *it->second;
+  protocol::IngestProgressInfo p;
+  p.status = op.kind == Op::Kind::Create ? "CREATING" : "UPDATING";
+  p.files = static_cast<std::uint32_t>(op.files.size());
+  if (op.progress) {
+    p.file = static_cast<std::uint32_t>(op.ingested.size());
+    p.bytes_done = op.progress->done;
+    p.bytes_total = op.progress->total;
+  } else if (!op.ingested.empty()) {  // between files, or committing: the last one is done
+    p.file = static_cast<std::uint32_t>(op.ingested.size() - 1);
+    p.bytes_done = p.bytes_total = op.ingested.back().size_bytes;
+  }
+  return p;
+}
+
 void ControlService::fetch_s3(Op& op, std::size_t i) {
   const protocol::StreamFileSpec& spec = op.files[i];
   auto bucket = options_.s3_buckets.find(spec.location.bucket);
@@ -469,16 +501,21 @@ void ControlService::fetch_s3(Op& op, std::size_t i) {
                            "bucket \"" + spec.location.bucket + "\" is not configured"}}));
     return;
   }
-  const std::uint64_t max_bytes = store_.options().max_file_bytes;
-  s3_->fetch(bucket->second, spec.location.key, spec.location.version.value_or(""),
-             store_.options().data_dir, max_bytes, [this, &op, i, max_bytes](S3Fetched fetched) {
+  op.progress = std::make_shared<IngestProgress>();
+  s3_->fetch(bucket->second, spec.location.key, spec.location.version.value_or(""), store_,
+             op.progress, [this, &op, i](S3Fetched fetched) {
                if (fetched.result.error) {
-                 finish(op,
-                        s3_fetch_error(fetched.result, i, op.files[i].location.bucket, max_bytes));
+                 finish(op, s3_fetch_error(fetched.result, i, op.files[i].location.bucket,
+                                           store_.options().max_file_bytes));
                  return;
                }
-               op.opened[i].fd = fetched.fd;
-               ingest_next(op);
+               if (fetched.store_error) {
+                 finish(op,
+                        ingest_error(op.id, op.files[i], i, fetched.store_error, fetched.stored));
+                 return;
+               }
+               op.s3_objects[i] = std::move(fetched.result.object);
+               ingested(op, std::move(fetched.stored));
              });
 }
 
@@ -512,6 +549,8 @@ void ControlService::commit(Op& op) {
       f.digest = op.ingested[i].digest;
       f.extent_bytes = op.ingested[i].extent_bytes;
       f.manifest = op.ingested[i].manifest;
+      f.source_etag = op.s3_objects[i].etag;
+      f.source_version = op.s3_objects[i].version_id;
       stream->files.push_back(std::move(f));
     }
   }

@@ -17,8 +17,9 @@
 // the blob being left for GC); then the registry write (fsync'd) and only then the Catalog update
 // and the reply: 201 for create, 200 for update. Decisions:
 // - while a create, update or delete of an id is in progress, another create, update or delete of
-//   the same id is 409 ALREADY_EXISTS (the id is reserved); describe and list show the last
-//   committed state;
+//   the same id is 409 ALREADY_EXISTS (the id is reserved); list shows the last committed state;
+//   describe too, plus "status" ("UPDATING") and "progress" while an update ingests its files; a
+//   create that is ingesting is described by creating_response (status "CREATING", progress);
 // - at most `max_concurrent_ingests` creates/updates with files run at once; more are 429
 //   RATE_LIMITED with Retry-After: 1;
 // - streams at most `max_streams` (creates in progress count): more is 422 LIMIT_EXCEEDED;
@@ -32,9 +33,9 @@
 //   (ContentStore's free-space check, ENOSPC, EDQUOT) is 507 STORAGE_FULL with the bytes needed and
 //   available; /healthz is 503 "degraded: ..." while storage.data_dir is not writable.
 //
-// S3 buckets: a key of an S3 bucket is fetched first (engine/s3_source.hpp) into an unlinked
-// temporary file that is then ingested like an opened file; its `version` is the object's
-// versionId (not a digest), and a failed fetch answers with s3_fetch_error.
+// S3 buckets: a key of an S3 bucket is fetched straight into the store (engine/s3_source.hpp),
+// hashed as it arrives; its `version` is the object's versionId (not a digest), the stream records
+// the versionId and ETag fetched, and a failed fetch answers with s3_fetch_error.
 //
 // Metrics: chunkd_http_requests_total{route,status} (route "refused": refused by io::HttpServer
 // before routing, see count_refused), chunkd_streams, and the ingest and store
@@ -141,6 +142,8 @@ class ControlService {
   io::HttpResponse ingests_busy_error() const;
   void remove(std::string id, io::HttpServer::Responder& respond);
   void describe(std::string_view id, io::HttpServer::Responder& respond);
+  // The progress of a create or update of `id` that is ingesting files, or nullopt.
+  std::optional<protocol::IngestProgressInfo> progress_of(std::string_view id) const;
   void list(const io::HttpRequest& request, io::HttpServer::Responder& respond);
   void health(io::HttpServer::Responder& respond);
   void metrics_page(io::HttpServer::Responder& respond);
@@ -161,8 +164,10 @@ class ControlService {
   io::HttpResponse ingest_error(const std::string& id, const protocol::StreamFileSpec& spec,
                                 std::size_t i, const std::error_code& error,
                                 const IngestResult& seen) const;
-  // Fetches files[i] of an S3 bucket into a temporary file (engine/s3_source.hpp), then ingests.
+  // Fetches files[i] of an S3 bucket straight into the store (engine/s3_source.hpp).
   void fetch_s3(Op& op, std::size_t i);
+  // files[i] is in the store (pinned): on to the next file.
+  void ingested(Op& op, IngestResult result);
   void commit(Op& op);
   void finish(Op& op, io::HttpResponse response);
   void maybe_closed();

@@ -43,7 +43,8 @@ inline protocol::StreamInfo to_info(const io::StoredStream& s) {
   info.role_arn = s.role_arn;
   for (const auto& [key, value] : s.tags) info.tags.push_back({key, value});
   for (const auto& f : s.files) {
-    info.files.push_back({f.file_id, f.bucket, f.key, f.size_bytes, f.digest});
+    info.files.push_back(
+        {f.file_id, f.bucket, f.key, f.size_bytes, f.digest, f.source_etag, f.source_version});
   }
   info.created_at = s.created_at;
   info.updated_at = s.updated_at;

@@ -242,11 +242,18 @@ void ControlService::metrics_page(Responder& respond) {
 
 void ControlService::describe(std::string_view id, Responder& respond) {
   StreamSnapshot s = catalog_.find(id);
+  std::optional<protocol::IngestProgressInfo> progress = progress_of(id);
+  if (!s && progress) {
+    respond(json_response(
+        200, protocol::creating_response(id, control_detail::stream_arn(id), *progress)));
+    return;
+  }
   if (!s) {
     respond(api_error(ApiErrorCode::NotFound, "no stream " + std::string(id)));
     return;
   }
   protocol::StreamInfo info = to_info(*s);
+  info.progress = std::move(progress);
   if (auto failure = health_ ? health_->health(*s) : std::nullopt) {
     info.health = {failure->state, failure->file_id, failure->extent, failure->cause};
   }

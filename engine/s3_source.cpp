@@ -1,10 +1,5 @@
 #include "engine/s3_source.hpp"
 
-#include <fcntl.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <utility>
 
 #include "base/assert.hpp"
@@ -20,6 +15,7 @@ using protocol::ApiErrorCode;
 
 const char* result_label(const std::error_code& e) {
   if (!e) return "ok";
+  if (storage_full(e)) return "storage_full";
   if (e.category() != io::s3_category()) return "write_error";
   switch (static_cast<S3Error>(e.value())) {
     case S3Error::NoSuchBucket:
@@ -52,23 +48,23 @@ std::string field(std::size_t i, const char* leaf) {
 
 struct S3Source::Job {
   S3Source* source = nullptr;
-  uv_work_t work{};
   io::S3BucketOptions bucket;
   std::string key;
   std::string version;
-  std::string tmp_template;
   std::uint64_t max_bytes = 0;
   std::uint64_t started_ms = 0;
-  int fd = -1;
-  int work_errno = 0;
+  IngestWriter writer;
+  S3Fetched out;
   Done done;
 };
 
 S3Source::S3Source(uv_loop_t* loop, Metrics* metrics) : loop_(loop), metrics_(metrics) {
   if (metrics_ != nullptr) {
     metrics_->counter_fn(
-        "chunkd_s3_fetched_bytes_total", "Bytes fetched from S3 buckets into temporary files.", "",
-        [this] { return static_cast<double>(client_ ? client_->bytes_fetched() : 0); });
+        "chunkd_s3_fetched_bytes_total", "Bytes fetched from S3 buckets into the content store.",
+        "", [this] { return static_cast<double>(client_ ? client_->bytes_fetched() : 0); });
+    metrics_->gauge_fn("chunkd_s3_fetches_in_progress", "Fetches from S3 buckets running now.", "",
+                       [this] { return static_cast<double>(in_progress_); });
     fetch_seconds_ = &metrics_->histogram("chunkd_s3_fetch_seconds",
                                           "Duration of successful fetches from S3 buckets.",
                                           {0.1, 0.5, 1, 5, 15, 60, 300, 1800});
@@ -78,92 +74,105 @@ S3Source::S3Source(uv_loop_t* loop, Metrics* metrics) : loop_(loop), metrics_(me
 S3Source::~S3Source() { CHUNKD_ASSERT(in_progress_ == 0 && (!curl_ || closing_)); }
 
 void S3Source::fetch(const S3Bucket& bucket, std::string key, std::string version,
-                     const std::string& data_dir, std::uint64_t max_bytes, Done done) {
-  auto job = std::make_unique<Job>();
+                     ContentStore& store, std::shared_ptr<IngestProgress> progress, Done done) {
+  auto owned = std::make_unique<Job>();
+  Job* job = owned.release();  // owned by the callbacks until report()
   job->source = this;
   job->bucket = bucket.remote;
   job->key = std::move(key);
   job->version = std::move(version);
-  job->tmp_template = data_dir + "/tmp/fetch-XXXXXX";
-  job->max_bytes = max_bytes;
+  job->max_bytes = store.options().max_file_bytes;
   job->started_ms = uv_now(loop_);
   job->done = std::move(done);
-  job->work.data = job.get();
   in_progress_++;
-  Job* raw = job.release();  // owned by the pool work until it reports
-  int rc = uv_queue_work(
-      loop_, &raw->work,
-      [](uv_work_t* req) {
-        auto& j = *static_cast<Job*>(req->data);
-        j.fd = ::mkostemp(j.tmp_template.data(), O_CLOEXEC);
-        if (j.fd < 0) {
-          j.work_errno = errno;
+  store.begin_write(
+      [job](std::error_code error, IngestWriter writer) {
+        S3Source& self = *job->source;
+        if (error) {
+          job->out.store_error = error;
+          self.report(job);
           return;
         }
-        ::unlink(j.tmp_template.c_str());  // a descriptor only: nothing is left behind
+        job->writer = std::move(writer);
+        if (self.closing_) {
+          io::S3FetchResult cancelled;
+          cancelled.error = io::S3Error::Cancelled;
+          cancelled.detail = "chunkd is shutting down";
+          self.fetched(job, std::move(cancelled));
+          return;
+        }
+        self.start(job);
       },
-      [](uv_work_t* req, int status) {
-        std::unique_ptr<Job> j(static_cast<Job*>(req->data));
-        S3Source& self = *j->source;
-        io::S3FetchResult failed;
-        if (status != 0 || j->work_errno != 0) {
-          failed.error =
-              std::error_code(status != 0 ? -status : j->work_errno, std::generic_category());
-          failed.detail = "cannot create a temporary file under storage.data_dir";
-        } else if (self.closing_) {
-          failed.error = S3Error::Cancelled;
-          failed.detail = "chunkd is shutting down";
-        } else {
-          if (!self.client_) {
-            self.curl_ = std::make_unique<io::CurlLoop>(self.loop_);
-            self.client_ = std::make_unique<io::S3Client>(self.loop_, *self.curl_);
-          }
-          Job* jp = j.release();
-          self.client_->fetch(jp->bucket, jp->key, jp->version, jp->fd, jp->max_bytes,
-                              [jp](io::S3FetchResult result) {
-                                jp->source->fetched(std::unique_ptr<Job>(jp), std::move(result));
-                              });
-          return;
-        }
-        self.fetched(std::move(j), std::move(failed));
-      });
-  if (rc != 0) {
-    std::unique_ptr<Job> j(raw);
-    io::S3FetchResult failed;
-    failed.error = std::error_code(-rc, std::generic_category());
-    failed.detail = "cannot queue the fetch";
-    // The thread pool refuses work only on a loop that is gone: answer at once.
-    fetched(std::move(j), std::move(failed));
-  }
+      std::move(progress));
 }
 
-void S3Source::fetched(std::unique_ptr<Job> job, io::S3FetchResult result) {
+void S3Source::start(Job* job) {
+  if (!client_) {
+    curl_ = std::make_unique<io::CurlLoop>(loop_);
+    client_ = std::make_unique<io::S3Client>(loop_, *curl_);
+  }
+  io::S3Sink sink;
+  sink.fd = job->writer.fd();
+  sink.sized = [job](std::uint64_t size, std::function<void(std::error_code)> go) {
+    // Before any byte is written: the store checks the size against its free space.
+    job->writer.reserve(size, [job, go](std::error_code error, IngestResult seen) {
+      if (error) {
+        job->out.store_error = error;
+        job->out.stored = std::move(seen);
+      }
+      go(error);
+    });
+  };
+  sink.bytes = [job](const char* data, std::size_t n) { job->writer.update(data, n); };
+  client_->fetch(job->bucket, job->key, job->version, std::move(sink), job->max_bytes,
+                 [job](io::S3FetchResult result) { job->source->fetched(job, std::move(result)); });
+}
+
+// The fetch ended: the store keeps the content (linked, pinned) or drops the temp file.
+void S3Source::fetched(Job* job, io::S3FetchResult result) {
+  std::error_code failure = result.error;
+  job->out.result = std::move(result);
+  if (failure) {
+    if (!job->out.store_error) {
+      LOG_WARN("s3", "fetch of %s/%s failed: %s", job->bucket.bucket.c_str(), job->key.c_str(),
+               job->out.result.detail.c_str());
+    } else {
+      job->out.result.error.clear();  // the store's refusal says it better
+    }
+  }
+  job->writer.finish(failure, [job](std::error_code error, IngestResult stored) {
+    if (!job->out.result.error && !job->out.store_error) {
+      job->out.store_error = error;
+      job->out.stored = std::move(stored);
+    }
+    job->source->report(job);
+  });
+}
+
+void S3Source::report(Job* raw) {
+  std::unique_ptr<Job> job(raw);
   in_progress_--;
+  S3Fetched& out = job->out;
+  const std::error_code& error = out.result.error ? out.result.error : out.store_error;
   if (metrics_ != nullptr) {
     metrics_
         ->counter("chunkd_s3_fetches_total", "Fetches from S3 buckets, by result.",
-                  std::string("result=\"") + result_label(result.error) + "\"")
+                  std::string("result=\"") + result_label(error) + "\"")
         .inc();
   }
-  S3Fetched out;
-  if (result.error) {
-    if (job->fd >= 0) ::close(job->fd);
-    LOG_WARN("s3", "fetch of %s/%s failed: %s", job->bucket.bucket.c_str(), job->key.c_str(),
-             result.detail.c_str());
-  } else {
-    out.fd = job->fd;
+  if (!error) {
     double seconds = static_cast<double>(uv_now(loop_) - job->started_ms) / 1000.0;
     if (fetch_seconds_ != nullptr) fetch_seconds_->observe(seconds);
     LOG_INFO("s3", "fetched s3://%s/%s (%llu bytes, version %s, ETag %s) in %.3f s",
              job->bucket.bucket.c_str(), job->key.c_str(),
-             static_cast<unsigned long long>(result.object.size),
-             result.object.version_id.empty() ? "-" : result.object.version_id.c_str(),
-             result.object.etag.c_str(), seconds);
+             static_cast<unsigned long long>(out.result.object.size),
+             out.result.object.version_id.empty() ? "-" : out.result.object.version_id.c_str(),
+             out.result.object.etag.c_str(), seconds);
   }
-  out.result = std::move(result);
   Done done = std::move(job->done);
+  S3Fetched reported = std::move(out);
   job.reset();
-  done(std::move(out));
+  done(std::move(reported));
   maybe_closed();
 }
 

@@ -1,15 +1,19 @@
 // S3Source: the S3 side of creating or updating a stream (engine/control_service.hpp): fetches an
-// object of a configured S3 bucket (engine/s3_bucket.hpp) into an unnamed temporary file under
-// <data_dir>/tmp, which the caller then ingests into the ContentStore like a local file, and says
-// what a failed fetch means to the control API's client.
+// object of a configured S3 bucket (engine/s3_bucket.hpp) straight into the content store, and
+// says what a failed fetch means to the control API's client.
 //
-// The temporary file is created and unlinked at once on the libuv thread pool, so it exists only
-// as a descriptor: a failed fetch, a crash or a shutdown leave nothing behind. The HTTP client
-// (io::CurlLoop, io::S3Client) is made on the first fetch.
+// The body goes once to disk: into a temp file of the store (ContentStore::begin_write), hashed on
+// the loop as it arrives (XXH3-128 and the per-extent manifest, in offset order: a resumed Range
+// continues at the end), then fsync'd and linked to its digest name like any ingest. Before the
+// first byte is written the object's size is checked against storage.max_file_mib and the free
+// space under data_dir. A failed fetch, a crash or a shutdown leave no temp file behind (the store
+// removes it, or empties tmp at start-up). The HTTP client (io::CurlLoop, io::S3Client) is made on
+// the first fetch.
 //
 // Metrics: chunkd_s3_fetched_bytes_total, chunkd_s3_fetches_total{result} (ok, no_such_bucket,
 // no_such_key, no_such_version, access_denied, unreachable, timed_out, too_large, bad_response,
-// write_error, cancelled), chunkd_s3_fetch_seconds (histogram of successful fetches).
+// storage_full, write_error, cancelled), chunkd_s3_fetch_seconds (histogram of successful fetches),
+// chunkd_s3_fetches_in_progress.
 //
 // Thread: loop thread only. close() before destruction.
 #pragma once
@@ -21,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/content_store.hpp"
 #include "engine/metrics.hpp"
 #include "engine/s3_bucket.hpp"
 #include "io/curl_loop.hpp"
@@ -30,8 +35,10 @@
 namespace chunkd::engine {
 
 struct S3Fetched {
-  int fd = -1;  // the fetched object (read/write, unlinked): the caller's on success
-  io::S3FetchResult result;
+  io::S3FetchResult result;     // the fetch's outcome: an error here is s3_fetch_error's
+  std::error_code store_error;  // else the store's (refused size, full disk, closing)
+  IngestResult stored;          // success: the content, its digest pinned (the caller unpins);
+                                // a store error: the sizes it saw
 };
 
 class S3Source {
@@ -44,11 +51,11 @@ class S3Source {
   S3Source(const S3Source&) = delete;
   S3Source& operator=(const S3Source&) = delete;
 
-  // Fetches `key` (`version`: "" for the latest) of `bucket` into a new temporary file under
-  // `data_dir`/tmp, refusing an object over `max_bytes`. `done` runs once, from a later loop
-  // callback (inside fetch() only when the thread pool refuses work, which a live loop never does).
-  void fetch(const S3Bucket& bucket, std::string key, std::string version,
-             const std::string& data_dir, std::uint64_t max_bytes, Done done);
+  // Fetches `key` (`version`: "" for the latest) of `bucket` into `store` (refusing an object
+  // over its max_file_bytes); `progress` (may be null) follows the bytes. `done` runs once, from a
+  // later loop callback (inside fetch() only when the store is closing).
+  void fetch(const S3Bucket& bucket, std::string key, std::string version, ContentStore& store,
+             std::shared_ptr<IngestProgress> progress, Done done);
 
   std::size_t fetches_in_progress() const { return in_progress_; }
 
@@ -57,7 +64,9 @@ class S3Source {
 
  private:
   struct Job;
-  void fetched(std::unique_ptr<Job> job, io::S3FetchResult result);
+  void start(Job* job);
+  void fetched(Job* job, io::S3FetchResult result);
+  void report(Job* job);
   void maybe_closed();
 
   uv_loop_t* loop_;
@@ -69,7 +78,6 @@ class S3Source {
   std::function<void()> close_done_;
   Counter* fetched_bytes_ = nullptr;
   Histogram* fetch_seconds_ = nullptr;
-  std::uint64_t counted_bytes_ = 0;
 };
 
 // The control API's answer to a failed fetch of files[i] from local bucket `bucket_name`:

@@ -17,10 +17,11 @@ namespace chunkd::io {
 namespace detail {
 namespace {
 
-// Version history: 1, the first release; 2 added streams.allowed_things; 3 added the jobs tables
+// Version history: 1, the first release; 2 added streams.allowed_things; 3 added
+// stream_files.source_etag and source_version (what an S3 fetch got); 4 added the jobs tables
 // (kJobsSchema). A database of an older version is migrated forward on open (kMigrations), in one
 // transaction with the version bump; a newer one is refused.
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 class SqliteCategory final : public std::error_category {
  public:
@@ -76,6 +77,8 @@ CREATE TABLE stream_files (
   digest       TEXT NOT NULL,
   extent_bytes INTEGER NOT NULL,
   manifest     BLOB NOT NULL,
+  source_etag    TEXT NOT NULL DEFAULT '',  -- an S3 object's ETag; '' for a directory bucket
+  source_version TEXT NOT NULL DEFAULT '',  -- an S3 object's versionId; '' when not versioned
   PRIMARY KEY (stream_id, ord),
   UNIQUE (stream_id, file_id)
 ) WITHOUT ROWID;
@@ -115,7 +118,10 @@ CREATE TABLE job_executions (
 // kSchema, which creates the current version directly.
 constexpr const char* kMigrations[] = {
     "ALTER TABLE streams ADD COLUMN allowed_things TEXT;",  // 1 → 2: NULL keeps every thing
-    kJobsSchema,                                            // 2 → 3: the jobs tables
+    // 2 → 3: files stored before were all read from directories.
+    "ALTER TABLE stream_files ADD COLUMN source_etag TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE stream_files ADD COLUMN source_version TEXT NOT NULL DEFAULT '';",
+    kJobsSchema,  // 3 → 4: the jobs tables
 };
 static_assert(std::size(kMigrations) == kSchemaVersion - 1, "one migration per version step");
 

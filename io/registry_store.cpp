@@ -72,14 +72,15 @@ class SqliteRegistryStore final : public RegistryStore {
          "INSERT INTO stream_tags (stream_id, ord, key, value) VALUES (?1, ?2, ?3, ?4)"},
         {&insert_file_,
          "INSERT INTO stream_files (stream_id, ord, file_id, bucket, key, size_bytes, digest, "
-         "extent_bytes, manifest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+         "extent_bytes, manifest, source_etag, source_version) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
         {&select_streams_,
          "SELECT id, version, description, role_arn, created_at, updated_at, file_count, "
          "allowed_things FROM streams ORDER BY id"},
         {&select_tags_, "SELECT stream_id, key, value FROM stream_tags ORDER BY stream_id, ord"},
         {&select_files_,
-         "SELECT stream_id, file_id, bucket, key, size_bytes, digest, extent_bytes, manifest "
-         "FROM stream_files ORDER BY stream_id, ord"},
+         "SELECT stream_id, file_id, bucket, key, size_bytes, digest, extent_bytes, manifest, "
+         "source_etag, source_version FROM stream_files ORDER BY stream_id, ord"},
     };
     for (const auto& [stmt, sql] : statements) {
       const int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
@@ -292,7 +293,9 @@ class SqliteRegistryStore final : public RegistryStore {
            bind_text(insert_file_, 5, f.key, rc) &&
            bind_int(insert_file_, 6, to_sql(f.size_bytes), rc) &&
            bind_text(insert_file_, 7, f.digest, rc) &&
-           bind_int(insert_file_, 8, f.extent_bytes, rc);
+           bind_int(insert_file_, 8, f.extent_bytes, rc) &&
+           bind_text(insert_file_, 10, f.source_etag, rc) &&
+           bind_text(insert_file_, 11, f.source_version, rc);
       if (ok) {
         // An empty manifest is an empty blob, not NULL.
         rc = manifest_bytes_.empty()
@@ -441,6 +444,8 @@ class SqliteRegistryStore final : public RegistryStore {
         return fail(select_files_, SQLITE_CORRUPT,
                     "manifest of stream '" + stream_id + "' file " + std::to_string(f.file_id));
       }
+      f.source_etag = column_text(select_files_, 8);
+      f.source_version = column_text(select_files_, 9);
       streams[it->second].files.push_back(std::move(f));
     }
     if (rc != SQLITE_DONE) return fail(select_files_, rc, "read files");

@@ -39,6 +39,10 @@ struct StoredFile {
   std::string digest;                   // XXH3-128 of the content, 32 lowercase hex digits
   std::uint32_t extent_bytes = 0;       // manifest granularity
   std::vector<std::uint64_t> manifest;  // XXH3-64 of each extent, in order
+  // A file fetched from an S3 bucket: the object's ETag as the server sent it (quotes included)
+  // and its versionId ("" when the bucket is not versioned). Both "" for a directory bucket.
+  std::string source_etag;
+  std::string source_version;
 };
 
 struct StoredStream {

@@ -102,6 +102,7 @@ struct S3Client::Fetch {
   std::string key;
   std::string version;
   int fd = -1;
+  S3Sink sink;
   std::uint64_t max_bytes = 0;
   Done done;
   std::string url;
@@ -138,6 +139,8 @@ struct S3Client::Fetch {
   uv_buf_t write_buf{};
   bool write_in_flight = false;
   bool paused = false;
+  bool awaiting_go = false;  // S3Sink::sized has not answered yet: no byte is accepted
+  bool size_ok = false;      // ... it has, with no error
 
   bool ended = false;  // the outcome is decided: finish once writes and the transfer are over
   bool closing = false;
@@ -171,8 +174,8 @@ S3Client::S3Client(uv_loop_t* loop, CurlLoop& curl) : loop_(loop), curl_(curl) {
 
 S3Client::~S3Client() { CHUNKD_ASSERT(fetches_.empty()); }
 
-void S3Client::fetch(const S3BucketOptions& bucket, std::string key, std::string version, int fd,
-                     std::uint64_t max_bytes, Done done) {
+void S3Client::fetch(const S3BucketOptions& bucket, std::string key, std::string version,
+                     S3Sink sink, std::uint64_t max_bytes, Done done) {
   auto owned = std::make_unique<Fetch>();
   Fetch& f = *owned;
   fetches_.push_back(std::move(owned));
@@ -180,7 +183,8 @@ void S3Client::fetch(const S3BucketOptions& bucket, std::string key, std::string
   f.bucket = bucket;
   f.key = std::move(key);
   f.version = std::move(version);
-  f.fd = fd;
+  f.fd = sink.fd;
+  f.sink = std::move(sink);
   f.max_bytes = max_bytes;
   f.done = std::move(done);
   f.url = s3_object_url(bucket, f.key, f.version);
@@ -324,6 +328,16 @@ bool S3Client::Fetch::check_headers() {
   }
   etag = answer_etag;
   if (!answer_version.empty()) version_id = answer_version;
+  if (!size_ok && !awaiting_go) {
+    // The first usable answer: ask the sink before accepting any byte (on_body pauses meanwhile).
+    if (!sink.sized) {
+      size_ok = true;
+    } else {
+      awaiting_go = true;
+      Fetch* self = this;
+      sink.sized(size, [self](std::error_code e) { self->client->sized(*self, e); });
+    }
+  }
   return true;
 }
 
@@ -337,7 +351,7 @@ std::size_t S3Client::Fetch::on_body(char* data, std::size_t size, std::size_t n
   }
   if (f.ended || !f.total) return 0;
   // Decide on pausing before touching any state: a paused chunk is delivered again.
-  if (!f.pending.empty() && f.pending.size() + len > kMaxBufferedBytes) {
+  if (f.awaiting_go || (!f.pending.empty() && f.pending.size() + len > kMaxBufferedBytes)) {
     f.paused = true;
     return CURL_WRITEFUNC_PAUSE;
   }
@@ -351,6 +365,7 @@ std::size_t S3Client::Fetch::on_body(char* data, std::size_t size, std::size_t n
     return 0;
   }
   if (body.empty()) return len;
+  if (f.sink.bytes) f.sink.bytes(body.data(), body.size());
   if (f.pending.empty()) f.pending_offset = f.received;
   f.pending.append(body);
   f.received += body.size();
@@ -505,8 +520,28 @@ void S3Client::retry_or_fail(Fetch& f, S3Error error, std::string detail) {
       backoff_ms, 0);
 }
 
+// S3Sink::sized answered.
+void S3Client::sized(Fetch& f, std::error_code error) {
+  CHUNKD_ASSERT(f.awaiting_go);
+  f.awaiting_go = false;
+  if (error) {
+    f.fail(error, f.where() + ": " + error.message());
+    if (f.in_transfer) {
+      curl_.remove(f.easy);
+      f.in_transfer = false;
+    }
+  } else {
+    f.size_ok = true;
+    if (f.paused && f.in_transfer) {
+      f.paused = false;
+      curl_easy_pause(f.easy, CURLPAUSE_CONT);  // may deliver body at once
+    }
+  }
+  maybe_finish(f);
+}
+
 void S3Client::maybe_finish(Fetch& f) {
-  if (!f.ended || f.closing || f.write_in_flight || f.in_transfer) return;
+  if (!f.ended || f.closing || f.write_in_flight || f.in_transfer || f.awaiting_go) return;
   if (!f.error && !f.pending.empty()) {
     f.start_write();
     if (f.write_in_flight) return;

@@ -5,11 +5,13 @@
 // x-amz-content-sha256 header of an empty body, which libcurl 7.88 leaves to the caller).
 // `version` adds ?versionId=. The body is written at its offsets into the caller's file with
 // uv_fs_write (at most kMaxBufferedBytes buffered per fetch: beyond, the transfer is paused until
-// the disk catches up). Before the first byte is written the response's size is checked against
-// `max_bytes`. A dropped connection or a timeout is retried (at most `retries` times, with
-// back-off 250 ms, 500 ms, ... capped at 8 s) by a Range request that continues where the file
-// ends, guarded by If-Match with the first answer's ETag (the object must not change between
-// parts); a 5xx answer is retried the same way. The whole fetch is bounded by kMaxFetchSeconds.
+// the disk catches up), and handed to the caller's S3Sink::bytes in offset order as it is accepted.
+// Before the first byte is written the response's size is checked against `max_bytes`, then given
+// to S3Sink::sized (the transfer waits for its answer, e.g. a free-space check). A dropped
+// connection or a timeout is retried (at most `retries` times, with back-off 250 ms, 500 ms, ...
+// capped at 8 s) by a Range request that continues where the file ends, guarded by If-Match with
+// the first answer's ETag (the object must not change between parts); a 5xx answer is retried the
+// same way. The whole fetch is bounded by kMaxFetchSeconds.
 //
 // Errors (S3Error, the detail names the bucket, key or version and the server's own words): no
 // such bucket, key or version; access denied (403: a wrong key, secret or signature, a policy);
@@ -66,8 +68,19 @@ struct S3Object {
   std::uint32_t attempts = 0;
 };
 
+// Where S3Client::fetch puts the object.
+struct S3Sink {
+  int fd = -1;  // a regular file, written at the object's offsets from 0 (not closed)
+  // Once the size is known (the first answer's headers), before any byte is written: the fetch
+  // waits until `go` is called, which must be from a later loop callback; an error (an errno or
+  // the caller's own code) ends the fetch with that error. Empty: go on at once.
+  std::function<void(std::uint64_t size, std::function<void(std::error_code)> go)> sized;
+  // Each byte of the object exactly once, in offset order, when accepted. May be empty.
+  std::function<void(const char* data, std::size_t n)> bytes;
+};
+
 struct S3FetchResult {
-  std::error_code error;  // S3Error, or an errno code from writing the file
+  std::error_code error;  // S3Error, an errno code from writing the file, or S3Sink::sized's
   std::string detail;     // for an operator; names the bucket/key/version and the server's words
   S3Object object;        // size: the object's size when known (also for TooLarge)
 };
@@ -91,9 +104,9 @@ class S3Client {
   S3Client(const S3Client&) = delete;
   S3Client& operator=(const S3Client&) = delete;
 
-  // Fetches `key` (`version`: "" for the latest) into `fd` (a regular file, written from offset 0;
-  // not closed). `done` runs once, on the loop thread, never inside fetch().
-  void fetch(const S3BucketOptions& bucket, std::string key, std::string version, int fd,
+  // Fetches `key` (`version`: "" for the latest) into `sink`. `done` runs once, on the loop
+  // thread, never inside fetch().
+  void fetch(const S3BucketOptions& bucket, std::string key, std::string version, S3Sink sink,
              std::uint64_t max_bytes, Done done);
 
   // Ends every fetch with Cancelled (each `done` runs once its in-flight write has finished).
@@ -110,6 +123,7 @@ class S3Client {
   void retry_or_fail(Fetch& f, S3Error error, std::string detail);
   void end(Fetch& f, std::error_code error, std::string detail);
   void maybe_finish(Fetch& f);
+  void sized(Fetch& f, std::error_code error);
 
   uv_loop_t* loop_;
   CurlLoop& curl_;

@@ -171,6 +171,10 @@ struct FileInfo {
   std::string key;
   std::uint64_t size_bytes = 0;
   std::string digest;  // content digest, 32 lowercase hex digits
+  // Fetched from an S3 bucket (etag non-empty): the object's ETag and versionId ("" when the bucket
+  // is not versioned). Written as s3Location.version and a "source" object.
+  std::string source_etag;
+  std::string source_version;
 };
 // Whether devices can be served the stream's content (describe's "health").
 struct StreamHealthInfo {
@@ -178,6 +182,14 @@ struct StreamHealthInfo {
   std::optional<std::uint32_t> file_id;  // not ok: the file that failed verification
   std::uint32_t extent = 0;              // ... the extent, and why ("manifest_mismatch", ...)
   std::string cause;
+};
+// Added: a create or update ingesting its files, as describe shows it meanwhile.
+struct IngestProgressInfo {
+  std::string status;             // "CREATING" or "UPDATING"
+  std::uint32_t file = 0;         // the index in `files` being ingested
+  std::uint32_t files = 0;        // how many the request has
+  std::uint64_t bytes_done = 0;   // of files[file]
+  std::uint64_t bytes_total = 0;  // its size; 0 until known (an S3 object's first answer)
 };
 struct StreamInfo {
   std::string stream_id;
@@ -191,15 +203,24 @@ struct StreamInfo {
   std::string updated_at;
   StreamHealthInfo health;
   AllowedThings allowed_things;
+  std::optional<IngestProgressInfo> progress;  // an update in progress
 };
 
 // {"success":true,"data":{...}} for create/update: id, streamId, streamArn, streamVersion,
-// description, created_at, "allowedThings":[...] when the stream has a list, updated_at (and
-// "warnings":[...] when non-empty). describe and list carry allowedThings the same way.
+// description, created_at, "allowedThings":[...] when the stream has a list, updated_at, "files"
+// (as describe writes them) when a file was fetched from an S3 bucket (and "warnings":[...] when
+// non-empty). describe and list carry allowedThings the same way.
 std::string create_response(const StreamInfo& s, const std::vector<std::string>& warnings);
-// describe: everything in StreamInfo; "health":"ok", or the status and a "healthDetail" object
-// {fileId, extent, cause}.
+// describe: everything in StreamInfo (a file fetched from an S3 bucket with
+// "s3Location":{"bucket","key","version"?} and "source":{"etag","versionId"?}); "health":"ok", or
+// the status and a "healthDetail" object {fileId, extent, cause}.
 std::string describe_response(const StreamInfo& s);
+// describe of a stream whose create is still ingesting (not committed yet):
+// {"id","streamId","streamArn","status":"CREATING","progress":{...}}. describe_response of a
+// stream with `progress` appends the same "status" and "progress" after "health".
+// "progress" is {"file","files","bytesDone","bytesTotal"}.
+std::string creating_response(std::string_view stream_id, std::string_view stream_arn,
+                              const IngestProgressInfo& progress);
 // list: {"streams":[{id,streamId,streamArn,streamVersion,description,created_at,
 // allowedThings?}...],"nextToken"?}
 // `next_token` is written as given: pass encode_next_token(last id of the page), or nullopt on

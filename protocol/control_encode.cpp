@@ -1,5 +1,6 @@
 // Control-plane responses (SPEC.md §2): the success/error envelopes, the error-code → HTTP status
 // table and the JSON string escaping they share. Pure: no I/O, no clock.
+#include <algorithm>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
@@ -59,6 +60,55 @@ void append_summary(std::string& out, const StreamInfo& s) {
     }
     out += ']';
   }
+}
+
+// "files":[{fileId, s3Location{bucket, key, version?}, sizeBytes, digest, source?}...]
+void append_files(std::string& out, const std::vector<FileInfo>& files) {
+  out += "\"files\":[";
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const FileInfo& f = files[i];
+    if (i > 0) out += ',';
+    out += '{';
+    append_field(out, "fileId", f.file_id);
+    out += ",\"s3Location\":{";
+    append_field(out, "bucket", f.bucket);
+    out += ',';
+    append_field(out, "key", f.key);
+    if (!f.source_version.empty()) {
+      out += ',';
+      append_field(out, "version", f.source_version);
+    }
+    out += "},";
+    append_field(out, "sizeBytes", f.size_bytes);
+    out += ',';
+    append_field(out, "digest", f.digest);
+    if (!f.source_etag.empty()) {
+      out += ",\"source\":{";
+      append_field(out, "etag", f.source_etag);
+      if (!f.source_version.empty()) {
+        out += ',';
+        append_field(out, "versionId", f.source_version);
+      }
+      out += '}';
+    }
+    out += '}';
+  }
+  out += ']';
+}
+
+// ,"status":...,"progress":{"file","files","bytesDone","bytesTotal"}
+void append_progress(std::string& out, const IngestProgressInfo& p) {
+  out += ',';
+  append_field(out, "status", p.status);
+  out += ",\"progress\":{";
+  append_field(out, "file", p.file);
+  out += ',';
+  append_field(out, "files", p.files);
+  out += ',';
+  append_field(out, "bytesDone", p.bytes_done);
+  out += ',';
+  append_field(out, "bytesTotal", p.bytes_total);
+  out += '}';
 }
 
 constexpr std::string_view kSuccessOpen = R"({"success":true,"data":{)";
@@ -148,6 +198,12 @@ std::string create_response(const StreamInfo& s, const std::vector<std::string>&
   append_summary(out, s);
   out += ',';
   append_field(out, "updated_at", s.updated_at);
+  const bool fetched = std::any_of(s.files.begin(), s.files.end(),
+                                   [](const FileInfo& f) { return !f.source_etag.empty(); });
+  if (fetched) {
+    out += ',';
+    append_files(out, s.files);
+  }
   if (!warnings.empty()) {
     out += ",\"warnings\":[";
     for (std::size_t i = 0; i < warnings.size(); ++i) {
@@ -176,23 +232,9 @@ std::string describe_response(const StreamInfo& s) {
     append_field(out, "Value", s.tags[i].value);
     out += '}';
   }
-  out += "],\"files\":[";
-  for (std::size_t i = 0; i < s.files.size(); ++i) {
-    const FileInfo& f = s.files[i];
-    if (i > 0) out += ',';
-    out += '{';
-    append_field(out, "fileId", f.file_id);
-    out += ",\"s3Location\":{";
-    append_field(out, "bucket", f.bucket);
-    out += ',';
-    append_field(out, "key", f.key);
-    out += "},";
-    append_field(out, "sizeBytes", f.size_bytes);
-    out += ',';
-    append_field(out, "digest", f.digest);
-    out += '}';
-  }
   out += "],";
+  append_files(out, s.files);
+  out += ',';
   append_field(out, "health", s.health.status);
   if (s.health.file_id) {
     out += ",\"healthDetail\":{";
@@ -203,6 +245,20 @@ std::string describe_response(const StreamInfo& s) {
     append_field(out, "cause", s.health.cause);
     out += '}';
   }
+  if (s.progress) append_progress(out, *s.progress);
+  out += kSuccessClose;
+  return out;
+}
+
+std::string creating_response(std::string_view stream_id, std::string_view stream_arn,
+                              const IngestProgressInfo& progress) {
+  std::string out(kSuccessOpen);
+  append_field(out, "id", stream_id);
+  out += ',';
+  append_field(out, "streamId", stream_id);
+  out += ',';
+  append_field(out, "streamArn", stream_arn);
+  append_progress(out, progress);
   out += kSuccessClose;
   return out;
 }

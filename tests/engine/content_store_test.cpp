@@ -144,6 +144,36 @@ class ContentStoreTest : public ::testing::TestWithParam<Backend> {
     return out.value_or(Outcome{});
   }
 
+  // begin_write, then the caller's side: writes `data` at its offsets in pieces of `piece` bytes,
+  // hashing each as it goes, and finishes (with `failure`, if any).
+  Outcome write_through(const std::string& data, std::size_t piece, std::error_code failure = {},
+                        const std::shared_ptr<IngestProgress>& progress = nullptr) {
+    std::optional<std::error_code> began;
+    IngestWriter writer;
+    store_->begin_write(
+        [&](std::error_code e, IngestWriter w) {
+          began = e;
+          writer = std::move(w);
+        },
+        progress);
+    run_until([&] { return began.has_value(); });
+    if (!began || *began)
+      return Outcome{began.value_or(std::make_error_code(std::errc::io_error)), {}};
+    EXPECT_TRUE(writer);
+    for (std::size_t off = 0; off < data.size(); off += piece) {
+      const std::size_t n = std::min(piece, data.size() - off);
+      EXPECT_EQ(::pwrite(writer.fd(), data.data() + off, n, static_cast<off_t>(off)),
+                static_cast<ssize_t>(n));
+      writer.update(data.data() + off, n);
+    }
+    std::optional<Outcome> out;
+    writer.finish(failure, [&](std::error_code e, IngestResult r) {
+      out = Outcome{e, std::move(r)};
+    });
+    run_until([&] { return out.has_value(); });
+    return out.value_or(Outcome{});
+  }
+
   GcResult gc() {
     std::optional<GcResult> out;
     store_->collect_garbage([&](const GcResult& r) { out = r; });
@@ -274,6 +304,89 @@ TEST_P(ContentStoreTest, ChangingTheSourceAfterIngestLeavesTheBlobUnchanged) {
   fs::remove(path);
   EXPECT_EQ(read_file(blob_path(dir_ + "/data", out.result.digest)), data);
   store_->unpin(out.result.digest);
+}
+
+// Content written by the caller (begin_write) is stored exactly like an ingested copy: the same
+// digest and manifest whatever the piece sizes, linked read-only, deduplicated, counted, pinned.
+TEST_P(ContentStoreTest, AWriterStoresWhatItWasGivenLikeAnIngest) {
+  const std::string data = random_bytes(3 * kExtent + 12345, 30);
+  auto progress = std::make_shared<IngestProgress>();
+  auto out = write_through(data, 1000, {}, progress);  // pieces straddle every extent boundary
+  ASSERT_FALSE(out.error) << out.error.message();
+  EXPECT_EQ(out.result.digest, expected_digest(data));
+  EXPECT_EQ(out.result.manifest, expected_manifest(data, kExtent));
+  EXPECT_EQ(out.result.size_bytes, data.size());
+  EXPECT_EQ(out.result.extent_bytes, kExtent);
+  EXPECT_FALSE(out.result.deduplicated);
+  EXPECT_EQ(progress->done, data.size());
+  const std::string blob = blob_path(dir_ + "/data", out.result.digest);
+  EXPECT_EQ(read_file(blob), data);
+  struct stat st {};
+  ASSERT_EQ(::stat(blob.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  EXPECT_EQ(store_->stored_blobs(), 1u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_ingest_bytes_total"), data.size());
+  EXPECT_TRUE(fs::is_empty(dir_ + "/data/tmp"));
+
+  auto again = write_through(data, kExtent);  // whole extents at a time: the same content
+  ASSERT_FALSE(again.error);
+  EXPECT_TRUE(again.result.deduplicated);
+  EXPECT_EQ(again.result.manifest, out.result.manifest);
+  auto copy = ingest_path(write_source("same", data));
+  ASSERT_FALSE(copy.error);
+  EXPECT_EQ(copy.result.digest, out.result.digest);
+  EXPECT_EQ(store_->stored_blobs(), 1u);
+  EXPECT_TRUE(fs::is_empty(dir_ + "/data/tmp"));
+  // Pinned until unpinned: GC keeps the blob meanwhile.
+  std::optional<GcResult> result;
+  store_->collect_garbage([&](const GcResult& r) { result = r; });
+  for (int i = 0; i < 10; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_FALSE(result.has_value());
+  for (const auto* o : {&out, &again, &copy}) store_->unpin(o->result.digest);
+  run_until([&] { return result.has_value(); });
+  EXPECT_EQ(result->removed_blobs, 1u);
+}
+
+TEST_P(ContentStoreTest, AnEmptyWriteIsTheEmptyBlob) {
+  auto out = write_through("", 1);
+  ASSERT_FALSE(out.error);
+  EXPECT_EQ(out.result.digest, expected_digest(""));
+  EXPECT_TRUE(out.result.manifest.empty());
+  EXPECT_EQ(read_file(blob_path(dir_ + "/data", out.result.digest)), "");
+  store_->unpin(out.result.digest);
+}
+
+// A writer finished with a failure leaves nothing: no blob, no temp file, no pin.
+TEST_P(ContentStoreTest, AFailedWriterLeavesNothingBehind) {
+  auto out = write_through(random_bytes(2 * kExtent, 31), 4096,
+                           std::make_error_code(std::errc::connection_reset));
+  EXPECT_EQ(out.error, std::errc::connection_reset);
+  EXPECT_EQ(blob_files(), 0u);
+  EXPECT_TRUE(fs::is_empty(dir_ + "/data/tmp"));
+  EXPECT_EQ(store_->ingests_in_progress(), 0u);
+  EXPECT_EQ(gc().removed_blobs, 0u);
+}
+
+// GC never runs while a writer is open (its blob is not referenced yet).
+TEST_P(ContentStoreTest, GcWaitsForAnOpenWriter) {
+  std::optional<std::error_code> began;
+  IngestWriter writer;
+  store_->begin_write([&](std::error_code e, IngestWriter w) {
+    began = e;
+    writer = std::move(w);
+  });
+  run_until([&] { return began.has_value(); });
+  ASSERT_FALSE(*began);
+  EXPECT_EQ(store_->ingests_in_progress(), 1u);
+  std::optional<GcResult> result;
+  store_->collect_garbage([&](const GcResult& r) { result = r; });
+  for (int i = 0; i < 10; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_FALSE(result.has_value());
+  std::optional<std::error_code> finished;
+  writer.finish(std::make_error_code(std::errc::operation_canceled),
+                [&](std::error_code e, IngestResult) { finished = e; });
+  run_until([&] { return finished.has_value() && result.has_value(); });
+  EXPECT_EQ(*finished, std::errc::operation_canceled);
 }
 
 TEST_P(ContentStoreTest, GcRemovesUnreferencedBlobs) {
@@ -481,6 +594,49 @@ TEST_P(ContentStoreLimitsTest, TooLittleFreeSpaceForNewContentIsStorageFull) {
 }
 
 // An 8 MiB file whose content is already stored needs no free space: it is hashed, not copied.
+// reserve() refuses a size over max_file_bytes or the free space, naming both sizes.
+TEST_P(ContentStoreLimitsTest, AWriterReservesItsSizeFirst) {
+  ContentStoreOptions options;
+  options.max_file_bytes = 100000;
+  remake(options);
+  free_bytes_->store(5000);
+  std::optional<std::error_code> began;
+  IngestWriter writer;
+  auto progress = std::make_shared<IngestProgress>();
+  store_->begin_write(
+      [&](std::error_code e, IngestWriter w) {
+        began = e;
+        writer = std::move(w);
+      },
+      progress);
+  run_until([&] { return began.has_value(); });
+  ASSERT_FALSE(*began);
+  struct Seen {
+    std::error_code error;
+    IngestResult result;
+  };
+  auto reserve = [&](std::uint64_t size) {
+    std::optional<Seen> seen;
+    writer.reserve(size, [&](std::error_code e, IngestResult r) { seen = Seen{e, std::move(r)}; });
+    run_until([&] { return seen.has_value(); });
+    return seen.value_or(Seen{});
+  };
+  Seen big = reserve(100001);
+  EXPECT_EQ(big.error, IngestError::TooLarge);
+  Seen full = reserve(6000);
+  EXPECT_EQ(full.error, IngestError::StorageFull);
+  EXPECT_EQ(full.result.size_bytes, 6000u);
+  EXPECT_EQ(full.result.available_bytes, 5000u);
+  EXPECT_EQ(progress->total, 6000u);
+  Seen fits = reserve(5000);
+  EXPECT_FALSE(fits.error) << fits.error.message();
+  std::optional<std::error_code> finished;
+  writer.finish(full.error, [&](std::error_code e, IngestResult) { finished = e; });
+  run_until([&] { return finished.has_value(); });
+  EXPECT_EQ(*finished, IngestError::StorageFull);
+  EXPECT_TRUE(fs::is_empty(dir_ + "/data/tmp"));
+}
+
 TEST_P(ContentStoreLimitsTest, ContentAlreadyStoredSucceedsWithLittleFreeSpace) {
   remake();
   const std::string data = random_bytes(8u << 20, 23);

@@ -431,8 +431,16 @@ TEST_F(ControlServiceTest, ConcurrentChangesOfOneIdAre409) {
   auto second = send(request("POST", "/streams/a", create_body({file_json(0, "app.bin")})));
   ASSERT_TRUE(second->has_value());
   EXPECT_EQ((*second)->status, 409);
-  auto describe = call("GET", "/streams/a");  // not committed yet... or already: either way fine
-  EXPECT_TRUE(describe.status == 404 || describe.status == 200);
+  // Not committed yet (its progress) or already (the stream): found either way.
+  auto describe = call("GET", "/streams/a");
+  EXPECT_EQ(describe.status, 200) << describe.body;
+  Json described(describe.body);
+  if (described.has("/data/status")) {
+    EXPECT_EQ(described.str("/data/status"), "CREATING") << describe.body;
+    EXPECT_EQ(described.num("/data/progress/files"), 1u) << describe.body;
+    EXPECT_EQ(described.num("/data/progress/file"), 0u) << describe.body;
+    EXPECT_FALSE(described.has("/data/streamVersion")) << describe.body;
+  }
   EXPECT_EQ(wait(first).status, 201);
 
   auto update =

@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pty.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -48,7 +50,7 @@ std::string s3_bucket_toml(const std::string& name, const std::string& endpoint,
          "\ncredentials_file = " + TestDaemon::quote(credentials) + "\n" + extra + "\n";
 }
 
-// Descriptors the daemon holds on its unlinked fetch files (".../tmp/fetch-XXXXXX (deleted)").
+// Descriptors the daemon holds on the store's temp files a fetch writes (".../tmp/ingest-...").
 std::vector<std::string> fetch_fds(pid_t pid) {
   std::vector<std::string> out;
   std::string dir = "/proc/" + std::to_string(pid) + "/fd";
@@ -60,7 +62,7 @@ std::vector<std::string> fetch_fds(pid_t pid) {
     ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
     if (n <= 0) continue;
     std::string t(target, static_cast<std::size_t>(n));
-    if (t.find("/tmp/fetch-") != std::string::npos) out.push_back(link);
+    if (t.find("/tmp/ingest-") != std::string::npos) out.push_back(link);
   }
   ::closedir(d);
   return out;
@@ -306,6 +308,44 @@ TEST_F(S3Source, VersionSelectsAnOlderObject) {
   EXPECT_TRUE(bytes_to_string(new_bytes.bytes) == shared->v2) << "not the latest version";
 }
 
+// The stream records the versionId and ETag each fetch got: in the create reply, in describe, and
+// after a restart (the registry keeps them). The latest version is named too when none was asked.
+TEST_F(S3Source, TheStreamRecordsTheVersionAndEtagItGot) {
+  Stack stack;
+  ASSERT_TRUE(start(stack));
+  auto r = stack.create(
+      "s3rec", {{0, "s3fw", "v.bin", shared->old_version}, {1, "s3fw", "one.bin", std::nullopt}});
+  ASSERT_EQ(r.status, 201) << r.body << stack.daemon().log(8000);
+  Json created(r.body);
+  EXPECT_EQ(created.str("/data/files/0/s3Location/version"), shared->old_version) << r.body;
+  EXPECT_EQ(created.str("/data/files/0/source/versionId"), shared->old_version) << r.body;
+  const std::optional<std::string> etag = created.str("/data/files/0/source/etag");
+  ASSERT_TRUE(etag && etag->size() > 2 && etag->front() == '"') << r.body;
+  const std::optional<std::string> latest = created.str("/data/files/1/source/versionId");
+  ASSERT_TRUE(latest && !latest->empty()) << r.body;
+  EXPECT_NE(*latest, shared->old_version);
+
+  auto check = [&](const std::string& when) {
+    SCOPED_TRACE(when);
+    auto described = stack.request("GET", "/streams/s3rec");
+    Json j(described.body);
+    EXPECT_EQ(j.str("/data/files/0/s3Location/version"), shared->old_version) << described.body;
+    EXPECT_EQ(j.str("/data/files/0/source/etag"), etag) << described.body;
+    EXPECT_EQ(j.str("/data/files/0/source/versionId"), shared->old_version) << described.body;
+    EXPECT_EQ(j.str("/data/files/1/s3Location/version"), latest) << described.body;
+  };
+  check("after the create");
+  EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();
+  ASSERT_TRUE(stack.daemon().start()) << stack.daemon().error();
+  stack.reset_http();
+  check("after a restart");
+  // A local file has no source.
+  ASSERT_TRUE(stack.create_file_stream("s3rec-local", "local bytes"));
+  auto local = stack.request("GET", "/streams/s3rec-local");
+  EXPECT_FALSE(Json(local.body).has("/data/files/0/source")) << local.body;
+  EXPECT_FALSE(Json(local.body).has("/data/files/0/s3Location/version")) << local.body;
+}
+
 TEST_F(S3Source, MissingBucketKeyOrVersionIsAValidationErrorNamingTheField) {
   Stack stack;
   ASSERT_TRUE(start(stack));
@@ -408,6 +448,66 @@ TEST_F(S3Source, ADroppedConnectionResumesWithARange) {
   EXPECT_TRUE(bytes_to_string(result.bytes) == shared->odd) << "content differs";
 }
 
+// chunkctl create draws a progress bar on a terminal while the object streams in (the server is
+// stopped half-way so the bar has time to show), and nothing of the kind when stderr is a pipe.
+TEST_F(S3Source, ChunkctlDrawsProgressOnATerminal) {
+  ASSERT_TRUE(need_big());
+  Stack stack;
+  ASSERT_TRUE(start(stack));
+  const std::string url = "http://127.0.0.1:" + std::to_string(stack.daemon().port());
+  const std::string ctl = chunkctl_binary_path();
+  std::vector<std::string> args = {ctl,
+                                   "create",
+                                   "s3bar",
+                                   "--file",
+                                   "0=s3fw:big.bin",
+                                   "--role-arn",
+                                   "arn:aws:iam::123456789012:role/chunkd"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string url_env = "CHUNKD_URL=" + url;
+  std::string token_env = "CHUNKD_TOKEN=";
+  char* envp[] = {url_env.data(), token_env.data(), nullptr};
+  int master = -1;
+  pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::execve(ctl.c_str(), argv.data(), envp);
+    ::_exit(127);
+  }
+  std::string seen;               // what the terminal shows
+  auto read_some = [&](int ms) {  // false at EOF, or after `ms` without output
+    char buf[4096];
+    pollfd p{master, POLLIN, 0};
+    if (::poll(&p, 1, ms) <= 0) return false;
+    ssize_t n = ::read(master, buf, sizeof buf);
+    if (n <= 0) return false;
+    seen.append(buf, static_cast<std::size_t>(n));
+    return true;
+  };
+  const bool arriving = wait_until_fetch_arrives(stack.daemon().pid());
+  shared->s3.pause();
+  for (int i = 0; i < 50 && seen.find("file 1/1 [") == std::string::npos; ++i) read_some(200);
+  shared->s3.resume();
+  while (read_some(60000)) {
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(master);
+  ASSERT_TRUE(arriving) << stack.daemon().log(8000);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << seen;
+  EXPECT_NE(seen.find("file 1/1 ["), std::string::npos) << seen;
+  EXPECT_NE(seen.find(" / 64.0 MiB"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("created stream s3bar, version 1"), std::string::npos) << seen;
+
+  auto piped = run_process({ctl, "update", "s3bar", "--file", "0=s3fw:dir/odd.bin"}, 120000,
+                           {{"CHUNKD_URL", url}, {"CHUNKD_TOKEN", ""}});
+  EXPECT_EQ(piped.exit_code, 0) << piped.err;
+  EXPECT_EQ(piped.err, "");
+  EXPECT_NE(piped.out.find("updated stream s3bar, version 2"), std::string::npos) << piped.out;
+}
+
 TEST_F(S3Source, CheckWithProbeSaysWhichBucketsWork) {
   Stack stack;
   const std::string e = shared->s3.endpoint();
@@ -475,8 +575,19 @@ TEST(S3SourceStalled, DeliveryGoesOnWhileAFetchIsStalled) {
   s3.pause();
   ASSERT_TRUE(arriving) << stack.daemon().log(8000);
   auto result = download(*dev, "local", 0);
+  // Meanwhile the stream's progress is there to poll (the create is not committed yet).
+  auto polled = stack.request("GET", "/streams/s3big");
   const bool still_fetching = !fetch_fds(stack.daemon().pid()).empty();
   s3.resume();
+  if (still_fetching) {
+    EXPECT_EQ(polled.status, 200) << polled.body;
+    Json p(polled.body);
+    EXPECT_EQ(p.str("/data/status"), "CREATING") << polled.body;
+    EXPECT_EQ(p.u64("/data/progress/files"), 1u) << polled.body;
+    EXPECT_EQ(p.u64("/data/progress/bytesTotal"), big.size()) << polled.body;
+    EXPECT_GT(p.u64("/data/progress/bytesDone").value_or(0), 0u) << polled.body;
+    EXPECT_LT(p.u64("/data/progress/bytesDone").value_or(0), big.size()) << polled.body;
+  }
   ASSERT_TRUE(result.ok) << result.error;
   EXPECT_TRUE(bytes_to_string(result.bytes) == local) << "content differs";
   auto r = pending.get();

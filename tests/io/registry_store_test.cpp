@@ -30,7 +30,8 @@ namespace fs = std::filesystem;
 bool same_file(const StoredFile& a, const StoredFile& b) {
   return a.file_id == b.file_id && a.bucket == b.bucket && a.key == b.key &&
          a.size_bytes == b.size_bytes && a.digest == b.digest && a.extent_bytes == b.extent_bytes &&
-         a.manifest == b.manifest;
+         a.manifest == b.manifest && a.source_etag == b.source_etag &&
+         a.source_version == b.source_version;
 }
 
 bool same_stream(const StoredStream& a, const StoredStream& b) {
@@ -77,6 +78,10 @@ StoredStream numbered_stream(int n) {
     file.size_bytes = static_cast<std::uint64_t>(n) * 1000 + static_cast<std::uint64_t>(f);
     file.digest = "0123456789abcdef0123456789abcdef";
     file.extent_bytes = 262144;
+    if (f == 1) {  // as if fetched from an S3 bucket
+      file.source_etag = "\"9b2cf535f27731c974343645a3985328\"";
+      file.source_version = n % 2 == 0 ? "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY" : "";
+    }
     file.manifest =
         make_manifest(64 + static_cast<std::size_t>(n % 50),
                       static_cast<std::uint64_t>(n) * 16 + static_cast<std::uint64_t>(f));
@@ -498,7 +503,8 @@ TEST_F(RegistryStoreTest, AllowedThingsRoundTripAndAreReplaced) {
 }
 
 // A registry written by the release before allowedThings (schema version 1, with its exact
-// tables) opens, keeps every stream readable by every thing, and takes lists from then on.
+// tables) opens, keeps every stream readable by every thing, and takes lists (and S3 sources)
+// from then on.
 TEST_F(RegistryStoreTest, MigratesAVersion1Registry) {
   fs::create_directories(dir_);
   const std::string path = dir_ + "/registry.sqlite3";
@@ -537,11 +543,15 @@ TEST_F(RegistryStoreTest, MigratesAVersion1Registry) {
   EXPECT_EQ(old.files[0].file_id, 9u);
   EXPECT_EQ(old.files[0].manifest, std::vector<std::uint64_t>{0x0807060504030201ull});
   EXPECT_EQ(old.allowed_things, std::nullopt) << "a v1 stream stays readable by every thing";
+  EXPECT_EQ(old.files[0].source_etag, "") << "a v1 file came from a directory";
+  EXPECT_EQ(old.files[0].source_version, "");
 
   old.allowed_things = std::vector<std::string>{"sensor-*"};
+  old.files[0].source_etag = "\"etag\"";
+  old.files[0].source_version = "v-1";
   ASSERT_FALSE(put_and_wait(old));
   close_store();
-  open_store();  // a second open finds version 2 and migrates nothing
+  open_store();  // a second open finds the current version and migrates nothing
   streams = load();
   ASSERT_EQ(streams.size(), 1u);
   EXPECT_TRUE(same_stream(streams[0], old));
@@ -551,7 +561,7 @@ TEST_F(RegistryStoreTest, MigratesAVersion1Registry) {
   sqlite3_stmt* stmt = nullptr;
   ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr), SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(stmt, 0), 3);  // the current version
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 4);  // the current version
   sqlite3_finalize(stmt);
   sqlite3_close(db);
 }

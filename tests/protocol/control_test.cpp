@@ -861,6 +861,44 @@ TEST(ControlEnvelope, DescribeResponseGolden) {
             R"("sizeBytes":0,"digest":"ffeeddccbbaa99887766554433221100"}],"health":"ok"}})");
 }
 
+// A file fetched from an S3 bucket carries the version and ETag it got, in describe and in the
+// create/update reply (which lists files only then); an unversioned object has no version.
+TEST(ControlEnvelope, FilesFromS3CarryTheirVersionAndEtag) {
+  StreamInfo s = sample_stream();
+  s.files[0].source_etag = "\"9b2c\"";
+  s.files[0].source_version = "3HL4k";
+  s.files[1].source_etag = "\"77ab\"";
+  const std::string files =
+      R"("files":[{"fileId":0,"s3Location":{"bucket":"fw","key":"a.bin","version":"3HL4k"},)"
+      R"("sizeBytes":1048576,"digest":"00112233445566778899aabbccddeeff",)"
+      R"("source":{"etag":"\"9b2c\"","versionId":"3HL4k"}},)"
+      R"({"fileId":255,"s3Location":{"bucket":"models","key":"m/x.tflite"},)"
+      R"("sizeBytes":0,"digest":"ffeeddccbbaa99887766554433221100",)"
+      R"("source":{"etag":"\"77ab\""}}])";
+  const std::string described = describe_response(s);
+  EXPECT_NE(described.find(files + R"(,"health":"ok"}})"), std::string::npos) << described;
+  const std::string created = create_response(s, {});
+  EXPECT_NE(created.find(R"("updated_at":"2024-05-02T08:30:00Z",)" + files + "}}"),
+            std::string::npos)
+      << created;
+}
+
+// While a create ingests, describe answers with its progress; an update's describe adds it.
+TEST(ControlEnvelope, ProgressOfACreateAndOfAnUpdate) {
+  const IngestProgressInfo creating{"CREATING", 1, 3, 1048576, 67108864};
+  EXPECT_EQ(creating_response("fw-1", "arn:chunkd:stream/fw-1", creating),
+            R"({"success":true,"data":{"id":"fw-1","streamId":"fw-1",)"
+            R"("streamArn":"arn:chunkd:stream/fw-1","status":"CREATING",)"
+            R"("progress":{"file":1,"files":3,"bytesDone":1048576,"bytesTotal":67108864}}})");
+  StreamInfo s = sample_stream();
+  s.progress = IngestProgressInfo{"UPDATING", 0, 1, 0, 0};
+  const std::string body = describe_response(s);
+  EXPECT_NE(body.find(R"("health":"ok","status":"UPDATING",)"
+                      R"("progress":{"file":0,"files":1,"bytesDone":0,"bytesTotal":0}}})"),
+            std::string::npos)
+      << body;
+}
+
 TEST(ControlEnvelope, DescribeResponseNamesTheFileThatFailedVerification) {
   StreamInfo s = sample_stream();
   s.files.clear();

@@ -12,7 +12,8 @@
 // Global: --url URL (env CHUNKD_URL, default http://127.0.0.1:8080), --token TOKEN (env
 // CHUNKD_TOKEN) or --token-file FILE, --json (print the server's data object), --timeout-ms N.
 // Exit status: 0 success, 1 the server refused (its code and message are printed), 2 usage or
-// connection error.
+// connection error. create and update with files draw a progress bar on stderr when it is a
+// terminal (tools/chunkctl/progress.hpp).
 #include <simdjson.h>
 
 #include <cstdio>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "protocol/control.hpp"
+#include "tools/chunkctl/progress.hpp"
 #include "tools/common/http_client.hpp"
 
 namespace {
@@ -351,7 +353,10 @@ int main(int argc, char** argv) {
       if (a.max_results) target += "&maxResults=" + chunkd::tools::url_encode(*a.max_results);
       if (next_token) target += "&nextToken=" + chunkd::tools::url_encode(*next_token);
     }
-    auto response = chunkd::tools::http_request(*url, method, target, body, headers, a.timeout_ms);
+    auto send = [&] {
+      return chunkd::tools::http_request(*url, method, target, body, headers, a.timeout_ms);
+    };
+    auto response = a.files.empty() ? send() : chunkctl::with_progress(*url, path, headers, send);
     if (!response) {
       std::fprintf(stderr, "chunkctl: %s\n", response.error().c_str());
       return 2;
@@ -391,6 +396,12 @@ int main(int argc, char** argv) {
         }
       }
     } else if (a.command == "describe") {
+      std::string status = str(data, "status");
+      if (!status.empty()) {  // a create or update is storing its files
+        std::printf("status      %s %s\n", status.c_str(),
+                    chunkctl::progress_line(response->body).c_str());
+        if (status == "CREATING") return 0;
+      }
       print_stream(data, true);
     } else if (a.command == "delete") {
       std::printf("deleted stream %s\n", str(data, "id").c_str());
