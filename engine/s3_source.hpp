@@ -76,7 +76,6 @@ class S3Source {
   std::size_t in_progress_ = 0;
   bool closing_ = false;
   std::function<void()> close_done_;
-  Counter* fetched_bytes_ = nullptr;
   Histogram* fetch_seconds_ = nullptr;
 };
 

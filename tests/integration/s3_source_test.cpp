@@ -25,6 +25,7 @@
 #include "tests/integration/api.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/s3_server.hpp"
+#include "tests/support/tls_certs.hpp"
 
 namespace chunkd::test {
 namespace {
@@ -508,6 +509,25 @@ TEST_F(S3Source, ChunkctlDrawsProgressOnATerminal) {
   EXPECT_NE(piped.out.find("updated stream s3bar, version 2"), std::string::npos) << piped.out;
 }
 
+// Virtual-host addressing (bucket.host/key): the endpoint "localhost", which libcurl resolves to
+// loopback for every subdomain too, so firmware.localhost reaches the server.
+TEST_F(S3Source, VirtualHostAddressingFetchesTheSameObject) {
+  Stack stack;
+  ASSERT_TRUE(start(
+      stack, s3_bucket_toml("s3virtual", "http://localhost:" + std::to_string(shared->s3.port()),
+                            "firmware", credentials_, "addressing = \"virtual\"")));
+  auto r = stack.create("s3virtual", {{0, "s3virtual", "v.bin", shared->old_version}});
+  ASSERT_EQ(r.status, 201) << r.body << stack.daemon().log(8000) << shared->s3.log();
+  // The server saw the bucket in the host name, not in the path.
+  EXPECT_NE(shared->s3.log().find("\"GET /v.bin?versionId="), std::string::npos)
+      << shared->s3.log();
+  auto dev = stack.device("s3-dev-virtual", "s3virtual");
+  ASSERT_TRUE(dev);
+  auto result = download(*dev, "s3virtual", 0);
+  ASSERT_TRUE(result.ok) << result.error;
+  EXPECT_TRUE(bytes_to_string(result.bytes) == shared->v1) << "content differs";
+}
+
 TEST_F(S3Source, CheckWithProbeSaysWhichBucketsWork) {
   Stack stack;
   const std::string e = shared->s3.endpoint();
@@ -635,6 +655,43 @@ TEST(S3SourceStalled, SigtermDuringAFetchCancelsItAndExitsZero) {
   EXPECT_EQ(r.status, 503) << r.body << r.error;
   EXPECT_NE(r.body.find("shutting down"), std::string::npos) << r.body;
   EXPECT_EQ(entries(stack.daemon().data_dir() + "/tmp"), 0u);
+  std::filesystem::remove_all(dir);
+}
+
+// An https endpoint whose certificate a private CA signed: trusted through the bucket's ca_file,
+// byte-exact; without ca_file (the system's CAs) it is refused, 503 naming the certificate.
+TEST(S3SourceTls, AnHttpsEndpointIsTrustedThroughCaFile) {
+  if (std::string why = TestS3Server::missing(); !why.empty()) GTEST_SKIP() << why;
+  TestCerts certs;
+  ASSERT_TRUE(certs.make()) << certs.error();
+  TestS3Server s3;
+  s3.use_tls(certs.path("server.crt"), certs.path("server.key"), certs.path("ca.crt"));
+  ASSERT_TRUE(s3.start()) << s3.error();
+  ASSERT_EQ(s3.endpoint().substr(0, 8), "https://");
+  ASSERT_TRUE(s3.make_bucket("firmware")) << s3.error();
+  const std::string bytes = test_bytes(70000, 9);
+  ASSERT_TRUE(s3.put("firmware", "tls.bin", bytes)) << s3.error();
+  std::string error;
+  const std::string dir = make_temp_dir("s3-tls", error);
+  ASSERT_FALSE(dir.empty()) << error;
+  const std::string credentials = write_credentials(s3, dir);
+  Stack stack;
+  stack.daemon().set_extra_toml(
+      s3_bucket_toml("s3tls", s3.endpoint(), "firmware", credentials,
+                     "ca_file = " + TestDaemon::quote(certs.path("ca.crt"))) +
+      s3_bucket_toml("s3untrusted", s3.endpoint(), "firmware", credentials, "retries = 0"));
+  ASSERT_TRUE(stack.start());
+  auto r = stack.create("s3tls", {{0, "s3tls", "tls.bin", std::nullopt}});
+  ASSERT_EQ(r.status, 201) << r.body << stack.daemon().log(8000) << s3.log();
+  auto dev = stack.device("s3-dev-tls", "s3tls");
+  ASSERT_TRUE(dev);
+  auto result = download(*dev, "s3tls", 0);
+  ASSERT_TRUE(result.ok) << result.error;
+  EXPECT_TRUE(bytes_to_string(result.bytes) == bytes) << "content differs";
+
+  auto refused = stack.create("s3untrusted", {{0, "s3untrusted", "tls.bin", std::nullopt}});
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_NE(refused.body.find("certificate"), std::string::npos) << refused.body;
   std::filesystem::remove_all(dir);
 }
 

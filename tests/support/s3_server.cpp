@@ -69,9 +69,11 @@ bool TestS3Server::launch() {
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  std::vector<char*> argv = {const_cast<char*>(binary.c_str()), const_cast<char*>("-H"),
-                             const_cast<char*>("127.0.0.1"),    const_cast<char*>("-p"),
-                             const_cast<char*>(port.c_str()),   nullptr};
+  std::vector<std::string> args = {binary, "-H", "127.0.0.1", "-p", port};
+  if (!cert_.empty()) args.insert(args.end(), {"-c", cert_, "-k", key_});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0) {
     error_ = errno_text("open the S3 server's log");
@@ -124,7 +126,9 @@ bool TestS3Server::start() {
 bool TestS3Server::tool(const std::vector<std::string>& args, std::string& out) {
   std::vector<std::string> argv = {find_on_path("python3"), tool_path()};
   argv.insert(argv.end(), args.begin(), args.end());
-  ProcessResult r = run_process(argv, 120000);
+  std::vector<std::pair<std::string, std::string>> env;
+  if (!ca_.empty()) env.emplace_back("AWS_CA_BUNDLE", ca_);  // boto3 trusts the test CA
+  ProcessResult r = run_process(argv, 120000, env);
   if (r.exit_code != 0) {
     error_ = "s3_tool.py " + args.front() + " failed (" + std::to_string(r.exit_code) +
              "): " + r.err + r.out;

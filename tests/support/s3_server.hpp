@@ -40,6 +40,13 @@ class TestS3Server {
   // get it.
   static std::string missing();
 
+  // Before start(): serve https with `cert` and `key` (moto_server -c/-k); the set-up client
+  // trusts `ca`. endpoint() is then https://127.0.0.1:<port>.
+  void use_tls(std::string cert, std::string key, std::string ca) {
+    cert_ = std::move(cert);
+    key_ = std::move(key);
+    ca_ = std::move(ca);
+  }
   bool start();
   void stop();   // SIGTERM, then SIGKILL after a bound
   void kill9();  // SIGKILL at once: connections drop mid-transfer
@@ -55,7 +62,9 @@ class TestS3Server {
   std::optional<std::vector<std::string>> put_all(
       const std::string& bucket, const std::vector<std::pair<std::string, std::string>>& objects);
 
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string endpoint() const {
+    return (cert_.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") + std::to_string(port_);
+  }
   std::uint16_t port() const { return port_; }
   const std::string& key_id() const { return key_id_; }
   const std::string& secret() const { return secret_; }
@@ -70,6 +79,7 @@ class TestS3Server {
   std::string log_path_;
   std::string key_id_;
   std::string secret_;
+  std::string cert_, key_, ca_;  // use_tls
   std::string error_;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
