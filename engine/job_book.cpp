@@ -49,6 +49,14 @@ bool failure_of(protocol::AbortFailureType type, ExecutionStatus s) {
   return false;
 }
 
+// The job's in-progress time-out (`limit_ms`, 0: none) or the execution's step timer ran out.
+bool timed_out(const JobExecution& e, std::int64_t limit_ms, std::int64_t unix_ms) {
+  if (protocol::is_terminal(e.status)) return false;
+  if (e.step_deadline_ms != 0 && unix_ms >= e.step_deadline_ms) return true;
+  return limit_ms != 0 && e.status == ExecutionStatus::InProgress &&
+         unix_ms - e.started_at_ms >= limit_ms;
+}
+
 }  // namespace
 
 bool Job::has_pattern() const {
@@ -183,10 +191,9 @@ JobChanges JobBook::tick(std::uint64_t now, std::int64_t unix_ms) {
   for (auto& [id, job] : jobs_) {
     if (job->status != JobStatus::InProgress) continue;
     release(*job, now, unix_ms, changes);
-    if (job->plan.timeout_minutes() == 0) continue;
-    std::int64_t limit_ms = std::int64_t{job->plan.timeout_minutes()} * 60'000;
+    const std::int64_t limit_ms = std::int64_t{job->plan.timeout_minutes()} * 60'000;
     for (auto& [thing, e] : job->executions) {
-      if (e.status != ExecutionStatus::InProgress || unix_ms - e.started_at_ms < limit_ms) continue;
+      if (!timed_out(e, limit_ms, unix_ms)) continue;
       auto before = next_pending_id(thing);
       set_status(*job, e, ExecutionStatus::TimedOut, unix_ms, changes);
       changes.timed_out++;
@@ -222,6 +229,7 @@ void JobBook::set_status(Job& job, JobExecution& e, ExecutionStatus to, std::int
   job.counts[index(e.status)]--;
   job.counts[index(to)]++;
   e.status = to;
+  e.step_deadline_ms = 0;
   e.last_updated_at_ms = unix_ms;
   e.version_number++;
   changes.executions.push_back(e);

@@ -21,6 +21,10 @@
 // job is canceled (reason "ABORTED"); QUEUED executions and waiting things are canceled,
 // IN_PROGRESS ones carry on (as a cancel without force).
 //
+// Time-outs: an IN_PROGRESS execution older than the job's inProgressTimeoutInMinutes (from its
+// startedAt), or any pending one past its step timer (stepTimeoutInMinutes of the device's last
+// start-next or update), becomes TIMED_OUT at the next tick.
+//
 // Times: `now` is monotonic ms (releases), `unix_ms` wall-clock ms (what executions record and the
 // time-outs compare). Thread: loop thread only.
 #pragma once

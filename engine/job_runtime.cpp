@@ -33,6 +33,7 @@ io::StoredExecution stored_execution(const protocol::JobExecution& e) {
   row.last_updated_at_ms = e.last_updated_at_ms;
   row.version_number = e.version_number;
   row.execution_number = e.execution_number;
+  row.step_deadline_ms = e.step_deadline_ms;
   return row;
 }
 
@@ -82,6 +83,7 @@ Expected<std::vector<Job>, std::string> jobs_from_store(io::StoredJobs stored) {
     e.last_updated_at_ms = row.last_updated_at_ms;
     e.version_number = row.version_number;
     e.execution_number = row.execution_number;
+    e.step_deadline_ms = row.step_deadline_ms;
     job->second.executions.emplace(std::move(row.thing), std::move(e));
   }
   std::vector<Job> out;

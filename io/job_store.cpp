@@ -153,18 +153,19 @@ constexpr const char* kSql[kSqlCount] = {
     "UPDATE jobs SET status = ?2, reason_code = ?3, comment = ?4, last_updated_at_ms = ?5, "
     "completed_at_ms = ?6 WHERE id = ?1",
     "INSERT INTO job_executions (job_id, thing, status, status_details, queued_at_ms, "
-    "started_at_ms, last_updated_at_ms, version_number, execution_number) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (job_id, thing) DO UPDATE SET "
+    "started_at_ms, last_updated_at_ms, version_number, execution_number, step_deadline_ms) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (job_id, thing) DO UPDATE SET "
     "status = excluded.status, status_details = excluded.status_details, "
     "queued_at_ms = excluded.queued_at_ms, started_at_ms = excluded.started_at_ms, "
     "last_updated_at_ms = excluded.last_updated_at_ms, "
-    "version_number = excluded.version_number, execution_number = excluded.execution_number",
+    "version_number = excluded.version_number, execution_number = excluded.execution_number, "
+    "step_deadline_ms = excluded.step_deadline_ms",
     "DELETE FROM job_executions WHERE job_id = ?1",
     "DELETE FROM jobs WHERE id = ?1",
     "SELECT id, spec, document, stream_id, status, reason_code, comment, created_at_ms, "
     "last_updated_at_ms, completed_at_ms FROM jobs ORDER BY id",
     "SELECT job_id, thing, status, status_details, queued_at_ms, started_at_ms, "
-    "last_updated_at_ms, version_number, execution_number FROM job_executions "
+    "last_updated_at_ms, version_number, execution_number, step_deadline_ms FROM job_executions "
     "ORDER BY job_id, thing",
 };
 
@@ -411,6 +412,7 @@ class SqliteJobStore final : public JobStore {
                          .integer(e.last_updated_at_ms)
                          .integer(e.version_number)
                          .integer(e.execution_number)
+                         .integer(e.step_deadline_ms)
                          .run("write execution", message);
       if (rc != SQLITE_OK) {
         message += " (job '" + e.job_id + "', thing '" + e.thing + "')";
@@ -511,6 +513,7 @@ class SqliteJobStore final : public JobStore {
       e.last_updated_at_ms = sqlite3_column_int64(rows, 6);
       e.version_number = sqlite3_column_int64(rows, 7);
       e.execution_number = sqlite3_column_int64(rows, 8);
+      e.step_deadline_ms = sqlite3_column_int64(rows, 9);
       out.push_back(std::move(e));
     }
     sqlite3_reset(rows);

@@ -59,6 +59,7 @@ struct StoredExecution {
   std::int64_t last_updated_at_ms = 0;
   std::int64_t version_number = 1;
   std::int64_t execution_number = 1;
+  std::int64_t step_deadline_ms = 0;  // the step timer; 0: none
   bool operator==(const StoredExecution&) const = default;
 };
 

@@ -110,6 +110,7 @@ CREATE TABLE job_executions (
   last_updated_at_ms INTEGER NOT NULL,
   version_number     INTEGER NOT NULL,
   execution_number   INTEGER NOT NULL,
+  step_deadline_ms   INTEGER NOT NULL,  -- the step timer (stepTimeoutInMinutes); 0: none
   PRIMARY KEY (job_id, thing)
 ) WITHOUT ROWID;
 )sql";

@@ -70,6 +70,7 @@ struct JobExecution {
   std::int64_t last_updated_at_ms = 0;
   std::int64_t version_number = 1;  // +1 on every accepted update
   std::int64_t execution_number = 1;
+  std::int64_t step_deadline_ms = 0;  // the step timer (stepTimeoutInMinutes), unix ms; 0: none
 };
 
 }  // namespace chunkd::protocol

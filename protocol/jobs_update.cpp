@@ -28,6 +28,11 @@ StepTimer step_timer_for(ExecutionStatus status, const std::optional<std::int64_
   return {};
 }
 
+void set_step_deadline(JobExecution& e, const StepTimer& timer) {
+  if (timer.action == StepTimer::Action::Cancel) e.step_deadline_ms = 0;
+  if (timer.action == StepTimer::Action::Set) e.step_deadline_ms = timer.deadline_ms;
+}
+
 // Moves `e` to `status` at `now_ms`, with `details` replacing the stored ones when given.
 void apply(JobExecution& e, ExecutionStatus status, const std::optional<StatusDetails>& details,
            std::int64_t now_ms) {
@@ -88,6 +93,7 @@ Expected<UpdateOutcome, JobsRejection> decide_update(const JobExecution& current
   UpdateOutcome outcome{current, {}};
   apply(outcome.execution, request.status, request.status_details, now_ms);
   outcome.step_timer = step_timer_for(request.status, request.step_timeout_minutes, now_ms);
+  set_step_deadline(outcome.execution, outcome.step_timer);
   return outcome;
 }
 
@@ -102,6 +108,7 @@ StartNextOutcome decide_start_next(const JobExecution* next, const StartNextRequ
   outcome.changed = true;
   outcome.step_timer =
       step_timer_for(ExecutionStatus::InProgress, request.step_timeout_minutes, now_ms);
+  set_step_deadline(*outcome.execution, outcome.step_timer);
   return outcome;
 }
 

@@ -56,7 +56,7 @@ struct JobsRejection {
 };
 
 struct UpdateOutcome {
-  JobExecution execution;  // the record to store before answering
+  JobExecution execution;  // the record to store before answering (step_deadline_ms set too)
   StepTimer step_timer;
 };
 

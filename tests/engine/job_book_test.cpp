@@ -167,6 +167,25 @@ TEST_F(JobBookTest, StuckDevicesTimeOut) {
   EXPECT_EQ(changes.notify_next, (std::set<std::string>{"a"}));
 }
 
+TEST_F(JobBookTest, AStepTimerTimesOutWhateverTheJobSays) {
+  book.create(plan("j1", {"a", "b"}), now, unix_ms);
+  JobExecution next = *book.execution("a", "j1");
+  next.status = ExecutionStatus::InProgress;
+  next.started_at_ms = unix_ms;
+  next.step_deadline_ms = unix_ms + 30'000;
+  next.version_number++;
+  book.update(next, unix_ms);
+  advance_s(29);
+  EXPECT_EQ(book.tick(now, unix_ms).timed_out, 0u);
+  advance_s(1);
+  auto changes = book.tick(now, unix_ms);
+  EXPECT_EQ(changes.timed_out, 1u);
+  const JobExecution* e = book.execution("a", "j1");
+  EXPECT_EQ(e->status, ExecutionStatus::TimedOut);
+  EXPECT_EQ(e->step_deadline_ms, 0) << "a terminal execution has no timer";
+  EXPECT_EQ(book.execution("b", "j1")->status, ExecutionStatus::Queued);
+}
+
 TEST_F(JobBookTest, CancelKeepsRunningDevicesUnlessForced) {
   book.create(plan("j1", {"a", "b"}), now, unix_ms);
   book.create(plan("j2", {"a", "b"}), now, unix_ms);

@@ -151,6 +151,7 @@ TEST_F(JobStoreTest, PutThenLoadRoundTripsEveryField) {
   rich.started_at_ms = std::numeric_limits<std::int64_t>::max();
   rich.version_number = 7;
   rich.execution_number = 2;
+  rich.step_deadline_ms = 1'798'000'600'000;
   ASSERT_FALSE(put(ota_job("ota-1"), {execution("ota-1", "dev:2"), rich}));
   ASSERT_FALSE(put(document_job("doc-1")));
 

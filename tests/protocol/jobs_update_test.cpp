@@ -99,10 +99,19 @@ TEST(JobsUpdate, StepTimeoutSetsOrCancels) {
   ASSERT_TRUE(set.has_value());
   EXPECT_EQ(set->step_timer.action, StepTimer::Action::Set);
   EXPECT_EQ(set->step_timer.deadline_ms, kNowMs + 10 * 60'000);
+  EXPECT_EQ(set->execution.step_deadline_ms, kNowMs + 10 * 60'000) << "the record carries it";
   r.step_timeout_minutes = kCancelStepTimeout;
-  auto cancel = decide_update(execution("fw", ExecutionStatus::InProgress), r, kNowMs);
+  auto cancel = decide_update(set->execution, r, kNowMs);
   ASSERT_TRUE(cancel.has_value());
   EXPECT_EQ(cancel->step_timer.action, StepTimer::Action::Cancel);
+  EXPECT_EQ(cancel->execution.step_deadline_ms, 0);
+  r.step_timeout_minutes.reset();
+  auto kept = decide_update(set->execution, r, kNowMs);
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(kept->execution.step_deadline_ms, kNowMs + 10 * 60'000) << "absent: kept";
+  auto done = decide_update(set->execution, update(ExecutionStatus::Succeeded), kNowMs);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->execution.step_deadline_ms, 0) << "a terminal status cancels it";
 }
 
 TEST(JobsUpdate, VersionMismatch) {
@@ -194,6 +203,7 @@ TEST(JobsUpdate, StartNextStartsAQueuedExecution) {
   EXPECT_EQ(outcome.execution->version_number, 5);
   EXPECT_EQ(outcome.step_timer.action, StepTimer::Action::Set);
   EXPECT_EQ(outcome.step_timer.deadline_ms, kNowMs + 30 * 60'000);
+  EXPECT_EQ(outcome.execution->step_deadline_ms, kNowMs + 30 * 60'000);
   const StartNextOutcome plain = decide_start_next(&queued, StartNextRequest{}, kNowMs);
   EXPECT_EQ(plain.execution->status_details, queued.status_details);  // absent: kept
   EXPECT_EQ(plain.step_timer.action, StepTimer::Action::Keep);
