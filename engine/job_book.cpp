@@ -76,6 +76,7 @@ void JobChanges::merge(JobChanges other) {
   for (auto& e : other.executions) executions.push_back(std::move(e));
   jobs.merge(other.jobs);
   deleted.merge(other.deleted);
+  seen.merge(other.seen);
   notify_next.merge(other.notify_next);
   aborted.merge(other.aborted);
   released += other.released;
@@ -144,6 +145,7 @@ void JobBook::match_targets(Job& job) {
 JobChanges JobBook::thing_seen(std::string_view thing, std::uint64_t now, std::int64_t unix_ms) {
   JobChanges changes;
   if (!things_.emplace(thing).second) return changes;
+  changes.seen.emplace(thing);
   for (auto& [id, job] : jobs_) {
     if (job->status != JobStatus::InProgress || !job->has_pattern()) continue;
     if (job->executions.count(thing) != 0 || job->waiting_set.count(thing) != 0) continue;

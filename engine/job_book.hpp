@@ -13,6 +13,9 @@
 // job with a pattern never completes by itself; a job of names only completes when every target
 // was released and every execution is terminal.
 //
+// Things known: every thing that talked to the jobs API (thing_seen), remembered across restarts
+// (remember()), so that a pattern job created later reaches a device that asked once and waits.
+//
 // Next pending execution of a thing: its earliest-queued IN_PROGRESS one, else its earliest-queued
 // QUEUED one (ties by job creation time, then job id).
 //
@@ -82,11 +85,14 @@ struct JobChanges {
   std::vector<protocol::JobExecution> executions;  // new or changed, whole records
   std::set<std::string> jobs;                      // ids whose job record changed
   std::set<std::string> deleted;                   // ids of jobs removed (with their executions)
+  std::set<std::string> seen;                      // things newly known (remembered)
   std::set<std::string> notify_next;               // things whose next pending execution changed
   std::set<std::string> aborted;                   // ids of jobs aborted by their criteria
   std::uint64_t released = 0;
   std::uint64_t timed_out = 0;
-  bool empty() const { return executions.empty() && jobs.empty() && deleted.empty(); }
+  bool empty() const {
+    return executions.empty() && jobs.empty() && deleted.empty() && seen.empty();
+  }
   void merge(JobChanges other);
 };
 
@@ -100,6 +106,9 @@ class JobBook {
   // A thing talked to chunkd: pattern targets of running jobs now match it.
   JobChanges thing_seen(std::string_view thing, std::uint64_t now, std::int64_t unix_ms);
   bool known(std::string_view thing) const { return things_.count(thing) != 0; }
+  std::size_t known_things() const { return things_.size(); }
+  // A thing remembered from an earlier run (start-up, before restore()).
+  void remember(std::string thing) { things_.insert(std::move(thing)); }
 
   // Releases due, time-outs due. Call about once a second.
   JobChanges tick(std::uint64_t now, std::int64_t unix_ms);

@@ -39,6 +39,7 @@ io::StoredExecution stored_execution(const protocol::JobExecution& e) {
 
 io::JobBatch stored_batch(const JobBatch& batch) {
   io::JobBatch out;
+  out.things = batch.things;
   out.deleted = batch.deleted;
   for (const JobHeader& h : batch.jobs) out.upserts.push_back(stored_job(h));
   for (const auto& e : batch.executions) out.executions.push_back(stored_execution(e));
@@ -98,6 +99,7 @@ Expected<std::unique_ptr<JobRuntime>, std::string> JobRuntime::open(
   if (!store) return unexpected(store.error().message());
   auto loaded = (*store)->load_all();
   if (!loaded) return unexpected(loaded.error().message());
+  std::vector<std::string> things = std::move(loaded->things);
   auto jobs = jobs_from_store(std::move(*loaded));
   if (!jobs) return unexpected(jobs.error());
   std::unique_ptr<JobRuntime> runtime(new JobRuntime);
@@ -109,7 +111,7 @@ Expected<std::unique_ptr<JobRuntime>, std::string> JobRuntime::open(
         rows->apply(stored_batch(batch), std::move(done));
       },
       metrics, clock, std::move(options));
-  runtime->service_->open(std::move(*jobs));
+  runtime->service_->open(std::move(*jobs), std::move(things));
   return runtime;
 }
 

@@ -59,10 +59,11 @@ JobService::JobService(uv_loop_t* loop, const Catalog& catalog, Transport& trans
 
 JobService::~JobService() { CHUNKD_ASSERT(tick_ == nullptr); }
 
-void JobService::open(std::vector<Job> stored) {
+void JobService::open(std::vector<Job> stored, std::vector<std::string> things) {
+  for (std::string& thing : things) book_.remember(std::move(thing));
   for (Job& job : stored) book_.restore(std::move(job), clock_.now_ms(), unix_ms());
-  LOG_INFO("jobs", "%zu jobs with %llu executions loaded", book_.jobs(),
-           static_cast<unsigned long long>(book_.executions()));
+  LOG_INFO("jobs", "%zu jobs with %llu executions loaded, %zu things known", book_.jobs(),
+           static_cast<unsigned long long>(book_.executions()), book_.known_things());
   tick_ = new uv_timer_t;
   uv_timer_init(loop_, tick_);
   tick_->data = this;
@@ -126,7 +127,9 @@ void JobService::device_request(const ParsedJobsTopic& t, std::string_view topic
     return;
   }
   JobChanges seen;
-  if (!book_.known(t.thing) && book_.executions() < options_.max_executions) {
+  // Things known and executions are both bounded by jobs.max_executions.
+  if (!book_.known(t.thing) && book_.known_things() < options_.max_executions &&
+      book_.executions() < options_.max_executions) {
     seen = book_.thing_seen(t.thing, clock_.now_ms(), unix_ms());
   }
   JobChanges changes;

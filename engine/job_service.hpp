@@ -62,8 +62,8 @@ class JobService final : public JobsHttp {
   JobService(const JobService&) = delete;
   JobService& operator=(const JobService&) = delete;
 
-  // The jobs as stored; starts the tick.
-  void open(std::vector<Job> stored);
+  // The jobs and the things remembered, as stored; starts the tick.
+  void open(std::vector<Job> stored, std::vector<std::string> things);
 
   // A device message. False when `topic` is not under <prefix>/<thing>/jobs/ (the caller hands
   // it to the stream delivery); true when it was handled (answered, rejected or dropped).

@@ -41,6 +41,7 @@ void JobWriter::record(JobChanges changes, std::function<void()> then) {
     open_.deleted.insert(id);
   }
   open_.jobs.merge(changes.jobs);
+  open_.things.merge(changes.seen);
   for (auto& e : changes.executions) {
     auto key = std::make_pair(e.job_id, e.thing);
     open_.executions.insert_or_assign(std::move(key), std::move(e));
@@ -51,6 +52,7 @@ void JobWriter::record(JobChanges changes, std::function<void()> then) {
 
 JobBatch JobWriter::build(const Pending& pending) const {
   JobBatch batch;
+  batch.things.assign(pending.things.begin(), pending.things.end());
   batch.deleted.assign(pending.deleted.begin(), pending.deleted.end());
   for (const std::string& id : pending.jobs) {
     if (const Job* job = book_.job(id)) batch.jobs.push_back(header_of(*job));

@@ -52,10 +52,13 @@ JobHeader header_of(const Job& job);
 // One transaction: delete `deleted` (with their executions), then upsert `jobs`, then upsert
 // `executions` (whose jobs exist).
 struct JobBatch {
+  std::vector<std::string> things;  // newly known things, remembered first
   std::vector<std::string> deleted;
   std::vector<JobHeader> jobs;
   std::vector<protocol::JobExecution> executions;
-  std::size_t size() const { return deleted.size() + jobs.size() + executions.size(); }
+  std::size_t size() const {
+    return things.size() + deleted.size() + jobs.size() + executions.size();
+  }
 };
 
 class JobWriter {
@@ -86,11 +89,14 @@ class JobWriter {
 
  private:
   struct Pending {
+    std::set<std::string> things;
     std::set<std::string> deleted;
     std::set<std::string> jobs;
     std::map<std::pair<std::string, std::string>, protocol::JobExecution>
         executions;  // by job, thing
-    bool empty() const { return deleted.empty() && jobs.empty() && executions.empty(); }
+    bool empty() const {
+      return things.empty() && deleted.empty() && jobs.empty() && executions.empty();
+    }
   };
   void start_write();
   void written(std::error_code error);

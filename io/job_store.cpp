@@ -132,6 +132,8 @@ enum Sql : std::size_t {
   kDeleteJob,
   kSelectJobs,
   kSelectExecutions,
+  kInsertThing,
+  kSelectThings,
   kSqlCount,
 };
 
@@ -167,6 +169,8 @@ constexpr const char* kSql[kSqlCount] = {
     "SELECT job_id, thing, status, status_details, queued_at_ms, started_at_ms, "
     "last_updated_at_ms, version_number, execution_number, step_deadline_ms FROM job_executions "
     "ORDER BY job_id, thing",
+    "INSERT OR IGNORE INTO job_things (thing) VALUES (?1)",
+    "SELECT thing FROM job_things ORDER BY thing",
 };
 
 class SqliteJobStore final : public JobStore {
@@ -276,8 +280,8 @@ class SqliteJobStore final : public JobStore {
       refused = std::errc::operation_canceled;
     } else if (pending_writes_ >= max_pending_) {
       refused = std::errc::resource_unavailable_try_again;
-    } else if (w->batch.deleted.size() + w->batch.upserts.size() + w->batch.jobs.size() +
-                   w->batch.executions.size() >
+    } else if (w->batch.things.size() + w->batch.deleted.size() + w->batch.upserts.size() +
+                   w->batch.jobs.size() + w->batch.executions.size() >
                kMaxBatchRows) {
       refused = std::errc::argument_list_too_long;
     }
@@ -371,6 +375,12 @@ class SqliteJobStore final : public JobStore {
   }
 
   int write_batch_jobs(const JobBatch& batch, std::string& message) {
+    for (const std::string& thing : batch.things) {
+      if (int rc = statement(kInsertThing).text(thing).run("remember thing", message);
+          rc != SQLITE_OK) {
+        return rc;
+      }
+    }
     for (const std::string& id : batch.deleted) {
       if (int rc = write_erase(id, message); rc != SQLITE_OK) return rc;
     }
@@ -488,7 +498,21 @@ class SqliteJobStore final : public JobStore {
       message = "read jobs" + sqlite_cause(db_, rc);
       return rc;
     }
-    return load_executions(ids, out.executions, message);
+    rc = load_executions(ids, out.executions, message);
+    if (rc != SQLITE_OK) return rc;
+    return load_things(out.things, message);
+  }
+
+  int load_things(std::vector<std::string>& out, std::string& message) {
+    sqlite3_stmt* rows = stmts_[kSelectThings];
+    int rc = SQLITE_OK;
+    while ((rc = sqlite3_step(rows)) == SQLITE_ROW) out.push_back(column_text(rows, 0));
+    sqlite3_reset(rows);
+    if (rc != SQLITE_DONE) {
+      message = "read things" + sqlite_cause(db_, rc);
+      return rc;
+    }
+    return SQLITE_OK;
   }
 
   int load_executions(const std::unordered_set<std::string>& job_ids,

@@ -74,11 +74,12 @@ struct JobStatusChange {
 };
 
 // What the engine changes at once (a rollout release, an abort, a device's update): applied in
-// one transaction, all or nothing, in this order: `deleted` jobs are erased with their
-// executions; `upserts` are inserted or replace the whole row with their id; each job change
-// needs its job to exist (else the whole batch fails); each execution is inserted or replaces the
-// row with its (job_id, thing).
+// one transaction, all or nothing, in this order: `things` are remembered; `deleted` jobs are
+// erased with their executions; `upserts` are inserted or replace the whole row with their id; each
+// job change needs its job to exist (else the whole batch fails); each execution is inserted or
+// replaces the row with its (job_id, thing).
 struct JobBatch {
+  std::vector<std::string> things;  // remembered (inserted unless known)
   std::vector<std::string> deleted;
   std::vector<StoredJob> upserts;
   std::vector<JobStatusChange> jobs;
@@ -88,6 +89,7 @@ struct JobBatch {
 struct StoredJobs {
   std::vector<StoredJob> jobs;              // ordered by id
   std::vector<StoredExecution> executions;  // ordered by job_id, then thing
+  std::vector<std::string> things;          // remembered things, ordered
 };
 
 class JobStore {

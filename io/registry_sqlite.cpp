@@ -113,6 +113,9 @@ CREATE TABLE job_executions (
   step_deadline_ms   INTEGER NOT NULL,  -- the step timer (stepTimeoutInMinutes); 0: none
   PRIMARY KEY (job_id, thing)
 ) WITHOUT ROWID;
+CREATE TABLE job_things (  -- things that talked to the jobs API: patterns match them later
+  thing TEXT PRIMARY KEY NOT NULL
+) WITHOUT ROWID;
 )sql";
 
 // kMigrations[v - 1] brings a version-v schema to version v + 1. A column added here is also in

@@ -91,10 +91,24 @@ TEST_F(JobBookTest, PatternsMatchThingsThatAppearLater) {
   EXPECT_EQ(changes.released, 1u);
   EXPECT_EQ(changes.notify_next, (std::set<std::string>{"sensor-2"}));
   EXPECT_TRUE(book.thing_seen("sensor-2", now, unix_ms).empty());
-  EXPECT_TRUE(book.thing_seen("gateway-1", now, unix_ms).empty());
+  auto other = book.thing_seen("gateway-1", now, unix_ms);
+  EXPECT_TRUE(other.executions.empty()) << "no pattern matches it";
+  EXPECT_EQ(other.seen, (std::set<std::string>{"gateway-1"})) << "but it is remembered";
   device_sets("sensor-1", "j1", ExecutionStatus::Succeeded);
   device_sets("sensor-2", "j1", ExecutionStatus::Succeeded);
   EXPECT_EQ(book.job("j1")->status, JobStatus::InProgress) << "a pattern job waits for more";
+}
+
+TEST_F(JobBookTest, ThingsSeenAreToldAndRememberedOnesMatchNewPatterns) {
+  EXPECT_EQ(book.thing_seen("sensor-1", now, unix_ms).seen, (std::set<std::string>{"sensor-1"}));
+  JobBook restarted;
+  restarted.remember("sensor-1");
+  restarted.remember("gw-1");
+  EXPECT_TRUE(restarted.known("gw-1"));
+  auto changes = restarted.create(plan("j1", {"sensor-*"}), now, unix_ms);
+  EXPECT_EQ(changes.released, 1u);
+  EXPECT_EQ(changes.notify_next, (std::set<std::string>{"sensor-1"}));
+  EXPECT_TRUE(restarted.thing_seen("sensor-1", now, unix_ms).empty()) << "already known";
 }
 
 TEST_F(JobBookTest, InProgressComesFirstThenQueueOrder) {

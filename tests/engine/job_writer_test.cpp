@@ -127,6 +127,13 @@ TEST_F(JobWriterTest, ADeleteDropsTheJobsEarlierChangesInTheBatch) {
   finish_write();
 }
 
+TEST_F(JobWriterTest, NewThingsAreWrittenWithTheBatch) {
+  writer->record(book.thing_seen("a", 1, kUnix), {});
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].things, (std::vector<std::string>{"a"}));
+  finish_write();
+}
+
 TEST_F(JobWriterTest, FullCountsAnswersWaiting) {
   writer->record(book.create(plan("j1", {"a"}), 1, kUnix), [] {});
   for (int i = 0; i < 3; ++i) writer->record({}, [] {});

@@ -122,6 +122,26 @@ TEST(Jobs, AnOtaAgentUpdatesEndToEndAcrossARestart) {
   EXPECT_EQ(stack.request("DELETE", "/streams/fw2").status, 200) << "the job is finished";
 }
 
+// A device asks once, at start; a pattern job created after chunkd restarted must still reach it.
+TEST(Jobs, APatternJobReachesAThingSeenBeforeARestart) {
+  Stack stack;
+  ASSERT_TRUE(stack.start());
+  Agent agent(stack.broker.uri(), "sensor-5");
+  ASSERT_TRUE(agent.start());
+  auto next = agent.next_get();
+  ASSERT_TRUE(next);
+  EXPECT_FALSE(next->has("/execution")) << "nothing to do yet";
+  stack.daemon().kill9();
+  ASSERT_TRUE(stack.daemon().start()) << stack.daemon().error();
+  stack.reset_http();
+  auto created = stack.request("POST", "/jobs/later-1",
+                               R"({"targets":["sensor-*"],"document":{"op":"update"}})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  next = agent.wait("/jobs/notify-next");  // pushed: the device does not ask again
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->str("/execution/jobId"), "later-1");
+}
+
 TEST(Jobs, AWrongExpectedVersionIsRefusedWithTheState) {
   Stack stack;
   ASSERT_TRUE(stack.start());

@@ -228,6 +228,16 @@ TEST_F(JobStoreTest, ApplyDeletesThenUpsertsJobs) {
   EXPECT_EQ(loaded.executions[2], execution("new", "b"));
 }
 
+TEST_F(JobStoreTest, ThingsAreRememberedOnce) {
+  open_store();
+  JobBatch batch;
+  batch.things = {"sensor-2", "sensor-1"};
+  ASSERT_FALSE(apply(batch));
+  batch.things = {"sensor-1", "gw-1"};
+  ASSERT_FALSE(apply(batch));
+  EXPECT_EQ(load().things, (std::vector<std::string>{"gw-1", "sensor-1", "sensor-2"}));
+}
+
 // A batch whose last row cannot be written leaves nothing of the batch behind.
 TEST_F(JobStoreTest, BatchIsAllOrNothing) {
   open_store();
