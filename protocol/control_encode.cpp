@@ -16,6 +16,8 @@ namespace {
 
 using json::append_field;
 using json::append_nonempty_field;
+using json::append_objects;
+using json::append_optional_field;
 using json::kSuccessClose;
 using json::kSuccessOpen;
 
@@ -41,11 +43,7 @@ void append_summary(std::string& out, const StreamInfo& s) {
 
 // "files":[{fileId, s3Location{bucket, key, version?}, sizeBytes, digest, source?}...]
 void append_files(std::string& out, const std::vector<FileInfo>& files) {
-  out += "\"files\":[";
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    const FileInfo& f = files[i];
-    if (i > 0) out += ',';
-    out += '{';
+  append_objects(out, "files", files, [&out](const FileInfo& f) {
     append_field(out, "fileId", f.file_id);
     out += ",\"s3Location\":{";
     append_field(out, "bucket", f.bucket);
@@ -62,9 +60,7 @@ void append_files(std::string& out, const std::vector<FileInfo>& files) {
       append_nonempty_field(out, "versionId", f.source_version);
       out += '}';
     }
-    out += '}';
-  }
-  out += ']';
+  });
 }
 
 // ,"status":...,"progress":{"file","files","bytesDone","bytesTotal"}
@@ -128,16 +124,13 @@ std::string describe_response(const StreamInfo& s) {
   append_field(out, "updated_at", s.updated_at);
   out += ',';
   append_field(out, "roleArn", s.role_arn);
-  out += ",\"tags\":[";
-  for (std::size_t i = 0; i < s.tags.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '{';
-    append_field(out, "Key", s.tags[i].key);
+  out += ',';
+  append_objects(out, "tags", s.tags, [&out](const Tag& tag) {
+    append_field(out, "Key", tag.key);
     out += ',';
-    append_field(out, "Value", s.tags[i].value);
-    out += '}';
-  }
-  out += "],";
+    append_field(out, "Value", tag.value);
+  });
+  out += ',';
   append_files(out, s.files);
   out += ',';
   append_field(out, "health", s.health.status);
@@ -171,18 +164,8 @@ std::string creating_response(std::string_view stream_id, std::string_view strea
 std::string list_response(const std::vector<StreamInfo>& page,
                           const std::optional<std::string>& next_token) {
   std::string out(kSuccessOpen);
-  out += "\"streams\":[";
-  for (std::size_t i = 0; i < page.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '{';
-    append_summary(out, page[i]);
-    out += '}';
-  }
-  out += ']';
-  if (next_token) {
-    out += ',';
-    append_field(out, "nextToken", *next_token);
-  }
+  append_objects(out, "streams", page, [&out](const StreamInfo& s) { append_summary(out, s); });
+  append_optional_field(out, "nextToken", next_token);
   out += kSuccessClose;
   return out;
 }
@@ -200,16 +183,12 @@ std::string error_response(const ApiError& error) {
   out += ',';
   append_field(out, "message", error.message);
   if (!error.details.empty()) {
-    out += ",\"details\":[";
-    for (std::size_t i = 0; i < error.details.size(); ++i) {
-      if (i > 0) out += ',';
-      out += '{';
-      append_field(out, "field", error.details[i].field);
+    out += ',';
+    append_objects(out, "details", error.details, [&out](const FieldProblem& d) {
+      append_field(out, "field", d.field);
       out += ',';
-      append_field(out, "problem", error.details[i].problem);
-      out += '}';
-    }
-    out += ']';
+      append_field(out, "problem", d.problem);
+    });
   }
   out += "}}";
   return out;

@@ -26,6 +26,7 @@ constexpr std::array<std::string_view, kExecutionStatusCount> kCountKeys = {
 using json::append_double;
 using json::append_field;
 using json::append_key;
+using json::append_objects;
 using json::append_optional_field;
 using json::append_strings;
 using json::kSuccessClose;
@@ -65,19 +66,15 @@ void append_configs(std::string& out, const JobSpec& spec) {
     out += '}';
   }
   if (!spec.abort_criteria.empty()) {
-    out += R"(,"abortConfig":{"criteriaList":[)";
-    for (std::size_t i = 0; i < spec.abort_criteria.size(); ++i) {
-      const AbortCriterion& c = spec.abort_criteria[i];
-      if (i > 0) out += ',';
-      out += '{';
+    out += R"(,"abortConfig":{)";
+    append_objects(out, "criteriaList", spec.abort_criteria, [&out](const AbortCriterion& c) {
       append_field(out, "failureType", to_string(c.failure_type));
       out += R"(,"action":"CANCEL","thresholdPercentage":)";
       append_double(out, c.threshold_percentage);
       out += ',';
       append_field(out, "minNumberOfExecutedThings", c.min_executed_things);
-      out += '}';
-    }
-    out += "]}";
+    });
+    out += '}';
   }
   if (spec.in_progress_timeout_minutes) {
     out += R"(,"timeoutConfig":{)";
@@ -240,18 +237,8 @@ std::string job_describe_response(const JobInfo& job) {
 std::string job_list_response(const std::vector<JobInfo>& page,
                               const std::optional<std::string>& next_token) {
   std::string out(kSuccessOpen);
-  out += R"("jobs":[)";
-  for (std::size_t i = 0; i < page.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '{';
-    append_job_summary(out, page[i]);
-    out += '}';
-  }
-  out += ']';
-  if (next_token) {
-    out += ',';
-    append_field(out, "nextToken", *next_token);
-  }
+  append_objects(out, "jobs", page, [&out](const JobInfo& job) { append_job_summary(out, job); });
+  append_optional_field(out, "nextToken", next_token);
   out += kSuccessClose;
   return out;
 }
@@ -259,11 +246,7 @@ std::string job_list_response(const std::vector<JobInfo>& page,
 std::string job_executions_response(const std::vector<JobExecution>& page,
                                     const std::optional<std::string>& next_token) {
   std::string out(kSuccessOpen);
-  out += R"("executions":[)";
-  for (std::size_t i = 0; i < page.size(); ++i) {
-    const JobExecution& e = page[i];
-    if (i > 0) out += ',';
-    out += '{';
+  append_objects(out, "executions", page, [&out](const JobExecution& e) {
     append_field(out, "thingName", e.thing);
     out += ',';
     append_field(out, "status", to_string(e.status));
@@ -282,13 +265,8 @@ std::string job_executions_response(const std::vector<JobExecution>& page,
     }
     out += ',';
     append_time(out, "lastUpdatedAt", e.last_updated_at_ms);
-    out += '}';
-  }
-  out += ']';
-  if (next_token) {
-    out += ',';
-    append_field(out, "nextToken", *next_token);
-  }
+  });
+  append_optional_field(out, "nextToken", next_token);
   out += kSuccessClose;
   return out;
 }

@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -90,6 +91,13 @@ void append_key(std::string& out, std::string_view key) {
 void append_field(std::string& out, std::string_view key, std::string_view value) {
   append_key(out, key);
   append_json_string(out, value);
+}
+
+void append_optional_field(std::string& out, std::string_view key,
+                           const std::optional<std::string>& value) {
+  if (!value) return;
+  out += ',';
+  append_field(out, key, *value);
 }
 
 void append_nonempty_field(std::string& out, std::string_view key, std::string_view value) {

@@ -57,6 +57,10 @@ void append_optional_field(std::string& out, std::string_view key,
   append_field(out, key, *value);
 }
 
+// ,"key":"value" when `value` is set; nothing otherwise.
+void append_optional_field(std::string& out, std::string_view key,
+                           const std::optional<std::string>& value);
+
 // ,"key":"value" when `value` is not empty; nothing otherwise.
 void append_nonempty_field(std::string& out, std::string_view key, std::string_view value);
 
@@ -65,6 +69,22 @@ void append_string_array(std::string& out, const std::vector<std::string>& value
 
 // "key":["a","b",...]
 void append_strings(std::string& out, std::string_view key, const std::vector<std::string>& values);
+
+// "key":[{...},{...},...]: one object per item, its members written by `members(item)` (which
+// appends to the same `out`).
+template <class T, class Members>
+void append_objects(std::string& out, std::string_view key, const std::vector<T>& items,
+                    Members&& members) {
+  append_key(out, key);
+  out += '[';
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '{';
+    members(items[i]);
+    out += '}';
+  }
+  out += ']';
+}
 
 // {"k1":"v1","k2":"v2",...}, in the order given.
 void append_string_object(std::string& out,
