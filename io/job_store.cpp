@@ -9,18 +9,15 @@
 #include <sqlite3.h>
 
 #include <climits>
-#include <cstdlib>
-#include <deque>
-#include <exception>
 #include <filesystem>
 #include <string_view>
 #include <unordered_set>
 #include <utility>
 
-#include "base/assert.hpp"
 #include "io/log.hpp"
 #include "io/registry_sqlite.hpp"
 #include "io/registry_store.hpp"
+#include "io/sqlite_writer.hpp"
 
 namespace chunkd::io {
 namespace detail {
@@ -176,15 +173,10 @@ constexpr const char* kSql[kSqlCount] = {
 class SqliteJobStore final : public JobStore {
  public:
   SqliteJobStore(uv_loop_t* loop, sqlite3* db, std::string path, std::size_t max_pending_writes)
-      : loop_(loop), db_(db), path_(std::move(path)), max_pending_(max_pending_writes) {
-    work_.data = this;
-  }
+      : db_(db), path_(std::move(path)), writer_(loop, "jobs", max_pending_writes) {}
 
   ~SqliteJobStore() override {
-    if (running_) {
-      LOG_ERROR("jobs", "store destroyed while a write is running");
-      std::abort();
-    }
+    writer_.abort_if_running();
     if (db_ == nullptr) return;
     if (ready_) LOG_WARN("jobs", "store destroyed without close(); closing %s", path_.c_str());
     close_db();
@@ -204,10 +196,10 @@ class SqliteJobStore final : public JobStore {
   }
 
   Expected<StoredJobs> load_all() override {
-    if (db_ == nullptr || closing_) {
+    if (db_ == nullptr || writer_.closing()) {
       return fail(std::errc::operation_canceled, "jobs in " + path_ + ": the store is closed");
     }
-    if (running_ || !queue_.empty()) {
+    if (writer_.busy()) {
       return fail(std::errc::device_or_resource_busy,
                   "jobs in " + path_ + ": load_all() while writes are pending");
     }
@@ -222,109 +214,64 @@ class SqliteJobStore final : public JobStore {
   }
 
   void put_job(StoredJob job, std::vector<StoredExecution> executions, Done done) override {
-    auto w = std::make_unique<Write>();
-    w->kind = Write::Kind::Put;
-    w->id = job.id;
-    w->job = std::move(job);
-    w->batch.executions = std::move(executions);
-    w->done = std::move(done);
-    enqueue(std::move(w));
+    Write w;
+    w.kind = Write::Kind::Put;
+    w.id = job.id;
+    w.job = std::move(job);
+    w.batch.executions = std::move(executions);
+    enqueue(std::move(w), std::move(done));
   }
 
   void apply(JobBatch batch, Done done) override {
-    auto w = std::make_unique<Write>();
-    w->kind = Write::Kind::Apply;
-    w->batch = std::move(batch);
-    w->done = std::move(done);
-    enqueue(std::move(w));
+    Write w;
+    w.kind = Write::Kind::Apply;
+    w.batch = std::move(batch);
+    enqueue(std::move(w), std::move(done));
   }
 
   void erase_job(std::string job_id, Done done) override {
-    auto w = std::make_unique<Write>();
-    w->kind = Write::Kind::Erase;
-    w->id = std::move(job_id);
-    w->done = std::move(done);
-    enqueue(std::move(w));
+    Write w;
+    w.kind = Write::Kind::Erase;
+    w.id = std::move(job_id);
+    enqueue(std::move(w), std::move(done));
   }
 
-  std::size_t pending_writes() const override { return pending_writes_; }
+  std::size_t pending_writes() const override { return writer_.pending(); }
 
   void close(std::function<void()> done) override {
-    if (closing_) return;  // a second close() is ignored
-    closing_ = true;
-    auto w = std::make_unique<Write>();
-    w->kind = Write::Kind::Close;
-    w->close_done = std::move(done);
-    queue_.push_back(std::move(w));
-    if (!running_) start_next();
+    writer_.close([this] { close_db(); }, std::move(done));
   }
 
  private:
   struct Write {
-    enum class Kind { Put, Apply, Erase, Close };
+    enum class Kind { Put, Apply, Erase };
     Kind kind = Kind::Put;
-    std::string id;  // Put, Erase
-    StoredJob job;   // Put
-    JobBatch batch;  // Put (its executions), Apply
-    Done done;
-    std::function<void()> close_done;
-    std::error_code error;  // set by the worker
-    std::string message;    // set by the worker with the error
+    std::string id;       // Put, Erase
+    StoredJob job;        // Put
+    JobBatch batch;       // Put (its executions), Apply
+    std::string message;  // set by the worker with the error
   };
 
   Statement statement(Sql which) { return Statement(db_, stmts_[which]); }
 
-  void enqueue(std::unique_ptr<Write> w) {
-    std::errc refused{};
-    if (closing_) {
-      refused = std::errc::operation_canceled;
-    } else if (pending_writes_ >= max_pending_) {
-      refused = std::errc::resource_unavailable_try_again;
-    } else if (w->batch.things.size() + w->batch.deleted.size() + w->batch.upserts.size() +
-                   w->batch.jobs.size() + w->batch.executions.size() >
-               kMaxBatchRows) {
-      refused = std::errc::argument_list_too_long;
-    }
-    if (refused != std::errc{}) {
-      w->done(std::make_error_code(refused));
+  void enqueue(Write w, Done done) {
+    const std::size_t rows = w.batch.things.size() + w.batch.deleted.size() +
+                             w.batch.upserts.size() + w.batch.jobs.size() +
+                             w.batch.executions.size();
+    if (writer_.refusal() == std::errc{} && rows > kMaxBatchRows) {
+      done(std::make_error_code(std::errc::argument_list_too_long));
       return;
     }
-    ++pending_writes_;
-    queue_.push_back(std::move(w));
-    if (!running_) start_next();
-  }
-
-  void start_next() {
-    CHUNKD_ASSERT(running_ == nullptr);  // one write on the pool at a time
-    if (queue_.empty()) return;
-    running_ = std::move(queue_.front());
-    queue_.pop_front();
-    const int rc = uv_queue_work(loop_, &work_, &on_work, &on_after_work);
-    if (rc != 0) {  // only for a null work callback: cannot happen
-      LOG_ERROR("jobs", "uv_queue_work failed: %s", uv_strerror(rc));
-      std::abort();
-    }
+    writer_.submit(
+        [this, w = std::move(w)](std::string& message) mutable {
+          std::error_code error = transact(w);
+          message = std::move(w.message);
+          return error;
+        },
+        std::move(done));
   }
 
   // ---- worker thread ----
-
-  static void on_work(uv_work_t* request) noexcept {
-    auto* self = static_cast<SqliteJobStore*>(request->data);
-    Write& w = *self->running_;
-    try {
-      if (w.kind == Write::Kind::Close) {
-        self->close_db();
-      } else {
-        w.error = self->transact(w);
-      }
-    } catch (const std::bad_alloc&) {
-      w.error = std::make_error_code(std::errc::not_enough_memory);
-      w.message = "jobs write: out of memory";
-    } catch (const std::exception& e) {
-      w.error = std::make_error_code(std::errc::io_error);
-      w.message = std::string("jobs write: ") + e.what();
-    }
-  }
 
   // One write in one transaction: committed whole, or rolled back and described.
   std::error_code transact(Write& w) {
@@ -451,29 +398,6 @@ class SqliteJobStore final : public JobStore {
     db_ = nullptr;
   }
 
-  // ---- loop thread ----
-
-  static void on_after_work(uv_work_t* request, int status) noexcept {
-    auto* self = static_cast<SqliteJobStore*>(request->data);
-    CHUNKD_ASSERT(self->running_ != nullptr);
-    std::unique_ptr<Write> w = std::move(self->running_);
-    if (status != 0 && !w->error) {
-      w->error = std::error_code(-status, std::system_category());
-      w->message = uv_strerror(status);
-    }
-    if (w->kind == Write::Kind::Close) {
-      auto done = std::move(w->close_done);
-      w.reset();
-      if (done) done();  // may destroy *self: nothing after this
-      return;
-    }
-    CHUNKD_ASSERT(self->pending_writes_ > 0);
-    --self->pending_writes_;
-    self->start_next();  // keep the disk busy before running caller code
-    if (w->error) LOG_ERROR("jobs", "%s", w->message.c_str());
-    w->done(w->error);
-  }
-
   int load_rows(StoredJobs& out, std::string& message) {
     sqlite3_stmt* jobs = stmts_[kSelectJobs];
     std::unordered_set<std::string> ids;
@@ -548,15 +472,9 @@ class SqliteJobStore final : public JobStore {
     return SQLITE_OK;
   }
 
-  uv_loop_t* loop_;
   sqlite3* db_;
   std::string path_;
-  std::size_t max_pending_;
-  std::size_t pending_writes_ = 0;  // writes accepted and not yet called back
-  std::deque<std::unique_ptr<Write>> queue_;
-  std::unique_ptr<Write> running_;  // the write on the pool, if any
-  uv_work_t work_{};
-  bool closing_ = false;
+  SqliteWriter writer_;
   bool ready_ = false;                        // open() finished
   std::vector<unsigned char> details_bytes_;  // worker scratch
   sqlite3_stmt* stmts_[kSqlCount] = {};

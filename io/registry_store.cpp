@@ -4,25 +4,23 @@
 // may use it, but never two at once), which is safe here because exactly one thread touches it at
 // any moment: open() and load_all() run on the loop thread and refuse to run while a job is
 // queued or running; each job runs on one pool thread, and the next job is only queued from the
-// previous job's after_work callback on the loop thread. libuv's work queue (a mutex and an async
-// wake-up) orders the hand-offs, so each thread sees the connection state the previous one left.
+// previous job's after_work callback on the loop thread (the write queue, io/sqlite_writer.hpp).
+// libuv's work queue (a mutex and an async wake-up) orders the hand-offs, so each thread sees the
+// connection state the previous one left.
 #include "io/registry_store.hpp"
 
 #include <sqlite3.h>
 
 #include <climits>
-#include <cstdlib>
-#include <deque>
-#include <exception>
 #include <filesystem>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 
-#include "base/assert.hpp"
 #include "io/log.hpp"
 #include "io/registry_sqlite.hpp"
+#include "io/sqlite_writer.hpp"
 
 namespace chunkd::io {
 namespace detail {
@@ -32,15 +30,10 @@ class SqliteRegistryStore final : public RegistryStore {
  public:
   SqliteRegistryStore(uv_loop_t* loop, sqlite3* db, std::string path,
                       std::size_t max_pending_writes)
-      : loop_(loop), db_(db), path_(std::move(path)), max_pending_(max_pending_writes) {
-    work_.data = this;
-  }
+      : db_(db), path_(std::move(path)), writer_(loop, "registry", max_pending_writes) {}
 
   ~SqliteRegistryStore() override {
-    if (running_) {
-      LOG_ERROR("registry", "store destroyed while a write is running");
-      std::abort();
-    }
+    writer_.abort_if_running();
     if (db_ != nullptr) {
       if (ready_) {
         LOG_WARN("registry", "store destroyed without close(); closing %s synchronously",
@@ -95,10 +88,10 @@ class SqliteRegistryStore final : public RegistryStore {
   void mark_ready() { ready_ = true; }
 
   Expected<std::vector<StoredStream>> load_all() override {
-    if (db_ == nullptr || closing_) {
+    if (db_ == nullptr || writer_.closing()) {
       return fail(std::errc::operation_canceled, "registry " + path_ + " is closed");
     }
-    if (running_ || !queue_.empty()) {
+    if (writer_.busy()) {
       return fail(std::errc::device_or_resource_busy,
                   "registry " + path_ + ": load_all() while writes are pending");
     }
@@ -109,97 +102,25 @@ class SqliteRegistryStore final : public RegistryStore {
   }
 
   void put(StoredStream stream, Done done) override {
-    auto job = std::make_unique<Job>();
-    job->kind = Job::Kind::Put;
-    job->id = stream.id;
-    job->stream = std::move(stream);
-    job->done = std::move(done);
-    enqueue(std::move(job));
+    writer_.submit([this, stream = std::move(stream)](
+                       std::string& message) { return write_put(stream, message); },
+                   std::move(done));
   }
 
   void erase(std::string id, Done done) override {
-    auto job = std::make_unique<Job>();
-    job->kind = Job::Kind::Erase;
-    job->id = std::move(id);
-    job->done = std::move(done);
-    enqueue(std::move(job));
+    writer_.submit(
+        [this, id = std::move(id)](std::string& message) { return write_erase(id, message); },
+        std::move(done));
   }
 
-  std::size_t pending_writes() const override { return pending_writes_; }
+  std::size_t pending_writes() const override { return writer_.pending(); }
 
   void close(std::function<void()> done) override {
-    if (closing_) return;  // a second close() is ignored
-    closing_ = true;
-    auto job = std::make_unique<Job>();
-    job->kind = Job::Kind::Close;
-    job->close_done = std::move(done);
-    queue_.push_back(std::move(job));
-    if (!running_) start_next();
+    writer_.close([this] { close_db(); }, std::move(done));
   }
 
  private:
-  struct Job {
-    enum class Kind { Put, Erase, Close };
-    Kind kind = Kind::Put;
-    std::string id;
-    StoredStream stream;
-    Done done;
-    std::function<void()> close_done;
-    std::error_code error;  // set by the worker
-    std::string message;    // set by the worker with the error
-  };
-
-  void enqueue(std::unique_ptr<Job> job) {
-    if (closing_) {
-      job->done(std::make_error_code(std::errc::operation_canceled));
-      return;
-    }
-    if (pending_writes_ >= max_pending_) {
-      job->done(std::make_error_code(std::errc::resource_unavailable_try_again));
-      return;
-    }
-    ++pending_writes_;
-    queue_.push_back(std::move(job));
-    if (!running_) start_next();
-  }
-
-  void start_next() {
-    CHUNKD_ASSERT(running_ == nullptr);  // one job on the pool at a time
-    if (queue_.empty()) return;
-    running_ = std::move(queue_.front());
-    queue_.pop_front();
-    const int rc = uv_queue_work(loop_, &work_, &on_work, &on_after_work);
-    if (rc != 0) {  // only for a null work callback: cannot happen
-      LOG_ERROR("registry", "uv_queue_work failed: %s", uv_strerror(rc));
-      std::abort();
-    }
-  }
-
   // ---- worker thread ----
-
-  static void on_work(uv_work_t* request) noexcept {
-    auto* self = static_cast<SqliteRegistryStore*>(request->data);
-    Job& job = *self->running_;
-    try {
-      switch (job.kind) {
-        case Job::Kind::Put:
-          job.error = self->write_put(job.stream, job.message);
-          break;
-        case Job::Kind::Erase:
-          job.error = self->write_erase(job.id, job.message);
-          break;
-        case Job::Kind::Close:
-          self->close_db();
-          break;
-      }
-    } catch (const std::bad_alloc&) {
-      job.error = std::make_error_code(std::errc::not_enough_memory);
-      job.message = "registry write: out of memory";
-    } catch (const std::exception& e) {
-      job.error = std::make_error_code(std::errc::io_error);
-      job.message = std::string("registry write: ") + e.what();
-    }
-  }
 
   // Steps a write statement to completion, then resets it. Records the first failure.
   bool run(sqlite3_stmt* stmt, const char* what, int& rc_out, std::string& message) {
@@ -350,31 +271,6 @@ class SqliteRegistryStore final : public RegistryStore {
     db_ = nullptr;
   }
 
-  // ---- loop thread ----
-
-  static void on_after_work(uv_work_t* request, int status) noexcept {
-    auto* self = static_cast<SqliteRegistryStore*>(request->data);
-    CHUNKD_ASSERT(self->running_ != nullptr);
-    std::unique_ptr<Job> job = std::move(self->running_);
-    if (status != 0 && !job->error) {  // not cancelled by us, but be exact about it
-      job->error = std::error_code(-status, std::system_category());
-      job->message = uv_strerror(status);
-    }
-    if (job->kind == Job::Kind::Close) {
-      auto done = std::move(job->close_done);
-      job.reset();
-      if (done) done();  // may destroy *self: nothing after this
-      return;
-    }
-    CHUNKD_ASSERT(self->pending_writes_ > 0);
-    --self->pending_writes_;
-    self->start_next();  // keep the disk busy before running caller code
-    if (job->error) {
-      LOG_ERROR("registry", "%s", job->message.c_str());
-    }
-    job->done(job->error);
-  }
-
   std::error_code load(std::vector<StoredStream>& streams, std::string& message) {
     int rc = SQLITE_OK;
     if (!run(begin_read_, "BEGIN", rc, message)) {
@@ -461,15 +357,9 @@ class SqliteRegistryStore final : public RegistryStore {
     return {};
   }
 
-  uv_loop_t* loop_;
   sqlite3* db_;
   std::string path_;
-  std::size_t max_pending_;
-  std::size_t pending_writes_ = 0;  // puts and erases accepted and not yet called back
-  std::deque<std::unique_ptr<Job>> queue_;
-  std::unique_ptr<Job> running_;  // the job on the pool, if any
-  uv_work_t work_{};
-  bool closing_ = false;
+  SqliteWriter writer_;
   bool ready_ = false;                         // open() finished; set by mark_ready()
   std::vector<unsigned char> manifest_bytes_;  // worker scratch
 

@@ -1,42 +1,25 @@
-// Control-plane responses (SPEC.md §2): the success/error envelopes, the error-code → HTTP status
-// table and the JSON string escaping they share. Pure: no I/O, no clock.
+// Control-plane responses (SPEC.md §2): the success/error envelopes and the error-code → HTTP
+// status table (the JSON writers are protocol/json_write.hpp). Pure: no I/O, no clock.
 #include <algorithm>
-#include <charconv>
 #include <cstddef>
-#include <cstdint>
 #include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "base/text.hpp"
 #include "protocol/control.hpp"
+#include "protocol/json_write.hpp"
 
 namespace chunkd::protocol {
 namespace {
 
-void append_uint(std::string& out, std::uint64_t v) {
-  char buf[24];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, static_cast<std::size_t>(end - buf));
-}
-
-void append_key(std::string& out, std::string_view key) {
-  out += '"';
-  out += key;
-  out += "\":";
-}
-
-void append_field(std::string& out, std::string_view key, std::string_view value) {
-  append_key(out, key);
-  append_json_string(out, value);
-}
-
-void append_field(std::string& out, std::string_view key, std::uint64_t value) {
-  append_key(out, key);
-  append_uint(out, value);
-}
+using json::append_field;
+using json::append_nonempty_field;
+using json::append_objects;
+using json::append_optional_field;
+using json::kSuccessClose;
+using json::kSuccessOpen;
 
 // id, streamId, streamArn, streamVersion, description, created_at and, when the stream has a
 // list, allowedThings: the summary every stream-returning response starts with (no braces).
@@ -53,31 +36,20 @@ void append_summary(std::string& out, const StreamInfo& s) {
   out += ',';
   append_field(out, "created_at", s.created_at);
   if (s.allowed_things) {
-    out += ",\"allowedThings\":[";
-    for (std::size_t i = 0; i < s.allowed_things->size(); ++i) {
-      if (i > 0) out += ',';
-      append_json_string(out, (*s.allowed_things)[i]);
-    }
-    out += ']';
+    out += ',';
+    json::append_strings(out, "allowedThings", *s.allowed_things);
   }
 }
 
 // "files":[{fileId, s3Location{bucket, key, version?}, sizeBytes, digest, source?}...]
 void append_files(std::string& out, const std::vector<FileInfo>& files) {
-  out += "\"files\":[";
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    const FileInfo& f = files[i];
-    if (i > 0) out += ',';
-    out += '{';
+  append_objects(out, "files", files, [&out](const FileInfo& f) {
     append_field(out, "fileId", f.file_id);
     out += ",\"s3Location\":{";
     append_field(out, "bucket", f.bucket);
     out += ',';
     append_field(out, "key", f.key);
-    if (!f.source_version.empty()) {
-      out += ',';
-      append_field(out, "version", f.source_version);
-    }
+    append_nonempty_field(out, "version", f.source_version);
     out += "},";
     append_field(out, "sizeBytes", f.size_bytes);
     out += ',';
@@ -85,15 +57,10 @@ void append_files(std::string& out, const std::vector<FileInfo>& files) {
     if (!f.source_etag.empty()) {
       out += ",\"source\":{";
       append_field(out, "etag", f.source_etag);
-      if (!f.source_version.empty()) {
-        out += ',';
-        append_field(out, "versionId", f.source_version);
-      }
+      append_nonempty_field(out, "versionId", f.source_version);
       out += '}';
     }
-    out += '}';
-  }
-  out += ']';
+  });
 }
 
 // ,"status":...,"progress":{"file","files","bytesDone","bytesTotal"}
@@ -110,9 +77,6 @@ void append_progress(std::string& out, const IngestProgressInfo& p) {
   append_field(out, "bytesTotal", p.bytes_total);
   out += '}';
 }
-
-constexpr std::string_view kSuccessOpen = R"({"success":true,"data":{)";
-constexpr std::string_view kSuccessClose = "}}";
 
 }  // namespace
 
@@ -134,65 +98,6 @@ std::optional<ApiErrorCode> api_error_for_status(int status) {
   return std::nullopt;
 }
 
-// RFC 8259: '"' and '\' escaped, U+0000-U+001F escaped (short forms where they exist), DEL as
-// \u007f; '/' and non-ASCII text pass through unchanged. Bytes that are not valid UTF-8 become
-// U+FFFD, so the output is always valid JSON whatever the input.
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.reserve(out.size() + s.size() + 2);
-  out += '"';
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const char c = s[i];
-    const auto b = static_cast<unsigned char>(c);
-    if (b >= 0x80) {
-      const std::size_t len = base::utf8_sequence_length(s, i);
-      if (len == 0) {
-        out += "\\ufffd";
-        ++i;
-      } else {
-        out.append(s.substr(i, len));
-        i += len;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (b < 0x20 || b == 0x7F) {
-          out += "\\u00";
-          out += kHex[b >> 4];
-          out += kHex[b & 0x0Fu];
-        } else {
-          out += c;
-        }
-        break;
-    }
-    ++i;
-  }
-  out += '"';
-}
-
 std::string create_response(const StreamInfo& s, const std::vector<std::string>& warnings) {
   std::string out(kSuccessOpen);
   append_summary(out, s);
@@ -205,12 +110,8 @@ std::string create_response(const StreamInfo& s, const std::vector<std::string>&
     append_files(out, s.files);
   }
   if (!warnings.empty()) {
-    out += ",\"warnings\":[";
-    for (std::size_t i = 0; i < warnings.size(); ++i) {
-      if (i > 0) out += ',';
-      append_json_string(out, warnings[i]);
-    }
-    out += ']';
+    out += ',';
+    json::append_strings(out, "warnings", warnings);
   }
   out += kSuccessClose;
   return out;
@@ -223,16 +124,13 @@ std::string describe_response(const StreamInfo& s) {
   append_field(out, "updated_at", s.updated_at);
   out += ',';
   append_field(out, "roleArn", s.role_arn);
-  out += ",\"tags\":[";
-  for (std::size_t i = 0; i < s.tags.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '{';
-    append_field(out, "Key", s.tags[i].key);
+  out += ',';
+  append_objects(out, "tags", s.tags, [&out](const Tag& tag) {
+    append_field(out, "Key", tag.key);
     out += ',';
-    append_field(out, "Value", s.tags[i].value);
-    out += '}';
-  }
-  out += "],";
+    append_field(out, "Value", tag.value);
+  });
+  out += ',';
   append_files(out, s.files);
   out += ',';
   append_field(out, "health", s.health.status);
@@ -266,18 +164,8 @@ std::string creating_response(std::string_view stream_id, std::string_view strea
 std::string list_response(const std::vector<StreamInfo>& page,
                           const std::optional<std::string>& next_token) {
   std::string out(kSuccessOpen);
-  out += "\"streams\":[";
-  for (std::size_t i = 0; i < page.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '{';
-    append_summary(out, page[i]);
-    out += '}';
-  }
-  out += ']';
-  if (next_token) {
-    out += ',';
-    append_field(out, "nextToken", *next_token);
-  }
+  append_objects(out, "streams", page, [&out](const StreamInfo& s) { append_summary(out, s); });
+  append_optional_field(out, "nextToken", next_token);
   out += kSuccessClose;
   return out;
 }
@@ -295,16 +183,12 @@ std::string error_response(const ApiError& error) {
   out += ',';
   append_field(out, "message", error.message);
   if (!error.details.empty()) {
-    out += ",\"details\":[";
-    for (std::size_t i = 0; i < error.details.size(); ++i) {
-      if (i > 0) out += ',';
-      out += '{';
-      append_field(out, "field", error.details[i].field);
+    out += ',';
+    append_objects(out, "details", error.details, [&out](const FieldProblem& d) {
+      append_field(out, "field", d.field);
       out += ',';
-      append_field(out, "problem", error.details[i].problem);
-      out += '}';
-    }
-    out += ']';
+      append_field(out, "problem", d.problem);
+    });
   }
   out += "}}";
   return out;

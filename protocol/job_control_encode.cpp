@@ -1,7 +1,6 @@
 // Job responses, the stored form of a job's spec and the afr_ota document
 // (protocol/job_control.hpp). Pure: no I/O, no clock.
 #include <array>
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -12,12 +11,10 @@
 #include "protocol/control.hpp"
 #include "protocol/job_control.hpp"
 #include "protocol/jobs.hpp"
+#include "protocol/json_write.hpp"
 
 namespace chunkd::protocol {
 namespace {
-
-constexpr std::string_view kSuccessOpen = R"({"success":true,"data":{)";
-constexpr std::string_view kSuccessClose = "}}";
 
 // jobProcessDetails' key for each ExecutionStatus, by enum value.
 constexpr std::array<std::string_view, kExecutionStatusCount> kCountKeys = {
@@ -26,49 +23,17 @@ constexpr std::array<std::string_view, kExecutionStatusCount> kCountKeys = {
     "numberOfCanceledThings", "numberOfRemovedThings",
 };
 
-template <class Int>
-void append_int(std::string& out, Int v) {
-  char buf[24];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, static_cast<std::size_t>(end - buf));
-}
-
-// The shortest text that reads back as the same double.
-void append_double(std::string& out, double v) {
-  char buf[40];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, static_cast<std::size_t>(end - buf));
-}
-
-void append_key(std::string& out, std::string_view key) {
-  out += '"';
-  out += key;
-  out += "\":";
-}
-
-void append_field(std::string& out, std::string_view key, std::string_view value) {
-  append_key(out, key);
-  append_json_string(out, value);
-}
-
-template <class Int>
-void append_int_field(std::string& out, std::string_view key, Int value) {
-  append_key(out, key);
-  append_int(out, value);
-}
+using json::append_double;
+using json::append_field;
+using json::append_key;
+using json::append_objects;
+using json::append_optional_field;
+using json::append_strings;
+using json::kSuccessClose;
+using json::kSuccessOpen;
 
 void append_time(std::string& out, std::string_view key, std::int64_t unix_ms) {
   append_field(out, key, rfc3339_from_ms(unix_ms));
-}
-
-void append_strings(std::string& out, std::string_view key, const std::vector<std::string>& v) {
-  append_key(out, key);
-  out += '[';
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (i > 0) out += ',';
-    append_json_string(out, v[i]);
-  }
-  out += ']';
 }
 
 // A JSON object written as is ("{}" when empty: the engine always has one).
@@ -81,21 +46,15 @@ void append_ota(std::string& out, const OtaSpec& ota) {
   out += R"("ota":{)";
   append_field(out, "streamId", ota.stream_id);
   out += ',';
-  append_int_field(out, "fileId", ota.file_id);
+  append_field(out, "fileId", ota.file_id);
   out += ',';
   append_field(out, "filePath", ota.file_path);
   out += ',';
   append_field(out, "signature", ota.signature);
   out += ',';
   append_field(out, "certFile", ota.cert_file);
-  if (ota.file_type) {
-    out += ',';
-    append_int_field(out, "fileType", *ota.file_type);
-  }
-  if (ota.attributes) {
-    out += ',';
-    append_int_field(out, "attributes", *ota.attributes);
-  }
+  append_optional_field(out, "fileType", ota.file_type);
+  append_optional_field(out, "attributes", ota.attributes);
   out += '}';
 }
 
@@ -103,27 +62,23 @@ void append_ota(std::string& out, const OtaSpec& ota) {
 void append_configs(std::string& out, const JobSpec& spec) {
   if (spec.maximum_per_minute) {
     out += R"(,"jobExecutionsRolloutConfig":{)";
-    append_int_field(out, "maximumPerMinute", *spec.maximum_per_minute);
+    append_field(out, "maximumPerMinute", *spec.maximum_per_minute);
     out += '}';
   }
   if (!spec.abort_criteria.empty()) {
-    out += R"(,"abortConfig":{"criteriaList":[)";
-    for (std::size_t i = 0; i < spec.abort_criteria.size(); ++i) {
-      const AbortCriterion& c = spec.abort_criteria[i];
-      if (i > 0) out += ',';
-      out += '{';
+    out += R"(,"abortConfig":{)";
+    append_objects(out, "criteriaList", spec.abort_criteria, [&out](const AbortCriterion& c) {
       append_field(out, "failureType", to_string(c.failure_type));
       out += R"(,"action":"CANCEL","thresholdPercentage":)";
       append_double(out, c.threshold_percentage);
       out += ',';
-      append_int_field(out, "minNumberOfExecutedThings", c.min_executed_things);
-      out += '}';
-    }
-    out += "]}";
+      append_field(out, "minNumberOfExecutedThings", c.min_executed_things);
+    });
+    out += '}';
   }
   if (spec.in_progress_timeout_minutes) {
     out += R"(,"timeoutConfig":{)";
-    append_int_field(out, "inProgressTimeoutInMinutes", *spec.in_progress_timeout_minutes);
+    append_field(out, "inProgressTimeoutInMinutes", *spec.in_progress_timeout_minutes);
     out += '}';
   }
 }
@@ -227,21 +182,15 @@ Expected<std::string, ApiError> build_ota_document(const OtaSpec& ota,
   out += R"(,"files":[{)";
   append_field(out, "filepath", ota.file_path);
   out += ',';
-  append_int_field(out, "filesize", file_size_bytes);
+  append_field(out, "filesize", file_size_bytes);
   out += ',';
-  append_int_field(out, "fileid", ota.file_id);
+  append_field(out, "fileid", ota.file_id);
   out += ',';
   append_field(out, "certfile", ota.cert_file);
   out += ',';
   append_field(out, "sig-sha256-ecdsa", ota.signature);
-  if (ota.file_type) {
-    out += ',';
-    append_int_field(out, "fileType", *ota.file_type);
-  }
-  if (ota.attributes) {
-    out += ',';
-    append_int_field(out, "attr", *ota.attributes);
-  }
+  append_optional_field(out, "fileType", ota.file_type);
+  append_optional_field(out, "attr", ota.attributes);
   out += "}]}}";
   return out;
 }
@@ -264,14 +213,8 @@ std::string job_create_response(const JobInfo& job, const std::vector<std::strin
 std::string job_describe_response(const JobInfo& job) {
   std::string out(kSuccessOpen);
   append_job_summary(out, job);
-  if (!job.reason_code.empty()) {
-    out += ',';
-    append_field(out, "reasonCode", job.reason_code);
-  }
-  if (!job.comment.empty()) {
-    out += ',';
-    append_field(out, "comment", job.comment);
-  }
+  json::append_nonempty_field(out, "reasonCode", job.reason_code);
+  json::append_nonempty_field(out, "comment", job.comment);
   out += ',';
   append_strings(out, "targets", job.spec.targets);
   out += ',';
@@ -284,7 +227,7 @@ std::string job_describe_response(const JobInfo& job) {
   out += R"(,"jobProcessDetails":{)";
   for (std::size_t i = 0; i < kExecutionStatusCount; ++i) {
     if (i > 0) out += ',';
-    append_int_field(out, kCountKeys[i], job.executions_by_status[i]);
+    append_field(out, kCountKeys[i], job.executions_by_status[i]);
   }
   out += '}';
   out += kSuccessClose;
@@ -294,18 +237,8 @@ std::string job_describe_response(const JobInfo& job) {
 std::string job_list_response(const std::vector<JobInfo>& page,
                               const std::optional<std::string>& next_token) {
   std::string out(kSuccessOpen);
-  out += R"("jobs":[)";
-  for (std::size_t i = 0; i < page.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '{';
-    append_job_summary(out, page[i]);
-    out += '}';
-  }
-  out += ']';
-  if (next_token) {
-    out += ',';
-    append_field(out, "nextToken", *next_token);
-  }
+  append_objects(out, "jobs", page, [&out](const JobInfo& job) { append_job_summary(out, job); });
+  append_optional_field(out, "nextToken", next_token);
   out += kSuccessClose;
   return out;
 }
@@ -313,25 +246,17 @@ std::string job_list_response(const std::vector<JobInfo>& page,
 std::string job_executions_response(const std::vector<JobExecution>& page,
                                     const std::optional<std::string>& next_token) {
   std::string out(kSuccessOpen);
-  out += R"("executions":[)";
-  for (std::size_t i = 0; i < page.size(); ++i) {
-    const JobExecution& e = page[i];
-    if (i > 0) out += ',';
-    out += '{';
+  append_objects(out, "executions", page, [&out](const JobExecution& e) {
     append_field(out, "thingName", e.thing);
     out += ',';
     append_field(out, "status", to_string(e.status));
-    out += R"(,"statusDetails":{)";
-    for (std::size_t d = 0; d < e.status_details.size(); ++d) {
-      if (d > 0) out += ',';
-      append_json_string(out, e.status_details[d].first);
-      out += ':';
-      append_json_string(out, e.status_details[d].second);
-    }
-    out += "},";
-    append_int_field(out, "versionNumber", e.version_number);
     out += ',';
-    append_int_field(out, "executionNumber", e.execution_number);
+    append_key(out, "statusDetails");
+    json::append_string_object(out, e.status_details);
+    out += ',';
+    append_field(out, "versionNumber", e.version_number);
+    out += ',';
+    append_field(out, "executionNumber", e.execution_number);
     out += ',';
     append_time(out, "queuedAt", e.queued_at_ms);
     if (e.started_at_ms != 0) {
@@ -340,13 +265,8 @@ std::string job_executions_response(const std::vector<JobExecution>& page,
     }
     out += ',';
     append_time(out, "lastUpdatedAt", e.last_updated_at_ms);
-    out += '}';
-  }
-  out += ']';
-  if (next_token) {
-    out += ',';
-    append_field(out, "nextToken", *next_token);
-  }
+  });
+  append_optional_field(out, "nextToken", next_token);
   out += kSuccessClose;
   return out;
 }

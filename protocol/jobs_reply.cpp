@@ -2,49 +2,29 @@
 #include "protocol/jobs_reply.hpp"
 
 #include <algorithm>
-#include <charconv>
 
 #include "base/assert.hpp"
-#include "protocol/control.hpp"  // append_json_string
+#include "protocol/json_write.hpp"
 
 namespace chunkd::protocol {
 namespace {
-
-void append_int(std::string& out, std::int64_t v) {
-  char buf[24];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, static_cast<std::size_t>(end - buf));
-}
 
 std::int64_t seconds(std::int64_t ms) { return std::max<std::int64_t>(ms, 0) / 1000; }
 
 // `,"key":` (or without the comma for the first member).
 void key(std::string& out, std::string_view name, bool first = false) {
   if (!first) out += ',';
-  out += '"';
-  out += name;
-  out += "\":";
+  json::append_key(out, name);
 }
 
 void member(std::string& out, std::string_view name, std::string_view text, bool first = false) {
-  key(out, name, first);
-  append_json_string(out, text);
+  if (!first) out += ',';
+  json::append_field(out, name, text);
 }
 
 void member(std::string& out, std::string_view name, std::int64_t v, bool first = false) {
-  key(out, name, first);
-  append_int(out, v);
-}
-
-void append_details(std::string& out, const StatusDetails& details) {
-  out += '{';
-  for (std::size_t i = 0; i < details.size(); ++i) {
-    if (i != 0) out += ',';
-    append_json_string(out, details[i].first);
-    out += ':';
-    append_json_string(out, details[i].second);
-  }
-  out += '}';
+  if (!first) out += ',';
+  json::append_field(out, name, v);
 }
 
 void append_document(std::string& out, std::string_view document) {
@@ -62,7 +42,7 @@ void append_timestamp_and_token(std::string& out, std::int64_t now_ms,
 void append_state(std::string& out, const JobExecution& e) {
   member(out, "status", to_string(e.status), true);
   key(out, "statusDetails");
-  append_details(out, e.status_details);
+  json::append_string_object(out, e.status_details);
   member(out, "versionNumber", e.version_number);
 }
 
@@ -72,7 +52,7 @@ void append_execution(std::string& out, const JobExecution& e, JobDocument docum
   member(out, "thingName", e.thing);
   member(out, "status", to_string(e.status));
   key(out, "statusDetails");
-  append_details(out, e.status_details);
+  json::append_string_object(out, e.status_details);
   member(out, "queuedAt", seconds(e.queued_at_ms));
   if (e.started_at_ms > 0) member(out, "startedAt", seconds(e.started_at_ms));
   member(out, "lastUpdatedAt", seconds(e.last_updated_at_ms));

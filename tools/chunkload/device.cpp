@@ -1,21 +1,25 @@
 #include "tools/chunkload/device.hpp"
 
-#include <sys/mman.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstring>
-#include <limits>
 
 #include "protocol/device.hpp"
 #include "protocol/request.hpp"
+#include "tools/chunkload/device_file.hpp"
 
 namespace chunkd::chunkload {
 namespace {
 
-constexpr std::uint16_t kNoOwner = std::numeric_limits<std::uint16_t>::max();
+using device_detail::clear_bit;
+using device_detail::extract_bits;
+using device_detail::HashState;
+using device_detail::kNoOwner;
+using device_detail::set_bit;
+using device_detail::test_bit;
+
 constexpr std::uint32_t kBitmapBits = static_cast<std::uint32_t>(protocol::kMaxBitmapBytes) * 8;
 // Window requests start at any missing block, so every block index must be a valid `o`.
 constexpr std::uint64_t kMaxWindowBlocks = std::uint64_t{protocol::kMaxOffset} + 1;
@@ -25,75 +29,6 @@ constexpr std::uint64_t kMaxBitmapBlocks = std::uint64_t{protocol::kMaxOffset} +
 constexpr std::uint64_t kReleaseStepBytes = 256u << 10;
 constexpr std::int64_t kBackoffBaseMs = 50;
 constexpr std::int64_t kBackoffCapMs = 5000;
-
-bool test_bit(const std::vector<std::uint8_t>& bits, std::uint32_t i) {
-  return (bits[i >> 3] & (1u << (i & 7))) != 0;
-}
-void clear_bit(std::vector<std::uint8_t>& bits, std::uint32_t i) {
-  bits[i >> 3] = static_cast<std::uint8_t>(bits[i >> 3] & ~(1u << (i & 7)));
-}
-void set_bit(std::vector<std::uint8_t>& bits, std::uint32_t i) {
-  bits[i >> 3] = static_cast<std::uint8_t>(bits[i >> 3] | (1u << (i & 7)));
-}
-
-// Bits [base, base + width) of `src` as a bitmap relative to `base`.
-std::vector<std::uint8_t> extract_bits(const std::vector<std::uint8_t>& src, std::uint32_t base,
-                                       std::uint32_t width) {
-  std::vector<std::uint8_t> out((std::size_t{width} + 7) / 8, 0);
-  const std::size_t first = base >> 3;
-  const unsigned shift = base & 7;
-  for (std::size_t j = 0; j < out.size(); ++j) {
-    const std::size_t k = first + j;
-    unsigned v = k < src.size() ? unsigned{src[k]} >> shift : 0u;
-    if (shift != 0 && k + 1 < src.size()) v |= unsigned{src[k + 1]} << (8 - shift);
-    out[j] = static_cast<std::uint8_t>(v);
-  }
-  if ((width & 7) != 0)
-    out.back() = static_cast<std::uint8_t>(out.back() & ((1u << (width & 7)) - 1));
-  return out;
-}
-
-// An anonymous, lazily committed mapping the size of a file.
-class Mapping {
- public:
-  Mapping() = default;
-  ~Mapping() {
-    if (data_ != nullptr) ::munmap(data_, size_);
-  }
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-
-  bool map(std::size_t bytes) {
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) return false;
-    data_ = static_cast<std::byte*>(p);
-    size_ = bytes;
-    return true;
-  }
-  std::byte* data() { return data_; }
-  // Gives the whole pages inside [from, to) back to the kernel.
-  void release(std::uint64_t from, std::uint64_t to) {
-    static const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-    const std::uint64_t a = (from + page - 1) / page * page;
-    const std::uint64_t b = to / page * page;
-    if (data_ != nullptr && b > a) {
-      ::madvise(data_ + a, static_cast<std::size_t>(b - a), MADV_DONTNEED);
-    }
-  }
-
- private:
-  std::byte* data_ = nullptr;
-  std::size_t size_ = 0;
-};
-
-struct HashState {
-  XXH3_state_t* state = XXH3_createState();
-  HashState() { XXH3_128bits_reset(state); }
-  ~HashState() { XXH3_freeState(state); }
-  HashState(const HashState&) = delete;
-  HashState& operator=(const HashState&) = delete;
-};
 
 std::optional<std::uint32_t> parse_u32(std::string_view s) {
   std::uint32_t v = 0;
@@ -117,23 +52,6 @@ Outgoing request(protocol::Verb verb, std::vector<std::byte> payload) {
 }
 
 }  // namespace
-
-struct Device::FileState {
-  PlannedFile spec;
-  std::uint32_t nblocks = 0;
-  std::vector<std::uint8_t> have;         // per block: stored
-  std::vector<std::uint16_t> owner;       // per block: slot that asked for it, or kNoOwner
-  std::vector<std::uint8_t> unrequested;  // bitmap: neither stored nor asked for
-  std::uint32_t first_unrequested = 0;    // no unrequested block below this
-  std::uint32_t received = 0;
-  // Verification (with --verify) or a PrefixSink: the file in order.
-  bool keep = false;
-  Mapping buffer;
-  std::unique_ptr<HashState> hash;
-  std::uint32_t hashed_blocks = 0;
-  std::uint64_t hashed_bytes = 0;
-  std::uint64_t released_bytes = 0;
-};
 
 std::size_t rejection_index(std::string_view code) {
   for (int i = 0; i < protocol::kErrorCodeCount; ++i) {
