@@ -386,6 +386,7 @@ void read_log(Section& s, Config& c) {
 void share_values(Config& c) {
   c.delivery.cache.data_dir = c.store.data_dir;
   c.jobs.topic_prefix = c.delivery.topic_prefix;
+  c.jobs.qos = c.delivery.qos;
   protocol::TopicCodec codec(c.delivery.topic_prefix);
   c.mqtt.subscriptions = {codec.subscription(protocol::Verb::Get),
                           codec.subscription(protocol::Verb::Describe)};

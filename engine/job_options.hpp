@@ -13,6 +13,7 @@ struct JobOptions {
   std::uint64_t max_executions = 100000;  // jobs.max_executions: over every job
   double thing_requests_per_s = 10;  // jobs.thing_requests_per_s: per thing, burst of twice that
   std::string topic_prefix = "$aws/things";  // mqtt.topic_prefix
+  int qos = 0;  // mqtt.qos: replies and notifications are published as blocks are
 };
 
 }  // namespace chunkd::engine

@@ -18,7 +18,6 @@ using protocol::ParsedJobsTopic;
 
 constexpr std::uint64_t kTickMs = 1000;
 constexpr std::uint64_t kIdleBucketMs = 60'000;
-constexpr int kJobsQos = 1;
 constexpr std::size_t kMaxWaitingAnswers = 10'000;
 
 std::string_view api_name(JobsApi api) {
@@ -57,13 +56,16 @@ JobService::JobService(uv_loop_t* loop, const Catalog& catalog, Transport& trans
   register_metrics();
 }
 
-JobService::~JobService() { CHUNKD_ASSERT(tick_ == nullptr); }
+JobService::~JobService() { CHUNKD_ASSERT(tick_ == nullptr && flush_ == nullptr); }
 
 void JobService::open(std::vector<Job> stored, std::vector<std::string> things) {
   for (std::string& thing : things) book_.remember(std::move(thing));
   for (Job& job : stored) book_.restore(std::move(job), clock_.now_ms(), unix_ms());
   LOG_INFO("jobs", "%zu jobs with %llu executions loaded, %zu things known", book_.jobs(),
            static_cast<unsigned long long>(book_.executions()), book_.known_things());
+  flush_ = new uv_idle_t;
+  uv_idle_init(loop_, flush_);
+  flush_->data = this;
   tick_ = new uv_timer_t;
   uv_timer_init(loop_, tick_);
   tick_->data = this;
@@ -119,7 +121,9 @@ void JobService::device_request(const ParsedJobsTopic& t, std::string_view topic
     send(out);
     return;
   }
-  if (throttled(t.thing)) {
+  // An update is never refused for its rate: an agent never reads update/rejected, so a lost
+  // self-test or outcome report would strand its execution. The writer's bound still holds.
+  if (t.api == JobsApi::Update ? writer_.full() : throttled(t.thing)) {
     reject(t, JobsErrorCode::RequestThrottled,
            "too many jobs requests from this thing (jobs.thing_requests_per_s)", std::nullopt,
            nullptr, out);
@@ -312,9 +316,22 @@ void JobService::commit(JobChanges changes, Outgoing out, std::function<void()> 
 }
 
 void JobService::send(Outgoing& out) {
-  for (auto& m : out.messages) {
+  // Never from inside the transport's message callback (libmosquitto holds its own locks there):
+  // the next loop iteration sends them.
+  for (auto& m : out.messages) outbox_.push_back(std::move(m));
+  out.messages.clear();
+  if (flush_ != nullptr && !uv_is_active(reinterpret_cast<uv_handle_t*>(flush_))) {
+    uv_idle_start(flush_, [](uv_idle_t* h) { static_cast<JobService*>(h->data)->flush(); });
+  }
+}
+
+void JobService::flush() {
+  if (flush_ != nullptr) uv_idle_stop(flush_);
+  auto messages = std::move(outbox_);
+  outbox_.clear();
+  for (auto& m : messages) {
     auto bytes = std::as_bytes(std::span(m.payload.data(), m.payload.size()));
-    Transport::SendResult r = transport_.send(m.thing, m.topic, bytes, kJobsQos);
+    Transport::SendResult r = transport_.send(m.thing, m.topic, bytes, options_.qos);
     const bool ok = r == Transport::SendResult::Ok;
     if (!ok && m.notify_next && !closing_) owed_notify_.insert(m.thing);
     metrics_
@@ -383,7 +400,15 @@ void JobService::close(std::uint64_t timeout_ms, std::function<void()> done) {
              [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     tick_ = nullptr;
   }
-  writer_.close(timeout_ms, std::move(done));
+  writer_.close(timeout_ms, [this, done = std::move(done)] {
+    flush();  // what the last writes answered
+    if (flush_ != nullptr) {
+      uv_close(reinterpret_cast<uv_handle_t*>(flush_),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+      flush_ = nullptr;
+    }
+    done();
+  });
 }
 
 }  // namespace chunkd::engine

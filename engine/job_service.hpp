@@ -3,7 +3,8 @@
 // engine/job_writer.hpp.
 //
 // Path of a device request (on_message): the topic (protocol/jobs_topic.hpp) → the per-thing rate
-// (RequestThrottled beyond jobs.thing_requests_per_s, or while the writer is full) → the thing is
+// (RequestThrottled beyond jobs.thing_requests_per_s for get, describe and start-next; updates are
+// refused only while the writer is full, since an agent never reads update/rejected) → the thing is
 // seen (pattern targets match it) → the payload (protocol/jobs_request.hpp) → the decision
 // (protocol/jobs_update.hpp) applied to the book → the reply encoded at once
 // (protocol/jobs_reply.hpp) → sent, with notify-next and notify to every thing whose next pending
@@ -112,7 +113,8 @@ class JobService final : public JobsHttp {
   void add_notify_next(const std::string& thing, Outgoing& out);
   // Records `changes`; once they are durable sends `out`, then runs `then` (an HTTP answer).
   void commit(JobChanges changes, Outgoing out, std::function<void()> then = {});
-  void send(Outgoing& out);
+  void send(Outgoing& out);  // queued for flush(), on the next loop iteration
+  void flush();
   void tick();
   void count(std::string_view api, std::string_view result);
   void register_metrics();
@@ -143,6 +145,8 @@ class JobService final : public JobsHttp {
   std::set<std::string, std::less<>> owed_notify_;                 // refused notify-next
   std::set<std::string, std::less<>> creating_;  // created, not durable yet: a second is 409
   uv_timer_t* tick_ = nullptr;                   // freed by its close callback
+  uv_idle_t* flush_ = nullptr;  // runs flush() while outbox_ has messages; freed likewise
+  std::vector<Outgoing::Message> outbox_;
   bool closing_ = false;
   Counter* released_ = nullptr;
   Counter* aborted_ = nullptr;

@@ -204,6 +204,7 @@ level = "debug"
                 "chunkd/things/+/jobs/get", "chunkd/things/+/jobs/start-next",
                 "chunkd/things/+/jobs/+/get", "chunkd/things/+/jobs/+/update"}));
   EXPECT_EQ(c.jobs.topic_prefix, "chunkd/things");
+  EXPECT_EQ(c.jobs.qos, 1) << "jobs messages go out at mqtt.qos";
   auto without_jobs = parse_config("[jobs]\nenabled = false\n", dir_);
   ASSERT_TRUE(without_jobs) << without_jobs.error();
   EXPECT_FALSE(without_jobs->jobs.enabled);
