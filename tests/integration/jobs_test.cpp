@@ -142,6 +142,28 @@ TEST(Jobs, APatternJobReachesAThingSeenBeforeARestart) {
   EXPECT_EQ(next->str("/execution/jobId"), "later-1");
 }
 
+// Reads are limited per thing; updates never are: an agent does not read update/rejected.
+TEST(Jobs, ABurstOfUpdatesIsAcceptedWhileReadsAreThrottled) {
+  Stack stack;
+  stack.daemon().set("jobs", "thing_requests_per_s", "2");
+  ASSERT_TRUE(stack.start());
+  auto created = stack.request("POST", "/jobs/burst-1", R"({"targets":["dev-3"],"document":{}})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  Agent agent(stack.broker.uri(), "dev-3");
+  ASSERT_TRUE(agent.start());
+  constexpr int kUpdates = 30;
+  for (int i = 1; i <= kUpdates; ++i) {
+    ASSERT_TRUE(agent.update("burst-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":")" +
+                                            std::to_string(i) + R"(/30"}})"));
+  }
+  for (int i = 0; i < kUpdates; ++i) ASSERT_TRUE(agent.wait("/update/accepted")) << i;
+  Json things(stack.request("GET", "/jobs/burst-1/things").body);
+  EXPECT_EQ(things.u64("/data/executions/0/versionNumber"), 1u + kUpdates);
+  EXPECT_EQ(things.str("/data/executions/0/statusDetails/receive"), "30/30");
+  std::string metrics = stack.request("GET", "/metrics").body;
+  EXPECT_EQ(metrics.find("result=\"RequestThrottled\""), std::string::npos) << metrics;
+}
+
 TEST(Jobs, AWrongExpectedVersionIsRefusedWithTheState) {
   Stack stack;
   ASSERT_TRUE(stack.start());
