@@ -29,6 +29,7 @@ protocol::JobInfo info_of(const Job& job) {
   info.reason_code = job.reason_code;
   info.comment = job.comment;
   info.executions_by_status = job.counts;
+  info.waiting_things = job.waiting.size();
   return info;
 }
 
