@@ -93,7 +93,9 @@ std::string outcome_line(const std::string& id, simdjson::dom::element job, cons
                          const std::string& status) {
   std::uint64_t released = c.total() - c.n[JobCounts::kWaiting];
   std::string line = "job " + id + " " + status;
-  if (!str(job, "reasonCode").empty()) line += " (" + str(job, "reasonCode") + ")";
+  std::string why = str(job, "reasonCode") == status ? "" : str(job, "reasonCode");
+  if (!str(job, "comment").empty()) why += (why.empty() ? "" : ": ") + str(job, "comment");
+  if (!why.empty()) line += " (" + why + ")";
   line += ": " + std::to_string(c.n[JobCounts::kSucceeded]) + " of " + std::to_string(released) +
           " succeeded";
   for (std::size_t k = JobCounts::kQueued; k < JobCounts::kKinds; ++k) {
