@@ -9,11 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <future>
 #include <sstream>
+#include <thread>
 
 #include "protocol/base64.hpp"
 #include "tests/integration/api.hpp"
+#include "tests/support/net.hpp"
 
 namespace chunkd::test {
 namespace {
@@ -325,6 +328,36 @@ TEST_F(ChunkctlJob, WatchPrintsEachChangeAndTheOutcome) {
             "job w-3 CANCELED (canceled by the operator): 0 of 1 succeeded, 1 canceled")
       << canceled.out;
   EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();
+}
+
+// chunkd killed and restarted under a watch: the watch says it lost chunkd once, carries on, and
+// still reports the outcome.
+TEST_F(ChunkctlJob, WatchOutlivesARestartOfChunkd) {
+  EXPECT_EXIT_CODE(create_ota("r-1", {"dev-1"}), 0);
+  const std::string out_file = dir + "/watch.out", err_file = dir + "/watch.err";
+  auto watch = std::async(std::launch::async, [&] {
+    return run_process(
+        {"/bin/sh", "-c", "exec \"$0\" job watch r-1 --interval-ms 100 >\"$1\" 2>\"$2\"",
+         chunkctl_binary_path(), out_file, err_file},
+        120000, {{"CHUNKD_URL", url}, {"CHUNKD_TOKEN", ""}});
+  });
+  for (int i = 0; i < 300 && read_file(out_file).empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_FALSE(read_file(out_file).empty()) << "the watch never printed its first line";
+  stack.daemon().kill9();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a poll or more finds it gone
+  ASSERT_TRUE(stack.daemon().start()) << stack.daemon().error();
+  ASSERT_EQ(stack.daemon().port(), std::stoi(url.substr(url.rfind(':') + 1)));
+  Agent agent(stack.broker.uri(), "dev-1");
+  ASSERT_TRUE(agent.start());
+  ASSERT_EQ(agent.next_job(), "r-1");
+  ASSERT_TRUE(agent.update("r-1", R"({"status":"SUCCEEDED"})"));
+  auto r = watch.get();
+  const std::string out = read_file(out_file), err = read_file(err_file);
+  EXPECT_EQ(r.exit_code, 0) << out << err;
+  EXPECT_EQ(lines(out).back(), "job r-1 COMPLETED: 1 of 1 succeeded") << out;
+  EXPECT_EQ(lines(err).size(), 1u) << "said once: " << err;
 }
 
 // On a terminal: the view is redrawn in place (cursor up, clear), with a bar per status and one

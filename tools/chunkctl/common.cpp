@@ -75,6 +75,11 @@ std::string error_text(simdjson::dom::element root) {
   return out;
 }
 
+int report(const Answer& a) {
+  std::fputs(a.message.c_str(), stderr);
+  return a.exit;
+}
+
 Client::Client(const Global& g, const char* usage) : timeout_ms_(g.timeout_ms) {
   auto url = chunkd::tools::parse_url(g.url);
   if (!url) usage_error(url.error(), usage);

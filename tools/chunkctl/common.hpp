@@ -49,6 +49,9 @@ struct Answer {
   std::string message;
 };
 
+// Prints a failed answer's message on stderr and returns its exit status.
+int report(const Answer& a);
+
 class Client {
  public:
   // usage_error when the URL is not usable.

@@ -234,7 +234,7 @@ int paged(const Client& client, const JobArgs& a, const std::string& base, const
     if (a.status) target += "&status=" + chunkd::tools::url_encode(*a.status);
     if (token) target += "&nextToken=" + chunkd::tools::url_encode(*token);
     Answer r = client.call("GET", target, "", parser);
-    if (r.exit != kExitOk) return std::fputs(r.message.c_str(), stderr), r.exit;
+    if (r.exit != kExitOk) return report(r);
     token.reset();
     if (!str(r.data, "nextToken").empty()) token = str(r.data, "nextToken");
     simdjson::dom::array rows;
@@ -308,7 +308,7 @@ int job_main(const Global& g, const std::vector<std::string>& args) {
   }
   simdjson::dom::parser parser;
   Answer r = client.call(method, target, body, parser);
-  if (r.exit != kExitOk) return std::fputs(r.message.c_str(), stderr), r.exit;
+  if (r.exit != kExitOk) return report(r);
   if (a.command == "create") print_warnings(r.data);
   if (a.g.json) {
     std::cout << simdjson::minify(r.data) << "\n";

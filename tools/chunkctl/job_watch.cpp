@@ -212,7 +212,7 @@ int job_watch(const Client& client, const JobArgs& a) {
       reachable = false;
       continue;
     }
-    if (job.exit != kExitOk) return std::fputs(job.message.c_str(), stderr), job.exit;
+    if (job.exit != kExitOk) return report(job);
     polled = reachable = true;
     const std::string status = str(job.data, "status");
     auto counts = job_counts(job.data);
