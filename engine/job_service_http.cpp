@@ -29,6 +29,7 @@ protocol::JobInfo info_of(const Job& job) {
   info.reason_code = job.reason_code;
   info.comment = job.comment;
   info.executions_by_status = job.counts;
+  info.waiting_things = job.waiting.size();
   return info;
 }
 
@@ -225,8 +226,13 @@ void JobService::list_executions(std::string_view id, const io::HttpRequest& req
 void JobService::cancel_job(std::string id, const io::HttpRequest& request, Responder& respond) {
   const Job* job = book_.job(id);
   if (job == nullptr) return respond(api_error(ApiErrorCode::NotFound, "no job " + id));
-  bool force = query_flag(request.query, "force");
-  auto changes = book_.cancel(id, "CANCELED", "canceled by the operator", force, unix_ms());
+  auto asked = protocol::parse_cancel_job(request.body);  // docs/jobs.md "Cancel"
+  if (!asked) return respond(api_error(asked.error()));
+  bool force = asked->force || query_flag(request.query, "force");
+  std::string reason = asked->reason_code.empty() ? "CANCELED" : std::move(asked->reason_code);
+  std::string comment =
+      asked->comment.empty() ? "canceled by the operator" : std::move(asked->comment);
+  auto changes = book_.cancel(id, std::move(reason), std::move(comment), force, unix_ms());
   if (!changes) {
     return respond(api_error(ApiErrorCode::AlreadyExists,
                              "job " + id + " is " + std::string(protocol::to_string(job->status)) +

@@ -132,13 +132,15 @@ struct JobInfo {
   std::string reason_code;  // set when canceled or aborted ("" otherwise)
   std::string comment;
   std::array<std::uint64_t, kExecutionStatusCount> executions_by_status{};  // by enum value
+  std::uint64_t waiting_things = 0;  // * targets matched but not released yet (the rollout rate)
 };
 
 // {"success":true,"data":{jobId, status, createdAt, "warnings":[...]?}}
 std::string job_create_response(const JobInfo& job, const std::vector<std::string>& warnings);
 // {"success":true,"data":{jobId, status, description, targets, document (an object) or ota,
 // rollout/abort/timeout config when set, createdAt, lastUpdatedAt, completedAt?, reasonCode?,
-// comment?, jobProcessDetails:{numberOfQueuedThings, numberOfInProgressThings, ...}}}
+// comment?, jobProcessDetails:{numberOfQueuedThings, numberOfInProgressThings, ...,
+// numberOfWaitingThings}}}
 std::string job_describe_response(const JobInfo& job);
 // {"success":true,"data":{"jobs":[{jobId, status, description, createdAt, lastUpdatedAt,
 // completedAt?}...],"nextToken"?}}; pass encode_next_token(last job id) or nullopt.

@@ -229,6 +229,8 @@ std::string job_describe_response(const JobInfo& job) {
     if (i > 0) out += ',';
     append_field(out, kCountKeys[i], job.executions_by_status[i]);
   }
+  out += ',';
+  append_int_field(out, "numberOfWaitingThings", job.waiting_things);
   out += '}';
   out += kSuccessClose;
   return out;

@@ -424,6 +424,7 @@ JobInfo sample_job() {
   job.comment = "20% of 5 executions failed";
   job.executions_by_status[static_cast<std::size_t>(ExecutionStatus::Failed)] = 2;
   job.executions_by_status[static_cast<std::size_t>(ExecutionStatus::Canceled)] = 7;
+  job.waiting_things = 3;
   return job;
 }
 
@@ -453,8 +454,10 @@ TEST(JobResponses, DescribeCarriesEverything) {
   EXPECT_EQ(s, "dev-*");
   simdjson::dom::object counts;
   ASSERT_EQ(data["jobProcessDetails"].get(counts), simdjson::SUCCESS);
-  EXPECT_EQ(counts.size(), kExecutionStatusCount);
+  EXPECT_EQ(counts.size(), kExecutionStatusCount + 1);  // + numberOfWaitingThings
   std::uint64_t n = 0;
+  EXPECT_EQ(counts["numberOfWaitingThings"].get(n), simdjson::SUCCESS);
+  EXPECT_EQ(n, 3u);
   EXPECT_EQ(counts["numberOfFailedThings"].get(n), simdjson::SUCCESS);
   EXPECT_EQ(n, 2u);
   EXPECT_EQ(counts["numberOfCanceledThings"].get(n), simdjson::SUCCESS);

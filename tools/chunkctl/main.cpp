@@ -8,6 +8,7 @@
 //   chunkctl update <streamId> [--file ...] [--description TEXT] [--role-arn ARN]
 //                   [--allow-thing PATTERN ... | --allow-every-thing]
 //   chunkctl delete <streamId>
+//   chunkctl job create|describe|list|things|cancel|delete|watch ...   (tools/chunkctl/job.hpp)
 //
 // Global: --url URL (env CHUNKD_URL, default http://127.0.0.1:8080), --token TOKEN (env
 // CHUNKD_TOKEN) or --token-file FILE, --json (print the server's data object), --timeout-ms N.
@@ -18,7 +19,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -26,6 +26,8 @@
 #include <vector>
 
 #include "protocol/control.hpp"
+#include "tools/chunkctl/common.hpp"
+#include "tools/chunkctl/job.hpp"
 #include "tools/chunkctl/progress.hpp"
 #include "tools/common/http_client.hpp"
 
@@ -42,6 +44,7 @@ constexpr const char* kUsage =
     "         [--allow-thing PATTERN... | --allow-every-thing]\n"
     "PATTERN: a thing name where '*' matches any run of characters and '?' one character\n"
     "  delete <id>\n"
+    "  job <command> ...   jobs: chunkctl job --help\n"
     "environment: CHUNKD_URL (default http://127.0.0.1:8080), CHUNKD_TOKEN\n";
 
 struct FileArg {
@@ -52,11 +55,9 @@ struct FileArg {
 };
 
 struct Args {
-  std::string url;
-  std::string token;
-  bool json = false;
-  int timeout_ms = 600000;  // ingest of a large file takes time
+  chunkctl::Global g;
   std::string command;
+  std::vector<std::string> job_args;  // after "job": tools/chunkctl/job.hpp parses them
   std::string stream_id;
   std::vector<FileArg> files;
   std::optional<std::string> description;
@@ -71,8 +72,7 @@ struct Args {
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "chunkctl: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
+  chunkctl::usage_error(message, kUsage);
 }
 
 FileArg parse_file_arg(const std::string& spec) {
@@ -97,44 +97,26 @@ FileArg parse_file_arg(const std::string& spec) {
   return f;
 }
 
-std::string read_token_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) usage_error("cannot read token file " + path);
-  std::string line;
-  std::getline(in, line);
-  auto first = line.find_first_not_of(" \t\r\n");
-  auto last = line.find_last_not_of(" \t\r\n");
-  return first == std::string::npos ? std::string() : line.substr(first, last - first + 1);
-}
-
 Args parse_args(int argc, char** argv) {
   Args a;
-  const char* env_url = std::getenv("CHUNKD_URL");
-  a.url = env_url != nullptr && *env_url != '\0' ? env_url : "http://127.0.0.1:8080";
-  const char* env_token = std::getenv("CHUNKD_TOKEN");
-  if (env_token != nullptr) a.token = env_token;
-
+  a.g = chunkctl::global_from_env();
+  const std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error(arg + " needs a value");
-      return argv[++i];
+      if (i + 1 >= args.size()) usage_error(arg + " needs a value");
+      return args[++i];
     };
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
-    } else if (arg == "--url") {
-      a.url = value();
-    } else if (arg == "--token") {
-      a.token = value();
-    } else if (arg == "--token-file") {
-      a.token = read_token_file(value());
-    } else if (arg == "--json") {
-      a.json = true;
-    } else if (arg == "--timeout-ms") {
-      a.timeout_ms = std::atoi(value().c_str());
-      if (a.timeout_ms <= 0) usage_error("--timeout-ms must be positive");
+    } else if (chunkctl::take_global(a.g, args, i, kUsage)) {
+      continue;
+    } else if (positional.empty() && arg == "job") {
+      a.command = "job";
+      a.job_args.assign(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
+      return a;
     } else if (arg == "--file") {
       a.files.push_back(parse_file_arg(value()));
     } else if (arg == "--description") {
@@ -244,23 +226,10 @@ std::string body_json(const Args& a) {
   return out + "}";
 }
 
-std::string str(simdjson::dom::element e, const char* key) {
-  auto v = e[key];
-  if (v.error()) return "";
-  if (v.is_string()) return std::string(v.get_string().value_unsafe());
-  return simdjson::to_string(v.value_unsafe());
-}
+using chunkctl::str;
 
 void print_error(simdjson::dom::element root) {
-  auto err = root["error"];
-  std::fprintf(stderr, "error: %s: %s\n", str(err.value_unsafe(), "code").c_str(),
-               str(err.value_unsafe(), "message").c_str());
-  auto details = err["details"].get_array();
-  if (!details.error()) {
-    for (auto d : details.value_unsafe()) {
-      std::fprintf(stderr, "  %s: %s\n", str(d, "field").c_str(), str(d, "problem").c_str());
-    }
-  }
+  std::fputs(chunkctl::error_text(root).c_str(), stderr);
 }
 
 void print_stream(simdjson::dom::element data, bool full) {
@@ -307,11 +276,12 @@ void print_stream(simdjson::dom::element data, bool full) {
 
 int main(int argc, char** argv) {
   Args a = parse_args(argc, argv);
-  auto url = chunkd::tools::parse_url(a.url);
+  if (a.command == "job") return chunkctl::job_main(a.g, a.job_args);
+  auto url = chunkd::tools::parse_url(a.g.url);
   if (!url) usage_error(url.error());
 
   std::vector<std::pair<std::string, std::string>> headers;
-  if (!a.token.empty()) headers.emplace_back("Authorization", "Bearer " + a.token);
+  if (!a.g.token.empty()) headers.emplace_back("Authorization", "Bearer " + a.g.token);
 
   const std::string path = "/streams/" + chunkd::tools::url_encode(a.stream_id);
   std::string method;
@@ -354,7 +324,7 @@ int main(int argc, char** argv) {
       if (next_token) target += "&nextToken=" + chunkd::tools::url_encode(*next_token);
     }
     auto send = [&] {
-      return chunkd::tools::http_request(*url, method, target, body, headers, a.timeout_ms);
+      return chunkd::tools::http_request(*url, method, target, body, headers, a.g.timeout_ms);
     };
     auto response = a.files.empty() ? send() : chunkctl::with_progress(*url, path, headers, send);
     if (!response) {
@@ -372,7 +342,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     simdjson::dom::element data = root["data"].value_unsafe();
-    if (a.json && a.command == "list" && a.all) {
+    if (a.g.json && a.command == "list" && a.all) {
       // One object for every page: {"streams":[...all of them...]}.
       for (auto s : simdjson::dom::array(data["streams"].get_array().value_unsafe())) {
         all_streams += all_streams.empty() ? "" : ",";
@@ -384,7 +354,7 @@ int main(int argc, char** argv) {
         continue;
       }
       std::cout << "{\"streams\":[" << all_streams << "]}\n";
-    } else if (a.json) {
+    } else if (a.g.json) {
       std::cout << simdjson::to_string(data) << "\n";
     } else if (a.command == "create" || a.command == "update") {
       std::printf("%s stream %s, version %s\n", a.command == "create" ? "created" : "updated",
