@@ -1,6 +1,7 @@
 #include "engine/job_book.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <utility>
 
 #include "base/assert.hpp"
@@ -47,6 +48,13 @@ bool failure_of(protocol::AbortFailureType type, ExecutionStatus s) {
              s == ExecutionStatus::TimedOut;
   }
   return false;
+}
+
+// "50", "12.5": the shortest text that reads back as the same number.
+std::string percent_text(double value) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+  return ec == std::errc() ? std::string(buf, end) : std::string("?");
 }
 
 // The job's in-progress time-out (`limit_ms`, 0: none) or the execution's step timer ran out.
@@ -254,7 +262,7 @@ void JobBook::after_terminal(Job& job, std::int64_t unix_ms, JobChanges& changes
     job.reason_code = "ABORTED";
     job.comment = std::to_string(failures) + " of " + std::to_string(executed) +
                   " executed things failed, at or over the abort threshold of " +
-                  std::to_string(c.threshold_percentage) + "%";
+                  percent_text(c.threshold_percentage) + "%";
     job.last_updated_at_ms = unix_ms;
     job.completed_at_ms = unix_ms;
     changes.jobs.insert(job.plan.id);

@@ -21,8 +21,9 @@
 //
 // Abort: after each terminal change, for each criterion: when at least minNumberOfExecutedThings
 // executions are terminal and failures of its type are at least thresholdPercentage of them, the
-// job is canceled (reason "ABORTED"); QUEUED executions and waiting things are canceled,
-// IN_PROGRESS ones carry on (as a cancel without force).
+// job is canceled (reason "ABORTED"); QUEUED executions are canceled and things still waiting for
+// release are dropped (they never had an execution); IN_PROGRESS ones carry on (as a cancel
+// without force).
 //
 // Time-outs: an IN_PROGRESS execution older than the job's inProgressTimeoutInMinutes (from its
 // startedAt), or any pending one past its step timer (stepTimeoutInMinutes of the device's last
@@ -117,8 +118,8 @@ class JobBook {
   // the execution exists and `next` is what the rules allow from it (asserted).
   JobChanges update(const protocol::JobExecution& next, std::int64_t unix_ms);
 
-  // Cancels a running job: QUEUED executions and waiting things (IN_PROGRESS ones too with
-  // `force`). False when the job is not IN_PROGRESS.
+  // Cancels a running job: QUEUED executions (IN_PROGRESS ones too with `force`); things waiting
+  // for release are dropped. False when the job is not IN_PROGRESS.
   std::optional<JobChanges> cancel(std::string_view id, std::string reason_code,
                                    std::string comment, bool force, std::int64_t unix_ms);
   // Forgets a job and its executions; their things' next pending may change.

@@ -151,6 +151,7 @@ TEST_F(JobBookTest, AbortWaitsForTheMinimumThenCancelsWhatRemains) {
   EXPECT_EQ(job->status, JobStatus::Canceled);
   EXPECT_EQ(job->reason_code, "ABORTED");
   EXPECT_NE(job->comment.find("3 of 4"), std::string::npos) << job->comment;
+  EXPECT_NE(job->comment.find("threshold of 50%"), std::string::npos) << job->comment;
   EXPECT_EQ(book.execution("t3", "j1")->status, ExecutionStatus::InProgress);
   EXPECT_EQ(book.execution("t9", "j1")->status, ExecutionStatus::Canceled);
   EXPECT_EQ(job->counts[static_cast<int>(ExecutionStatus::Canceled)], 5u);
