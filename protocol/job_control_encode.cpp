@@ -230,7 +230,7 @@ std::string job_describe_response(const JobInfo& job) {
     append_field(out, kCountKeys[i], job.executions_by_status[i]);
   }
   out += ',';
-  append_int_field(out, "numberOfWaitingThings", job.waiting_things);
+  append_field(out, "numberOfWaitingThings", job.waiting_things);
   out += '}';
   out += kSuccessClose;
   return out;
