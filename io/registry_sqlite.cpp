@@ -325,6 +325,34 @@ Expected<void> create_durable_directories(const std::string& dir) {
   return {};
 }
 
+Expected<sqlite3*> open_registry_database(const std::string& dir, std::string_view user,
+                                          std::string& path) {
+  if (dir.empty()) {
+    return fail(std::errc::invalid_argument,
+                "registry directory is empty: set it in the configuration");
+  }
+  if (auto created = create_durable_directories(dir); !created) return Unexpected{created.error()};
+  path = (std::filesystem::path(dir) / "registry.sqlite3").string();
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+      nullptr);
+  if (rc != SQLITE_OK) {
+    std::string detail = "cannot open registry " + path + sqlite_cause(db, rc) + std::string(user) +
+                         " (check that the directory is writable by chunkd)";
+    sqlite3_close(db);
+    return fail(sqlite_error(rc), std::move(detail));
+  }
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  if (auto prepared = prepare_database(db, path); !prepared) {
+    sqlite3_close(db);
+    return Unexpected{prepared.error()};
+  }
+  return db;
+}
+
 }  // namespace detail
 
 const std::error_category& sqlite_category() {

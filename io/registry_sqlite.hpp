@@ -48,6 +48,12 @@ std::vector<std::string> split_patterns(std::string_view joined);
 // and the step, and says what to do when the file is damaged or from another release.
 Expected<void> prepare_database(sqlite3* db, const std::string& path);
 
+// Opens (creating `dir` durably and the file if needed) <dir>/registry.sqlite3 and prepares it
+// (prepare_database). `user` names who opens it in errors ("" or " for jobs"). The caller owns the
+// connection; `path` is set to the file's path.
+Expected<sqlite3*> open_registry_database(const std::string& dir, std::string_view user,
+                                          std::string& path);
+
 // create_directories, then fsync every directory whose entries changed, so that a fresh registry
 // directory survives power loss too.
 Expected<void> create_durable_directories(const std::string& dir);

@@ -12,7 +12,6 @@
 #include <sqlite3.h>
 
 #include <climits>
-#include <filesystem>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -390,30 +389,10 @@ Expected<std::unique_ptr<RegistryStore>> RegistryStore::open(uv_loop_t* loop,
                                                              const std::string& dir,
                                                              std::size_t max_pending_writes) {
   using namespace detail;
-  if (dir.empty()) {
-    return fail(std::errc::invalid_argument,
-                "registry directory is empty: set it in the configuration");
-  }
-  if (auto created = create_durable_directories(dir); !created) return Unexpected{created.error()};
-
-  const std::string path = (std::filesystem::path(dir) / "registry.sqlite3").string();
-  sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(
-      path.c_str(), &db,
-      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
-      nullptr);
-  if (rc != SQLITE_OK) {
-    std::string detail = "cannot open registry " + path + sqlite_cause(db, rc) +
-                         " (check that the directory is writable by chunkd)";
-    sqlite3_close(db);
-    return fail(sqlite_error(rc), std::move(detail));
-  }
-  sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  if (auto prepared = prepare_database(db, path); !prepared) {
-    sqlite3_close(db);
-    return Unexpected{prepared.error()};
-  }
+  std::string path;
+  auto opened = open_registry_database(dir, "", path);
+  if (!opened) return Unexpected{opened.error()};
+  sqlite3* db = *opened;
 
   auto store = std::make_unique<SqliteRegistryStore>(
       loop, db, path, max_pending_writes == 0 ? 1 : max_pending_writes);
