@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <span>
 
 #include "protocol/base64.hpp"
@@ -43,15 +42,26 @@ std::string number(const std::string& flag, const std::string& text, bool fracti
   return text;
 }
 
+// Up to `limit` bytes of `in`, and one more when there are more: never reads the rest.
+std::string read_at_most(std::istream& in, std::size_t limit) {
+  std::string bytes;
+  char chunk[4096];
+  while (bytes.size() <= limit && in) {
+    in.read(chunk, static_cast<std::streamsize>(sizeof chunk));
+    bytes.append(chunk, static_cast<std::size_t>(in.gcount()));
+  }
+  return bytes;
+}
+
 // At most `limit` bytes of `path` ("-": standard input).
 std::string read_bounded(const std::string& flag, const std::string& path, std::size_t limit) {
   std::string bytes;
   if (path == "-") {
-    bytes.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    bytes = read_at_most(std::cin, limit);
   } else {
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(flag + ": cannot read " + path);
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    bytes = read_at_most(in, limit);
   }
   if (bytes.size() > limit) {
     fail(flag + ": " + path + " is larger than " + std::to_string(limit) + " bytes");
