@@ -49,6 +49,15 @@ ReadBounds checked_bounds(const SchedulerOptions& o) {
   return ReadBounds{o.max_extent_reads, o.max_prefetch_reads};
 }
 
+// Whether two GetStream jobs of one thing ask for the same replies (scheduler.hpp: merged
+// duplicates); the client token and the arrival time may differ.
+bool same_request(const BlockJob& a, const BlockJob& b) {
+  return a.stream->id == b.stream->id && a.stream->version == b.stream->version &&
+         a.file->file_id == b.file->file_id && a.file->digest == b.file->digest &&
+         a.block_size == b.block_size && a.format == b.format && a.data_topic == b.data_topic &&
+         a.blocks == b.blocks;
+}
+
 }  // namespace
 
 struct Scheduler::Impl {
@@ -67,7 +76,9 @@ struct Scheduler::Impl {
         bounds(checked_bounds(options)),
         global(options.global_blocks_per_s),
         queues(clk, m, RateLimit(options.per_thing_blocks_per_s), options.per_thing_queue_requests,
-               options.global_queue_requests) {
+               options.global_queue_requests),
+        merged(m.counter("chunkd_requests_merged_total",
+                         "GetStream requests merged into an identical queued request")) {
     idle = new uv_idle_t;
     uv_idle_init(loop, idle);
     idle->data = this;
@@ -103,6 +114,7 @@ struct Scheduler::Impl {
   ReadBounds bounds;
   RateLimit global;
   ThingQueues queues;
+  Counter& merged;
 
   std::shared_ptr<char> alive = std::make_shared<char>(0);
   uv_idle_t* idle = nullptr;
@@ -133,6 +145,21 @@ struct Scheduler::Impl {
     if (stopping || closed) return Admit::Stopped;
     out = queues.admit(name);
     return out == nullptr ? Admit::Throttled : Admit::Ok;
+  }
+
+  // Merges `job` into an identical job `job.thing` has queued and not started: the newer client
+  // token and arrival time win, the queued job keeps its place. False when there is none.
+  bool merge(BlockJob& job) {
+    Thing* t = queues.find(job.thing);
+    if (t == nullptr) return false;
+    for (WorkItem& item : t->items) {
+      if (!item.is_job || item.started || item.failed() || !same_request(item.job, job)) continue;
+      item.job.client_token = std::move(job.client_token);
+      item.job.received_ms = job.received_ms;
+      merged.inc();
+      return true;
+    }
+    return false;
   }
 
   // After serving `t`'s head: back of the ring, or retired.
@@ -463,6 +490,8 @@ Scheduler::~Scheduler() = default;
 
 Scheduler::Admit Scheduler::submit(BlockJob job) {
   CHUNKD_ASSERT(job.file != nullptr && job.block_size > 0 && !job.blocks.empty());
+  if (impl_->stopping || impl_->closed) return Admit::Stopped;
+  if (impl_->merge(job)) return Admit::Merged;
   Impl::Thing* t = nullptr;
   Admit a = impl_->admit(t, job.thing);
   if (a != Admit::Ok) return a;

@@ -234,7 +234,7 @@ TEST_F(SchedulerTest, QueueBoundsThrottle) {
   auto& s = make(o);
   EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.post("a", "a/description", {}), Scheduler::Admit::Ok);
-  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);  // per thing
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 1, 1)), Scheduler::Admit::Throttled);  // per thing
   EXPECT_EQ(s.submit(job("b", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.submit(job("d", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);  // global
@@ -523,6 +523,93 @@ TEST_F(SchedulerTest, StopTimeoutDropsWhatCannotFinish) {
   scheduler_.reset();
 }
 
+// ---- merged duplicates ----
+
+TEST_F(SchedulerTest, ADuplicateReplacesTheQueuedCopyAndTheNewerTokenWins) {
+  add_file(8 * 1024, 8192);
+  SchedulerOptions o;
+  o.per_thing_queue_requests = 2;
+  auto& s = make(o);
+  auto with_token = [&](std::uint32_t first, std::uint32_t count, const std::string& token) {
+    BlockJob j = job("dev", 0, 1024, first, count);
+    j.client_token = token;
+    return j;
+  };
+  ASSERT_EQ(s.submit(with_token(0, 4, "t1")), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(with_token(0, 3, "t2")), Scheduler::Admit::Ok) << "another selection";
+  // The queue is full: the re-request is merged, not throttled.
+  EXPECT_EQ(s.submit(with_token(0, 4, "t3")), Scheduler::Admit::Merged);
+  EXPECT_EQ(s.submit(with_token(0, 4, "t4")), Scheduler::Admit::Merged);
+  EXPECT_EQ(s.submit(with_token(1, 4, "t5")), Scheduler::Admit::Throttled);
+  EXPECT_EQ(s.queued_requests(), 2u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_requests_merged_total"), 2u);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 2; }));
+  ASSERT_EQ(transport_.messages.size(), 7u);
+  for (std::size_t i = 0; i < 7; ++i) {
+    auto d = protocol::decode_data_reply(protocol::Format::Json, transport_.messages[i].payload);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->client_token, i < 4 ? "t4" : "t2") << "message " << i;
+    EXPECT_EQ(d->block_index, i < 4 ? i : i - 4);
+  }
+  EXPECT_EQ(ended("ok"), 2u);
+}
+
+TEST_F(SchedulerTest, OnlyAnIdenticalRequestOfTheSameThingMerges) {
+  add_file(8 * 1024, 8192, 0);
+  add_file(8 * 1024, 8192, 1);
+  auto& s = make();
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("other", 0, 1024, 0, 4)), Scheduler::Admit::Ok) << "another thing";
+  EXPECT_EQ(s.submit(job("dev", 1, 1024, 0, 4)), Scheduler::Admit::Ok) << "another file";
+  EXPECT_EQ(s.submit(job("dev", 0, 2048, 0, 4)), Scheduler::Admit::Ok) << "another block size";
+  BlockJob cbor = job("dev", 0, 1024, 0, 4);
+  cbor.format = protocol::Format::Cbor;
+  EXPECT_EQ(s.submit(std::move(cbor)), Scheduler::Admit::Ok) << "another format";
+  BlockJob sparse = job("dev", 0, 1024, 0, 4);
+  sparse.blocks = {0, 1, 3, 4};
+  EXPECT_EQ(s.submit(std::move(sparse)), Scheduler::Admit::Ok) << "another bitmap";
+  EXPECT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Merged);
+  EXPECT_EQ(s.queued_requests(), 6u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_requests_merged_total"), 1u);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 6; }));
+  EXPECT_EQ(ended("ok"), 6u);
+}
+
+// The merged job keeps its place: replies still follow the thing's other requests in order.
+TEST_F(SchedulerTest, AMergedJobKeepsItsPlaceInTheQueue) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  std::vector<std::byte> hello{std::byte{'h'}};
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.post("dev", "dev/description", hello), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 4, 2)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 2)), Scheduler::Admit::Merged);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.queued_requests() == 0; }));
+  ASSERT_EQ(transport_.messages.size(), 5u);
+  EXPECT_EQ(block_of(transport_.messages[0]), 0u);
+  EXPECT_EQ(block_of(transport_.messages[1]), 1u);
+  EXPECT_EQ(transport_.messages[2].topic, "dev/description");
+  EXPECT_EQ(block_of(transport_.messages[3]), 4u);
+  EXPECT_EQ(block_of(transport_.messages[4]), 5u);
+}
+
+// A job already sending is not merged: the device may have missed its first blocks.
+TEST_F(SchedulerTest, AJobAlreadySendingIsNotMerged) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  transport_.accept_before_backpressure = 1;
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_EQ(transport_.messages.size(), 1u);
+  EXPECT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.queued_requests(), 2u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_requests_merged_total"), 0u);
+  transport_.signal_writable();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 2; }));
+  ASSERT_EQ(transport_.messages.size(), 8u);
+  for (std::uint32_t i = 0; i < 8; ++i) EXPECT_EQ(block_of(transport_.messages[i]), i % 4);
+}
+
 // ---- set_limits (a config reload) ----
 
 // Lowered bounds keep what is queued and apply to the next admission.
@@ -532,7 +619,9 @@ TEST_F(SchedulerTest, SetLimitsKeepsQueuedWorkAndBoundsNewAdmissions) {
   o.per_thing_queue_requests = 4;
   o.global_queue_requests = 8;
   auto& s = make(o);
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    ASSERT_EQ(s.submit(job("a", 0, 1024, i, 2)), Scheduler::Admit::Ok);
+  }
   ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
   o.per_thing_queue_requests = 1;
   o.global_queue_requests = 2;
@@ -544,14 +633,14 @@ TEST_F(SchedulerTest, SetLimitsKeepsQueuedWorkAndBoundsNewAdmissions) {
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 4; }));
   EXPECT_EQ(transport_.messages.size(), 8u);
   EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
-  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 1, 1)), Scheduler::Admit::Throttled);
   EXPECT_EQ(s.submit(job("b", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);
   // Raised again: room at once.
   o.per_thing_queue_requests = 16;
   o.global_queue_requests = 64;
   s.set_limits(o);
-  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 2, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
 }
 
