@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <deque>
+#include <iterator>
+#include <map>
 #include <utility>
 
 #include "base/assert.hpp"
@@ -130,6 +132,7 @@ struct Scheduler::Impl {
   std::vector<Thing*> wait_tokens;
   std::deque<Thing*> wait_global;
   std::deque<Thing*> wait_slot;
+  std::map<std::size_t, std::deque<Thing*>> wait_channel;  // held back by a full channel
 
   RateLimit::Bucket global_bucket;
   std::size_t demand_reads = 0;
@@ -226,6 +229,13 @@ struct Scheduler::Impl {
       item.pins.release();
       return Outcome::Blocked;
     }
+    if (!wait_channel.empty()) {
+      const std::size_t channel = transport.channel_of(t.name);
+      if (wait_channel.contains(channel)) {
+        hold_back(t, channel);  // its channel is full: not offered to the transport
+        return Outcome::Parked;
+      }
+    }
     ServeResult r = worker.serve(t.name, item, bounds);
     if (r.served == Served::Failed) {
       CHUNKD_ASSERT(!item.is_job);
@@ -277,8 +287,8 @@ struct Scheduler::Impl {
         queues.pop_front(t);
         return Outcome::Progress;
       case Served::Backpressure:
-        paused = true;
-        return Outcome::Blocked;
+        hold_back(t, transport.channel_of(t.name));
+        return Outcome::Parked;
       case Served::WaitRead:
         t.state = State::WaitRead;
         return Outcome::Parked;
@@ -306,7 +316,25 @@ struct Scheduler::Impl {
     }
   }
 
+  // `t`'s channel is full: it waits for the channel, its head item as it is.
+  void hold_back(Thing& t, std::size_t channel) {
+    t.state = State::WaitChannel;
+    wait_channel[channel].push_back(&t);
+  }
+
   // ---- waking ----
+
+  // Releases the things of each channel that is writable again.
+  void release_channels() {
+    for (auto it = wait_channel.begin(); it != wait_channel.end();) {
+      if (!transport.writable(it->first)) {
+        ++it;
+        continue;
+      }
+      for (Thing* t : it->second) make_ready(*t);
+      it = wait_channel.erase(it);
+    }
+  }
 
   void wake_slot_waiters() {
     while (!wait_slot.empty()) {
@@ -317,8 +345,8 @@ struct Scheduler::Impl {
   }
 
   void on_writable() {
-    if (!paused) return;
-    paused = false;
+    release_channels();
+    paused = false;  // a refusal pauses again
     if (!ring.empty()) start_idle();
   }
 
@@ -349,6 +377,7 @@ struct Scheduler::Impl {
       }
     }
     wake_slot_waiters();
+    release_channels();
     if (!ring.empty() && !paused) start_idle();
     arm_timer();
   }
@@ -362,7 +391,9 @@ struct Scheduler::Impl {
       global.refill(global_bucket, now);
       due = std::min(due, now + global.wait_ms(global_bucket));
     }
-    if (paused || !wait_slot.empty()) due = std::min(due, now + kBackstopMs);
+    if (paused || !wait_slot.empty() || !wait_channel.empty()) {
+      due = std::min(due, now + kBackstopMs);
+    }
     if (due == UINT64_MAX) {
       uv_timer_stop(timer);
       return;
@@ -439,6 +470,10 @@ struct Scheduler::Impl {
     std::erase_if(wait_tokens, empty);
     std::erase_if(wait_global, empty);
     std::erase_if(wait_slot, empty);
+    for (auto it = wait_channel.begin(); it != wait_channel.end();) {
+      std::erase_if(it->second, empty);
+      it = it->second.empty() ? wait_channel.erase(it) : std::next(it);
+    }
     queues.for_each([](Thing& t) {
       if (t.items.empty()) t.state = State::Idle;
     });
@@ -459,6 +494,7 @@ struct Scheduler::Impl {
     wait_tokens.clear();
     wait_global.clear();
     wait_slot.clear();
+    wait_channel.clear();
     close_handles(std::move(stop_done));
   }
 
@@ -478,6 +514,10 @@ struct Scheduler::Impl {
   void check_invariants() const {
     queues.check_invariants();
     std::size_t listed = ring.size() + wait_tokens.size() + wait_global.size() + wait_slot.size();
+    for (const auto& [channel, things] : wait_channel) {
+      CHUNKD_ASSERT(!things.empty());
+      listed += things.size();
+    }
     CHUNKD_ASSERT(listed <= queues.active_things());
   }
 };
@@ -534,6 +574,11 @@ std::size_t Scheduler::queued_requests() const { return impl_->queues.total_item
 std::size_t Scheduler::active_things() const { return impl_->queues.active_things(); }
 std::size_t Scheduler::reads_in_flight() const { return impl_->demand_reads; }
 bool Scheduler::paused() const { return impl_->paused; }
+std::size_t Scheduler::held_back() const {
+  std::size_t n = 0;
+  for (const auto& [channel, things] : impl_->wait_channel) n += things.size();
+  return n;
+}
 void Scheduler::check_invariants() const { impl_->check_invariants(); }
 
 }  // namespace chunkd::engine

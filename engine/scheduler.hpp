@@ -40,10 +40,15 @@
 // device cannot skip its limit by sending requests one at a time.
 //
 // Backpressure: nothing is handed to the worker while transport.bytes_in_flight() >=
-// max_publish_bytes_in_flight; an item answered Backpressure stays at the head (the same block is
-// retried) and serving stops until transport.on_writable() fires (the 20 ms timer re-checks the
-// in-flight bound as a backstop). Lost drops the message or the rest of the job; Failed means
-// the job became its rejection, which is served in its place at once.
+// max_publish_bytes_in_flight (a bound on memory: serving stops for every thing until
+// transport.on_writable() fires). A full channel (one broker connection) holds back only the
+// things routed to it: an item answered Backpressure stays at the head (the same block is
+// retried) and its thing waits in its channel's list, as does every thing of that channel served
+// after it (without being offered to the transport), while things on other channels are served
+// on. When on_writable() fires, each channel the transport calls writable() again releases its
+// things, in the order they were held, to the back of the ring (the 20 ms timer re-checks both
+// as a backstop). Lost drops the message or the rest of the job; Failed means the job became its
+// rejection, which is served in its place at once.
 //
 // Thread: loop thread only. REQUIRES: `worker` and `transport` outlive the scheduler (it
 // unregisters its callbacks from both when destroyed). stop() or destruction closes the uv
@@ -106,7 +111,8 @@ class Scheduler {
   std::size_t queued_requests() const;  // jobs + messages, all things
   std::size_t active_things() const;    // things with queued items
   std::size_t reads_in_flight() const;  // demand reads the scheduler's items wait for
-  bool paused() const;                  // waiting for on_writable
+  bool paused() const;                  // waiting for on_writable: the in-flight bound
+  std::size_t held_back() const;        // things waiting for their full channel
   // Recounts the queues (O(things)) and aborts when the counts above disagree with them.
   void check_invariants() const;
 

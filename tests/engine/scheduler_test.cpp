@@ -338,13 +338,13 @@ TEST_F(SchedulerTest, BackpressurePausesAndResumesWithoutLoss) {
   auto& s = make();
   transport_.accept_before_backpressure = 5;
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 40)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   settle();
   EXPECT_EQ(transport_.messages.size(), 5u);
   for (int round = 0; round < 3; ++round) {
     transport_.signal_writable();
     transport_.accept_before_backpressure = 7;
-    ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+    ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   }
   transport_.signal_writable();
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 1; }));
@@ -354,6 +354,54 @@ TEST_F(SchedulerTest, BackpressurePausesAndResumesWithoutLoss) {
     EXPECT_TRUE(block_matches(transport_.messages[i], 0, 1024));
   }
   EXPECT_GE(metrics_.counter_value("chunkd_publish_refused_total", R"(reason="backpressure")"), 4u);
+}
+
+// A full broker connection holds back only the things routed to it.
+TEST_F(SchedulerTest, AFullChannelHoldsBackOnlyItsThings) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  transport_.channels = {{"a", 0}, {"b", 1}, {"c", 0}, {"d", 2}};
+  transport_.fill(0);
+  for (const char* thing : {"a", "b", "c", "d"}) {
+    ASSERT_EQ(s.submit(job(thing, 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  }
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 2; }));
+  settle();
+  EXPECT_EQ(s.held_back(), 2u);
+  EXPECT_FALSE(s.paused()) << "the other channels are served";
+  ASSERT_EQ(transport_.messages.size(), 8u);
+  for (const auto& m : transport_.messages) EXPECT_TRUE(m.key == "b" || m.key == "d") << m.key;
+  EXPECT_EQ(transport_.refused, 1u) << "c waits without being offered to its full channel";
+  // Things on a free channel are served while channel 0 stays full.
+  ASSERT_EQ(s.submit(job("b", 0, 1024, 4, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 3; }));
+  EXPECT_EQ(s.held_back(), 2u);
+  transport_.drain(0);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 5; }));
+  EXPECT_EQ(s.held_back(), 0u);
+  ASSERT_EQ(transport_.messages.size(), 18u);
+  std::map<std::string, std::uint32_t> next;
+  for (const auto& m : transport_.messages) {
+    EXPECT_EQ(block_of(m), next[m.key]++) << m.key;
+    EXPECT_TRUE(block_matches(m, 0, 1024));
+  }
+  EXPECT_EQ(next["a"], 4u);
+  EXPECT_EQ(next["c"], 4u);
+  EXPECT_EQ(next["b"], 6u);
+}
+
+// A channel that stays full drains without a callback: the backstop timer re-checks it.
+TEST_F(SchedulerTest, AHeldChannelIsReleasedByTheBackstopToo) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  transport_.channels = {{"a", 3}};
+  transport_.fill(3);
+  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() == 1; }));
+  transport_.full.clear();  // room again, no on_writable
+  ASSERT_TRUE(testing::run_until(
+      &loop_, [&] { return ended("ok") == 1; }, 2'000'000));
+  EXPECT_EQ(transport_.messages.size(), 2u);
 }
 
 TEST_F(SchedulerTest, BytesInFlightBoundStopsEncoding) {
@@ -491,7 +539,7 @@ TEST_F(SchedulerTest, StopFinishesStartedJobsAndDropsTheRest) {
   ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("one", 0, 1024, 10, 2)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("two", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   ASSERT_EQ(transport_.messages.size(), 1u);
   bool done = false;
   s.stop(60'000, [&] { done = true; });
@@ -513,7 +561,7 @@ TEST_F(SchedulerTest, StopTimeoutDropsWhatCannotFinish) {
   auto& s = make();
   transport_.accept_before_backpressure = 1;
   ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   bool done = false;
   s.stop(1, [&] { done = true; });
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return done; }));
@@ -599,7 +647,7 @@ TEST_F(SchedulerTest, AJobAlreadySendingIsNotMerged) {
   auto& s = make();
   transport_.accept_before_backpressure = 1;
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   ASSERT_EQ(transport_.messages.size(), 1u);
   EXPECT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.queued_requests(), 2u);
