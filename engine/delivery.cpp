@@ -186,6 +186,8 @@ struct Delivery::Impl {
       case Scheduler::Admit::Ok:
         if (verb == RequestVerb::Describe) metrics.request(verb, RequestEnd::Ok);
         return;
+      case Scheduler::Admit::Merged:  // counted when the job it joined ends
+        return;
       case Scheduler::Admit::Throttled: {
         metrics.request(verb, ErrorCode::RequestThrottled);
         auto body = protocol::encode_rejected(t.format, token, ErrorCode::RequestThrottled,
@@ -209,6 +211,7 @@ struct Delivery::Impl {
     codec.reply_topic(topic, thing, stream, protocol::ReplyKind::Rejected, format);
     switch (scheduler.post(thing, topic, body)) {
       case Scheduler::Admit::Ok:
+      case Scheduler::Admit::Merged:  // post() never merges
         return;
       case Scheduler::Admit::Throttled:
         server.send_now(thing, topic, body);

@@ -5,7 +5,8 @@
 namespace chunkd::engine {
 
 MqttTransport::MqttTransport(uv_loop_t* loop, io::MqttOptions options)
-    : pool_(std::make_unique<io::MqttPool>(
+    : max_queued_bytes_(options.max_queued_bytes),
+      pool_(std::make_unique<io::MqttPool>(
           loop, std::move(options),
           [this](std::string_view topic, std::span<const std::byte> payload) {
             if (on_request_) on_request_(topic, payload);
@@ -42,6 +43,17 @@ Transport::SendResult MqttTransport::send(std::string_view key, std::string_view
                                           std::span<const std::span<const std::byte>> parts,
                                           int qos) {
   return map(pool_->publish(pool_->connection_for(key), topic, parts, qos));
+}
+
+std::size_t MqttTransport::channel_of(std::string_view key) const {
+  return pool_->connection_for(key);
+}
+
+// The pool's resume mark: where it fires on_writable for a connection that refused.
+bool MqttTransport::writable(std::size_t channel) const {
+  if (channel >= pool_->connections()) return true;  // no such connection: nothing queued
+  const std::size_t queued = pool_->queued_bytes(channel);
+  return queued == 0 || queued < max_queued_bytes_ / 2;
 }
 
 std::size_t MqttTransport::bytes_in_flight() const { return pool_->total_queued_bytes(); }

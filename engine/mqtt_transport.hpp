@@ -1,6 +1,8 @@
 // The MQTT transport: engine::Transport over io::MqttPool. A thing's replies go out on
-// pool.connection_for(thing) (a stable hash, so they stay in order); requests are what the pool's
-// subscriptions deliver; bytes in flight are the pool's queued bytes over every connection.
+// pool.connection_for(thing) (a stable hash, so they stay in order): a channel is a connection,
+// writable once its queued bytes are below the pool's resume mark (half of max_queued_bytes, or
+// none: io/mqtt_pool.hpp); requests are what the pool's subscriptions deliver; bytes in flight are
+// the pool's queued bytes over every connection.
 // Beyond Transport: on_failure hears why connection attempts fail (once per cause until the pool
 // is ready again, io/mqtt_pool.hpp), and mqtt_stats() has the pool's counters by cause; the daemon
 // decides what a failure means (engine/daemon.cpp).
@@ -27,6 +29,8 @@ class MqttTransport final : public Transport {
   using Transport::send;
   SendResult send(std::string_view key, std::string_view topic,
                   std::span<const std::span<const std::byte>> parts, int qos) override;
+  std::size_t channel_of(std::string_view key) const override;
+  bool writable(std::size_t channel) const override;
   std::size_t bytes_in_flight() const override;
   void on_writable(std::function<void()> callback) override;
   TransportStats stats() const override;
@@ -41,6 +45,7 @@ class MqttTransport final : public Transport {
  private:
   RequestHandler on_request_;
   ReadyHandler on_ready_;
+  std::size_t max_queued_bytes_;  // per connection
   std::unique_ptr<io::MqttPool> pool_;
 };
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <deque>
+#include <iterator>
+#include <map>
 #include <utility>
 
 #include "base/assert.hpp"
@@ -49,6 +51,15 @@ ReadBounds checked_bounds(const SchedulerOptions& o) {
   return ReadBounds{o.max_extent_reads, o.max_prefetch_reads};
 }
 
+// Whether two GetStream jobs of one thing ask for the same replies (scheduler.hpp: merged
+// duplicates); the client token and the arrival time may differ.
+bool same_request(const BlockJob& a, const BlockJob& b) {
+  return a.stream->id == b.stream->id && a.stream->version == b.stream->version &&
+         a.file->file_id == b.file->file_id && a.file->digest == b.file->digest &&
+         a.block_size == b.block_size && a.format == b.format && a.data_topic == b.data_topic &&
+         a.blocks == b.blocks;
+}
+
 }  // namespace
 
 struct Scheduler::Impl {
@@ -67,7 +78,9 @@ struct Scheduler::Impl {
         bounds(checked_bounds(options)),
         global(options.global_blocks_per_s),
         queues(clk, m, RateLimit(options.per_thing_blocks_per_s), options.per_thing_queue_requests,
-               options.global_queue_requests) {
+               options.global_queue_requests),
+        merged(m.counter("chunkd_requests_merged_total",
+                         "GetStream requests merged into an identical queued request")) {
     idle = new uv_idle_t;
     uv_idle_init(loop, idle);
     idle->data = this;
@@ -103,6 +116,7 @@ struct Scheduler::Impl {
   ReadBounds bounds;
   RateLimit global;
   ThingQueues queues;
+  Counter& merged;
 
   std::shared_ptr<char> alive = std::make_shared<char>(0);
   uv_idle_t* idle = nullptr;
@@ -118,6 +132,7 @@ struct Scheduler::Impl {
   std::vector<Thing*> wait_tokens;
   std::deque<Thing*> wait_global;
   std::deque<Thing*> wait_slot;
+  std::map<std::size_t, std::deque<Thing*>> wait_channel;  // held back by a full channel
 
   RateLimit::Bucket global_bucket;
   std::size_t demand_reads = 0;
@@ -133,6 +148,21 @@ struct Scheduler::Impl {
     if (stopping || closed) return Admit::Stopped;
     out = queues.admit(name);
     return out == nullptr ? Admit::Throttled : Admit::Ok;
+  }
+
+  // Merges `job` into an identical job `job.thing` has queued and not started: the newer client
+  // token and arrival time win, the queued job keeps its place. False when there is none.
+  bool merge(BlockJob& job) {
+    Thing* t = queues.find(job.thing);
+    if (t == nullptr) return false;
+    for (WorkItem& item : t->items) {
+      if (!item.is_job || item.started || item.failed() || !same_request(item.job, job)) continue;
+      item.job.client_token = std::move(job.client_token);
+      item.job.received_ms = job.received_ms;
+      merged.inc();
+      return true;
+    }
+    return false;
   }
 
   // After serving `t`'s head: back of the ring, or retired.
@@ -199,6 +229,13 @@ struct Scheduler::Impl {
       item.pins.release();
       return Outcome::Blocked;
     }
+    if (!wait_channel.empty()) {
+      const std::size_t channel = transport.channel_of(t.name);
+      if (wait_channel.contains(channel)) {
+        hold_back(t, channel);  // its channel is full: not offered to the transport
+        return Outcome::Parked;
+      }
+    }
     ServeResult r = worker.serve(t.name, item, bounds);
     if (r.served == Served::Failed) {
       CHUNKD_ASSERT(!item.is_job);
@@ -250,8 +287,8 @@ struct Scheduler::Impl {
         queues.pop_front(t);
         return Outcome::Progress;
       case Served::Backpressure:
-        paused = true;
-        return Outcome::Blocked;
+        hold_back(t, transport.channel_of(t.name));
+        return Outcome::Parked;
       case Served::WaitRead:
         t.state = State::WaitRead;
         return Outcome::Parked;
@@ -279,7 +316,25 @@ struct Scheduler::Impl {
     }
   }
 
+  // `t`'s channel is full: it waits for the channel, its head item as it is.
+  void hold_back(Thing& t, std::size_t channel) {
+    t.state = State::WaitChannel;
+    wait_channel[channel].push_back(&t);
+  }
+
   // ---- waking ----
+
+  // Releases the things of each channel that is writable again.
+  void release_channels() {
+    for (auto it = wait_channel.begin(); it != wait_channel.end();) {
+      if (!transport.writable(it->first)) {
+        ++it;
+        continue;
+      }
+      for (Thing* t : it->second) make_ready(*t);
+      it = wait_channel.erase(it);
+    }
+  }
 
   void wake_slot_waiters() {
     while (!wait_slot.empty()) {
@@ -290,8 +345,8 @@ struct Scheduler::Impl {
   }
 
   void on_writable() {
-    if (!paused) return;
-    paused = false;
+    release_channels();
+    paused = false;  // a refusal pauses again
     if (!ring.empty()) start_idle();
   }
 
@@ -322,6 +377,7 @@ struct Scheduler::Impl {
       }
     }
     wake_slot_waiters();
+    release_channels();
     if (!ring.empty() && !paused) start_idle();
     arm_timer();
   }
@@ -335,7 +391,9 @@ struct Scheduler::Impl {
       global.refill(global_bucket, now);
       due = std::min(due, now + global.wait_ms(global_bucket));
     }
-    if (paused || !wait_slot.empty()) due = std::min(due, now + kBackstopMs);
+    if (paused || !wait_slot.empty() || !wait_channel.empty()) {
+      due = std::min(due, now + kBackstopMs);
+    }
     if (due == UINT64_MAX) {
       uv_timer_stop(timer);
       return;
@@ -412,6 +470,10 @@ struct Scheduler::Impl {
     std::erase_if(wait_tokens, empty);
     std::erase_if(wait_global, empty);
     std::erase_if(wait_slot, empty);
+    for (auto it = wait_channel.begin(); it != wait_channel.end();) {
+      std::erase_if(it->second, empty);
+      it = it->second.empty() ? wait_channel.erase(it) : std::next(it);
+    }
     queues.for_each([](Thing& t) {
       if (t.items.empty()) t.state = State::Idle;
     });
@@ -432,6 +494,7 @@ struct Scheduler::Impl {
     wait_tokens.clear();
     wait_global.clear();
     wait_slot.clear();
+    wait_channel.clear();
     close_handles(std::move(stop_done));
   }
 
@@ -451,6 +514,10 @@ struct Scheduler::Impl {
   void check_invariants() const {
     queues.check_invariants();
     std::size_t listed = ring.size() + wait_tokens.size() + wait_global.size() + wait_slot.size();
+    for (const auto& [channel, things] : wait_channel) {
+      CHUNKD_ASSERT(!things.empty());
+      listed += things.size();
+    }
     CHUNKD_ASSERT(listed <= queues.active_things());
   }
 };
@@ -463,6 +530,8 @@ Scheduler::~Scheduler() = default;
 
 Scheduler::Admit Scheduler::submit(BlockJob job) {
   CHUNKD_ASSERT(job.file != nullptr && job.block_size > 0 && !job.blocks.empty());
+  if (impl_->stopping || impl_->closed) return Admit::Stopped;
+  if (impl_->merge(job)) return Admit::Merged;
   Impl::Thing* t = nullptr;
   Admit a = impl_->admit(t, job.thing);
   if (a != Admit::Ok) return a;
@@ -505,6 +574,11 @@ std::size_t Scheduler::queued_requests() const { return impl_->queues.total_item
 std::size_t Scheduler::active_things() const { return impl_->queues.active_things(); }
 std::size_t Scheduler::reads_in_flight() const { return impl_->demand_reads; }
 bool Scheduler::paused() const { return impl_->paused; }
+std::size_t Scheduler::held_back() const {
+  std::size_t n = 0;
+  for (const auto& [channel, things] : impl_->wait_channel) n += things.size();
+  return n;
+}
 void Scheduler::check_invariants() const { impl_->check_invariants(); }
 
 }  // namespace chunkd::engine

@@ -9,6 +9,20 @@
 // and `global_queue_requests` items in all; submit()/post() over a bound return Admit::Throttled
 // and queue nothing (the caller answers RequestThrottled at once, out of band).
 //
+// Merged duplicates: a device that re-requests on a time-out would fill its own queue with stale
+// copies. A submitted job identical to a job of the same thing that is still queued and not
+// started (no block sent yet) replaces it instead of queueing again (Admit::Merged, counted in
+// chunkd_requests_merged_total), even when the thing's queue is full. Identical means the same
+// stream id and version, file id and content digest, block size, selected blocks (an offset/count
+// and a bitmap selecting the same blocks are the same selection) and format; the client token
+// may differ (chunkload changes it on every re-request, the OTA agent re-sends the same one): the
+// newer request's token and arrival time win, so the reply answers the request the device waits
+// for. The queued job keeps its place in the FIFO: it is the reply the device would have got
+// first anyway, so merging only removes the later duplicate, and the device is not pushed behind
+// its own later requests for re-asking. The merged request ends with the job it joined and is
+// counted once there (chunkd_requests_total). A job already sending is never merged: the device
+// may have missed its first blocks, so the new request queues behind it as before.
+//
 // Serving (from a uv_idle_t while there is runnable work, at most `blocks_per_turn` items per loop
 // turn, so the loop keeps polling sockets in between; no recursion): things with runnable work
 // sit in a ring; each turn of a thing serves items (blocks or messages) until their replies add up
@@ -26,10 +40,15 @@
 // device cannot skip its limit by sending requests one at a time.
 //
 // Backpressure: nothing is handed to the worker while transport.bytes_in_flight() >=
-// max_publish_bytes_in_flight; an item answered Backpressure stays at the head (the same block is
-// retried) and serving stops until transport.on_writable() fires (the 20 ms timer re-checks the
-// in-flight bound as a backstop). Lost drops the message or the rest of the job; Failed means
-// the job became its rejection, which is served in its place at once.
+// max_publish_bytes_in_flight (a bound on memory: serving stops for every thing until
+// transport.on_writable() fires). A full channel (one broker connection) holds back only the
+// things routed to it: an item answered Backpressure stays at the head (the same block is
+// retried) and its thing waits in its channel's list, as does every thing of that channel served
+// after it (without being offered to the transport), while things on other channels are served
+// on. When on_writable() fires, each channel the transport calls writable() again releases its
+// things, in the order they were held, to the back of the ring (the 20 ms timer re-checks both
+// as a backstop). Lost drops the message or the rest of the job; Failed means the job became its
+// rejection, which is served in its place at once.
 //
 // Thread: loop thread only. REQUIRES: `worker` and `transport` outlive the scheduler (it
 // unregisters its callbacks from both when destroyed). stop() or destruction closes the uv
@@ -59,7 +78,7 @@ namespace chunkd::engine {
 
 class Scheduler {
  public:
-  enum class Admit { Ok, Throttled, Stopped };
+  enum class Admit { Ok, Merged, Throttled, Stopped };
 
   Scheduler(uv_loop_t* loop, Worker& worker, Transport& transport, const Clock& clock,
             Metrics& metrics, SchedulerOptions options);
@@ -67,8 +86,9 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Queues a job behind the thing's earlier items. REQUIRES: a non-empty ascending block list
-  // inside `job.file`, which `job.stream` keeps alive; block_size > 0.
+  // Queues a job behind the thing's earlier items, or merges it into an identical queued one
+  // (Merged, see above). REQUIRES: a non-empty ascending block list inside `job.file`, which
+  // `job.stream` keeps alive; block_size > 0.
   Admit submit(BlockJob job);
   // Queues a ready message (description or rejection) behind the thing's earlier items.
   Admit post(std::string_view thing, std::string topic, std::vector<std::byte> payload);
@@ -91,7 +111,8 @@ class Scheduler {
   std::size_t queued_requests() const;  // jobs + messages, all things
   std::size_t active_things() const;    // things with queued items
   std::size_t reads_in_flight() const;  // demand reads the scheduler's items wait for
-  bool paused() const;                  // waiting for on_writable
+  bool paused() const;                  // waiting for on_writable: the in-flight bound
+  std::size_t held_back() const;        // things waiting for their full channel
   // Recounts the queues (O(things)) and aborts when the counts above disagree with them.
   void check_invariants() const;
 

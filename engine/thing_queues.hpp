@@ -27,7 +27,16 @@ namespace chunkd::engine {
 class ThingQueues {
  public:
   // Where a thing is in the scheduler's serving cycle.
-  enum class State { Idle, Ready, Serving, WaitRead, WaitTokens, WaitGlobal, WaitSlot };
+  enum class State {
+    Idle,
+    Ready,
+    Serving,
+    WaitRead,
+    WaitTokens,
+    WaitGlobal,
+    WaitSlot,
+    WaitChannel
+  };
 
   struct Thing {
     std::string name;

@@ -1,7 +1,8 @@
 // The message transport: the one seam between the engine and whatever carries device messages.
 // Requests come in as (topic, payload); replies go out as (key, topic, parts, qos), where every
 // reply with one key (a thing name) travels one ordered channel. A transport bounds the reply
-// bytes it holds and says so (SendResult::Backpressure, then on_writable once it drained).
+// bytes it holds per channel and says so (SendResult::Backpressure, then on_writable once a
+// channel that refused drained); a full channel holds back only the keys routed to it.
 //
 // Implementations: MqttTransport (engine/mqtt_transport.hpp, over io::MqttPool) in the daemon,
 // testing::FakeTransport in the engine tests. A new transport (AMQP, say) implements this and
@@ -56,9 +57,14 @@ class Transport {
     return send(key, topic, parts, qos);
   }
 
+  // The channel `key`'s replies travel: stable for a key, so its replies stay in order.
+  virtual std::size_t channel_of(std::string_view key) const = 0;
+  // Whether `channel` has room: false from a Backpressure refusal on it until it drained.
+  virtual bool writable(std::size_t channel) const = 0;
   // Reply bytes taken and not yet written, over every channel.
   virtual std::size_t bytes_in_flight() const = 0;
-  // Called when bytes in flight fell enough to send again (an empty function unregisters).
+  // Called when a channel that refused drained enough to send again (it may be any of them: ask
+  // writable()). An empty function unregisters.
   virtual void on_writable(std::function<void()> callback) = 0;
 
   virtual TransportStats stats() const = 0;

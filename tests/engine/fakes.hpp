@@ -2,7 +2,8 @@
 //   FakeReader     io::FileReader that completes reads on a later loop turn (or when the test
 //                  says), with injected errors, short reads, corruption and holds;
 //   FakeTransport  engine::Transport recording (key, topic, payload), able to refuse with
-//                  Backpressure / NotConnected and to signal writable;
+//                  Backpressure (on every channel, or on one: keys map to channels as the test
+//                  says, 0 otherwise) / NotConnected and to signal writable;
 //   TempDir, make_blob   a temporary data_dir with blobs laid out as the content store does,
 //                  and the io::StoredFile (digest, extent manifest) describing each;
 //   run_until      drives a uv loop until a predicate holds (iteration-bounded, never timed).
@@ -20,6 +21,8 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -187,7 +190,7 @@ class FakeTransport final : public Transport {
   SendResult send(std::string_view key, std::string_view topic,
                   std::span<const std::span<const std::byte>> parts, int qos) override {
     attempts++;
-    if (backpressure) {
+    if (backpressure || full.contains(channel_of(key))) {
       refused++;
       return SendResult::Backpressure;
     }
@@ -208,6 +211,13 @@ class FakeTransport final : public Transport {
         Message{std::string(key), std::string(topic), std::move(payload), qos, parts.size()});
     return SendResult::Ok;
   }
+  std::size_t channel_of(std::string_view key) const override {
+    auto it = channels.find(key);
+    return it == channels.end() ? 0 : it->second;
+  }
+  bool writable(std::size_t channel) const override {
+    return !backpressure && !full.contains(channel);
+  }
   std::size_t bytes_in_flight() const override { return in_flight; }
   void on_writable(std::function<void()> callback) override { writable_ = std::move(callback); }
 
@@ -215,6 +225,13 @@ class FakeTransport final : public Transport {
   void signal_writable() {
     backpressure = false;
     accept_before_backpressure = kUnlimited;
+    if (writable_) writable_();
+  }
+  // Channel `channel` refuses every publish until drain(channel).
+  void fill(std::size_t channel) { full.insert(channel); }
+  // Channel `channel` has room again; tells the subscriber.
+  void drain(std::size_t channel) {
+    full.erase(channel);
     if (writable_) writable_();
   }
   // The next `count` publishes fail with `r` (NotConnected / Error).
@@ -229,6 +246,8 @@ class FakeTransport final : public Transport {
   bool backpressure = false;
   std::size_t accept_before_backpressure = kUnlimited;  // then refuse with Backpressure
   std::size_t in_flight = 0;
+  std::map<std::string, std::size_t, std::less<>> channels;  // key -> channel; others: 0
+  std::set<std::size_t> full;                                // channels refusing
   std::size_t attempts = 0;
   std::size_t refused = 0;
   SendResult next_result = SendResult::Ok;

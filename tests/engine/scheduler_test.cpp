@@ -234,7 +234,7 @@ TEST_F(SchedulerTest, QueueBoundsThrottle) {
   auto& s = make(o);
   EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.post("a", "a/description", {}), Scheduler::Admit::Ok);
-  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);  // per thing
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 1, 1)), Scheduler::Admit::Throttled);  // per thing
   EXPECT_EQ(s.submit(job("b", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.submit(job("d", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);  // global
@@ -338,13 +338,13 @@ TEST_F(SchedulerTest, BackpressurePausesAndResumesWithoutLoss) {
   auto& s = make();
   transport_.accept_before_backpressure = 5;
   ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 40)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   settle();
   EXPECT_EQ(transport_.messages.size(), 5u);
   for (int round = 0; round < 3; ++round) {
     transport_.signal_writable();
     transport_.accept_before_backpressure = 7;
-    ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+    ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   }
   transport_.signal_writable();
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 1; }));
@@ -354,6 +354,54 @@ TEST_F(SchedulerTest, BackpressurePausesAndResumesWithoutLoss) {
     EXPECT_TRUE(block_matches(transport_.messages[i], 0, 1024));
   }
   EXPECT_GE(metrics_.counter_value("chunkd_publish_refused_total", R"(reason="backpressure")"), 4u);
+}
+
+// A full broker connection holds back only the things routed to it.
+TEST_F(SchedulerTest, AFullChannelHoldsBackOnlyItsThings) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  transport_.channels = {{"a", 0}, {"b", 1}, {"c", 0}, {"d", 2}};
+  transport_.fill(0);
+  for (const char* thing : {"a", "b", "c", "d"}) {
+    ASSERT_EQ(s.submit(job(thing, 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  }
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 2; }));
+  settle();
+  EXPECT_EQ(s.held_back(), 2u);
+  EXPECT_FALSE(s.paused()) << "the other channels are served";
+  ASSERT_EQ(transport_.messages.size(), 8u);
+  for (const auto& m : transport_.messages) EXPECT_TRUE(m.key == "b" || m.key == "d") << m.key;
+  EXPECT_EQ(transport_.refused, 1u) << "c waits without being offered to its full channel";
+  // Things on a free channel are served while channel 0 stays full.
+  ASSERT_EQ(s.submit(job("b", 0, 1024, 4, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 3; }));
+  EXPECT_EQ(s.held_back(), 2u);
+  transport_.drain(0);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 5; }));
+  EXPECT_EQ(s.held_back(), 0u);
+  ASSERT_EQ(transport_.messages.size(), 18u);
+  std::map<std::string, std::uint32_t> next;
+  for (const auto& m : transport_.messages) {
+    EXPECT_EQ(block_of(m), next[m.key]++) << m.key;
+    EXPECT_TRUE(block_matches(m, 0, 1024));
+  }
+  EXPECT_EQ(next["a"], 4u);
+  EXPECT_EQ(next["c"], 4u);
+  EXPECT_EQ(next["b"], 6u);
+}
+
+// A channel that stays full drains without a callback: the backstop timer re-checks it.
+TEST_F(SchedulerTest, AHeldChannelIsReleasedByTheBackstopToo) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  transport_.channels = {{"a", 3}};
+  transport_.fill(3);
+  ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() == 1; }));
+  transport_.full.clear();  // room again, no on_writable
+  ASSERT_TRUE(testing::run_until(
+      &loop_, [&] { return ended("ok") == 1; }, 2'000'000));
+  EXPECT_EQ(transport_.messages.size(), 2u);
 }
 
 TEST_F(SchedulerTest, BytesInFlightBoundStopsEncoding) {
@@ -491,7 +539,7 @@ TEST_F(SchedulerTest, StopFinishesStartedJobsAndDropsTheRest) {
   ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("one", 0, 1024, 10, 2)), Scheduler::Admit::Ok);
   ASSERT_EQ(s.submit(job("two", 0, 1024, 0, 3)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   ASSERT_EQ(transport_.messages.size(), 1u);
   bool done = false;
   s.stop(60'000, [&] { done = true; });
@@ -513,7 +561,7 @@ TEST_F(SchedulerTest, StopTimeoutDropsWhatCannotFinish) {
   auto& s = make();
   transport_.accept_before_backpressure = 1;
   ASSERT_EQ(s.submit(job("one", 0, 1024, 0, 10)), Scheduler::Admit::Ok);
-  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.paused(); }));
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
   bool done = false;
   s.stop(1, [&] { done = true; });
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return done; }));
@@ -521,6 +569,93 @@ TEST_F(SchedulerTest, StopTimeoutDropsWhatCannotFinish) {
   EXPECT_EQ(ended(), 1u);
   EXPECT_EQ(s.queued_requests(), 0u);
   scheduler_.reset();
+}
+
+// ---- merged duplicates ----
+
+TEST_F(SchedulerTest, ADuplicateReplacesTheQueuedCopyAndTheNewerTokenWins) {
+  add_file(8 * 1024, 8192);
+  SchedulerOptions o;
+  o.per_thing_queue_requests = 2;
+  auto& s = make(o);
+  auto with_token = [&](std::uint32_t first, std::uint32_t count, const std::string& token) {
+    BlockJob j = job("dev", 0, 1024, first, count);
+    j.client_token = token;
+    return j;
+  };
+  ASSERT_EQ(s.submit(with_token(0, 4, "t1")), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(with_token(0, 3, "t2")), Scheduler::Admit::Ok) << "another selection";
+  // The queue is full: the re-request is merged, not throttled.
+  EXPECT_EQ(s.submit(with_token(0, 4, "t3")), Scheduler::Admit::Merged);
+  EXPECT_EQ(s.submit(with_token(0, 4, "t4")), Scheduler::Admit::Merged);
+  EXPECT_EQ(s.submit(with_token(1, 4, "t5")), Scheduler::Admit::Throttled);
+  EXPECT_EQ(s.queued_requests(), 2u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_requests_merged_total"), 2u);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 2; }));
+  ASSERT_EQ(transport_.messages.size(), 7u);
+  for (std::size_t i = 0; i < 7; ++i) {
+    auto d = protocol::decode_data_reply(protocol::Format::Json, transport_.messages[i].payload);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->client_token, i < 4 ? "t4" : "t2") << "message " << i;
+    EXPECT_EQ(d->block_index, i < 4 ? i : i - 4);
+  }
+  EXPECT_EQ(ended("ok"), 2u);
+}
+
+TEST_F(SchedulerTest, OnlyAnIdenticalRequestOfTheSameThingMerges) {
+  add_file(8 * 1024, 8192, 0);
+  add_file(8 * 1024, 8192, 1);
+  auto& s = make();
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("other", 0, 1024, 0, 4)), Scheduler::Admit::Ok) << "another thing";
+  EXPECT_EQ(s.submit(job("dev", 1, 1024, 0, 4)), Scheduler::Admit::Ok) << "another file";
+  EXPECT_EQ(s.submit(job("dev", 0, 2048, 0, 4)), Scheduler::Admit::Ok) << "another block size";
+  BlockJob cbor = job("dev", 0, 1024, 0, 4);
+  cbor.format = protocol::Format::Cbor;
+  EXPECT_EQ(s.submit(std::move(cbor)), Scheduler::Admit::Ok) << "another format";
+  BlockJob sparse = job("dev", 0, 1024, 0, 4);
+  sparse.blocks = {0, 1, 3, 4};
+  EXPECT_EQ(s.submit(std::move(sparse)), Scheduler::Admit::Ok) << "another bitmap";
+  EXPECT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Merged);
+  EXPECT_EQ(s.queued_requests(), 6u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_requests_merged_total"), 1u);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 6; }));
+  EXPECT_EQ(ended("ok"), 6u);
+}
+
+// The merged job keeps its place: replies still follow the thing's other requests in order.
+TEST_F(SchedulerTest, AMergedJobKeepsItsPlaceInTheQueue) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  std::vector<std::byte> hello{std::byte{'h'}};
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.post("dev", "dev/description", hello), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 4, 2)), Scheduler::Admit::Ok);
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 2)), Scheduler::Admit::Merged);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.queued_requests() == 0; }));
+  ASSERT_EQ(transport_.messages.size(), 5u);
+  EXPECT_EQ(block_of(transport_.messages[0]), 0u);
+  EXPECT_EQ(block_of(transport_.messages[1]), 1u);
+  EXPECT_EQ(transport_.messages[2].topic, "dev/description");
+  EXPECT_EQ(block_of(transport_.messages[3]), 4u);
+  EXPECT_EQ(block_of(transport_.messages[4]), 5u);
+}
+
+// A job already sending is not merged: the device may have missed its first blocks.
+TEST_F(SchedulerTest, AJobAlreadySendingIsNotMerged) {
+  add_file(8 * 1024, 8192);
+  auto& s = make();
+  transport_.accept_before_backpressure = 1;
+  ASSERT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return s.held_back() > 0; }));
+  ASSERT_EQ(transport_.messages.size(), 1u);
+  EXPECT_EQ(s.submit(job("dev", 0, 1024, 0, 4)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.queued_requests(), 2u);
+  EXPECT_EQ(metrics_.counter_value("chunkd_requests_merged_total"), 0u);
+  transport_.signal_writable();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended() == 2; }));
+  ASSERT_EQ(transport_.messages.size(), 8u);
+  for (std::uint32_t i = 0; i < 8; ++i) EXPECT_EQ(block_of(transport_.messages[i]), i % 4);
 }
 
 // ---- set_limits (a config reload) ----
@@ -532,7 +667,9 @@ TEST_F(SchedulerTest, SetLimitsKeepsQueuedWorkAndBoundsNewAdmissions) {
   o.per_thing_queue_requests = 4;
   o.global_queue_requests = 8;
   auto& s = make(o);
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(s.submit(job("a", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    ASSERT_EQ(s.submit(job("a", 0, 1024, i, 2)), Scheduler::Admit::Ok);
+  }
   ASSERT_EQ(s.submit(job("b", 0, 1024, 0, 2)), Scheduler::Admit::Ok);
   o.per_thing_queue_requests = 1;
   o.global_queue_requests = 2;
@@ -544,14 +681,14 @@ TEST_F(SchedulerTest, SetLimitsKeepsQueuedWorkAndBoundsNewAdmissions) {
   ASSERT_TRUE(testing::run_until(&loop_, [&] { return ended("ok") == 4; }));
   EXPECT_EQ(transport_.messages.size(), 8u);
   EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
-  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 1, 1)), Scheduler::Admit::Throttled);
   EXPECT_EQ(s.submit(job("b", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Throttled);
   // Raised again: room at once.
   o.per_thing_queue_requests = 16;
   o.global_queue_requests = 64;
   s.set_limits(o);
-  EXPECT_EQ(s.submit(job("a", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
+  EXPECT_EQ(s.submit(job("a", 0, 1024, 2, 1)), Scheduler::Admit::Ok);
   EXPECT_EQ(s.submit(job("c", 0, 1024, 0, 1)), Scheduler::Admit::Ok);
 }
 

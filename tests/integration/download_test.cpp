@@ -619,7 +619,10 @@ TEST_F(Throttled, AThingOverItsQueueIsThrottled) {
   auto a = args();
   a.count = 40;
   a.client_token = "burst";
-  for (int i = 0; i < 10; ++i) ASSERT_TRUE(dev->send_get("rj", Format::Json, a));
+  for (std::uint32_t i = 0; i < 10; ++i) {
+    a.count = 40 - i;  // distinct requests: an identical one still queued would be merged
+    ASSERT_TRUE(dev->send_get("rj", Format::Json, a));
+  }
   int throttled = 0;
   while (throttled < 8) {
     auto r = dev->wait_for(ReplyKind::Rejected, 30000);
