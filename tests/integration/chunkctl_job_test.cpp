@@ -4,8 +4,6 @@
 // outcome while a device (the OTA agent's side of the jobs MQTT API) reports progress: one line
 // per change through a pipe, a view redrawn in place on a terminal.
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <pty.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +15,7 @@
 #include "protocol/base64.hpp"
 #include "tests/integration/api.hpp"
 #include "tests/support/net.hpp"
+#include "tests/support/pty_process.hpp"
 
 namespace chunkd::test {
 namespace {
@@ -364,45 +363,20 @@ TEST_F(ChunkctlJob, WatchOutlivesARestartOfChunkd) {
 // per device in progress from its `receive` details, and ends with the outcome.
 TEST_F(ChunkctlJob, WatchRedrawsOnATerminal) {
   EXPECT_EXIT_CODE(create_ota("tty-1", {"dev-1"}), 0);
-  const std::string ctl_path = chunkctl_binary_path();
-  std::vector<std::string> args = {ctl_path, "job", "watch", "tty-1", "--interval-ms", "100"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::string url_env = "CHUNKD_URL=" + url, token_env = "CHUNKD_TOKEN=";
-  char* envp[] = {url_env.data(), token_env.data(), nullptr};
-  winsize size{};
-  size.ws_row = 40;
-  size.ws_col = 100;
-  int master = -1;
-  pid_t pid = ::forkpty(&master, nullptr, nullptr, &size);
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::execve(ctl_path.c_str(), argv.data(), envp);
-    ::_exit(127);
-  }
-  std::string seen;               // what the terminal shows
-  auto read_some = [&](int ms) {  // false at EOF, or after `ms` without output
-    char buf[4096];
-    pollfd p{master, POLLIN, 0};
-    if (::poll(&p, 1, ms) <= 0) return false;
-    ssize_t n = ::read(master, buf, sizeof buf);
-    if (n <= 0) return false;
-    seen.append(buf, static_cast<std::size_t>(n));
-    return true;
-  };
+  PtyProcess tty;
+  ASSERT_TRUE(tty.start({chunkctl_binary_path(), "job", "watch", "tty-1", "--interval-ms", "100"},
+                        {"CHUNKD_URL=" + url, "CHUNKD_TOKEN="}, 40, 100));
   Agent agent(stack.broker.uri(), "dev-1");
   bool started =
       agent.start() && agent.next_job() == "tty-1" &&
       agent.update("tty-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":"1/3"}})");
   const std::string device_bar = "[##########....................] 1/3";
-  for (int i = 0; i < 100 && seen.find(device_bar) == std::string::npos; ++i) read_some(200);
-  bool finished = started && agent.update("tty-1", R"({"status":"SUCCEEDED"})");
-  while (read_some(30000)) {
+  for (int i = 0; i < 100 && tty.seen().find(device_bar) == std::string::npos; ++i) {
+    tty.read_some(200);
   }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ::close(master);
+  bool finished = started && agent.update("tty-1", R"({"status":"SUCCEEDED"})");
+  const int status = tty.finish(30000);
+  const std::string& seen = tty.seen();
   ASSERT_TRUE(started && finished);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << seen;
   EXPECT_NE(seen.find("job tty-1  IN_PROGRESS  1 things"), std::string::npos) << seen;

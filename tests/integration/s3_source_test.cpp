@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <pty.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,6 +23,7 @@
 
 #include "tests/integration/api.hpp"
 #include "tests/support/net.hpp"
+#include "tests/support/pty_process.hpp"
 #include "tests/support/s3_server.hpp"
 #include "tests/support/tls_certs.hpp"
 
@@ -457,45 +457,18 @@ TEST_F(S3Source, ChunkctlDrawsProgressOnATerminal) {
   ASSERT_TRUE(start(stack));
   const std::string url = "http://127.0.0.1:" + std::to_string(stack.daemon().port());
   const std::string ctl = chunkctl_binary_path();
-  std::vector<std::string> args = {ctl,
-                                   "create",
-                                   "s3bar",
-                                   "--file",
-                                   "0=s3fw:big.bin",
-                                   "--role-arn",
-                                   "arn:aws:iam::123456789012:role/chunkd"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::string url_env = "CHUNKD_URL=" + url;
-  std::string token_env = "CHUNKD_TOKEN=";
-  char* envp[] = {url_env.data(), token_env.data(), nullptr};
-  int master = -1;
-  pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::execve(ctl.c_str(), argv.data(), envp);
-    ::_exit(127);
-  }
-  std::string seen;               // what the terminal shows
-  auto read_some = [&](int ms) {  // false at EOF, or after `ms` without output
-    char buf[4096];
-    pollfd p{master, POLLIN, 0};
-    if (::poll(&p, 1, ms) <= 0) return false;
-    ssize_t n = ::read(master, buf, sizeof buf);
-    if (n <= 0) return false;
-    seen.append(buf, static_cast<std::size_t>(n));
-    return true;
-  };
+  PtyProcess tty;
+  ASSERT_TRUE(tty.start({ctl, "create", "s3bar", "--file", "0=s3fw:big.bin", "--role-arn",
+                         "arn:aws:iam::123456789012:role/chunkd"},
+                        {"CHUNKD_URL=" + url, "CHUNKD_TOKEN="}));
   const bool arriving = wait_until_fetch_arrives(stack.daemon().pid());
   shared->s3.pause();
-  for (int i = 0; i < 50 && seen.find("file 1/1 [") == std::string::npos; ++i) read_some(200);
-  shared->s3.resume();
-  while (read_some(60000)) {
+  for (int i = 0; i < 50 && tty.seen().find("file 1/1 [") == std::string::npos; ++i) {
+    tty.read_some(200);
   }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ::close(master);
+  shared->s3.resume();
+  const int status = tty.finish(60000);
+  const std::string& seen = tty.seen();
   ASSERT_TRUE(arriving) << stack.daemon().log(8000);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << seen;
   EXPECT_NE(seen.find("file 1/1 ["), std::string::npos) << seen;
