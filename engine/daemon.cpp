@@ -318,6 +318,9 @@ void Daemon::Impl::register_http_metrics() {
   metrics.gauge_fn("chunkd_http_buffered_bytes",
                    "Request bodies being buffered plus HTTP responses not yet written.", "",
                    stat(&io::HttpServerStats::buffered_bytes));
+  metrics.gauge_fn("chunkd_http_unfinished_heads",
+                   "HTTP request heads begun and not yet complete (slow clients, slowloris).", "",
+                   stat(&io::HttpServerStats::unfinished_heads));
 }
 
 bool Daemon::Impl::start_transport() {

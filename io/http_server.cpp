@@ -60,6 +60,7 @@ HttpServerStats HttpListener::stats_snapshot() const {
   HttpServerStats s = *stats_;
   s.buffered_bytes = budget_.used_bytes();
   s.buffered_bytes_peak = budget_.peak_bytes();
+  s.unfinished_heads = heads_.size();
   return s;
 }
 

@@ -82,6 +82,7 @@ struct HttpServerStats {
   std::uint64_t early_responses = 0;        // answered by the Authorize hook (e.g. 401)
   std::uint64_t buffered_bytes = 0;         // now: bodies being buffered + unwritten responses
   std::uint64_t buffered_bytes_peak = 0;    // the most buffered_bytes ever was
+  std::uint64_t unfinished_heads = 0;       // now: request heads begun, not yet complete
   std::uint64_t requests = 0;               // handed to the handler
   std::uint64_t error_responses = 0;        // answered by the server itself (400, 408, 411, ...)
   std::uint64_t timeouts = 0;               // idle and request timeouts

@@ -270,6 +270,8 @@ TEST_F(HttpServerTest, SlowHeadsMakeRoomWhenNoConnectionIsIdle) {
     CONNECT_FROM(s, "127.0.0.2");
     ASSERT_TRUE(s.send_raw("GET /slow HTTP/1.1\r\nX-A: "));
     slow.push_back(std::move(s));
+    // The server orders heads by when it read them: let it read this one before the next.
+    ASSERT_TRUE(wait_until([&] { return server_->stats().unfinished_heads == slow.size(); }));
   }
   ASSERT_TRUE(wait_until([&] { return server_->open_connections() == 4; }));
   // The first client makes room by closing the oldest unfinished head; the next ones find the
