@@ -17,6 +17,7 @@
 #include <sstream>
 #include <vector>
 
+#include "engine/config_cluster.hpp"
 #include "engine/config_s3.hpp"
 #include "engine/config_section.hpp"
 #include "engine/config_values.hpp"
@@ -54,7 +55,7 @@ const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
        {"listen", "token_file", "allow_insecure_listen", "max_body_bytes", "max_connections",
         "idle_timeout_ms", "request_timeout_ms", "max_concurrent_ingests", "max_buffered_mib",
         "max_connections_per_client"}},
-      {"storage", {"data_dir", "extent_kib", "max_streams", "max_file_mib"}},
+      {"storage", {"data_dir", "extent_kib", "max_streams", "max_file_mib", "content_bucket"}},
       {"buckets", {}},
       {"cache", {"capacity_mib"}},
       {"delivery",
@@ -63,6 +64,8 @@ const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
         "max_open_files"}},
       {"jobs", {"enabled", "max_jobs", "max_executions", "thing_requests_per_s"}},
       {"log", {"level"}},
+      {"amqp", {"uris", "password_file", "queue", "exchange", "prefetch", "delivery_limit"}},
+      {"registry", {"url"}},
   };
   return keys;
 }
@@ -436,6 +439,8 @@ Result validate(const toml::table& root, const std::string& config_dir) {
     Section s = section("log");
     read_log(s, c);
   }
+  config_cluster::read(root, c, config_dir, error);
+  config_cluster::check(root, c, error);
   if (!error.empty()) return unexpected(error);
   share_values(c);
   return c;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "base/expected.hpp"
+#include "engine/cluster_options.hpp"
 #include "engine/content_store.hpp"
 #include "engine/control_service.hpp"
 #include "engine/delivery.hpp"
@@ -66,6 +67,10 @@ struct Config {
 
   // [jobs] (engine/job_options.hpp); topic_prefix from mqtt.topic_prefix.
   JobOptions jobs;
+
+  // [amqp], [registry], storage.content_bucket: several instances sharing one broker cluster,
+  // registry and content bucket (engine/cluster_options.hpp).
+  ClusterOptions cluster;
 
   // [log] level
   io::LogLevel log_level = io::LogLevel::Info;

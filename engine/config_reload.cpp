@@ -85,6 +85,7 @@ const Setting kSettings[] = {
      [](const Config& c) { return show(std::uint64_t{c.control.service.max_streams}); }},
     {"storage.max_file_mib",
      [](const Config& c) { return show(std::uint64_t{c.store.max_file_bytes >> 20}); }},
+    {"storage.content_bucket", [](const Config& c) { return show(c.cluster.content_bucket); }},
     {"cache.capacity_mib",
      [](const Config& c) { return show(std::uint64_t{c.delivery.cache.capacity_bytes >> 20}); }},
     {"delivery.relax_version_check",
@@ -131,6 +132,21 @@ const Setting kSettings[] = {
     {"jobs.thing_requests_per_s", [](const Config& c) { return show(c.jobs.thing_requests_per_s); }},
     {"log.level", [](const Config& c) { return std::string(io::log_level_name(c.log_level)); },
      [](Config& to, const Config& from) { to.log_level = from.log_level; }},
+    {"amqp.uris",
+     [](const Config& c) {
+       std::string all;
+       for (const std::string& uri : c.cluster.amqp.uris) all += (all.empty() ? "" : ",") + uri;
+       return all;
+     }},
+    {"amqp.password_file", [](const Config& c) { return show(c.cluster.amqp.password_file); }},
+    {"amqp.password_file", [](const Config& c) { return show(c.cluster.amqp.password); }, nullptr,
+     true},
+    {"amqp.queue", [](const Config& c) { return show(c.cluster.amqp.queue); }},
+    {"amqp.exchange", [](const Config& c) { return show(c.cluster.amqp.exchange); }},
+    {"amqp.prefetch", [](const Config& c) { return show(std::uint64_t{c.cluster.amqp.prefetch}); }},
+    {"amqp.delivery_limit",
+     [](const Config& c) { return show(std::uint64_t{c.cluster.amqp.delivery_limit}); }},
+    {"registry.url", [](const Config& c) { return show(c.cluster.registry.url); }, nullptr, true},
 };
 // clang-format on
 

@@ -1,0 +1,147 @@
+// [amqp], [registry] and storage.content_bucket (engine/cluster_options.hpp): read, checked against
+// the rest of the config, and refused with the key named.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "engine/config.hpp"
+#include "tests/support/net.hpp"
+
+namespace chunkd::engine {
+namespace {
+
+class ConfigClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string error;
+    dir_ = test::make_temp_dir("config-cluster", error);
+    ASSERT_FALSE(dir_.empty()) << error;
+    std::ofstream(dir_ + "/creds") << "[default]\naws_access_key_id = A\naws_secret_access_key = "
+                                      "s\n";
+    std::ofstream(dir_ + "/amqp-password") << "rabbit\n";
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  Expected<Config, std::string> parse(const std::string& text) {
+    return parse_config(text, dir_, "test.toml");
+  }
+  std::string error_of(const std::string& text) {
+    auto r = parse(text);
+    EXPECT_FALSE(r.has_value()) << text;
+    return r ? std::string() : r.error();
+  }
+  // A content bucket, as every shared config needs one.
+  static std::string shared_bucket() {
+    return "[storage]\ncontent_bucket = \"shared\"\n[buckets.shared]\ntype = \"s3\"\n"
+           "endpoint = \"http://127.0.0.1:9000\"\nregion = \"us-east-1\"\n"
+           "credentials_file = \"creds\"\n";
+  }
+  std::string dir_;
+};
+
+TEST_F(ConfigClusterTest, AbsentMeansOneHost) {
+  auto c = parse("");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_FALSE(c->cluster.amqp.enabled);
+  EXPECT_TRUE(c->cluster.registry.url.empty());
+  EXPECT_TRUE(c->cluster.content_bucket.empty());
+  EXPECT_FALSE(c->cluster.shared());
+  EXPECT_TRUE(c->jobs.enabled);
+}
+
+TEST_F(ConfigClusterTest, EveryKeyRead) {
+  auto c = parse(shared_bucket() +
+                 "[amqp]\nuris = [\"amqp://chunkd@127.0.0.1:5672/\", \"amqps://h2/vh\"]\n"
+                 "password_file = \"amqp-password\"\nqueue = \"q\"\nexchange = \"x\"\n"
+                 "prefetch = 64\ndelivery_limit = 3\n"
+                 "[registry]\nurl = \"postgresql://chunkd@127.0.0.1:5432/chunkd\"\n"
+                 "[mqtt]\ntopic_prefix = \"fleet/things\"\n");
+  ASSERT_TRUE(c) << c.error();
+  const AmqpOptions& a = c->cluster.amqp;
+  EXPECT_TRUE(a.enabled);
+  ASSERT_EQ(a.uris.size(), 2u);
+  EXPECT_EQ(a.uris[1], "amqps://h2/vh");
+  EXPECT_EQ(a.password_file, dir_ + "/amqp-password");
+  EXPECT_EQ(a.password, "rabbit");
+  EXPECT_EQ(a.queue, "q");
+  EXPECT_EQ(a.exchange, "x");
+  EXPECT_EQ(a.prefetch, 64u);
+  EXPECT_EQ(a.delivery_limit, 3u);
+  EXPECT_EQ(a.topic_prefix, "fleet/things");
+  EXPECT_EQ(c->cluster.registry.url, "postgresql://chunkd@127.0.0.1:5432/chunkd");
+  EXPECT_EQ(c->cluster.content_bucket, "shared");
+  EXPECT_TRUE(c->cluster.shared());
+}
+
+TEST_F(ConfigClusterTest, AmqpDefaults) {
+  auto c = parse(shared_bucket() + "[amqp]\nuris = [\"amqp://127.0.0.1\"]\n");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(c->cluster.amqp.queue, "chunkd.requests");
+  EXPECT_EQ(c->cluster.amqp.exchange, "amq.topic");
+  EXPECT_EQ(c->cluster.amqp.prefetch, 256u);
+  EXPECT_EQ(c->cluster.amqp.delivery_limit, 5u);
+  EXPECT_EQ(c->cluster.amqp.password, "");
+}
+
+TEST_F(ConfigClusterTest, BadAmqpValuesNameTheKey) {
+  const std::string head = shared_bucket() + "[amqp]\n";
+  EXPECT_EQ(error_of(head).rfind("amqp.uris:", 0), 0u);
+  EXPECT_EQ(error_of(head + "uris = []\n").rfind("amqp.uris:", 0), 0u);
+  EXPECT_NE(error_of(head + "uris = [\"tcp://h\"]\n").find("amqp://"), std::string::npos);
+  EXPECT_NE(error_of(head + "uris = [\"amqp://u:secret@h\"]\n").find("password_file"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + "uris = [\"amqp://\"]\n").find("no host"), std::string::npos);
+  const std::string uris = head + "uris = [\"amqp://h\"]\n";
+  EXPECT_EQ(error_of(uris + "prefetch = 0\n").rfind("amqp.prefetch:", 0), 0u);
+  EXPECT_EQ(error_of(uris + "queue = \"\"\n").rfind("amqp.queue:", 0), 0u);
+  EXPECT_EQ(
+      error_of(uris + "exchange = \"" + std::string(256, 'x') + "\"\n").rfind("amqp.exchange:", 0),
+      0u);
+  EXPECT_EQ(error_of(uris + "password_file = \"missing\"\n").rfind("amqp.password_file:", 0), 0u);
+  EXPECT_NE(error_of(uris + "nope = 1\n").find("amqp.nope"), std::string::npos);
+}
+
+TEST_F(ConfigClusterTest, RegistryUrlMustBePostgres) {
+  EXPECT_EQ(
+      error_of(shared_bucket() + "[registry]\nurl = \"mysql://h/db\"\n").rfind("registry.url:", 0),
+      0u);
+  EXPECT_EQ(error_of(shared_bucket() + "[registry]\nurl = 5\n").rfind("registry.url:", 0), 0u);
+}
+
+TEST_F(ConfigClusterTest, SharedStateNeedsAContentBucket) {
+  EXPECT_NE(error_of("[registry]\nurl = \"postgres://h/db\"\n").find("storage.content_bucket"),
+            std::string::npos);
+  EXPECT_NE(error_of("[amqp]\nuris = [\"amqp://h\"]\n").find("storage.content_bucket"),
+            std::string::npos);
+  EXPECT_NE(error_of("[storage]\ncontent_bucket = \"nope\"\n").find("not an s3 bucket"),
+            std::string::npos);
+  std::filesystem::create_directory(dir_ + "/local");
+  EXPECT_NE(error_of("[storage]\ncontent_bucket = \"local\"\n[buckets]\nlocal = \"local\"\n")
+                .find("not an s3 bucket"),
+            std::string::npos);
+  // One host may still keep its content in a bucket.
+  auto c = parse(shared_bucket());
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_FALSE(c->cluster.shared());
+}
+
+// Jobs keep their state in one instance's memory: off by default when shared, refused if asked for.
+TEST_F(ConfigClusterTest, JobsStayOnOneHost) {
+  const std::string shared = shared_bucket() + "[registry]\nurl = \"postgres://h/db\"\n";
+  auto c = parse(shared);
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_FALSE(c->jobs.enabled);
+  ASSERT_EQ(c->warnings.size(), 1u);
+  EXPECT_NE(c->warnings[0].find("jobs"), std::string::npos);
+  EXPECT_EQ(error_of(shared + "[jobs]\nenabled = true\n").rfind("jobs.enabled:", 0), 0u);
+  auto off = parse(shared + "[jobs]\nenabled = false\n");
+  ASSERT_TRUE(off) << off.error();
+  EXPECT_TRUE(off->warnings.empty());
+}
+
+}  // namespace
+}  // namespace chunkd::engine
