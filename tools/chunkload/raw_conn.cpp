@@ -101,7 +101,7 @@ void RawFleet::start_connect(Conn& conn, TimePoint now) {
 
 void RawFleet::on_connected(Conn& conn, TimePoint now) {
   conn.state = ConnState::Up;
-  conn.in.resize(kReadBytes);
+  conn.in.reserve(kReadBytes);
   conn.last_sent = now;
   mqtt::append_connect(conn.out, conn.client_id, kKeepAliveSeconds);
   // Pipelined, as MQTT allows: the SUBSCRIBEs need not wait for the CONNACK.
@@ -141,16 +141,16 @@ void RawFleet::on_event(Conn& conn, std::uint32_t events, TimePoint now) {
 
 bool RawFleet::read_conn(Conn& conn, TimePoint now) {
   for (int round = 0; round < kReadsPerEvent; ++round) {
-    if (conn.in_begin > 0 && conn.in.size() - conn.in_end < conn.in.size() / 4) {
+    if (conn.in_begin > 0 && conn.in.capacity() - conn.in_end < conn.in.capacity() / 4) {
       // Move the partial packet at the end to the front: at most one packet per buffer.
       std::memmove(conn.in.data(), conn.in.data() + conn.in_begin, conn.in_end - conn.in_begin);
       conn.in_end -= conn.in_begin;
       conn.in_begin = 0;
     }
-    if (conn.in_end == conn.in.size()) {  // one packet larger than the buffer
-      conn.in.resize(std::min(conn.in.size() * 2, kMaxPacketBytes + 8));
+    if (conn.in_end == conn.in.capacity()) {  // one packet larger than the buffer
+      conn.in.reserve(std::min(conn.in.capacity() * 2, kMaxPacketBytes + 8), conn.in_end);
     }
-    const std::size_t room = conn.in.size() - conn.in_end;
+    const std::size_t room = conn.in.capacity() - conn.in_end;
     const ssize_t r = ::recv(conn.fd, conn.in.data() + conn.in_end, room, 0);
     if (r == 0) {
       close_conn(conn, "connection lost (the broker closed the connection)");
@@ -167,7 +167,7 @@ bool RawFleet::read_conn(Conn& conn, TimePoint now) {
     std::string error;
     for (;;) {
       const auto view =
-          std::span<const std::byte>(conn.in).subspan(conn.in_begin, conn.in_end - conn.in_begin);
+          std::span<const std::byte>(conn.in.data() + conn.in_begin, conn.in_end - conn.in_begin);
       const mqtt::Parse p = mqtt::next_packet(view, kMaxPacketBytes, packet, error);
       if (p == mqtt::Parse::NeedMore) break;
       if (p == mqtt::Parse::Error) {
@@ -290,7 +290,7 @@ void RawFleet::close_conn(Conn& conn, const std::string& reason) {
     conn.fd = -1;
   }
   conn.state = ConnState::Closed;
-  conn.in = {};
+  conn.in = ReadBuffer();
   conn.out = {};
   conn.out_begin = conn.in_begin = conn.in_end = 0;
   if (!reason.empty()) fail_conn_devices(conn, reason);

@@ -22,6 +22,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -72,6 +73,25 @@ class RawFleet {
     std::uint32_t first = 0;  // devices [first, first + count)
     std::uint32_t count = 0;
   };
+  // A connection's read buffer, not zero-filled: its pages become resident only as reads reach
+  // them, so 10,000 connections of one quiet device each cost what they receive, not 256 KiB each.
+  class ReadBuffer {
+   public:
+    std::byte* data() { return bytes_.get(); }
+    std::size_t capacity() const { return capacity_; }
+    // Grows to `n` bytes, keeping the first `keep`.
+    void reserve(std::size_t n, std::size_t keep = 0) {
+      if (n <= capacity_) return;
+      auto grown = std::make_unique_for_overwrite<std::byte[]>(n);
+      if (keep > 0) std::memcpy(grown.get(), bytes_.get(), keep);
+      bytes_ = std::move(grown);
+      capacity_ = n;
+    }
+
+   private:
+    std::unique_ptr<std::byte[]> bytes_;
+    std::size_t capacity_ = 0;
+  };
   enum class ConnState : std::uint8_t { Idle, Connecting, Up, Closed };
   struct Conn {
     int fd = -1;
@@ -86,7 +106,7 @@ class RawFleet {
     TimePoint start_at;
     TimePoint connect_deadline;
     TimePoint last_sent;
-    std::vector<std::byte> in;  // read buffer: bytes [in_begin, in_end) not parsed yet
+    ReadBuffer in;  // bytes [in_begin, in_end) not parsed yet
     std::size_t in_begin = 0;
     std::size_t in_end = 0;
     mqtt::Buffer out;  // bytes [out_begin, out.size()) still to write
