@@ -135,11 +135,11 @@ void RawFleet::on_event(Conn& conn, std::uint32_t events, TimePoint now) {
     on_connected(conn, now);
   }
   if (conn.state != ConnState::Up) return;
-  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0 && !read_conn(conn, now)) return;
+  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0 && !read_conn(conn)) return;
   if ((events & EPOLLOUT) != 0 && conn.watching_out) write_conn(conn);
 }
 
-bool RawFleet::read_conn(Conn& conn, TimePoint now) {
+bool RawFleet::read_conn(Conn& conn) {
   for (int round = 0; round < kReadsPerEvent; ++round) {
     if (conn.in_begin > 0 && conn.in.capacity() - conn.in_end < conn.in.capacity() / 4) {
       // Move the partial packet at the end to the front: at most one packet per buffer.
@@ -175,7 +175,7 @@ bool RawFleet::read_conn(Conn& conn, TimePoint now) {
         return false;
       }
       conn.in_begin += packet.size;
-      if (!dispatch(conn, packet, now)) return false;
+      if (!dispatch(conn, packet)) return false;
     }
     if (conn.in_begin == conn.in_end) conn.in_begin = conn.in_end = 0;
     if (static_cast<std::size_t>(r) < room) return true;  // drained
@@ -183,8 +183,7 @@ bool RawFleet::read_conn(Conn& conn, TimePoint now) {
   return true;
 }
 
-bool RawFleet::dispatch(Conn& conn, const mqtt::Packet& packet, TimePoint now) {
-  (void)now;
+bool RawFleet::dispatch(Conn& conn, const mqtt::Packet& packet) {
   std::string error;
   switch (packet.type()) {
     case mqtt::Type::Publish: {

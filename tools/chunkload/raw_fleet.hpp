@@ -130,8 +130,8 @@ class RawFleet {
   void on_connected(Conn& conn, TimePoint now);
   void on_event(Conn& conn, std::uint32_t events, TimePoint now);
   // Reads what the socket has, parses and dispatches every whole packet. False: conn closed.
-  bool read_conn(Conn& conn, TimePoint now);
-  bool dispatch(Conn& conn, const mqtt::Packet& packet, TimePoint now);
+  bool read_conn(Conn& conn);
+  bool dispatch(Conn& conn, const mqtt::Packet& packet);
   void mark_dirty(Conn& conn);
   void flush_dirty(TimePoint now);
   bool write_conn(Conn& conn);
