@@ -326,9 +326,13 @@ void Daemon::Impl::register_http_metrics() {
 bool Daemon::Impl::start_transport() {
   mqtt->on_failure([this](const io::MqttFailureReport& report) { mqtt_failed(report); });
   auto started = transport->start(
-      [this](std::string_view topic, std::span<const std::byte> payload) {
-        if (jobs && jobs->service().on_message(topic, payload)) return;
-        if (delivery) delivery->on_message(topic, payload);
+      [this](std::string_view topic, std::span<const std::byte> payload,
+             Transport::RequestTag tag) {
+        if (jobs && jobs->service().on_message(topic, payload)) {
+          if (tag != Transport::kNoRequestTag) transport->finished(tag);
+          return;
+        }
+        if (delivery) delivery->on_message(topic, payload, tag);
       },
       [this](bool ready) { transport_ready(ready); });
   if (!started) {
