@@ -202,8 +202,8 @@ void TestPostgres::kill9() {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
-  // The backends notice their postmaster is gone and exit; a new postmaster waits for them
-  // (it refuses to start while the old shared memory is in use), so start() is bounded by that.
+  // The backends notice their postmaster is gone and exit; until they have, a new postmaster
+  // refuses to start (the old shared memory is still in use): start() then fails, saying so.
 }
 
 bool TestPostgres::restart() {
