@@ -32,6 +32,12 @@ io::HttpResponse registry_error(const std::error_code& error, const std::string&
   if (error == std::errc::file_exists) {  // a create another instance committed first
     return api_error(ApiErrorCode::AlreadyExists, "stream " + id + " already exists");
   }
+  if (error == io::changed_meanwhile()) {  // an update racing another instance's change
+    return api_error(ApiErrorCode::AlreadyExists,
+                     "stream " + id +
+                         " was changed or deleted by another instance meanwhile; describe it "
+                         "and retry");
+  }
   if (error == std::errc::resource_unavailable_try_again) {
     return api_error(ApiErrorCode::RateLimited, "the registry is busy; retry");
   }
@@ -328,7 +334,7 @@ void ControlService::commit(Op& op) {
   op.stream = stream;
   auto written = [this, &op](std::error_code error) {
     if (error) {
-      if (error != std::errc::file_exists) {
+      if (error != std::errc::file_exists && error != io::changed_meanwhile()) {
         LOG_ERROR("control", "stream %s: the registry write failed: %s", op.id.c_str(),
                   error.message().c_str());
       }
@@ -341,11 +347,12 @@ void ControlService::commit(Op& op) {
     int status = op.kind == Op::Kind::Create ? 201 : 200;
     finish(op, json_response(status, protocol::create_response(to_info(*op.stream), warnings)));
   };
-  // A create must not replace a stream another writer of a shared registry created meanwhile.
+  // With a shared registry, a create must not replace a stream another instance created
+  // meanwhile, nor an update one another instance changed since this one read it.
   if (op.kind == Op::Kind::Create) {
     registry_.create(*stream, std::move(written));
   } else {
-    registry_.put(*stream, std::move(written));
+    registry_.update(*stream, {op.previous->version, op.previous->updated_at}, std::move(written));
   }
 }
 

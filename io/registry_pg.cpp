@@ -65,7 +65,8 @@ std::errc PgRegistryStore::refusal(bool write) const {
   return std::errc{};
 }
 
-void PgRegistryStore::submit_write(PgOp::Kind kind, StoredStream stream, Done done) {
+void PgRegistryStore::submit_write(PgOp::Kind kind, StoredStream stream,
+                                   std::optional<Expectation> expected, Done done) {
   if (const std::errc why = refusal(true); why != std::errc{}) {
     done(std::make_error_code(why));
     return;
@@ -75,7 +76,7 @@ void PgRegistryStore::submit_write(PgOp::Kind kind, StoredStream stream, Done do
   op->id = stream.id;
   op->done = std::move(done);
   std::string problem;
-  if (!pg_put_params(stream, kind == PgOp::Kind::Create, op->params, problem)) {
+  if (!pg_put_params(stream, kind == PgOp::Kind::Create, expected, op->params, problem)) {
     LOG_ERROR("registry", "%s", problem.c_str());
     op->done(std::make_error_code(std::errc::invalid_argument));
     return;
@@ -201,9 +202,11 @@ void PgRegistryStore::finish_running() {
   std::string message;
   if (op->failure != nullptr) {
     const char* state = PQresultErrorField(op->failure, PG_DIAG_SQLSTATE);
-    error = std::make_error_code(pg_errc(state != nullptr ? state : ""));
+    const std::string_view sqlstate = state != nullptr ? state : "";
+    error = sqlstate == kPgChangedMeanwhile ? changed_meanwhile()
+                                            : std::make_error_code(pg_errc(sqlstate));
     message = pg_result_message(op->failure);
-    if (error != std::errc::file_exists) {
+    if (error != std::errc::file_exists && error != changed_meanwhile()) {
       LOG_ERROR("registry", "%s stream '%s' in PostgreSQL: %s", op->verb(), op->id.c_str(),
                 message.c_str());
     }

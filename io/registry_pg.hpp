@@ -1,7 +1,7 @@
 // The stream registry several chunkd instances share, in PostgreSQL (RegistryStore::open_shared,
 // [registry] url in the config). Same contract as the SQLite store (io/registry_store.hpp):
-// acknowledged = committed (PostgreSQL's default synchronous_commit), each put/create/erase one
-// transaction (one statement: the function chunkd_put_stream, or a DELETE), writes one at a
+// acknowledged = committed (PostgreSQL's default synchronous_commit), each put/create/update/erase
+// one transaction (one statement: the function chunkd_put_stream, or a DELETE), writes one at a
 // time in submission order, at most `max_pending_writes` queued (over it:
 // resource_unavailable_try_again at once), operation_canceled after close().
 //
@@ -25,7 +25,9 @@
 // been missed, reload everything.
 //
 // Errors: a failed statement is logged with PostgreSQL's message and SQLSTATE; its code maps the
-// SQLSTATE: unique violation (create of an existing id) → file_exists (not logged), disk full →
+// SQLSTATE: unique violation (create of an existing id) → file_exists and CK409 (an update whose
+// stream another writer changed or erased since it was read) → changed_meanwhile() (both expected
+// refusals, not logged), disk full →
 // no_space_on_device, out of memory → not_enough_memory, insufficient privilege / invalid
 // authorization → permission_denied, connection exceptions → connection_aborted, anything else →
 // io_error. open_shared()'s error detail carries PostgreSQL's message.
@@ -55,6 +57,8 @@
 namespace chunkd::io::detail {
 
 inline constexpr const char* kPgChannel = "chunkd_streams";
+// The SQLSTATE chunkd_put_stream raises when an update's precondition does not hold.
+inline constexpr std::string_view kPgChangedMeanwhile = "CK409";
 
 // The errc for a SQLSTATE (see above).
 std::errc pg_errc(std::string_view sqlstate);
@@ -69,11 +73,14 @@ Expected<void> prepare_pg_schema(PGconn* conn);
 struct PgParams {
   std::vector<std::optional<std::string>> values;
 };
-extern const char* const kPgPutSql;    // $1 create, $2.. the stream (pg_put_params)
+extern const char* const kPgPutSql;    // $1 create, $2.. the stream, expectation (pg_put_params)
 extern const char* const kPgEraseSql;  // $1 the id
 extern const char* const kPgLoadSql;   // $1 the id, or NULL for every stream
 // False (`problem` set) when a field cannot be sent (a NUL byte: PostgreSQL text cannot hold it).
-bool pg_put_params(const StoredStream& stream, bool create, PgParams& out, std::string& problem);
+// `expected`: an update's precondition (nullopt: a put or create).
+bool pg_put_params(const StoredStream& stream, bool create,
+                   const std::optional<RegistryStore::Expectation>& expected, PgParams& out,
+                   std::string& problem);
 
 // The streams of a kPgLoadSql result, checked; the error's detail says which row is wrong.
 Expected<std::vector<StoredStream>> pg_parse_streams(const PGresult* result);

@@ -54,12 +54,24 @@ CREATE FUNCTION chunkd_put_stream(
     p_created_at text, p_updated_at text, p_allowed_things text,
     p_tag_keys text[], p_tag_values text[],
     p_file_ids bigint[], p_buckets text[], p_keys text[], p_sizes bigint[], p_digests text[],
-    p_extents bigint[], p_manifests bytea[], p_etags text[], p_source_versions text[])
+    p_extents bigint[], p_manifests bytea[], p_etags text[], p_source_versions text[],
+    p_expected_version bigint, p_expected_updated_at text)  -- an update's precondition, or NULL
   RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
   IF p_create THEN
     INSERT INTO streams VALUES (p_id, p_version, p_description, p_role_arn, p_created_at,
                                 p_updated_at, cardinality(p_file_ids), p_allowed_things);
+  ELSIF p_expected_version IS NOT NULL THEN
+    UPDATE streams SET version = p_version, description = p_description, role_arn = p_role_arn,
+        created_at = p_created_at, updated_at = p_updated_at,
+        file_count = cardinality(p_file_ids), allowed_things = p_allowed_things
+      WHERE id = p_id AND version = p_expected_version AND updated_at = p_expected_updated_at;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'stream % was changed or deleted by another writer since it was read', p_id
+        USING ERRCODE = 'CK409';
+    END IF;
+    DELETE FROM stream_tags WHERE stream_id = p_id;
+    DELETE FROM stream_files WHERE stream_id = p_id;
   ELSE
     INSERT INTO streams VALUES (p_id, p_version, p_description, p_role_arn, p_created_at,
                                 p_updated_at, cardinality(p_file_ids), p_allowed_things)
@@ -221,7 +233,7 @@ Expected<void> prepare_pg_schema(PGconn* conn) {
 
 const char* const kPgPutSql =
     "SELECT chunkd_put_stream($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-    "$16, $17, $18, $19)";
+    "$16, $17, $18, $19, $20, $21)";
 const char* const kPgEraseSql =
     "WITH gone AS (DELETE FROM streams WHERE id = $1 RETURNING id) "
     "SELECT pg_notify('chunkd_streams', id) FROM gone";
@@ -238,7 +250,9 @@ const char* const kPgLoadSql =
     "FROM stream_files WHERE $1::text IS NULL OR stream_id = $1"
     ") AS r ORDER BY sid COLLATE \"C\", kind, ord";
 
-bool pg_put_params(const StoredStream& s, bool create, PgParams& out, std::string& problem) {
+bool pg_put_params(const StoredStream& s, bool create,
+                   const std::optional<RegistryStore::Expectation>& expected, PgParams& out,
+                   std::string& problem) {
   auto& v = out.values;
   v.clear();
   v.emplace_back(create ? "t" : "f");
@@ -267,6 +281,13 @@ bool pg_put_params(const StoredStream& s, bool create, PgParams& out, std::strin
   files([](const StoredFile& x) { return hex_manifest(x.manifest); });
   files([](const StoredFile& x) { return x.source_etag; });
   files([](const StoredFile& x) { return x.source_version; });
+  if (expected) {
+    v.emplace_back(std::to_string(static_cast<long long>(expected->version)));
+    v.emplace_back(expected->updated_at);
+  } else {
+    v.emplace_back(std::nullopt);
+    v.emplace_back(std::nullopt);
+  }
   for (const auto& value : v) {
     if (value && value->find('\0') != std::string::npos) {
       problem = "stream '" + s.id + "' holds a NUL byte, which PostgreSQL text cannot store";

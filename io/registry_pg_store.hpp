@@ -31,7 +31,7 @@ inline constexpr std::uint64_t kMaxBackoffMs = 5000;
 inline constexpr std::uint64_t kConnectTimeoutMs = 10000;
 
 struct PgOp {
-  enum class Kind { Put, Create, Erase, Load, Listen };
+  enum class Kind { Put, Create, Update, Erase, Load, Listen };
   Kind kind = Kind::Put;
   std::string id;  // Put/Create/Erase: the stream; Load: the stream or "" (every stream)
   PgParams params;
@@ -46,13 +46,15 @@ struct PgOp {
     PQclear(rows);
     PQclear(failure);
   }
-  bool is_write() const { return kind == Kind::Put || kind == Kind::Create || kind == Kind::Erase; }
+  bool is_write() const { return kind != Kind::Load && kind != Kind::Listen; }
   const char* verb() const {
     switch (kind) {
       case Kind::Put:
         return "put";
       case Kind::Create:
         return "create";
+      case Kind::Update:
+        return "update";
       case Kind::Erase:
         return "erase";
       case Kind::Load:
@@ -78,10 +80,13 @@ class PgRegistryStore final : public RegistryStore {
 
   Expected<std::vector<StoredStream>> load_all() override;
   void put(StoredStream stream, Done done) override {
-    submit_write(PgOp::Kind::Put, std::move(stream), std::move(done));
+    submit_write(PgOp::Kind::Put, std::move(stream), std::nullopt, std::move(done));
+  }
+  void update(StoredStream stream, Expectation expected, Done done) override {
+    submit_write(PgOp::Kind::Update, std::move(stream), std::move(expected), std::move(done));
   }
   void create(StoredStream stream, Done done) override {
-    submit_write(PgOp::Kind::Create, std::move(stream), std::move(done));
+    submit_write(PgOp::Kind::Create, std::move(stream), std::nullopt, std::move(done));
   }
   void erase(std::string id, Done done) override;
   std::size_t pending_writes() const override { return pending_writes_; }
@@ -96,7 +101,8 @@ class PgRegistryStore final : public RegistryStore {
 
   // Why an operation submitted now is refused, or std::errc{}.
   std::errc refusal(bool write) const;
-  void submit_write(PgOp::Kind kind, StoredStream stream, Done done);
+  void submit_write(PgOp::Kind kind, StoredStream stream, std::optional<Expectation> expected,
+                    Done done);
   void enqueue(std::unique_ptr<PgOp> op);
   void pump();
   bool send(PgOp& op);

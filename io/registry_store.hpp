@@ -21,6 +21,7 @@
 
 #include <uv.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -103,6 +104,18 @@ class RegistryStore {
   // Insert the stream only when no stream has its id (one transaction, like put): fails with
   // std::errc::file_exists when one has, whoever wrote it.
   virtual void create(StoredStream stream, Done done) = 0;
+  // What an update expects the stored stream to be: its version and updated_at as last read.
+  struct Expectation {
+    std::uint64_t version = 0;
+    std::string updated_at;
+  };
+  // Replace the stream only while it is still as `expected` (one transaction, like put): fails
+  // with changed_meanwhile() when another writer changed or erased it meanwhile. A store
+  // nobody else writes just puts (its one writer serialises its own changes).
+  virtual void update(StoredStream stream, Expectation expected, Done done) {
+    (void)expected;
+    put(std::move(stream), std::move(done));
+  }
   virtual void erase(std::string id, Done done) = 0;
   virtual std::size_t pending_writes() const = 0;
   // Whether other writers share this registry (then on_change and load work).
@@ -121,6 +134,10 @@ class RegistryStore {
   // Waits for queued writes, closes the database, then calls `done` on the loop thread.
   virtual void close(std::function<void()> done) = 0;
 };
+
+// The error of an update whose stream another writer changed or erased since it was read:
+// ESTALE in the generic category (std::errc has no name for it).
+inline std::error_code changed_meanwhile() { return {ESTALE, std::generic_category()}; }
 
 // The category of errors reported by SQLite (value: extended result code). Its
 // default_error_condition maps SQLITE_FULL to no_space_on_device, SQLITE_IOERR to io_error,

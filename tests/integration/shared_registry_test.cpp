@@ -161,6 +161,38 @@ TEST_F(SharedRegistry, TwoCreatesOfOneIdAtOnceGiveOne201AndOne409) {
   EXPECT_TRUE(eventually([&] { return version_on(a_, "raced") && version_on(b_, "raced"); }, ms));
 }
 
+TEST_F(SharedRegistry, TwoUpdatesOfOneStreamAtOnceNeverShareAVersion) {
+  ASSERT_TRUE(a_.create_file_stream("upd", test_bytes(1000, 7)));
+  long long ms = 0;
+  ASSERT_TRUE(eventually([&] { return version_on(b_, "upd") == 1u; }, ms));
+  a_.put("new.bin", test_bytes(8u << 20, 8));
+  b_.put("new.bin", test_bytes(8u << 20, 9));  // other content: B's version would differ
+  const std::string body =
+      R"({"files":[{"fileId":0,"s3Location":{"bucket":"fw","key":"new.bin"}}]})";
+  HttpClientResponse from_a, from_b;
+  std::thread ta([&] { from_a = a_.daemon().http().request("PUT", "/streams/upd", body); });
+  std::thread tb([&] { from_b = b_.daemon().http().request("PUT", "/streams/upd", body); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(from_a.status + from_b.status, 200 + 409) << from_a.body << "\n" << from_b.body;
+  Stack& winner = from_a.status == 200 ? a_ : b_;
+  const HttpClientResponse& refused = from_a.status == 200 ? from_b : from_a;
+  EXPECT_NE(refused.body.find("changed or deleted by another instance"), std::string::npos)
+      << refused.body;
+  const std::string described = winner.request("GET", "/streams/upd").body;
+  const auto digest = Json(described).str("/data/files/0/digest");
+  ASSERT_TRUE(digest.has_value()) << described;
+  for (Stack* stack : {&a_, &b_}) {
+    EXPECT_TRUE(eventually(
+        [&] {
+          const Json d(stack->request("GET", "/streams/upd").body);
+          return d.u64("/data/streamVersion") == 2u && d.str("/data/files/0/digest") == digest;
+        },
+        ms))
+        << "both instances show the winner's version 2";
+  }
+}
+
 TEST_F(SharedRegistry, AfterTheConnectionIsCutEveryInstanceReloadsWhatItMissed) {
   ASSERT_TRUE(a_.create_file_stream("kept", test_bytes(1000, 4)));
   ASSERT_TRUE(a_.create_file_stream("dropped", test_bytes(1000, 5)));

@@ -188,6 +188,34 @@ TEST_F(RegistryPgTest, CreateOfAnExistingIdIsRefusedWhoeverWroteIt) {
   EXPECT_EQ(from_a.error ? from_a.error : from_b.error, std::errc::file_exists);
 }
 
+TEST_F(RegistryPgTest, UpdateHoldsOnlyWhileTheStreamIsAsItWasRead) {
+  a_ = open();
+  b_ = open();
+  ASSERT_TRUE(a_ && b_);
+  const StoredStream read = numbered_stream(1);
+  ASSERT_FALSE(write(*a_, true, read));
+  auto update = [&](RegistryStore& store, StoredStream s, const StoredStream& as_read) {
+    Outcome outcome;
+    store.update(std::move(s), {as_read.version, as_read.updated_at}, capture(outcome));
+    run_until([&] { return outcome.called; });
+    return outcome.error;
+  };
+  StoredStream through_a = read;
+  through_a.version = read.version + 1;
+  through_a.updated_at = "2026-12-01T00:00:00Z";
+  StoredStream through_b = read;
+  through_b.version = read.version + 1;
+  through_b.description = "B's change";
+  through_b.updated_at = "2026-12-01T00:00:01Z";
+  ASSERT_FALSE(update(*a_, through_a, read));
+  EXPECT_EQ(update(*b_, through_b, read), changed_meanwhile()) << "B read it before A's update";
+  EXPECT_TRUE(same_stream(load(*b_, read.id)->at(0), through_a));
+  ASSERT_FALSE(update(*b_, through_b, through_a)) << "read again, B's update holds";
+  ASSERT_FALSE(erase(*a_, read.id));
+  EXPECT_EQ(update(*b_, through_b, through_b), changed_meanwhile()) << "erased meanwhile";
+  EXPECT_TRUE(load(*a_, read.id)->empty()) << "a refused update creates nothing";
+}
+
 TEST_F(RegistryPgTest, OtherStoresHearOfEveryChangeAndNotOfTheirOwn) {
   a_ = open();
   b_ = open();
