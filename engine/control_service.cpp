@@ -27,6 +27,37 @@ using control_detail::file_field;
 using control_detail::json_response;
 using control_detail::to_info;
 
+// The answer to a registry write that failed with `error` (`id`: the stream).
+io::HttpResponse registry_error(const std::error_code& error, const std::string& id) {
+  if (error == std::errc::file_exists) {  // a create another instance committed first
+    return api_error(ApiErrorCode::AlreadyExists, "stream " + id + " already exists");
+  }
+  if (error == io::changed_meanwhile()) {  // an update racing another instance's change
+    return api_error(ApiErrorCode::AlreadyExists,
+                     "stream " + id +
+                         " was changed or deleted by another instance meanwhile; describe it "
+                         "and retry");
+  }
+  if (error == std::errc::resource_unavailable_try_again) {
+    return api_error(ApiErrorCode::RateLimited, "the registry is busy; retry");
+  }
+  if (error == std::errc::operation_canceled) {
+    return api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down");
+  }
+  if (error == std::errc::not_connected) {
+    return api_error(ApiErrorCode::ServiceUnavailable,
+                     "the shared registry is not reachable (reconnecting); retry");
+  }
+  if (error == std::errc::connection_aborted) {
+    return api_error(ApiErrorCode::ServiceUnavailable,
+                     "the connection to the shared registry was lost before it answered; the "
+                     "change may or may not have been made: describe stream " +
+                         id + " before retrying");
+  }
+  return api_error(ApiErrorCode::InternalError,
+                   "the registry could not be written: " + error.message());
+}
+
 const char* kind_verb(int kind) {
   switch (kind) {
     case 0:
@@ -257,10 +288,7 @@ void ControlService::remove(std::string id, Responder& respond) {
     if (error) {
       LOG_ERROR("control", "delete of stream %s failed in the registry: %s", ref.id.c_str(),
                 error.message().c_str());
-      finish(ref, error == std::errc::resource_unavailable_try_again
-                      ? api_error(ApiErrorCode::RateLimited, "the registry is busy; retry")
-                      : api_error(ApiErrorCode::InternalError,
-                                  "the registry could not be written: " + error.message()));
+      finish(ref, registry_error(error, ref.id));
       return;
     }
     catalog_.erase(ref.id);
@@ -304,18 +332,13 @@ void ControlService::commit(Op& op) {
     }
   }
   op.stream = stream;
-  registry_.put(*stream, [this, &op](std::error_code error) {
+  auto written = [this, &op](std::error_code error) {
     if (error) {
-      LOG_ERROR("control", "stream %s: the registry write failed: %s", op.id.c_str(),
-                error.message().c_str());
-      if (error == std::errc::resource_unavailable_try_again) {
-        finish(op, api_error(ApiErrorCode::RateLimited, "the registry is busy; retry"));
-      } else if (error == std::errc::operation_canceled) {
-        finish(op, api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
-      } else {
-        finish(op, api_error(ApiErrorCode::InternalError,
-                             "the registry could not be written: " + error.message()));
+      if (error != std::errc::file_exists && error != io::changed_meanwhile()) {
+        LOG_ERROR("control", "stream %s: the registry write failed: %s", op.id.c_str(),
+                  error.message().c_str());
       }
+      finish(op, registry_error(error, op.id));
       return;
     }
     catalog_.put(op.stream);
@@ -323,7 +346,14 @@ void ControlService::commit(Op& op) {
     if (auto w = protocol::stream_id_warning(op.id)) warnings.push_back(std::move(*w));
     int status = op.kind == Op::Kind::Create ? 201 : 200;
     finish(op, json_response(status, protocol::create_response(to_info(*op.stream), warnings)));
-  });
+  };
+  // With a shared registry, a create must not replace a stream another instance created
+  // meanwhile, nor an update one another instance changed since this one read it.
+  if (op.kind == Op::Kind::Create) {
+    registry_.create(*stream, std::move(written));
+  } else {
+    registry_.update(*stream, {op.previous->version, op.previous->updated_at}, std::move(written));
+  }
 }
 
 void ControlService::finish(Op& op, io::HttpResponse response) {

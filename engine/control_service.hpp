@@ -29,6 +29,12 @@
 //   still allowed carry on with their downloads;
 // - streamArn is "arn:chunkd:stream/<id>";
 // - GC of the content store runs after every update and delete;
+// - a create is written with RegistryStore::create: when another instance sharing the registry
+//   committed the id first, the answer is the same 409 ALREADY_EXISTS as for a local one; an
+//   update is written with RegistryStore::update, expecting the version and updatedAt it read:
+//   when another instance changed or deleted the stream meanwhile, 409 ALREADY_EXISTS (describe,
+//   then retry), so two instances never commit different streams under one version; a shared
+//   registry that is not reachable is 503 SERVICE_UNAVAILABLE (retry);
 // - a file over storage.max_file_mib is 422 LIMIT_EXCEEDED naming both sizes; a full store
 //   (ContentStore's free-space check, ENOSPC, EDQUOT) is 507 STORAGE_FULL with the bytes needed and
 //   available; /healthz is 503 "degraded: ..." while storage.data_dir is not writable.

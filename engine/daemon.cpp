@@ -22,6 +22,7 @@
 #include "engine/job_runtime.hpp"
 #include "engine/metrics.hpp"
 #include "engine/mqtt_transport.hpp"
+#include "engine/registry_sync.hpp"
 #include "engine/stream_health.hpp"
 #include "io/file_reader.hpp"
 #include "io/http_server.hpp"
@@ -87,6 +88,7 @@ struct Daemon::Impl {
   bool open_reader();
   bool open_registry();
   bool open_store();
+  void start_registry_sync();
   bool open_control();
   bool open_delivery();
   bool open_jobs();
@@ -117,6 +119,7 @@ struct Daemon::Impl {
   Catalog catalog;
   std::unique_ptr<io::FileReader> reader;
   std::unique_ptr<io::RegistryStore> registry;
+  std::unique_ptr<RegistrySync> registry_sync;  // a shared registry: other instances' changes
   std::unique_ptr<ContentStore> store;
   std::unique_ptr<StreamHealth> health;  // data-plane failures: delivery reports, control shows
   std::unique_ptr<ControlService> control;
@@ -146,8 +149,9 @@ bool Daemon::Impl::start() {
   LOG_INFO(kTag, "chunkd %s starting: data_dir %s, %zu buckets", CHUNKD_VERSION,
            config.store.data_dir.c_str(), config.control.service.buckets.size());
   for (const std::string& warning : config.warnings) LOG_WARN(kTag, "config: %s", warning.c_str());
-  return open_signals() && open_reader() && open_registry() && open_store() && open_control() &&
-         open_delivery() && open_jobs() && open_http() && start_transport();
+  if (!(open_signals() && open_reader() && open_registry() && open_store())) return false;
+  start_registry_sync();
+  return open_control() && open_delivery() && open_jobs() && open_http() && start_transport();
 }
 
 // SIGINT/SIGTERM stop, SIGHUP reloads the config, SIGUSR1/SIGUSR2 are ignored (not fatal).
@@ -205,23 +209,36 @@ bool Daemon::Impl::open_reader() {
   return true;
 }
 
-// The registry, loaded into the catalog.
+// The registry, loaded into the catalog: shared in PostgreSQL with registry.url, else SQLite in
+// data_dir.
 bool Daemon::Impl::open_registry() {
-  auto opened = io::RegistryStore::open(&loop, config.store.data_dir);
+  const std::string& url = config.cluster.registry.url;
+  const char* setting = url.empty() ? "storage.data_dir" : "registry.url";
+  auto opened = url.empty() ? io::RegistryStore::open(&loop, config.store.data_dir)
+                            : io::RegistryStore::open_shared(&loop, url);
   if (!opened) {
-    LOG_ERROR(kTag, "storage.data_dir: %s", opened.error().message().c_str());
+    LOG_ERROR(kTag, "%s: %s", setting, opened.error().message().c_str());
     return false;
   }
   registry = std::move(*opened);
   auto streams = registry->load_all();
   if (!streams) {
-    LOG_ERROR(kTag, "storage.data_dir: cannot load the registry: %s",
-              streams.error().message().c_str());
+    LOG_ERROR(kTag, "%s: cannot load the registry: %s", setting, streams.error().message().c_str());
     return false;
   }
   for (auto& s : *streams) catalog.put(std::make_shared<const io::StoredStream>(std::move(s)));
-  LOG_INFO(kTag, "registry: %zu streams", catalog.size());
+  LOG_INFO(kTag, "registry%s: %zu streams", url.empty() ? "" : " (shared, PostgreSQL)",
+           catalog.size());
   return true;
+}
+
+// A shared registry: apply what other instances change to the catalog.
+void Daemon::Impl::start_registry_sync() {
+  if (!registry->shared()) return;
+  registry_sync = std::make_unique<RegistrySync>(catalog, *registry, metrics, [this] {
+    if (store && !stopping) store->collect_garbage();
+  });
+  registry_sync->start();
 }
 
 bool Daemon::Impl::open_store() {
@@ -585,6 +602,7 @@ int Daemon::run() {
   d.control.reset();
   d.store.reset();
   d.registry.reset();
+  d.registry_sync.reset();
   d.reader.reset();
 
   int rc = uv_loop_close(&d.loop);

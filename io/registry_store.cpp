@@ -60,6 +60,9 @@ class SqliteRegistryStore final : public RegistryStore {
          "role_arn = excluded.role_arn, created_at = excluded.created_at, "
          "updated_at = excluded.updated_at, file_count = excluded.file_count, "
          "allowed_things = excluded.allowed_things"},
+        {&insert_stream_,
+         "INSERT INTO streams (id, version, description, role_arn, created_at, updated_at, "
+         "file_count, allowed_things) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
         {&insert_tag_,
          "INSERT INTO stream_tags (stream_id, ord, key, value) VALUES (?1, ?2, ?3, ?4)"},
         {&insert_file_,
@@ -96,13 +99,19 @@ class SqliteRegistryStore final : public RegistryStore {
     }
     std::vector<StoredStream> streams;
     std::string message;
-    if (std::error_code error = load(streams, message)) return fail(error, std::move(message));
+    if (std::error_code error = read_all(streams, message)) return fail(error, std::move(message));
     return streams;
   }
 
   void put(StoredStream stream, Done done) override {
     writer_.submit([this, stream = std::move(stream)](
-                       std::string& message) { return write_put(stream, message); },
+                       std::string& message) { return write_put(stream, false, message); },
+                   std::move(done));
+  }
+
+  void create(StoredStream stream, Done done) override {
+    writer_.submit([this, stream = std::move(stream)](
+                       std::string& message) { return write_put(stream, true, message); },
                    std::move(done));
   }
 
@@ -174,8 +183,10 @@ class SqliteRegistryStore final : public RegistryStore {
     return sqlite_error(rc);
   }
 
-  std::error_code write_put(const StoredStream& s, std::string& message) {
+  // `create`: a plain INSERT, refused with file_exists (not logged) when the id exists.
+  std::error_code write_put(const StoredStream& s, bool create, std::string& message) {
     const std::optional<std::string> allowed = join_patterns(s.allowed_things);
+    sqlite3_stmt* const stream_stmt = create ? insert_stream_ : upsert_stream_;
     int rc = SQLITE_OK;
     if (!run(begin_write_, "BEGIN IMMEDIATE", rc, message)) {
       return finish_write(false, rc, s.id, "put", message);
@@ -183,15 +194,17 @@ class SqliteRegistryStore final : public RegistryStore {
     bool ok =
         bind_text(delete_tags_, 1, s.id, rc) && run(delete_tags_, "delete tags", rc, message) &&
         bind_text(delete_files_, 1, s.id, rc) && run(delete_files_, "delete files", rc, message);
-    ok = ok && bind_text(upsert_stream_, 1, s.id, rc) &&
-         bind_int(upsert_stream_, 2, to_sql(s.version), rc) &&
-         bind_text(upsert_stream_, 3, s.description, rc) &&
-         bind_text(upsert_stream_, 4, s.role_arn, rc) &&
-         bind_text(upsert_stream_, 5, s.created_at, rc) &&
-         bind_text(upsert_stream_, 6, s.updated_at, rc) &&
-         bind_int(upsert_stream_, 7, static_cast<sqlite3_int64>(s.files.size()), rc) &&
-         bind_optional_text(upsert_stream_, 8, allowed, rc) &&
-         run(upsert_stream_, "upsert stream", rc, message);
+    ok = ok && bind_text(stream_stmt, 1, s.id, rc) &&
+         bind_int(stream_stmt, 2, to_sql(s.version), rc) &&
+         bind_text(stream_stmt, 3, s.description, rc) &&
+         bind_text(stream_stmt, 4, s.role_arn, rc) && bind_text(stream_stmt, 5, s.created_at, rc) &&
+         bind_text(stream_stmt, 6, s.updated_at, rc) &&
+         bind_int(stream_stmt, 7, static_cast<sqlite3_int64>(s.files.size()), rc) &&
+         bind_optional_text(stream_stmt, 8, allowed, rc);
+    // The only constraint a stream row can break is its primary key: the id exists.
+    const bool exists = ok && !run(stream_stmt, "insert stream", rc, message) && create &&
+                        (rc & 0xff) == SQLITE_CONSTRAINT;
+    ok = ok && rc == SQLITE_OK;
     for (std::size_t i = 0; ok && i < s.tags.size(); ++i) {
       ok = bind_text(insert_tag_, 1, s.id, rc) &&
            bind_int(insert_tag_, 2, static_cast<sqlite3_int64>(i), rc) &&
@@ -228,12 +241,15 @@ class SqliteRegistryStore final : public RegistryStore {
     if (!ok) {
       // A failed bind leaves the statement bound: clear it for the next job.
       for (sqlite3_stmt* stmt :
-           {delete_tags_, delete_files_, upsert_stream_, insert_tag_, insert_file_}) {
+           {delete_tags_, delete_files_, stream_stmt, insert_tag_, insert_file_}) {
         sqlite3_reset(stmt);
         sqlite3_clear_bindings(stmt);
       }
     }
-    return finish_write(ok, rc, s.id, "put", message);
+    const std::error_code error = finish_write(ok, rc, s.id, create ? "create" : "put", message);
+    if (!exists) return error;
+    message.clear();  // a refusal the caller expects, not a failure to log
+    return std::make_error_code(std::errc::file_exists);
   }
 
   std::error_code write_erase(const std::string& id, std::string& message) {
@@ -255,9 +271,10 @@ class SqliteRegistryStore final : public RegistryStore {
   }
 
   void close_db() {
-    for (sqlite3_stmt** stmt : {&begin_write_, &begin_read_, &commit_, &rollback_, &delete_tags_,
-                                &delete_files_, &delete_stream_, &upsert_stream_, &insert_tag_,
-                                &insert_file_, &select_streams_, &select_tags_, &select_files_}) {
+    for (sqlite3_stmt** stmt :
+         {&begin_write_, &begin_read_, &commit_, &rollback_, &delete_tags_, &delete_files_,
+          &delete_stream_, &upsert_stream_, &insert_stream_, &insert_tag_, &insert_file_,
+          &select_streams_, &select_tags_, &select_files_}) {
       sqlite3_finalize(*stmt);
       *stmt = nullptr;
     }
@@ -270,7 +287,7 @@ class SqliteRegistryStore final : public RegistryStore {
     db_ = nullptr;
   }
 
-  std::error_code load(std::vector<StoredStream>& streams, std::string& message) {
+  std::error_code read_all(std::vector<StoredStream>& streams, std::string& message) {
     int rc = SQLITE_OK;
     if (!run(begin_read_, "BEGIN", rc, message)) {
       message = "load " + path_ + ": " + message;
@@ -370,6 +387,7 @@ class SqliteRegistryStore final : public RegistryStore {
   sqlite3_stmt* delete_files_ = nullptr;
   sqlite3_stmt* delete_stream_ = nullptr;
   sqlite3_stmt* upsert_stream_ = nullptr;
+  sqlite3_stmt* insert_stream_ = nullptr;
   sqlite3_stmt* insert_tag_ = nullptr;
   sqlite3_stmt* insert_file_ = nullptr;
   sqlite3_stmt* select_streams_ = nullptr;

@@ -13,10 +13,15 @@
 //
 // Thread: the loop thread (the writes run on the pool, their callbacks on the loop).
 // REQUIRES: destroy only after close()'s callback has run.
+//
+// open_shared() opens the other implementation, the registry several chunkd instances share in
+// PostgreSQL (io/registry_pg.hpp): the same contract, plus change notifications (on_change) and
+// asynchronous reads (load) so that each instance can follow the others' writes.
 #pragma once
 
 #include <uv.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -59,9 +64,22 @@ struct StoredStream {
   std::optional<std::vector<std::string>> allowed_things;
 };
 
+// What a store reports for the metrics. The SQLite store is always connected and shares nothing.
+struct RegistryStats {
+  bool connected = true;            // the connection to a shared registry is up
+  std::uint64_t reconnects = 0;     // connections re-established after one was lost
+  std::uint64_t notifications = 0;  // other writers' changes reported through on_change
+  std::uint64_t writes = 0;         // writes committed (put, create, erase)
+  double write_seconds = 0;         // their total time from submission to commit
+};
+
 class RegistryStore {
  public:
   using Done = std::function<void(std::error_code)>;
+  // `id` changed (put, created or erased) through another writer; nullopt: anything may have
+  // changed (the store lost notifications, e.g. while reconnecting): reload everything.
+  using Changed = std::function<void(const std::optional<std::string>& id)>;
+  using Loaded = std::function<void(Expected<std::vector<StoredStream>>)>;
 
   static constexpr std::size_t kDefaultMaxPendingWrites = 1024;
 
@@ -71,17 +89,55 @@ class RegistryStore {
   // Same, with the bound on queued + running writes (put/erase); at least 1.
   static Expected<std::unique_ptr<RegistryStore>> open(uv_loop_t* loop, const std::string& dir,
                                                        std::size_t max_pending_writes);
+  // The registry in PostgreSQL at `url` (a libpq connection URI), shared by every instance
+  // given the same URL (io/registry_pg.hpp). Connects, creates or checks the schema and listens
+  // for changes; synchronous, for start-up. The error's detail carries PostgreSQL's message.
+  static Expected<std::unique_ptr<RegistryStore>> open_shared(
+      uv_loop_t* loop, const std::string& url,
+      std::size_t max_pending_writes = kDefaultMaxPendingWrites);
   virtual ~RegistryStore() = default;
 
   // Every stream, ordered by id. REQUIRES: no write pending (else device_or_resource_busy).
   virtual Expected<std::vector<StoredStream>> load_all() = 0;
   // Insert or replace the stream with this id (files included) in one transaction.
   virtual void put(StoredStream stream, Done done) = 0;
+  // Insert the stream only when no stream has its id (one transaction, like put): fails with
+  // std::errc::file_exists when one has, whoever wrote it.
+  virtual void create(StoredStream stream, Done done) = 0;
+  // What an update expects the stored stream to be: its version and updated_at as last read.
+  struct Expectation {
+    std::uint64_t version = 0;
+    std::string updated_at;
+  };
+  // Replace the stream only while it is still as `expected` (one transaction, like put): fails
+  // with changed_meanwhile() when another writer changed or erased it meanwhile. A store
+  // nobody else writes just puts (its one writer serialises its own changes).
+  virtual void update(StoredStream stream, Expectation expected, Done done) {
+    (void)expected;
+    put(std::move(stream), std::move(done));
+  }
   virtual void erase(std::string id, Done done) = 0;
   virtual std::size_t pending_writes() const = 0;
+  // Whether other writers share this registry (then on_change and load work).
+  virtual bool shared() const { return false; }
+  // Calls `changed` on the loop thread for every change another writer commits (never for this
+  // store's own writes). A store nobody else writes never calls it.
+  virtual void on_change(Changed changed) { (void)changed; }
+  // Reads the stream `id` (a vector of zero or one) or, with nullopt, every stream ordered by id,
+  // without blocking the loop; `done` runs on the loop thread, ordered with the writes submitted
+  // around it. A store nobody else writes answers operation_not_supported.
+  virtual void load(std::optional<std::string> id, Loaded done) {
+    (void)id;
+    done(fail(std::errc::operation_not_supported, "this registry is not shared"));
+  }
+  virtual RegistryStats stats() const { return {}; }
   // Waits for queued writes, closes the database, then calls `done` on the loop thread.
   virtual void close(std::function<void()> done) = 0;
 };
+
+// The error of an update whose stream another writer changed or erased since it was read:
+// ESTALE in the generic category (std::errc has no name for it).
+inline std::error_code changed_meanwhile() { return {ESTALE, std::generic_category()}; }
 
 // The category of errors reported by SQLite (value: extended result code). Its
 // default_error_condition maps SQLITE_FULL to no_space_on_device, SQLITE_IOERR to io_error,

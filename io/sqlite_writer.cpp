@@ -104,7 +104,7 @@ void SqliteWriter::on_after_work(uv_work_t* request, int status) noexcept {
   CHUNKD_ASSERT(self->pending_ > 0);
   --self->pending_;
   self->start_next();  // keep the disk busy before running caller code
-  if (job->error) LOG_ERROR(self->component_, "%s", job->message.c_str());
+  if (job->error && !job->message.empty()) LOG_ERROR(self->component_, "%s", job->message.c_str());
   job->done(job->error);
 }
 

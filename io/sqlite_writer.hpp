@@ -28,7 +28,8 @@ class SqliteWriter {
  public:
   using Done = std::function<void(std::error_code)>;
   // Runs on a pool thread: the write itself. Returns its error and then describes it in
-  // `message` (logged here, on the loop thread, before `done` is called).
+  // `message` (logged here, on the loop thread, before `done` is called; an error with an empty
+  // message is a refusal the caller expects, e.g. a create of an existing id, and is not logged).
   using Write = std::function<std::error_code(std::string& message)>;
 
   // `component` names the store in logs and messages ("registry", "jobs"); a string literal.
