@@ -120,7 +120,8 @@ class V311OnlyBroker {
         std::lock_guard lock(mu_);
         levels_.push_back(buf[8]);
       }
-      const unsigned char connack[4] = {0x20, 0x02, 0x00, buf[8] == 4 ? 0x00 : 0x01};
+      const unsigned char return_code = buf[8] == 4 ? 0x00 : 0x01;  // 3.1.1 accepted, 5 refused (1)
+      const unsigned char connack[4] = {0x20, 0x02, 0x00, return_code};
       (void)::send(c, connack, sizeof connack, MSG_NOSIGNAL);
     }
   }
