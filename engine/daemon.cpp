@@ -15,6 +15,7 @@
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
 #include "engine/config_reload.hpp"
+#include "engine/content_bucket.hpp"
 #include "engine/content_store.hpp"
 #include "engine/control_service.hpp"
 #include "engine/delivery.hpp"
@@ -115,7 +116,8 @@ struct Daemon::Impl {
   std::unique_ptr<io::FileReader> reader;
   std::unique_ptr<io::RegistryStore> registry;
   std::unique_ptr<ContentStore> store;
-  std::unique_ptr<StreamHealth> health;  // data-plane failures: delivery reports, control shows
+  std::unique_ptr<ContentBucket> content;  // storage.content_bucket; null when unset
+  std::unique_ptr<StreamHealth> health;    // data-plane failures: delivery reports, control shows
   std::unique_ptr<ControlService> control;
   std::unique_ptr<Transport> transport;
   MqttTransport* mqtt = nullptr;  // `transport`, for what only MQTT has
@@ -228,12 +230,28 @@ bool Daemon::Impl::open_store() {
     LOG_ERROR(kTag, "storage.data_dir: %s", message.c_str());
     return false;
   }
-  // Files a stream references must be in the store; say so loudly if one is missing.
+  const std::string& shared = config.cluster.content_bucket;
+  if (!shared.empty()) {
+    // config_cluster.cpp checked that it names an s3 bucket entry.
+    ContentBucketOptions options;
+    options.name = shared;
+    options.remote = config.control.service.s3_buckets.at(shared).remote;
+    content = std::make_unique<ContentBucket>(&loop, *store, &metrics, std::move(options));
+    LOG_INFO(kTag, "content bucket: \"%s\" (%s)", shared.c_str(),
+             config.control.service.s3_buckets.at(shared).describe().c_str());
+  }
+  // Files a stream references must be in the store; say so loudly if one is missing (with a
+  // content bucket, a read fills it from there).
   std::size_t missing = 0;
   for (const auto& digest : catalog.referenced_digests()) {
     if (::access(blob_path(config.store.data_dir, digest).c_str(), R_OK) != 0) missing++;
   }
-  if (missing != 0) {
+  if (missing != 0 && content) {
+    LOG_INFO(kTag,
+             "content store: %zu blobs referenced by streams are not in %s/blobs yet; each will be "
+             "filled from content bucket \"%s\" when a device first reads it",
+             missing, config.store.data_dir.c_str(), shared.c_str());
+  } else if (missing != 0) {
     LOG_ERROR(kTag, "content store: %zu blobs referenced by streams are missing from %s/blobs",
               missing, config.store.data_dir.c_str());
   }
@@ -245,6 +263,7 @@ bool Daemon::Impl::open_control() {
   health = std::make_unique<StreamHealth>(catalog, metrics, clock);
   control = std::make_unique<ControlService>(&loop, catalog, *registry, *store, metrics, clock,
                                              config.control.service, health.get());
+  control->set_content_bucket(content.get());
   if (auto opened = control->open(); !opened) {
     LOG_ERROR(kTag, "%s", opened.error().message().c_str());
     return false;
@@ -257,8 +276,14 @@ bool Daemon::Impl::open_delivery() {
   auto mqtt_transport = std::make_unique<MqttTransport>(&loop, config.mqtt);
   mqtt = mqtt_transport.get();
   transport = std::move(mqtt_transport);
+  DeliveryOptions options = config.delivery;
+  if (content) {
+    options.cache.missing_blob = [this](const std::string& digest, std::uint64_t size) {
+      return content && content->fill(digest, size);
+    };
+  }
   delivery = std::make_unique<Delivery>(&loop, catalog, *reader, *transport, metrics, clock,
-                                        config.delivery, health.get());
+                                        std::move(options), health.get());
   register_transport_metrics();
   return true;
 }
@@ -498,13 +523,14 @@ void Daemon::Impl::shutdown() {
   uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog));
 
   std::size_t parts = (http ? 1u : 0u) + (control ? 1u : 0u) + (store ? 1u : 0u) +
-                      (delivery ? 1u : 0u) + (jobs ? 1u : 0u);
+                      (delivery ? 1u : 0u) + (jobs ? 1u : 0u) + (content ? 1u : 0u);
   auto next = barrier(parts, [this] { phase_mqtt(); });
   if (control) control->set_jobs(nullptr);
   if (jobs) jobs->close(kJobsFlushMs, next);
   if (http) http->close(next);
   if (control) control->close(next);
   if (store) store->close(next);
+  if (content) content->close(next);  // fails uploads (their creates) and fills in progress
   if (delivery) delivery->stop(kDeliveryStopMs, next);
 }
 
@@ -561,6 +587,7 @@ int Daemon::run() {
   d.mqtt = nullptr;
   d.transport.reset();
   d.control.reset();
+  d.content.reset();
   d.store.reset();
   d.registry.reset();
   d.reader.reset();
