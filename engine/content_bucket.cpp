@@ -65,14 +65,10 @@ ContentBucket::ContentBucket(uv_loop_t* loop, ContentStore& store, Metrics* metr
     : loop_(loop), store_(store), metrics_(metrics), options_(std::move(options)) {
   CHUNKD_ASSERT(options_.max_uploads > 0 && options_.max_fills > 0);
   if (metrics_ == nullptr) return;
-  metrics_->counter_fn("chunkd_content_bucket_uploaded_bytes_total",
-                       "Blob and manifest bytes sent to the content bucket.", "", [this] {
-                         return static_cast<double>(uploader_ ? uploader_->bytes_sent() : 0);
-                       });
-  metrics_->counter_fn("chunkd_content_bucket_filled_bytes_total",
-                       "Bytes fetched from the content bucket into the content store.", "", [this] {
-                         return static_cast<double>(client_ ? client_->bytes_fetched() : 0);
-                       });
+  uploaded_bytes_ = &metrics_->counter("chunkd_content_bucket_uploaded_bytes_total",
+                                       "Blob and manifest bytes written to the content bucket.");
+  filled_bytes_ = &metrics_->counter("chunkd_content_bucket_filled_bytes_total",
+                                     "Bytes fetched from the content bucket into the store.");
   metrics_->gauge_fn("chunkd_content_bucket_uploads_in_progress",
                      "Blobs being written to the content bucket (or queued).", "",
                      [this] { return static_cast<double>(uploads_.size()); });
@@ -178,6 +174,9 @@ void ContentBucket::upload_blob(Upload& u) {
     self.uploader_->put(self.options_.remote, blob_key(up.digest), std::move(body),
                         [&self, &up, fd](io::S3PutResult r) {
                           ::close(fd);
+                          if (!r.error && self.uploaded_bytes_ != nullptr) {
+                            self.uploaded_bytes_->inc(up.size);
+                          }
                           if (r.error) {
                             self.upload_done(up, r.error, std::move(r.detail), nullptr);
                           } else {
@@ -202,6 +201,7 @@ void ContentBucket::put_manifest(Upload& u) {
                    if (r.error) {
                      upload_done(u, r.error, std::move(r.detail), nullptr);
                    } else {
+                     if (uploaded_bytes_ != nullptr) uploaded_bytes_->inc(u.manifest.size());
                      upload_done(u, {}, {}, "uploaded");
                    }
                  });
@@ -300,7 +300,10 @@ void ContentBucket::start_fill(Fill& f) {
         go(e);
       });
     };
-    sink.bytes = [&f](const char* data, std::size_t n) { f.writer.update(data, n); };
+    sink.bytes = [this, &f](const char* data, std::size_t n) {
+      f.writer.update(data, n);
+      if (filled_bytes_ != nullptr) filled_bytes_->inc(n);
+    };
     client_->fetch(options_.remote, blob_key(f.digest), "", std::move(sink), f.size,
                    [this, &f](io::S3FetchResult result) { fetched(f, std::move(result)); });
   });

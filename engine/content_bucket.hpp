@@ -123,6 +123,8 @@ class ContentBucket {
   std::map<std::string, std::unique_ptr<Fill>> fills_;      // by digest
   std::deque<std::string> queued_uploads_, queued_fills_;
   std::size_t running_uploads_ = 0, running_fills_ = 0;
+  Counter* uploaded_bytes_ = nullptr;
+  Counter* filled_bytes_ = nullptr;
   std::map<std::string, std::uint64_t> failed_fills_;  // digest → when (uv_now) it failed
   bool closing_ = false;
   std::function<void()> close_done_;

@@ -154,7 +154,6 @@ void S3Uploader::start_attempt(Request& r) {
   if (r.headers != nullptr) curl_slist_free_all(r.headers);
   r.headers = curl_slist_append(nullptr, r.is_put ? kUnsignedPayload : kEmptyBodySha256);
   if (r.is_put) {
-    r.headers = curl_slist_append(r.headers, "Expect:");
     r.headers = curl_slist_append(r.headers, "Content-Type: application/octet-stream");
   }
   if (!r.bucket.credentials.session_token.empty()) {

@@ -8,8 +8,9 @@
 // is chunkd's own XXH3-128 digest, checked again by every reader). A file body is read with
 // uv_fs_read, at most two kChunkBytes buffers per upload: the transfer pauses until the disk
 // catches up, so the loop never blocks on the file. Content-Length is the `size` given; a file
-// shorter than that fails the upload (BadResponse, "the file shrank"). "Expect: 100-continue" is
-// not sent.
+// shorter than that fails the upload (BadResponse, "the file shrank"). libcurl's own
+// "Expect: 100-continue" stays: removing it with an empty "Expect:" header breaks libcurl 7.88's
+// signature (it signs the empty header it then does not send).
 //
 // Retries: a dropped connection, a timeout (nothing moving for `timeout_s`) or a 5xx answer is
 // retried from the first byte (at most `retries` times, back-off 250 ms, 500 ms, ... capped at
