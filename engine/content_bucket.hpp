@@ -28,6 +28,9 @@
 // remembered for kFailedFillMs: meanwhile fill() says false (devices get InternalError, as for any
 // missing blob), then the next read tries again.
 //
+// Permissions: s3:GetObject, s3:PutObject and s3:ListBucket on the bucket (without ListBucket,
+// S3 answers a HEAD of a missing object 403, which fails every first upload as access_denied).
+//
 // Metrics: chunkd_content_bucket_uploads_total{result} (uploaded, present, or the error kind),
 // chunkd_content_bucket_fills_total{result} (ok, digest_mismatch, or the error kind),
 // chunkd_content_bucket_uploaded_bytes_total, chunkd_content_bucket_filled_bytes_total,
