@@ -88,6 +88,10 @@ class ContentBucket {
   // while closing or while a failed fill of it is remembered.
   bool fill(const std::string& digest, std::uint64_t size, Done done = {});
 
+  // A reload: the bucket's settings (rotated credentials, endpoint) for later requests; those in
+  // progress keep theirs.
+  void set_remote(io::S3BucketOptions remote) { options_.remote = std::move(remote); }
+
   std::size_t uploads_in_progress() const { return uploads_.size(); }
   std::size_t fills_in_progress() const { return fills_.size(); }
   const std::string& name() const { return options_.name; }

@@ -498,6 +498,19 @@ bool Daemon::Impl::apply_live(const Config& merged, const ConfigDiff& diff) {
     }
   }
   if (control) control->set_s3_buckets(merged.control.service.s3_buckets);
+  if (content) {
+    // storage.content_bucket itself needs a restart; its entry's settings apply live.
+    const auto& s3 = merged.control.service.s3_buckets;
+    auto entry = s3.find(merged.cluster.content_bucket);
+    if (entry != s3.end()) {
+      content->set_remote(entry->second.remote);
+    } else {
+      LOG_WARN(kTag,
+               "reload: [buckets.%s] is gone; the content bucket keeps its settings until "
+               "a restart",
+               merged.cluster.content_bucket.c_str());
+    }
+  }
   if (control) control->set_token(merged.control.service.token);
   if (delivery) delivery->set_limits(merged.delivery.scheduler);
   io::set_log_level(merged.log_level);
