@@ -231,6 +231,17 @@ TEST_F(ContentBucketTest, UploadsBlobAndManifestOnceThenFindsThemPresent) {
   EXPECT_EQ(s3_->versions(kRemote, "manifests/" + content.digest), 1) << s3_->error();
 }
 
+TEST_F(ContentBucketTest, AnEmptyFileUploadsOnce) {
+  IngestResult content = ingest("");
+  Outcome up = upload(*bucket_, content);
+  ASSERT_FALSE(up.error) << up.detail;
+  auto blob = s3_->get(kRemote, "blobs/" + content.digest);
+  ASSERT_TRUE(blob) << s3_->error();
+  EXPECT_TRUE(blob->empty());
+  EXPECT_EQ(upload(*bucket_, content).error, std::error_code());
+  EXPECT_EQ(count("chunkd_content_bucket_uploads_total", "present"), 1u);
+}
+
 TEST_F(ContentBucketTest, ConcurrentUploadsOfOneBlobShareOne) {
   IngestResult content = ingest(random_bytes(200000, 2));
   int done = 0;
