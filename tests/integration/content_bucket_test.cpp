@@ -83,13 +83,15 @@ class ContentBucket : public ::testing::Test {
   }
 
   // Bucket "fw" (a local directory) plus the s3 bucket "shared" as storage.content_bucket.
-  void configure(Stack& stack, const std::string& profile = "default") {
+  void configure(Stack& stack, const std::string& profile = "default",
+                 const std::string& more_toml = "") {
     stack.bucket_dir();
     stack.daemon().set("storage", "content_bucket", "\"shared\"");
-    stack.daemon().set_extra_toml(
-        "[buckets.shared]\ntype = \"s3\"\nendpoint = " + TestDaemon::quote(s3->endpoint()) +
-        "\nregion = \"us-east-1\"\nbucket = \"" + kRemote + "\"\ncredentials_file = " +
-        TestDaemon::quote(credentials_) + "\nprofile = \"" + profile + "\"\nretries = 1\n");
+    stack.daemon().set_extra_toml(more_toml + "[buckets.shared]\ntype = \"s3\"\nendpoint = " +
+                                  TestDaemon::quote(s3->endpoint()) +
+                                  "\nregion = \"us-east-1\"\nbucket = \"" + kRemote +
+                                  "\"\ncredentials_file = " + TestDaemon::quote(credentials_) +
+                                  "\nprofile = \"" + profile + "\"\nretries = 1\n");
   }
 
   static std::string digest_of(Stack& stack, const std::string& id) {
@@ -164,6 +166,26 @@ TEST_F(ContentBucket, AnInstanceWithAnEmptyDataDirServesFromTheBucket) {
   EXPECT_EQ(s3->versions(kRemote, "blobs/" + digest), 1) << s3->error();
   EXPECT_EQ(s3->versions(kRemote, "manifests/" + digest), 1) << s3->error();
   EXPECT_EQ(b.daemon().stop(), 0) << b.daemon().log();
+}
+
+TEST_F(ContentBucket, AFileFetchedFromAnS3SourceIsWrittenThereToo) {
+  const std::string data = test_bytes(700000, 43);
+  ASSERT_TRUE(s3->make_bucket("cluster-sources")) << s3->error();
+  ASSERT_TRUE(s3->put("cluster-sources", "fw.bin", data)) << s3->error();
+  Stack stack;
+  configure(stack, "default",
+            "[buckets.sources]\ntype = \"s3\"\nendpoint = " + TestDaemon::quote(s3->endpoint()) +
+                "\nregion = \"us-east-1\"\nbucket = \"cluster-sources\"\ncredentials_file = " +
+                TestDaemon::quote(credentials_) + "\n");
+  ASSERT_TRUE(stack.start());
+  auto r = stack.create("from-s3", {{0, "sources", "fw.bin", std::nullopt}});
+  ASSERT_EQ(r.status, 201) << r.body << stack.daemon().log(8000);
+  const std::string digest = digest_of(stack, "from-s3");
+  auto blob = s3->get(kRemote, "blobs/" + digest);
+  ASSERT_TRUE(blob) << s3->error();
+  EXPECT_TRUE(*blob == data) << "the bucket's blob differs (" << blob->size() << " bytes)";
+  EXPECT_EQ(metric(stack, "chunkd_content_bucket_uploads_total{result=\"uploaded\"}"), 1u);
+  EXPECT_EQ(stack.daemon().stop(), 0) << stack.daemon().log();
 }
 
 TEST_F(ContentBucket, ARefusedUploadFailsTheCreateAndLeavesNothing) {
