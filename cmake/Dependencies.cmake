@@ -41,6 +41,7 @@ chunkd_require_pkg(XXHASH libxxhash libxxhash-dev)
 chunkd_require_pkg(SQLITE3 sqlite3 libsqlite3-dev)
 chunkd_require_pkg(SYSTEMD libsystemd libsystemd-dev)
 chunkd_require_pkg(CURL libcurl libcurl4-openssl-dev)
+chunkd_require_pkg(RABBITMQ librabbitmq librabbitmq-dev)
 chunkd_require_lib(chunkd_dep_http_parser http_parser.h http_parser libhttp-parser-dev)
 
 find_package(tomlplusplus QUIET)

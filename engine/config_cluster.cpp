@@ -112,6 +112,12 @@ void check(const toml::table& root, Config& c, std::string& error) {
     error = std::string(cluster.amqp.enabled ? "amqp" : "registry.url") +
             ": several instances share this config's state, so storage.content_bucket must name "
             "an s3 bucket they share the content through (a local data_dir is not shared)";
+  } else if (cluster.amqp.enabled &&
+             c.delivery.topic_prefix.find_first_of(".*") != std::string::npos) {
+    // RabbitMQ's MQTT plugin turns '/' into '.', and '*' is a routing-key wildcard.
+    error =
+        "mqtt.topic_prefix: with [amqp] it must not contain '.' or '*' (RabbitMQ routes MQTT "
+        "topics as routing keys whose words are the topic's levels)";
   } else if (cluster.shared() && c.jobs.enabled) {
     const toml::node* jobs = root["jobs"]["enabled"].node();
     if (jobs != nullptr) {

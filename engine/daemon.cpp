@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/amqp_transport.hpp"
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
 #include "engine/config_reload.hpp"
@@ -99,6 +100,8 @@ struct Daemon::Impl {
   void transport_ready(bool ready);
   void mqtt_failed(const io::MqttFailureReport& report);
   void register_transport_metrics();
+  const char* transport_name() const { return amqp != nullptr ? "amqp" : "mqtt"; }
+  std::string broker() const { return amqp != nullptr ? amqp->uris_text() : config.mqtt.uri; }
   void on_signal(int signum);
   // SIGHUP: load_config on the thread pool (it reads files), then apply_reload on the loop.
   void reload();
@@ -120,7 +123,8 @@ struct Daemon::Impl {
   std::unique_ptr<StreamHealth> health;    // data-plane failures: delivery reports, control shows
   std::unique_ptr<ControlService> control;
   std::unique_ptr<Transport> transport;
-  MqttTransport* mqtt = nullptr;  // `transport`, for what only MQTT has
+  MqttTransport* mqtt = nullptr;  // `transport`, for what only MQTT has (null with [amqp])
+  AmqpTransport* amqp = nullptr;  // `transport` with [amqp] (null without)
   bool mqtt_ever_ready = false;   // the broker accepted chunkd once since start-up
   bool failed = false;            // stopping because of an error: exit non-zero
   std::unique_ptr<Delivery> delivery;
@@ -271,11 +275,18 @@ bool Daemon::Impl::open_control() {
   return true;
 }
 
-// The MQTT transport (not connecting yet) and the data plane on it.
+// The transport (not connecting yet: MQTT, or AMQP with [amqp]) and the data plane on it.
 bool Daemon::Impl::open_delivery() {
-  auto mqtt_transport = std::make_unique<MqttTransport>(&loop, config.mqtt);
-  mqtt = mqtt_transport.get();
-  transport = std::move(mqtt_transport);
+  if (config.cluster.amqp.enabled) {
+    auto amqp_transport = std::make_unique<AmqpTransport>(&loop, config.cluster.amqp);
+    amqp = amqp_transport.get();
+    transport = std::move(amqp_transport);
+    amqp->register_metrics(metrics);
+  } else {
+    auto mqtt_transport = std::make_unique<MqttTransport>(&loop, config.mqtt);
+    mqtt = mqtt_transport.get();
+    transport = std::move(mqtt_transport);
+  }
   DeliveryOptions options = config.delivery;
   if (content) {
     options.cache.missing_blob = [this](const std::string& digest, std::uint64_t size) {
@@ -349,21 +360,32 @@ void Daemon::Impl::register_http_metrics() {
 }
 
 bool Daemon::Impl::start_transport() {
-  mqtt->on_failure([this](const io::MqttFailureReport& report) { mqtt_failed(report); });
+  if (mqtt != nullptr) {
+    mqtt->on_failure([this](const io::MqttFailureReport& report) { mqtt_failed(report); });
+  }
   auto started = transport->start(
-      [this](std::string_view topic, std::span<const std::byte> payload) {
-        if (jobs && jobs->service().on_message(topic, payload)) return;
-        if (delivery) delivery->on_message(topic, payload);
+      [this](std::string_view topic, std::span<const std::byte> payload,
+             Transport::RequestTag tag) {
+        if (jobs && jobs->service().on_message(topic, payload)) {
+          if (tag != Transport::kNoRequestTag) transport->finished(tag);
+          return;
+        }
+        if (delivery) delivery->on_message(topic, payload, tag);
       },
       [this](bool ready) { transport_ready(ready); });
   if (!started) {
-    LOG_ERROR(kTag, "mqtt: cannot start the connections to %s: %s", config.mqtt.uri.c_str(),
-              started.error().message().c_str());
+    LOG_ERROR(kTag, "%s: cannot start the connections to %s: %s", transport_name(),
+              broker().c_str(), started.error().message().c_str());
     return false;
   }
-  LOG_INFO(kTag, "mqtt: connecting to %s with %zu connections", config.mqtt.uri.c_str(),
-           config.mqtt.connections);
-  service.status("connecting to the broker " + config.mqtt.uri);
+  if (amqp != nullptr) {
+    LOG_INFO(kTag, "amqp: connecting to %s (queue %s, prefetch %u)", broker().c_str(),
+             config.cluster.amqp.queue.c_str(), config.cluster.amqp.prefetch);
+  } else {
+    LOG_INFO(kTag, "mqtt: connecting to %s with %zu connections", config.mqtt.uri.c_str(),
+             config.mqtt.connections);
+  }
+  service.status("connecting to the broker " + broker());
   return true;
 }
 
@@ -371,13 +393,12 @@ void Daemon::Impl::transport_ready(bool ready) {
   if (control) control->set_ready(ready);
   if (ready) {
     mqtt_ever_ready = true;
-    LOG_INFO(kTag, "mqtt: connected and subscribed to %s", config.mqtt.uri.c_str());
-    service.ready("serving: control API on " + config.control.listen + ", broker " +
-                  config.mqtt.uri);
+    LOG_INFO(kTag, "%s: connected and subscribed to %s", transport_name(), broker().c_str());
+    service.ready("serving: control API on " + config.control.listen + ", broker " + broker());
   } else if (!stopping) {
-    service.status("broker connection lost; reconnecting to " + config.mqtt.uri);
-    LOG_WARN(kTag, "mqtt: not ready (connection to %s lost); reconnecting",
-             config.mqtt.uri.c_str());
+    service.status("broker connection lost; reconnecting to " + broker());
+    LOG_WARN(kTag, "%s: not ready (connection to %s lost); reconnecting", transport_name(),
+             broker().c_str());
   }
 }
 
@@ -598,6 +619,7 @@ int Daemon::run() {
   d.http.reset();
   d.delivery.reset();
   d.mqtt = nullptr;
+  d.amqp = nullptr;
   d.transport.reset();
   d.control.reset();
   d.content.reset();

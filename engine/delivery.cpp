@@ -50,6 +50,7 @@ struct Delivery::Impl {
        const Clock& clk, DeliveryOptions o, StreamHealth* health)
       : catalog(c),
         clock(clk),
+        transport(t),
         options(std::move(o)),
         codec(options.topic_prefix),
         metrics(m),
@@ -61,6 +62,7 @@ struct Delivery::Impl {
 
   const Catalog& catalog;
   const Clock& clock;
+  Transport& transport;
   DeliveryOptions options;
   protocol::TopicCodec codec;
   DeliveryMetrics metrics;
@@ -68,11 +70,14 @@ struct Delivery::Impl {
   BlockServer server;   // after the cache: the cache outlives every pin and read it started
   Scheduler scheduler;  // last: destroyed first, releasing its items' pins
   std::string topic;    // scratch for reply topics
+  // The request on_message is handling: handed to the scheduler with its reply, or finished here
+  // when the reply went out at once (transport.hpp).
+  Transport::RequestTag tag = Transport::kNoRequestTag;
   bool stopping = false;
   std::shared_ptr<char> alive = std::make_shared<char>(0);
 
   void on_message(std::string_view request_topic, std::span<const std::byte> payload) {
-    if (stopping) {
+    if (stopping) {  // not finished: another instance may serve it (transport.hpp)
       metrics.requests_dropped.inc();
       return;
     }
@@ -80,6 +85,7 @@ struct Delivery::Impl {
     switch (parsed.status) {
       case protocol::ParsedTopic::Status::Drop:
         metrics.requests_dropped.inc();
+        finished();
         return;
       case protocol::ParsedTopic::Status::InvalidTopic:
         reject(RequestVerb::Unknown, parsed.thing, parsed.stream, Format::Json, std::nullopt,
@@ -121,7 +127,7 @@ struct Delivery::Impl {
     auto body =
         protocol::encode_description(t.format, token, stream->version, stream->description, files);
     codec.reply_topic(topic, t.thing, t.stream, protocol::ReplyKind::Description, t.format);
-    admitted(RequestVerb::Describe, t, token, scheduler.post(t.thing, topic, std::move(body)));
+    admitted(RequestVerb::Describe, t, token, scheduler.post(t.thing, topic, std::move(body), tag));
   }
 
   void get(const protocol::ParsedTopic& t, std::span<const std::byte> payload) {
@@ -165,7 +171,7 @@ struct Delivery::Impl {
     job.format = t.format;
     job.client_token = r.client_token;
     job.received_ms = clock.now_ms();
-    admitted(RequestVerb::Get, t, token, scheduler.submit(std::move(job)));
+    admitted(RequestVerb::Get, t, token, scheduler.submit(std::move(job), tag));
   }
 
   // Whether the request's thing is in the stream's allowedThings (or the stream has none). A
@@ -194,6 +200,7 @@ struct Delivery::Impl {
                                               message_for(ErrorCode::RequestThrottled));
         codec.reply_topic(topic, t.thing, t.stream, protocol::ReplyKind::Rejected, t.format);
         server.send_now(t.thing, topic, body);
+        finished();
         return;
       }
       case Scheduler::Admit::Stopped:
@@ -209,17 +216,24 @@ struct Delivery::Impl {
     metrics.request(verb, code);
     auto body = protocol::encode_rejected(format, token, code, message);
     codec.reply_topic(topic, thing, stream, protocol::ReplyKind::Rejected, format);
-    switch (scheduler.post(thing, topic, body)) {
+    switch (scheduler.post(thing, topic, body, tag)) {
       case Scheduler::Admit::Ok:
       case Scheduler::Admit::Merged:  // post() never merges
         return;
       case Scheduler::Admit::Throttled:
         server.send_now(thing, topic, body);
+        finished();
         return;
       case Scheduler::Admit::Stopped:
         metrics.replies_dropped.inc();
         return;
     }
+  }
+
+  // The request being handled got its reply at once (or none is due).
+  void finished() {
+    if (tag != Transport::kNoRequestTag) transport.finished(tag);
+    tag = Transport::kNoRequestTag;
   }
 
   void stop(int timeout_ms, std::function<void()> done) {
@@ -240,8 +254,11 @@ Delivery::Delivery(uv_loop_t* loop, const Catalog& catalog, io::FileReader& read
 
 Delivery::~Delivery() = default;
 
-void Delivery::on_message(std::string_view topic, std::span<const std::byte> payload) {
+void Delivery::on_message(std::string_view topic, std::span<const std::byte> payload,
+                          Transport::RequestTag tag) {
+  impl_->tag = tag;
   impl_->on_message(topic, payload);
+  impl_->tag = Transport::kNoRequestTag;
 }
 
 void Delivery::stop(int timeout_ms, std::function<void()> done) {

@@ -50,8 +50,11 @@ class Delivery {
   Delivery(const Delivery&) = delete;
   Delivery& operator=(const Delivery&) = delete;
 
-  // Handles one MQTT message (a request topic). Never throws; every outcome is counted.
-  void on_message(std::string_view topic, std::span<const std::byte> payload);
+  // Handles one MQTT message (a request topic). Never throws; every outcome is counted. `tag` is
+  // finished (Transport::finished) once the request's last reply was handed to the transport, or
+  // at once when it is dropped as not ours; not when delivery is stopping (transport.hpp).
+  void on_message(std::string_view topic, std::span<const std::byte> payload,
+                  Transport::RequestTag tag = Transport::kNoRequestTag);
 
   // Stops taking requests, finishes jobs already started (bounded by `timeout_ms`), drops the
   // rest, closes handles, then calls `done`.

@@ -9,7 +9,7 @@ MqttTransport::MqttTransport(uv_loop_t* loop, io::MqttOptions options)
       pool_(std::make_unique<io::MqttPool>(
           loop, std::move(options),
           [this](std::string_view topic, std::span<const std::byte> payload) {
-            if (on_request_) on_request_(topic, payload);
+            if (on_request_) on_request_(topic, payload, kNoRequestTag);
           },
           [this](bool ready) {
             if (on_ready_) on_ready_(ready);

@@ -152,17 +152,25 @@ struct Scheduler::Impl {
 
   // Merges `job` into an identical job `job.thing` has queued and not started: the newer client
   // token and arrival time win, the queued job keeps its place. False when there is none.
-  bool merge(BlockJob& job) {
+  bool merge(BlockJob& job, Transport::RequestTag tag) {
     Thing* t = queues.find(job.thing);
     if (t == nullptr) return false;
     for (WorkItem& item : t->items) {
       if (!item.is_job || item.started || item.failed() || !same_request(item.job, job)) continue;
       item.job.client_token = std::move(job.client_token);
       item.job.received_ms = job.received_ms;
+      if (tag != Transport::kNoRequestTag) item.tags.push_back(tag);
       merged.inc();
       return true;
     }
     return false;
+  }
+
+  // The item ended (its last reply was handed over, or it was lost): the requests it answers are
+  // finished. Items dropped by stop() are not (transport.hpp).
+  void finish(WorkItem& item) {
+    for (Transport::RequestTag tag : item.tags) transport.finished(tag);
+    item.tags.clear();
   }
 
   // After serving `t`'s head: back of the ring, or retired.
@@ -281,9 +289,11 @@ struct Scheduler::Impl {
           item.started = true;
           if (++item.next < item.job.blocks.size()) return Outcome::Progress;
         }
+        finish(item);
         queues.pop_front(t);
         return Outcome::Progress;
       case Served::Lost:
+        finish(item);
         queues.pop_front(t);
         return Outcome::Progress;
       case Served::Backpressure:
@@ -528,16 +538,17 @@ Scheduler::Scheduler(uv_loop_t* loop, Worker& worker, Transport& transport, cons
 
 Scheduler::~Scheduler() = default;
 
-Scheduler::Admit Scheduler::submit(BlockJob job) {
+Scheduler::Admit Scheduler::submit(BlockJob job, Transport::RequestTag tag) {
   CHUNKD_ASSERT(job.file != nullptr && job.block_size > 0 && !job.blocks.empty());
   if (impl_->stopping || impl_->closed) return Admit::Stopped;
-  if (impl_->merge(job)) return Admit::Merged;
+  if (impl_->merge(job, tag)) return Admit::Merged;
   Impl::Thing* t = nullptr;
   Admit a = impl_->admit(t, job.thing);
   if (a != Admit::Ok) return a;
   WorkItem item;
   item.is_job = true;
   item.job = std::move(job);
+  if (tag != Transport::kNoRequestTag) item.tags.push_back(tag);
   const bool was_idle = t->state == Impl::State::Idle;
   WorkItem& queued = impl_->queues.push(*t, std::move(item));
   impl_->worker.queued(queued, impl_->bounds);
@@ -546,13 +557,14 @@ Scheduler::Admit Scheduler::submit(BlockJob job) {
 }
 
 Scheduler::Admit Scheduler::post(std::string_view thing, std::string topic,
-                                 std::vector<std::byte> payload) {
+                                 std::vector<std::byte> payload, Transport::RequestTag tag) {
   Impl::Thing* t = nullptr;
   Admit a = impl_->admit(t, thing);
   if (a != Admit::Ok) return a;
   WorkItem item;
   item.topic = std::move(topic);
   item.payload = std::move(payload);
+  if (tag != Transport::kNoRequestTag) item.tags.push_back(tag);
   const bool was_idle = t->state == Impl::State::Idle;
   impl_->queues.push(*t, std::move(item));
   if (was_idle) impl_->make_ready(*t);

@@ -88,10 +88,13 @@ class Scheduler {
 
   // Queues a job behind the thing's earlier items, or merges it into an identical queued one
   // (Merged, see above). REQUIRES: a non-empty ascending block list inside `job.file`, which
-  // `job.stream` keeps alive; block_size > 0.
-  Admit submit(BlockJob job);
-  // Queues a ready message (description or rejection) behind the thing's earlier items.
-  Admit post(std::string_view thing, std::string topic, std::vector<std::byte> payload);
+  // `job.stream` keeps alive; block_size > 0. `tag` is the request's (Transport::finished once
+  // the job it is in ended); a caller that gets Throttled or Stopped keeps it.
+  Admit submit(BlockJob job, Transport::RequestTag tag = Transport::kNoRequestTag);
+  // Queues a ready message (description or rejection) behind the thing's earlier items; `tag` as
+  // for submit().
+  Admit post(std::string_view thing, std::string topic, std::vector<std::byte> payload,
+             Transport::RequestTag tag = Transport::kNoRequestTag);
 
   // Re-evaluates rate limits and parked things now (after a test moved a ManualClock).
   void wake();

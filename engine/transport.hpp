@@ -4,9 +4,17 @@
 // bytes it holds per channel and says so (SendResult::Backpressure, then on_writable once a
 // channel that refused drained); a full channel holds back only the keys routed to it.
 //
-// Implementations: MqttTransport (engine/mqtt_transport.hpp, over io::MqttPool) in the daemon,
-// testing::FakeTransport in the engine tests. A new transport (AMQP, say) implements this and
-// nothing in the scheduler, delivery or the cache changes.
+// Requests carry an opaque RequestTag. The engine calls finished(tag) once it is done with that
+// request: its last reply was handed to send(), or it was refused, dropped as not ours, or
+// answered with an error; a request merged into an identical queued one finishes with that one.
+// A request dropped because the engine is stopping is NOT finished (a transport that
+// acknowledges, AMQP, lets the broker hand it to another instance). A transport that acknowledges
+// requests (AmqpTransport) acknowledges a request once everything sent before finished(tag) is
+// safe with the broker; MQTT has nothing to acknowledge (kNoRequestTag, finished is a no-op).
+//
+// Implementations: MqttTransport (engine/mqtt_transport.hpp, over io::MqttPool) and AmqpTransport
+// (engine/amqp_transport.hpp, over io::AmqpClient) in the daemon, testing::FakeTransport in the
+// engine tests.
 //
 // Thread: the loop thread only; every handler is called on it. A handler that throws is a bug:
 // the exception reaches a noexcept boundary and terminates the process (with its message).
@@ -34,8 +42,10 @@ struct TransportStats {
 class Transport {
  public:
   enum class SendResult { Ok, Backpressure, NotConnected, Error };
-  using RequestHandler =
-      std::function<void(std::string_view topic, std::span<const std::byte> payload)>;
+  using RequestTag = std::uint64_t;
+  static constexpr RequestTag kNoRequestTag = 0;  // nothing to acknowledge
+  using RequestHandler = std::function<void(std::string_view topic,
+                                            std::span<const std::byte> payload, RequestTag tag)>;
   using ReadyHandler = std::function<void(bool ready)>;
 
   virtual ~Transport() = default;
@@ -68,6 +78,10 @@ class Transport {
   virtual void on_writable(std::function<void()> callback) = 0;
 
   virtual TransportStats stats() const = 0;
+
+  // The engine is done with the request `tag` (see above). Every tag a handler got is finished at
+  // most once; kNoRequestTag never reaches here.
+  virtual void finished(RequestTag tag) { (void)tag; }
 
   // Writes what is queued (bounded by `flush_timeout_ms`), disconnects, closes every handle, then
   // calls `done` on the loop thread.

@@ -54,6 +54,9 @@ struct BlockPins {
 struct WorkItem {
   std::uint64_t id = 0;  // unique per scheduler; a read report for another id is stale
   bool is_job = false;
+  // The requests this item answers (Transport::finished once it ended): one, several when
+  // duplicates merged into it, none for kNoRequestTag.
+  std::vector<std::uint64_t> tags;
   // job
   BlockJob job;
   std::size_t next = 0;  // index into job.blocks of the block to serve

@@ -105,6 +105,17 @@ TEST_F(ConfigClusterTest, BadAmqpValuesNameTheKey) {
   EXPECT_NE(error_of(uris + "nope = 1\n").find("amqp.nope"), std::string::npos);
 }
 
+TEST_F(ConfigClusterTest, AmqpRefusesAPrefixRabbitMqWouldSplitOrMatch) {
+  const std::string amqp = shared_bucket() + "[amqp]\nuris = [\"amqp://h\"]\n";
+  EXPECT_EQ(error_of(amqp + "[mqtt]\ntopic_prefix = \"fleet.v2/things\"\n")
+                .rfind("mqtt.topic_prefix:", 0),
+            0u);
+  EXPECT_EQ(error_of(amqp + "[mqtt]\ntopic_prefix = \"fleet/*\"\n").rfind("mqtt.topic_prefix:", 0),
+            0u);
+  EXPECT_TRUE(parse(shared_bucket() + "[mqtt]\ntopic_prefix = \"fleet.v2/things\"\n"))
+      << "MQTT alone does not mind";
+}
+
 TEST_F(ConfigClusterTest, RegistryUrlMustBePostgres) {
   EXPECT_EQ(
       error_of(shared_bucket() + "[registry]\nurl = \"mysql://h/db\"\n").rfind("registry.url:", 0),

@@ -721,6 +721,64 @@ TEST_F(DeliveryTest, StopLetsAStartedDownloadFinish) {
   delivery_.reset();
 }
 
+// Transport::finished (transport.hpp): a request is finished once its last reply was handed over
+// (blocks, a description, a queued rejection), or at once when dropped as not ours.
+TEST_F(DeliveryTest, EachRequestIsFinishedAfterItsLastReply) {
+  using F = FakeTransport::Finished;
+  make();
+  GetStreamArgs a;
+  a.file_id = 7;
+  a.block_size = 256;  // 4 blocks
+  auto get = protocol::encode_get_request(Format::Json, a);
+  delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Get, Format::Json), get, 11);
+  delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Describe, Format::Json), {}, 12);
+  auto bad = bytes_of("nope");
+  delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Get, Format::Json), bad, 13);
+  delivery_->on_message("$aws/things/dev/streams/fw/data/json", bad, 14);  // not ours: dropped
+  EXPECT_EQ(transport_.finished_tags, (std::vector<F>{{14, 0}})) << "nothing sent yet";
+  ASSERT_TRUE(wait_messages(6));
+  EXPECT_EQ(transport_.finished_tags, (std::vector<F>{{14, 0}, {11, 4}, {12, 5}, {13, 6}}));
+}
+
+TEST_F(DeliveryTest, AMergedRequestIsFinishedWithTheJobItJoined) {
+  using F = FakeTransport::Finished;
+  make();
+  GetStreamArgs a;
+  a.file_id = 7;
+  a.block_size = 256;
+  auto get = protocol::encode_get_request(Format::Json, a);
+  const std::string topic = request_topic("dev", "fw", protocol::Verb::Get, Format::Json);
+  delivery_->on_message(topic, get, 21);
+  delivery_->on_message(topic, get, 22);  // identical and not started: merged
+  EXPECT_TRUE(transport_.finished_tags.empty());
+  ASSERT_TRUE(wait_messages(4));
+  EXPECT_EQ(transport_.messages.size(), 4u);
+  EXPECT_EQ(transport_.finished_tags, (std::vector<F>{{21, 4}, {22, 4}}));
+}
+
+TEST_F(DeliveryTest, AThrottledRequestIsFinishedAtOnceAndAStoppedOneNever) {
+  using F = FakeTransport::Finished;
+  DeliveryOptions o;
+  o.scheduler.per_thing_queue_requests = 1;
+  make(o);
+  GetStreamArgs a;
+  a.file_id = 7;
+  a.block_size = 256;
+  auto json = protocol::encode_get_request(Format::Json, a);
+  auto cbor = protocol::encode_get_request(Format::Cbor, a);
+  delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Get, Format::Json), json, 31);
+  delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Get, Format::Cbor), cbor, 32);
+  EXPECT_EQ(transport_.finished_tags, (std::vector<F>{{32, 1}})) << "throttled: answered at once";
+  ASSERT_TRUE(wait_messages(5));
+  EXPECT_EQ(transport_.finished_tags, (std::vector<F>{{32, 1}, {31, 5}}));
+  bool stopped = false;
+  delivery_->stop(1000, [&] { stopped = true; });
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return stopped; }));
+  delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Describe, Format::Json), {}, 33);
+  EXPECT_EQ(transport_.finished_tags.size(), 2u) << "a stopping instance leaves it to the broker";
+  delivery_.reset();
+}
+
 TEST(MqttTransportTest, MapsEveryPoolResult) {
   using R = Transport::SendResult;
   EXPECT_EQ(MqttTransport::map(io::PublishResult::Ok), R::Ok);

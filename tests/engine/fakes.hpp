@@ -240,6 +240,14 @@ class FakeTransport final : public Transport {
     fail_count = count;
   }
   bool has_writable_callback() const { return static_cast<bool>(writable_); }
+  // Records each finished request with how many messages had been sent by then.
+  void finished(RequestTag tag) override { finished_tags.push_back({tag, messages.size()}); }
+  struct Finished {
+    RequestTag tag = kNoRequestTag;
+    std::size_t sent = 0;  // messages.size() when it was finished
+    bool operator==(const Finished&) const = default;
+  };
+  std::vector<Finished> finished_tags;
 
   static constexpr std::size_t kUnlimited = static_cast<std::size_t>(-1);
   std::vector<Message> messages;

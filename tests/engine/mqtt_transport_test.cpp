@@ -70,7 +70,7 @@ class MqttTransportChannels : public ::testing::Test {
 };
 
 TEST_F(MqttTransportChannels, AFullConnectionIsTheOnlyChannelNotWritable) {
-  ASSERT_TRUE(transport_->start([](auto, auto) {}, [](bool) {}));
+  ASSERT_TRUE(transport_->start([](auto, auto, auto) {}, [](bool) {}));
   ASSERT_TRUE(run_until(&loop_, [&] { return transport_->ready(); }));
   // Two things on different connections (the route is a stable hash of the name).
   std::string full_key = "thing-0";

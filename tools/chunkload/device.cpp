@@ -360,23 +360,7 @@ void Device::on_data(std::span<const std::byte> payload, TimePoint now, Outbox& 
   }
   throttle_streak_ = 0;
 
-  if (f.keep) {
-    std::memcpy(f.buffer.data() + offset, reply->payload.data(), reply->payload.size());
-    while (f.hashed_blocks < f.nblocks && f.have[f.hashed_blocks] != 0) {
-      const std::uint64_t at = std::uint64_t{f.hashed_blocks} * config_.block_size_bytes;
-      const std::uint64_t len =
-          std::min<std::uint64_t>(config_.block_size_bytes, f.spec.size_bytes - at);
-      const std::span<const std::byte> bytes(f.buffer.data() + at, static_cast<std::size_t>(len));
-      if (f.hash) XXH3_128bits_update(f.hash->state, bytes.data(), bytes.size());
-      if (sink_ != nullptr) sink_->consume(bytes);
-      ++f.hashed_blocks;
-      f.hashed_bytes = at + len;
-    }
-    if (f.hashed_bytes - f.released_bytes >= kReleaseStepBytes) {
-      f.buffer.release(f.released_bytes, f.hashed_bytes);
-      f.released_bytes = f.hashed_bytes;
-    }
-  }
+  if (f.keep) keep_block(idx, offset, reply->payload);
 
   if (owner != kNoOwner) {
     Slot& slot = slots_[owner];
@@ -397,6 +381,37 @@ void Device::on_data(std::span<const std::byte> payload, TimePoint now, Outbox& 
     finish_file(now, out);
   } else {
     fill_slots(now, out);
+  }
+}
+
+void Device::keep_block(std::uint32_t idx, std::uint64_t offset,
+                        std::span<const std::byte> payload) {
+  FileState& f = *file_;
+  const std::uint64_t expected_len = payload.size();
+  if (idx == f.hashed_blocks) {
+    // The next block of the prefix: hashed straight from the reply, so the mapping's page is
+    // never touched (no copy, no page fault).
+    const std::span<const std::byte> bytes(payload);
+    if (f.hash) XXH3_128bits_update(f.hash->state, bytes.data(), bytes.size());
+    if (sink_ != nullptr) sink_->consume(bytes);
+    ++f.hashed_blocks;
+    f.hashed_bytes = offset + expected_len;
+  } else {
+    std::memcpy(f.buffer.data() + offset, payload.data(), payload.size());
+  }
+  while (f.hashed_blocks < f.nblocks && f.have[f.hashed_blocks] != 0) {
+    const std::uint64_t at = std::uint64_t{f.hashed_blocks} * config_.block_size_bytes;
+    const std::uint64_t len =
+        std::min<std::uint64_t>(config_.block_size_bytes, f.spec.size_bytes - at);
+    const std::span<const std::byte> bytes(f.buffer.data() + at, static_cast<std::size_t>(len));
+    if (f.hash) XXH3_128bits_update(f.hash->state, bytes.data(), bytes.size());
+    if (sink_ != nullptr) sink_->consume(bytes);
+    ++f.hashed_blocks;
+    f.hashed_bytes = at + len;
+  }
+  if (f.hashed_bytes - f.released_bytes >= kReleaseStepBytes) {
+    f.buffer.release(f.released_bytes, f.hashed_bytes);
+    f.released_bytes = f.hashed_bytes;
   }
 }
 

@@ -162,6 +162,8 @@ class Device {
   void fill_slots(TimePoint now, Outbox& out);
   void issue_request(std::uint32_t slot_index, TimePoint now, Outbox& out);
   void resend(std::uint32_t slot_index, bool throttled, TimePoint now, Outbox& out);
+  // Stores a verified-length block of the current file: hashes the grown prefix, keeps the rest.
+  void keep_block(std::uint32_t idx, std::uint64_t offset, std::span<const std::byte> payload);
   void finish_file(TimePoint now, Outbox& out);
   void finish(TimePoint now);
   std::string token_for(std::uint32_t slot_index) const;

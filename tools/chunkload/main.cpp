@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "tools/chunkload/options.hpp"
 #include "tools/chunkload/ota_device.hpp"
 #include "tools/chunkload/ota_signature.hpp"
+#include "tools/chunkload/raw_fleet.hpp"
 #include "tools/chunkload/report.hpp"
 #include "tools/chunkload/stream_info.hpp"
 
@@ -31,22 +33,30 @@ static_assert(std::atomic<bool>::is_always_lock_free);
 
 extern "C" void on_signal(int /*signo*/) { g_stop.store(true); }
 
-// Each MQTT connection is a socket; let the fleet use every descriptor the hard limit allows.
-void raise_fd_limit(const chunkd::chunkload::Options& o) {
+// Each MQTT connection is a socket: raise the soft open-file limit to the hard one, and refuse to
+// start (rather than fail devices one by one on EMFILE) when even that is too low.
+constexpr std::uint64_t kSpareFds = 64;  // stdio, the control API, epoll, paho's pipes, ...
+
+bool ensure_fd_limit(const chunkd::chunkload::Options& o) {
   rlimit lim{};
-  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return true;  // cannot tell: let connects say
   if (lim.rlim_cur < lim.rlim_max) {
     lim.rlim_cur = lim.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &lim);
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) ::getrlimit(RLIMIT_NOFILE, &lim);
   }
   const std::uint64_t sockets = o.connections == 0 ? o.devices : o.connections;
-  if (!o.quiet && lim.rlim_cur != RLIM_INFINITY && sockets + 64 > lim.rlim_cur) {
-    std::fprintf(stderr,
-                 "chunkload: warning: %llu connections but only %llu file descriptors; "
-                 "use --connections to share connections\n",
-                 static_cast<unsigned long long>(sockets),
-                 static_cast<unsigned long long>(lim.rlim_cur));
-  }
+  const std::uint64_t need = sockets + kSpareFds;
+  if (lim.rlim_cur == RLIM_INFINITY || need <= lim.rlim_cur) return true;
+  const std::uint64_t have = lim.rlim_cur;
+  std::fprintf(
+      stderr,
+      "chunkload: %llu connection(s) need %llu file descriptors, but the open-file limit "
+      "is %llu (hard limit %llu);\n  raise it (ulimit -n, as root or in "
+      "/etc/security/limits.conf) or share connections: --connections %llu\n",
+      static_cast<unsigned long long>(sockets), static_cast<unsigned long long>(need),
+      static_cast<unsigned long long>(have), static_cast<unsigned long long>(lim.rlim_max),
+      static_cast<unsigned long long>(have > kSpareFds ? std::min(sockets, have - kSpareFds) : 1));
+  return false;
 }
 
 chunkd::chunkload::OtaConfig ota_config(const chunkd::chunkload::Options& o,
@@ -85,7 +95,7 @@ int main(int argc, char** argv) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
-  raise_fd_limit(options);
+  if (!ensure_fd_limit(options)) return kExitFailed;
 
   LatencyHistogram latency;
   std::atomic<std::uint64_t> bytes_stored{0};
@@ -128,8 +138,14 @@ int main(int argc, char** argv) {
   }
 
   ProgressLine progress(!options.quiet && ::isatty(STDERR_FILENO) == 1, options.devices);
-  Fleet fleet(options, config, options.ota ? &ota : nullptr);
-  auto run = fleet.run(g_stop, progress);
+  chunkd::Expected<RunResult, std::string> run = chunkd::unexpected<std::string>("no engine");
+  if (options.engine == Engine::Raw) {
+    RawFleet fleet(options, config);
+    run = fleet.run(g_stop, progress);
+  } else {
+    Fleet fleet(options, config, options.ota ? &ota : nullptr);
+    run = fleet.run(g_stop, progress);
+  }
   if (!run) {
     std::fprintf(stderr, "chunkload: %s\n", run.error().c_str());
     return kExitUsage;

@@ -71,6 +71,10 @@ std::optional<std::string> settle_ota(Options& o, bool have_stream, bool have_fa
   if (have_stream) return std::string("--ota takes the stream from the job document: no --stream");
   if (o.ota_cert.empty()) return std::string("--ota needs --ota-cert (the signing certificate)");
   if (o.files) return std::string("--ota downloads the file the job names: no --files");
+  if (o.engine == Engine::Raw) {
+    return std::string(
+        "--engine raw does not run --ota (its job flow is paho's): use --engine paho");
+  }
   o.mode = Mode::Bitmap;
   o.verify = false;  // the signature is the check
   o.describe = false;
@@ -78,7 +82,29 @@ std::optional<std::string> settle_ota(Options& o, bool have_stream, bool have_fa
   return std::nullopt;
 }
 
+// Auto: the raw engine wherever it can (plain TCP, no --ota).
+std::optional<std::string> settle_engine(Options& o) {
+  const bool tcp = o.uri.rfind("tcp://", 0) == 0 || o.uri.rfind("mqtt://", 0) == 0;
+  if (o.engine == Engine::Raw && !tcp) {
+    return "--engine raw speaks tcp:// and mqtt:// only (got '" + o.uri + "'): use --engine paho";
+  }
+  if (o.engine == Engine::Auto) o.engine = tcp && !o.ota ? Engine::Raw : Engine::Paho;
+  return std::nullopt;
+}
+
 }  // namespace
+
+const char* engine_name(Engine engine) {
+  switch (engine) {
+    case Engine::Auto:
+      return "auto";
+    case Engine::Paho:
+      return "paho";
+    case Engine::Raw:
+      return "raw";
+  }
+  return "auto";
+}
 
 const char* usage_text() {
   return R"(usage: chunkload --stream ID [options]
@@ -92,6 +118,8 @@ file it names, check its signature, report progress and the outcome on the job.
   --devices N                simulated devices (default 1)
   --connections C            0: one MQTT connection per device (default); C>0: devices share
                              C connections (multiplex mode, for large fleets)
+  --engine auto|raw|paho     raw: chunkload's own MQTT 3.1.1 over epoll (tcp://, mqtt://);
+                             paho: paho.mqtt.c (ws://, --ota); auto (default): raw where it can
   --thing-prefix P           thing i is P<i> (default chunkload-<pid>-)
   --topic-prefix P           topic prefix (default $aws/things)
   --format cbor|json         request/reply format (default cbor)
@@ -186,7 +214,7 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
                                                      "--qos",          "--client-token-prefix",
                                                      "--max-seconds",  "--ramp-ms",
                                                      "--ota-cert",     "--ota-reboot-ms",
-                                                     "--fail-percent"};
+                                                     "--fail-percent", "--engine"};
       if (std::find(std::begin(kValued), std::end(kValued), name) == std::end(kValued)) {
         return fail("unknown option '" + std::string(name) + "'");
       }
@@ -255,6 +283,16 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
         err = parse_u32_in(name, value, 0, 1000000, o.max_retries);
       } else if (name == "--connections") {
         err = parse_u32_in(name, value, 0, kMaxDevices, o.connections);
+      } else if (name == "--engine") {
+        if (value == "auto") {
+          o.engine = Engine::Auto;
+        } else if (value == "raw") {
+          o.engine = Engine::Raw;
+        } else if (value == "paho") {
+          o.engine = Engine::Paho;
+        } else {
+          return fail("--engine wants auto, raw or paho (got '" + std::string(value) + "')");
+        }
       } else if (name == "--control-url") {
         o.control_url = value;
       } else if (name == "--token") {
@@ -290,6 +328,7 @@ Expected<Parsed, std::string> parse_options(int argc, const char* const* argv) {
   if (auto ota_err = settle_ota(o, have_stream, have_fail_percent, have_blocks_per_request)) {
     return fail(std::move(*ota_err));
   }
+  if (auto engine_err = settle_engine(o)) return fail(std::move(*engine_err));
   if (!have_stream && !o.ota) return fail("--stream is required");
   // Every thing name must be valid; the longest is the last device's.
   std::string last_thing = o.thing_prefix + std::to_string(o.devices - 1);

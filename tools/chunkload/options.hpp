@@ -18,6 +18,10 @@ enum class Mode : std::uint8_t {
   Bitmap,  // OTA-agent style: o + bitmap of every block still wanted, n blocks per request
 };
 
+// Who speaks MQTT (docs/chunkload.md, "Engines"): Auto picks Raw for tcp:// and mqtt:// outside
+// --ota, Paho otherwise; parse_options resolves Auto.
+enum class Engine : std::uint8_t { Auto, Paho, Raw };
+
 struct Options {
   std::string uri = "tcp://127.0.0.1:1883";
   std::string stream_id;  // required, except with --ota (the job names the stream)
@@ -33,6 +37,7 @@ struct Options {
   std::uint32_t timeout_ms = 2000;
   std::uint32_t max_retries = 20;
   std::uint32_t connections = 0;  // 0: one MQTT connection per device
+  Engine engine = Engine::Auto;   // never Auto after parse_options
   std::string control_url;        // default $CHUNKD_URL or http://127.0.0.1:8080
   std::string token;              // default $CHUNKD_TOKEN
   bool verify = true;
@@ -66,5 +71,6 @@ struct Parsed {
 // usage error (exit code 2).
 Expected<Parsed, std::string> parse_options(int argc, const char* const* argv);
 const char* usage_text();
+const char* engine_name(Engine engine);  // "auto", "paho", "raw"
 
 }  // namespace chunkd::chunkload

@@ -114,6 +114,7 @@ std::string report_json(const Options& options, const RunResult& run) {
   num("blocks_per_request", options.blocks_per_request);
   num("in_flight", options.in_flight);
   num("connections", options.connections);
+  str("engine", engine_name(options.engine));
   num("devices", run.devices.size());
   num("devices_done", t.done);
   num("devices_failed", t.failed);
@@ -201,7 +202,7 @@ std::string report_text(const Options& options, const RunResult& run) {
                      std::string(protocol::to_string(options.format)) + ", " +
                      mode_name(options.mode) + ", l=" + std::to_string(options.block_size_bytes) +
                      ", n=" + n + ", in-flight " + std::to_string(options.in_flight) + ", " +
-                     conns + ")");
+                     conns + ", " + engine_name(options.engine) + " engine)");
   line("devices", std::to_string(t.done) + " done, " + std::to_string(t.failed) + " failed (of " +
                       std::to_string(run.devices.size()) + ")" +
                       (run.stopped.empty() ? "" : "; stopped: " + run.stopped));

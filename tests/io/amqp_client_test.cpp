@@ -1,0 +1,227 @@
+// AmqpClient against a real RabbitMQ node (tests/support/rabbitmq.hpp), one node for the suite.
+// Each test uses its own queue, so their requests never mix.
+#include "io/amqp_client.hpp"
+
+#include <gtest/gtest.h>
+#include <uv.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/net.hpp"
+#include "tests/support/rabbitmq.hpp"
+
+namespace {
+
+using chunkd::io::AmqpClient;
+using chunkd::io::AmqpClientOptions;
+using chunkd::io::AmqpDelivery;
+using chunkd::test::RabbitNode;
+
+bool run_until(uv_loop_t* loop, const std::function<bool()>& pred, int guard_ms = 60000) {
+  uv_timer_t tick;
+  uv_timer_init(loop, &tick);
+  uv_timer_start(
+      &tick, [](uv_timer_t*) {}, 5, 5);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(guard_ms);
+  bool ok = pred();
+  while (!ok && std::chrono::steady_clock::now() < deadline) {
+    uv_run(loop, UV_RUN_ONCE);
+    ok = pred();
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return ok;
+}
+
+std::span<const std::byte> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+class AmqpClientTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!RabbitNode::available()) return;
+    node_ = new RabbitNode();
+    if (!node_->start()) start_error_ = node_->error();
+  }
+  static void TearDownTestSuite() {
+    delete node_;
+    node_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (!RabbitNode::available()) GTEST_SKIP() << RabbitNode::missing();
+    ASSERT_TRUE(start_error_.empty()) << start_error_;
+    if (!node_->running()) ASSERT_TRUE(node_->start()) << node_->error();
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+  }
+
+  void TearDown() override {
+    for (auto& c : clients_) stop(*c);
+    clients_.clear();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+  }
+
+  AmqpClientOptions options(const std::string& queue) {
+    AmqpClientOptions o;
+    o.uris = {node_->amqp_uri()};
+    o.queue = queue;
+    o.binding_keys = {"test." + queue + ".*"};
+    o.prefetch = 16;
+    o.heartbeat_s = 5;
+    o.backoff_max_ms = 500;
+    return o;
+  }
+
+  AmqpClient& make(AmqpClientOptions o) {
+    clients_.push_back(std::make_unique<AmqpClient>(
+        &loop_, std::move(o), [this](AmqpDelivery&& d) { deliveries_.push_back(std::move(d)); },
+        [this](bool up, std::string_view why) { states_.emplace_back(up, std::string(why)); }));
+    return *clients_.back();
+  }
+
+  void stop(AmqpClient& c) {
+    bool done = false;
+    c.stop(2000, [&] { done = true; });
+    EXPECT_TRUE(run_until(&loop_, [&] { return done; }));
+  }
+
+  // Column `column` of `rabbitmqctl list_queues` for `queue` ("" when absent).
+  std::string queue_info(const std::string& queue, const std::string& column) {
+    std::string out;
+    node_->ctl({"list_queues", "-q", "--no-table-headers", "name", column}, out);
+    const std::string prefix = queue + "\t";
+    for (std::size_t at = 0; at < out.size();) {
+      std::size_t end = out.find('\n', at);
+      if (end == std::string::npos) end = out.size();
+      const std::string line = out.substr(at, end - at);
+      if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
+      at = end + 1;
+    }
+    return {};
+  }
+
+  static RabbitNode* node_;
+  static std::string start_error_;
+  uv_loop_t loop_{};
+  std::vector<std::unique_ptr<AmqpClient>> clients_;
+  std::vector<AmqpDelivery> deliveries_;
+  std::vector<std::pair<bool, std::string>> states_;
+};
+
+RabbitNode* AmqpClientTest::node_ = nullptr;
+std::string AmqpClientTest::start_error_;
+
+TEST_F(AmqpClientTest, DeclaresAQuorumQueueBindsItAndConsumes) {
+  AmqpClient& c = make(options("q.declare"));
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); })) << node_->log();
+  EXPECT_EQ(queue_info("q.declare", "type"), "quorum");
+  EXPECT_NE(queue_info("q.declare", "arguments").find("x-delivery-limit"), std::string::npos);
+  // A publish on a bound key comes back as a delivery, with its key and body.
+  ASSERT_EQ(c.publish("test.q.declare.a", {{bytes_of("hello")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 1; }));
+  EXPECT_EQ(deliveries_[0].routing_key, "test.q.declare.a");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(deliveries_[0].body.data()),
+                        deliveries_[0].body.size()),
+            "hello");
+  EXPECT_EQ(c.publish("other.key", {{bytes_of("x")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().confirms == 2; }));
+  EXPECT_EQ(deliveries_.size(), 1u) << "an unbound key is not delivered";
+}
+
+// A delivery is acknowledged only once finished; one never finished is redelivered to the next
+// consumer after its client went away.
+TEST_F(AmqpClientTest, OnlyFinishedDeliveriesAreAcknowledged) {
+  AmqpClient& a = make(options("q.ack"));
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return a.connected(); }));
+  ASSERT_EQ(a.publish("test.q.ack.1", {{bytes_of("one")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_EQ(a.publish("test.q.ack.2", {{bytes_of("two")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 2; }));
+  // The reply to "one", then its finish: acked once the reply is confirmed.
+  ASSERT_EQ(a.publish("reply.1", {{bytes_of("r")}}), AmqpClient::PublishResult::Ok);
+  a.finish(deliveries_[0].session, deliveries_[0].tag);
+  ASSERT_TRUE(run_until(&loop_, [&] { return a.stats().acks == 1; }));
+  EXPECT_EQ(a.stats().confirms, 3u) << "the ack waited for the reply's confirm";
+  stop(a);
+  clients_.clear();
+  deliveries_.clear();
+  AmqpClient& b = make(options("q.ack"));
+  ASSERT_TRUE(b.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 1; }));
+  EXPECT_EQ(deliveries_[0].routing_key, "test.q.ack.2");
+  EXPECT_TRUE(deliveries_[0].redelivered);
+  b.finish(deliveries_[0].session, deliveries_[0].tag);
+  ASSERT_TRUE(run_until(&loop_, [&] { return b.stats().acks == 1; }));
+  ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.ack", "messages") == "0"; }));
+}
+
+TEST_F(AmqpClientTest, FailsOverToTheNextUri) {
+  AmqpClientOptions o = options("q.failover");
+  const std::uint16_t dead = chunkd::test::pick_free_port();  // nothing listens there
+  o.uris = {"amqp://guest@127.0.0.1:" + std::to_string(dead) + "/%2f", node_->amqp_uri()};
+  AmqpClient& c = make(o);
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); }));
+  EXPECT_EQ(c.stats().uri, node_->amqp_uri());
+  EXPECT_GE(c.stats().connect_failures, 1u);
+}
+
+TEST_F(AmqpClientTest, RefusesBadOptionsAndOverlongKeys) {
+  AmqpClientOptions bad = options("q.bad");
+  bad.uris = {"http://example"};
+  EXPECT_FALSE(make(bad).start());
+  AmqpClient& c = make(options("q.keys"));
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); }));
+  EXPECT_EQ(c.publish(std::string(256, 'k'), {{bytes_of("x")}}), AmqpClient::PublishResult::Error);
+  EXPECT_EQ(c.publish(std::string(255, 'k'), {{bytes_of("x")}}), AmqpClient::PublishResult::Ok);
+}
+
+// An MQTT topic over 255 bytes is routed by RabbitMQ but cannot be delivered over AMQP: the
+// broker closes the consumer's connection (541). The client comes back each time, the queue's
+// delivery limit drops the message, and the queue serves on.
+TEST_F(AmqpClientTest, AnOverlongTopicCostsReconnectsNotTheConsumer) {
+  AmqpClientOptions o = options("q.long");
+  o.binding_keys = {"long.#"};
+  o.delivery_limit = 2;
+  AmqpClient& c = make(o);
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); }));
+  std::string error;
+  ASSERT_TRUE(chunkd::test::mqtt_publish_raw(node_->mqtt_port(), "long/" + std::string(260, 't'),
+                                             "poison", error))
+      << error;
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().broker_internal_errors >= 1; }))
+      << node_->log();
+  ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.long", "messages") == "0"; }));
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); }));
+  ASSERT_TRUE(chunkd::test::mqtt_publish_raw(node_->mqtt_port(), "long/ok", "fine", error));
+  ASSERT_TRUE(run_until(&loop_, [&] { return !deliveries_.empty(); }));
+  EXPECT_EQ(deliveries_.back().routing_key, "long.ok");
+  EXPECT_LE(c.stats().broker_internal_errors, 3u) << "the delivery limit ended it";
+}
+
+TEST_F(AmqpClientTest, ReconnectsAfterTheNodeRestarts) {
+  AmqpClient& c = make(options("q.restart"));
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); }));
+  node_->stop();
+  ASSERT_TRUE(run_until(&loop_, [&] { return !c.connected(); }));
+  EXPECT_EQ(c.publish("test.q.restart.x", {{bytes_of("x")}}),
+            AmqpClient::PublishResult::NotConnected);
+  ASSERT_TRUE(node_->start()) << node_->error();
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); }));
+  EXPECT_EQ(c.stats().sessions, 2u);
+  ASSERT_EQ(c.publish("test.q.restart.x", {{bytes_of("x")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 1; }))
+      << "the durable queue is consumed again";
+}
+
+}  // namespace
