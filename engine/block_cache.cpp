@@ -310,7 +310,13 @@ struct BlockCache::Impl {
     const std::size_t buffer_size = static_cast<std::size_t>(extent_size);
 
     std::shared_ptr<OpenFile> blob = open_blob(file.digest, key.blob, error);
-    if (!blob) return nullptr;
+    if (!blob) {
+      if (error == std::errc::no_such_file_or_directory && options.missing_blob &&
+          options.missing_blob(file.digest, file.size_bytes)) {
+        error = std::make_error_code(std::errc::resource_unavailable_try_again);
+      }
+      return nullptr;
+    }
     Buffer buffer = take_buffer(buffer_size, error);
     if (!buffer) return nullptr;
 

@@ -25,7 +25,9 @@
 // Blob files: opened lazily (O_RDONLY | O_CLOEXEC) at blob_path(data_dir, digest) and kept in an
 // LRU of at most `max_open_files` descriptors. open() runs on the loop thread: it is one local
 // open per cold blob, cached afterwards. A descriptor evicted while a read uses it is closed when
-// that read completes, so at most max_open_files + reads in flight descriptors are open.
+// that read completes, so at most max_open_files + reads in flight descriptors are open. A blob
+// that is absent while options.missing_blob says it is being filled (the content bucket) fails
+// the miss with resource_unavailable_try_again (transient), never with wrong bytes.
 //
 // Thread: loop thread only; callbacks run on the loop thread, never inside get()/prefetch().
 // Handles must be released before the cache is destroyed. Destroying the cache with reads in

@@ -49,6 +49,8 @@ class IngestCategory final : public std::error_category {
         return "the file is over storage.max_file_mib";
       case IngestError::StorageFull:
         return "too little free space in storage.data_dir";
+      case IngestError::DigestMismatch:
+        return "the content does not have the expected digest";
     }
     return "ingest error";
   }
@@ -366,6 +368,9 @@ void ContentStore::finalize(Job& job) {
   if (!job.error) {
     job.result.digest = digest_hex(XXH3_128bits_digest(job.hash));
     job.result.size_bytes = job.size;
+    if (!job.expected_digest.empty() && job.result.digest != job.expected_digest) {
+      job.error = IngestError::DigestMismatch;  // commit_ingest then drops the temp file
+    }
   }
   job.work.data = &job;
   job.work_errno = 0;

@@ -31,7 +31,8 @@
 // its offsets from 0 and passes every byte to update() in offset order as it goes, so the digest
 // and the manifest are computed on the loop while the bytes arrive (no second copy, no read back);
 // reserve() checks the size against max_file_bytes and the free space first. finish() then ends it
-// as an ingest ends (fsync, link or deduplicate, pin), or drops the temp file. The writer counts as
+// as an ingest ends (fsync, link or deduplicate, pin), or drops the temp file; with
+// expect_digest() it also drops it when the content hashes to another digest. The writer counts as
 // an ingest in progress until finish() reports, so GC never runs meanwhile.
 //
 // Progress: ingest() and begin_write() take an optional IngestProgress that the store updates as
@@ -75,6 +76,7 @@ enum class IngestError {
   Closed,             // the store is closing
   TooLarge,           // the source is over max_file_bytes (nothing was copied)
   StorageFull,        // too little free space for the copy, and the content is not stored yet
+  DigestMismatch,     // a writer's content is not the digest it expected (nothing is kept)
 };
 const std::error_category& ingest_category();
 std::error_code make_error_code(IngestError e);
@@ -228,6 +230,9 @@ class IngestWriter {
   // IngestError::TooLarge; less free space under data_dir is StorageFull (the result names
   // size_bytes and available_bytes). Call before writing anything; `done` runs later.
   void reserve(std::uint64_t size, IngestDone done);
+  // The content must have this digest (a fill from the content bucket): finish() then fails with
+  // IngestError::DigestMismatch, dropping the temp file, when it does not.
+  void expect_digest(std::string digest);
   // The next `n` bytes of the content, in offset order: hashed now.
   void update(const void* data, std::size_t n);
   // Every byte updated is written (`failure` empty): ends as ingest() ends, the digest pinned.

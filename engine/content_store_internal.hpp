@@ -40,6 +40,7 @@ struct ContentStore::Job {
   std::uint64_t reserving = 0;                               // ... of this many bytes
   XXH3_state_t* extent_hash = nullptr;                       // writer: the current extent's
   std::uint64_t extent_filled = 0;
+  std::string expected_digest;  // writer: "" or the digest the content must have
   std::uint64_t started_ms = 0;
 
   // Owned descriptors; closed by the finalize or cleanup work.

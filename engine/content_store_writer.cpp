@@ -134,6 +134,11 @@ void IngestWriter::reserve(std::uint64_t size, IngestDone done) {
   }
 }
 
+void IngestWriter::expect_digest(std::string digest) {
+  CHUNKD_ASSERT(job_ != nullptr);
+  job_->expected_digest = std::move(digest);
+}
+
 void IngestWriter::update(const void* data, std::size_t n) {
   CHUNKD_ASSERT(job_ != nullptr);
   ContentStore::Job& j = *job_;

@@ -43,6 +43,10 @@
 // hashed as it arrives; its `version` is the object's versionId (not a digest), the stream records
 // the versionId and ETag fetched, and a failed fetch answers with s3_fetch_error.
 //
+// Content bucket (set_content_bucket): after the files are in the store and before the registry
+// write, each is written to the shared bucket once (skipped when already there), so another
+// instance can serve the stream the moment it appears in a shared registry.
+//
 // Metrics: chunkd_http_requests_total{route,status} (route "refused": refused by io::HttpServer
 // before routing, see count_refused), chunkd_streams, and the ingest and store
 // metrics of the ContentStore.
@@ -65,6 +69,7 @@
 #include "base/expected.hpp"
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
+#include "engine/content_bucket.hpp"
 #include "engine/content_store.hpp"
 #include "engine/jobs_http.hpp"
 #include "engine/metrics.hpp"
@@ -122,6 +127,12 @@ class ControlService {
   // job delivers is not deleted (409). `jobs` outlives this service or is reset to null first.
   void set_jobs(JobsHttp* jobs) { jobs_ = jobs; }
 
+  // The shared content bucket (engine/content_bucket.hpp): with one, every file a create or update
+  // ingests is written there before the registry write, and a failed upload fails the request
+  // with 503 SERVICE_UNAVAILABLE naming the bucket (nothing committed). `bucket` outlives this
+  // service or is reset to null first.
+  void set_content_bucket(ContentBucket* bucket) { content_ = bucket; }
+
   // /healthz answers 200 while ready (the MQTT pool connected and subscribed).
   void set_ready(bool ready) { ready_ = ready; }
 
@@ -172,6 +183,8 @@ class ControlService {
                                 const IngestResult& seen) const;
   // Fetches files[i] of an S3 bucket straight into the store (engine/s3_source.hpp).
   void fetch_s3(Op& op, std::size_t i);
+  // Writes files[i..] to the content bucket, then commits.
+  void upload_next(Op& op, std::size_t i);
   // files[i] is in the store (pinned): on to the next file.
   void ingested(Op& op, IngestResult result);
   void commit(Op& op);
@@ -188,6 +201,7 @@ class ControlService {
   ControlOptions options_;
   const StreamHealth* health_;
   JobsHttp* jobs_ = nullptr;
+  ContentBucket* content_ = nullptr;
   std::map<std::string, int, std::less<>> bucket_fds_;
   std::unique_ptr<S3Source> s3_;
   bool s3_closed_ = false;

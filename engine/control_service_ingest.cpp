@@ -121,11 +121,7 @@ void ControlService::ingest_next(Op& op) {
                            std::move(problems)));
       return;
     }
-    if (op.holds_ingest_slot) {
-      op.holds_ingest_slot = false;
-      ingesting_--;
-    }
-    commit(op);
+    upload_next(op, 0);
     return;
   }
   if (op.from_s3[i] != 0) {
@@ -145,6 +141,30 @@ void ControlService::ingest_next(Op& op) {
         ingested(op, std::move(result));
       },
       op.progress);
+}
+
+void ControlService::upload_next(Op& op, std::size_t i) {
+  if (content_ != nullptr && i < op.ingested.size()) {
+    content_->upload(op.ingested[i], [this, &op, i](std::error_code error, const std::string& why) {
+      if (!error) {
+        upload_next(op, i + 1);
+        return;
+      }
+      LOG_ERROR("control", "stream %s: %s", op.id.c_str(), why.c_str());
+      io::HttpResponse r = api_error(
+          ApiErrorCode::ServiceUnavailable,
+          "the content could not be written to the shared content bucket: " + why,
+          {{file_field(i, "key"), "not stored in content bucket \"" + content_->name() + "\""}});
+      r.headers.emplace_back("Retry-After", "5");
+      finish(op, std::move(r));
+    });
+    return;
+  }
+  if (op.holds_ingest_slot) {
+    op.holds_ingest_slot = false;
+    ingesting_--;
+  }
+  commit(op);
 }
 
 void ControlService::ingested(Op& op, IngestResult result) {

@@ -16,6 +16,7 @@
 #include "engine/catalog.hpp"
 #include "engine/clock.hpp"
 #include "engine/config_reload.hpp"
+#include "engine/content_bucket.hpp"
 #include "engine/content_store.hpp"
 #include "engine/control_service.hpp"
 #include "engine/delivery.hpp"
@@ -121,7 +122,8 @@ struct Daemon::Impl {
   std::unique_ptr<io::RegistryStore> registry;
   std::unique_ptr<RegistrySync> registry_sync;  // a shared registry: other instances' changes
   std::unique_ptr<ContentStore> store;
-  std::unique_ptr<StreamHealth> health;  // data-plane failures: delivery reports, control shows
+  std::unique_ptr<ContentBucket> content;  // storage.content_bucket; null when unset
+  std::unique_ptr<StreamHealth> health;    // data-plane failures: delivery reports, control shows
   std::unique_ptr<ControlService> control;
   std::unique_ptr<Transport> transport;
   MqttTransport* mqtt = nullptr;  // `transport`, for what only MQTT has (null with [amqp])
@@ -249,12 +251,28 @@ bool Daemon::Impl::open_store() {
     LOG_ERROR(kTag, "storage.data_dir: %s", message.c_str());
     return false;
   }
-  // Files a stream references must be in the store; say so loudly if one is missing.
+  const std::string& shared = config.cluster.content_bucket;
+  if (!shared.empty()) {
+    // config_cluster.cpp checked that it names an s3 bucket entry.
+    ContentBucketOptions options;
+    options.name = shared;
+    options.remote = config.control.service.s3_buckets.at(shared).remote;
+    content = std::make_unique<ContentBucket>(&loop, *store, &metrics, std::move(options));
+    LOG_INFO(kTag, "content bucket: \"%s\" (%s)", shared.c_str(),
+             config.control.service.s3_buckets.at(shared).describe().c_str());
+  }
+  // Files a stream references must be in the store; say so loudly if one is missing (with a
+  // content bucket, a read fills it from there).
   std::size_t missing = 0;
   for (const auto& digest : catalog.referenced_digests()) {
     if (::access(blob_path(config.store.data_dir, digest).c_str(), R_OK) != 0) missing++;
   }
-  if (missing != 0) {
+  if (missing != 0 && content) {
+    LOG_INFO(kTag,
+             "content store: %zu blobs referenced by streams are not in %s/blobs yet; each will be "
+             "filled from content bucket \"%s\" when a device first reads it",
+             missing, config.store.data_dir.c_str(), shared.c_str());
+  } else if (missing != 0) {
     LOG_ERROR(kTag, "content store: %zu blobs referenced by streams are missing from %s/blobs",
               missing, config.store.data_dir.c_str());
   }
@@ -266,6 +284,7 @@ bool Daemon::Impl::open_control() {
   health = std::make_unique<StreamHealth>(catalog, metrics, clock);
   control = std::make_unique<ControlService>(&loop, catalog, *registry, *store, metrics, clock,
                                              config.control.service, health.get());
+  control->set_content_bucket(content.get());
   if (auto opened = control->open(); !opened) {
     LOG_ERROR(kTag, "%s", opened.error().message().c_str());
     return false;
@@ -285,8 +304,14 @@ bool Daemon::Impl::open_delivery() {
     mqtt = mqtt_transport.get();
     transport = std::move(mqtt_transport);
   }
+  DeliveryOptions options = config.delivery;
+  if (content) {
+    options.cache.missing_blob = [this](const std::string& digest, std::uint64_t size) {
+      return content && content->fill(digest, size);
+    };
+  }
   delivery = std::make_unique<Delivery>(&loop, catalog, *reader, *transport, metrics, clock,
-                                        config.delivery, health.get());
+                                        std::move(options), health.get());
   register_transport_metrics();
   return true;
 }
@@ -511,6 +536,19 @@ bool Daemon::Impl::apply_live(const Config& merged, const ConfigDiff& diff) {
     }
   }
   if (control) control->set_s3_buckets(merged.control.service.s3_buckets);
+  if (content) {
+    // storage.content_bucket itself needs a restart; its entry's settings apply live.
+    const auto& s3 = merged.control.service.s3_buckets;
+    auto entry = s3.find(merged.cluster.content_bucket);
+    if (entry != s3.end()) {
+      content->set_remote(entry->second.remote);
+    } else {
+      LOG_WARN(kTag,
+               "reload: [buckets.%s] is gone; the content bucket keeps its settings until "
+               "a restart",
+               merged.cluster.content_bucket.c_str());
+    }
+  }
   if (control) control->set_token(merged.control.service.token);
   if (delivery) delivery->set_limits(merged.delivery.scheduler);
   io::set_log_level(merged.log_level);
@@ -536,13 +574,14 @@ void Daemon::Impl::shutdown() {
   uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog));
 
   std::size_t parts = (http ? 1u : 0u) + (control ? 1u : 0u) + (store ? 1u : 0u) +
-                      (delivery ? 1u : 0u) + (jobs ? 1u : 0u);
+                      (delivery ? 1u : 0u) + (jobs ? 1u : 0u) + (content ? 1u : 0u);
   auto next = barrier(parts, [this] { phase_mqtt(); });
   if (control) control->set_jobs(nullptr);
   if (jobs) jobs->close(kJobsFlushMs, next);
   if (http) http->close(next);
   if (control) control->close(next);
   if (store) store->close(next);
+  if (content) content->close(next);  // fails uploads (their creates) and fills in progress
   if (delivery) delivery->stop(kDeliveryStopMs, next);
 }
 
@@ -600,6 +639,7 @@ int Daemon::run() {
   d.amqp = nullptr;
   d.transport.reset();
   d.control.reset();
+  d.content.reset();
   d.store.reset();
   d.registry.reset();
   d.registry_sync.reset();

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <string>
 
 namespace chunkd::engine {
@@ -20,6 +22,10 @@ struct BlockCacheOptions {
   std::size_t overcommit_bytes = 16u << 20;  // extra, only while everything is pinned
   std::size_t max_open_files = 256;          // blob descriptors kept open. REQUIRES: >= 1
   std::size_t max_free_buffers = 16;         // free-list length per buffer size
+  // A miss whose blob file is absent (ENOENT) asks this (empty: nobody) whether the blob is being
+  // filled (engine/content_bucket.hpp starts or joins the fill and says true); the miss then fails
+  // with resource_unavailable_try_again, which devices get as RequestThrottled and retry.
+  std::function<bool(const std::string& digest, std::uint64_t size)> missing_blob;
 };
 
 // engine/scheduler.hpp

@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <vector>
 
 #include "engine/metrics.hpp"
+#include "engine/reply_errors.hpp"
 #include "tests/engine/fakes.hpp"
 
 namespace chunkd::engine {
@@ -272,6 +274,47 @@ TEST_F(BlockCacheTest, MissingBlobFailsAtOnce) {
   EXPECT_EQ(error, std::errc::no_such_file_or_directory);
   EXPECT_EQ(reader_->reads_started, 0u);
   EXPECT_EQ(cache_->charged_bytes(), 0u);
+}
+
+TEST_F(BlockCacheTest, MissingBlobBeingFilledIsTransientThenRead) {
+  BlockCacheOptions o;
+  o.data_dir = dir_.path();
+  o.capacity_bytes = 4 * kExtent;
+  std::vector<std::pair<std::string, std::uint64_t>> asked;
+  bool filling = true;
+  o.missing_blob = [&](const std::string& digest, std::uint64_t size) {
+    asked.emplace_back(digest, size);
+    return filling;
+  };
+  cache_ = std::make_unique<BlockCache>(*reader_, metrics_, o);
+  io::StoredFile ghost = file_;
+  ghost.digest = "0123456789abcdef0123456789abcdef";
+  Result r;
+  std::error_code error;
+  EXPECT_FALSE(get(1, r, error, &ghost));
+  EXPECT_EQ(error, std::errc::resource_unavailable_try_again);
+  EXPECT_TRUE(classify(error).transient) << "devices are told to retry, not failed";
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].first, ghost.digest);
+  EXPECT_EQ(asked[0].second, ghost.size_bytes);
+  EXPECT_EQ(reader_->reads_started, 0u);
+  EXPECT_EQ(cache_->charged_bytes(), 0u);
+
+  // Nobody fills it: the plain error.
+  filling = false;
+  EXPECT_FALSE(get(1, r, error, &ghost));
+  EXPECT_EQ(error, std::errc::no_such_file_or_directory);
+
+  // Filled: the next miss reads it like any blob, checked against the manifest.
+  const std::string path = blob_path(dir_.path(), ghost.digest);
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::filesystem::copy_file(blob_path(dir_.path(), file_.digest), path);
+  EXPECT_FALSE(get(1, r, error, &ghost));
+  EXPECT_FALSE(error) << error.message();
+  ASSERT_TRUE(testing::run_until(&loop_, [&] { return r.called; }));
+  ASSERT_FALSE(r.error) << r.error.message();
+  EXPECT_TRUE(same(r.handle.bytes(), expected(1)));
+  EXPECT_EQ(asked.size(), 2u);
 }
 
 TEST_F(BlockCacheTest, OpenDescriptorsStayBounded) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -148,6 +149,27 @@ std::optional<std::string> TestS3Server::put(const std::string& bucket, const st
   auto versions = put_all(bucket, {{key, bytes}});
   if (!versions || versions->size() != 1) return std::nullopt;
   return versions->front();
+}
+
+std::optional<std::string> TestS3Server::get(const std::string& bucket, const std::string& key) {
+  std::string path = dir_ + "/download-" + std::to_string(files_++);
+  std::string out;
+  if (!tool({"get", endpoint(), key_id_, secret_, bucket, key, path}, out)) return std::nullopt;
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(path);
+  return bytes;
+}
+
+int TestS3Server::versions(const std::string& bucket, const std::string& key) {
+  std::string out;
+  if (!tool({"versions", endpoint(), key_id_, secret_, bucket, key}, out)) return -1;
+  try {
+    return std::stoi(out);
+  } catch (...) {
+    error_ = "s3_tool.py versions printed " + out;
+    return -1;
+  }
 }
 
 std::optional<std::vector<std::string>> TestS3Server::put_all(

@@ -62,6 +62,11 @@ class TestS3Server {
   std::optional<std::vector<std::string>> put_all(
       const std::string& bucket, const std::vector<std::pair<std::string, std::string>>& objects);
 
+  // The latest version of `key` (read with boto3), or nullopt (see error()).
+  std::optional<std::string> get(const std::string& bucket, const std::string& key);
+  // How many versions of `key` the (versioned) bucket holds: one per PUT; -1 on error.
+  int versions(const std::string& bucket, const std::string& key);
+
   std::string endpoint() const {
     return (cert_.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") + std::to_string(port_);
   }
