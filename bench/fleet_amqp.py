@@ -35,19 +35,6 @@ CEILING_QUEUE = "fleet.ceiling"
 TARGET_RATIO = 0.9
 
 
-def scenarios(f):
-    S = f.Scenario
-    # in_flight 2 x 32 blocks (4 KiB) or 2 x 1 block (128 KiB) per device, as in bench/fleet;
-    # 10 devices is what the issue's ceilings were measured with.
-    full = [
-        S("amqp-cbor-4k", "4 KiB CBOR, 10 devices x 8 MiB", "cbor", 4096, 10, 8 * MiB, 2),
-        S("amqp-json-4k", "4 KiB JSON, 10 devices x 4 MiB", "json", 4096, 10, 4 * MiB, 2),
-        S("amqp-cbor-128k", "128 KiB CBOR, 10 devices x 32 MiB", "cbor", 131072, 10, 32 * MiB, 2,
-          min_rounds=2),
-        S("amqp-100-devices", "4 KiB CBOR, 100 devices x 1 MiB", "cbor", 4096, 100, 1 * MiB, 2),
-    ]
-    quick = S("amqp-cbor-4k-quick", "4 KiB CBOR, 10 devices x 1 MiB", "cbor", 4096, 10, 1 * MiB, 2)
-    return full, quick
 
 
 def group_members(pgid):
@@ -317,7 +304,7 @@ def table(results):
 
 def main(args, f):
     """bench/fleet --amqp; `f` is bench/fleet's module. Returns the exit status."""
-    full, quick = scenarios(f)
+    full, quick = f.SHARED_SCENARIOS, f.SHARED_QUICK
     if args.quick:
         scs = [quick]
     elif args.scenario:

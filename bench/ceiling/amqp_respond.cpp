@@ -10,7 +10,8 @@
 // was confirmed by the broker — chunkd's acknowledgement rule. Nothing is read from disk, nothing
 // is encoded per block, there is no hand-off between threads: one thread, blocking calls.
 //
-// Requests it cannot answer from what it pre-encoded count as `unanswered` (and are acked).
+// Requests it cannot answer from what it pre-encoded count as `unanswered` (and are acked). When
+// stopped (SIGTERM) it acks what is confirmed and deletes its queue: every run starts empty.
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <poll.h>
@@ -126,6 +127,23 @@ class AmqpResponder {
       if (::poll(fds, 2, 200) < 0 && errno != EINTR) return errno_text("poll");
       if ((fds[1].revents & POLLIN) != 0) return std::nullopt;  // asked to stop
     }
+  }
+
+  // Once asked to stop: acks what is confirmed within a bound, then deletes the queue, so a
+  // request taken and not yet acked is not redelivered to the next run (another scenario's
+  // responder could not answer it).
+  Error finish() {
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (!acks_pending_.empty() && Clock::now() < deadline) {
+      if (auto e = read_frames()) return e;
+      if (auto e = settle()) return e;
+      pollfd fd{amqp_get_sockfd(conn_), POLLIN, 0};
+      if (!acks_pending_.empty() && ::poll(&fd, 1, 50) < 0 && errno != EINTR) {
+        return errno_text("poll");
+      }
+    }
+    amqp_queue_delete(conn_, kChannel, amqp_cstring_bytes(o_.queue.c_str()), 0, 0);
+    return rpc_error(amqp_get_rpc_reply(conn_), "queue.delete");
   }
 
   void report(const Error& error, double cpu) const {
@@ -348,6 +366,7 @@ int run_amqp_respond(const Options& o) {
     std::fputs("ready\n", stdout);
     std::fflush(stdout);
     error = responder.run(sfd.get(), deadline);
+    if (!error) error = responder.finish();
   }
   responder.report(error, cpu_seconds() - cpu0);
   return error ? 1 : 0;
