@@ -21,9 +21,10 @@ using Bytes = std::vector<std::byte>;
 using Error = std::optional<std::string>;  // nullopt: success
 
 enum class Mode : std::uint8_t {
-  Raw,      // own subscribers count what the publisher writes, paced by a per-device window
-  Respond,  // answers chunkload's requests in chunkd's place with pre-encoded replies
-  Devices,  // a device fleet of raw sockets downloading from chunkd (raw mode's receive cost)
+  Raw,          // own subscribers count what the publisher writes, paced by a per-device window
+  Respond,      // answers chunkload's requests in chunkd's place with pre-encoded replies
+  Devices,      // a device fleet of raw sockets downloading from chunkd (raw mode's receive cost)
+  AmqpRespond,  // Respond's part behind RabbitMQ: requests from a queue, replies over AMQP
 };
 
 struct Options {
@@ -51,6 +52,11 @@ struct Options {
   std::string file_path;  // the stream's file 0, served byte for byte
   std::uint64_t version = 1;
   bool write_per_message = false;  // one write per PUBLISH instead of gathered writev batches
+  // AMQP respond mode (also file_path, version, format, block_size, topic_prefix, token).
+  std::string amqp_host;  // empty: --amqp-uri not given
+  std::uint16_t amqp_port = 5672;
+  std::string queue = "fleet.ceiling";
+  std::uint32_t prefetch = 256;  // chunkd's [amqp] prefetch default
 };
 
 // Appends `"key":value` pairs to a one-line JSON object.
@@ -205,5 +211,6 @@ double cpu_seconds();  // this process, user + system
 int run_raw(const Options& o);
 int run_respond(const Options& o);
 int run_devices(const Options& o);
+int run_amqp_respond(const Options& o);
 
 }  // namespace chunkd::ceiling

@@ -12,6 +12,9 @@
 //                   request topics, answers DescribeStream and GetStream with pre-encoded replies
 //                   of the real file, written with writev. chunkload measures, exactly as it
 //                   measures chunkd, so the two runs differ only in who publishes.
+//   --mode amqp-respond  (amqp_respond.cpp) respond's part behind RabbitMQ: requests consumed from
+//                   a quorum queue, pre-encoded replies published to amq.topic with publisher
+//                   confirms, requests acked once confirmed: chunkd's AMQP transport minus chunkd.
 //
 // Output: one JSON line on stdout (respond mode: a line "ready" first, once subscribed). Exit 0
 // on success, 1 on a timeout or error (the JSON still says how far it got), 2 on a usage error.
@@ -32,7 +35,7 @@ using chunkd::ceiling::Options;
 
 constexpr std::uint32_t kMaxDevices = 100000;
 
-const char* kUsage = R"(usage: fleet_ceiling [--mode raw|devices|respond] [options]
+const char* kUsage = R"(usage: fleet_ceiling [--mode raw|devices|respond|amqp-respond] [options]
 The broker's ceiling for a chunkd fleet scenario: pre-encoded MQTT PUBLISH packets of chunkd's
 data-reply size written straight to sockets.
 
@@ -63,6 +66,10 @@ Every mode:
   --write-per-message     one write per PUBLISH (libmosquitto's pattern) instead of writev
                           batches of up to 256 KiB
   Runs until SIGTERM/SIGINT or --timeout-s, then prints its JSON line.
+--mode amqp-respond: as respond, but consumes the requests from RabbitMQ (user guest, vhost /)
+  --amqp-uri amqp://HOST:PORT   the node (required); --file, --version as in respond mode
+  --queue NAME            quorum queue declared and bound for --topic-prefix (default fleet.ceiling)
+  --prefetch N            unacknowledged requests, 1..65535 (default 256, chunkd's)
 )";
 
 bool parse_u64(std::string_view text, std::uint64_t& out) {
@@ -80,14 +87,14 @@ bool parse_in(std::string_view text, std::uint64_t min, std::uint64_t max, T& ou
   return true;
 }
 
-bool parse_uri(std::string_view uri, Options& o) {
-  constexpr std::string_view kScheme = "tcp://";
-  if (uri.substr(0, kScheme.size()) != kScheme) return false;
-  uri.remove_prefix(kScheme.size());
+bool parse_host_port(std::string_view uri, std::string_view scheme, std::string& host,
+                     std::uint16_t& port) {
+  if (uri.substr(0, scheme.size()) != scheme) return false;
+  uri.remove_prefix(scheme.size());
   auto colon = uri.rfind(':');
   if (colon == std::string_view::npos || colon == 0) return false;
-  o.host = std::string(uri.substr(0, colon));
-  return parse_in(uri.substr(colon + 1), 1, 65535, o.port);
+  host = std::string(uri.substr(0, colon));
+  return parse_in(uri.substr(colon + 1), 1, 65535, port);
 }
 
 // Returns an error message, or nullopt.
@@ -124,11 +131,20 @@ std::optional<std::string> parse_options(int argc, char** argv, Options& o, bool
         o.mode = Mode::Respond;
       } else if (value == "devices") {
         o.mode = Mode::Devices;
+      } else if (value == "amqp-respond") {
+        o.mode = Mode::AmqpRespond;
       } else {
         ok = false;
       }
     } else if (name == "--uri") {
-      ok = parse_uri(value, o);
+      ok = parse_host_port(value, "tcp://", o.host, o.port);
+    } else if (name == "--amqp-uri") {
+      ok = parse_host_port(value, "amqp://", o.amqp_host, o.amqp_port);
+    } else if (name == "--queue") {
+      o.queue = std::string(value);
+      ok = !o.queue.empty() && o.queue.size() <= 255;
+    } else if (name == "--prefetch") {
+      ok = parse_in(value, 1, 65535, o.prefetch);
     } else if (name == "--devices") {
       ok = parse_in(value, 1, kMaxDevices, o.devices);
     } else if (name == "--connections") {
@@ -177,8 +193,11 @@ std::optional<std::string> parse_options(int argc, char** argv, Options& o, bool
     }
     if (!ok) return "bad value for " + std::string(name) + ": '" + std::string(value) + "'";
   }
-  if (o.mode == Mode::Respond && o.file_path.empty()) {
-    return std::string("--mode respond needs --file");
+  if ((o.mode == Mode::Respond || o.mode == Mode::AmqpRespond) && o.file_path.empty()) {
+    return std::string("--mode respond and amqp-respond need --file");
+  }
+  if (o.mode == Mode::AmqpRespond && o.amqp_host.empty()) {
+    return std::string("--mode amqp-respond needs --amqp-uri");
   }
   if (o.connections > o.devices) o.connections = o.devices;
   if (!chunkd::protocol::valid_thing_name(o.thing_prefix + std::to_string(o.devices - 1))) {
@@ -207,6 +226,8 @@ int main(int argc, char** argv) {
       return chunkd::ceiling::run_respond(o);
     case Mode::Devices:
       return chunkd::ceiling::run_devices(o);
+    case Mode::AmqpRespond:
+      return chunkd::ceiling::run_amqp_respond(o);
   }
   return 2;
 }
