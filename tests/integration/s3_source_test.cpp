@@ -463,7 +463,8 @@ TEST_F(S3Source, ChunkctlDrawsProgressOnATerminal) {
                         {"CHUNKD_URL=" + url, "CHUNKD_TOKEN="}));
   const bool arriving = wait_until_fetch_arrives(stack.daemon().pid());
   shared->s3.pause();
-  for (int i = 0; i < 50 && tty.seen().find("file 1/1 [") == std::string::npos; ++i) {
+  // Until a bar with the total shows: the first one may come before the daemon knew the size.
+  for (int i = 0; i < 100 && tty.seen().find(" / 64.0 MiB") == std::string::npos; ++i) {
     tty.read_some(200);
   }
   shared->s3.resume();
