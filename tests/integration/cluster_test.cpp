@@ -167,10 +167,10 @@ class Cluster : public ::testing::Test {
                                          << d.log(8000);
   }
 
-  // kDevices devices on RabbitMQ's MQTT port download `id` (file 0) at once; `progress` counts
-  // blocks received by all of them.
+  // kDevices devices on RabbitMQ's MQTT port download `id` (file 0) at once; `progress` (one per
+  // device) counts the blocks each received.
   static std::vector<DownloadResult> download_all(const std::string& id,
-                                                  std::atomic<std::uint64_t>& progress,
+                                                  std::vector<std::atomic<std::uint64_t>>& progress,
                                                   const std::function<void()>& meanwhile = {}) {
     std::vector<DownloadResult> results(kDevices);
     std::vector<std::thread> threads;
@@ -183,7 +183,7 @@ class Cluster : public ::testing::Test {
           return;
         }
         DownloadOptions o;
-        o.progress = &progress;
+        o.progress = &progress[static_cast<std::size_t>(i)];
         o.idle_timeout_ms = 2000;  // a request lost with its instance is asked again
         r = d.download(id, Format::Cbor, 0, o);
       });
@@ -214,7 +214,7 @@ TEST_F(Cluster, AStreamCreatedThroughOneInstanceIsServedByBoth) {
   ASSERT_TRUE(knows(*b_, "fleet"));
   EXPECT_FALSE(fs::exists(b_->data_dir() + "/buckets/fw/fleet.bin"));
 
-  std::atomic<std::uint64_t> progress{0};
+  std::vector<std::atomic<std::uint64_t>> progress(kDevices);
   auto results = download_all("fleet", progress);
   expect_byte_exact(results, bytes, a_->log(8000) + b_->log(8000));
 
@@ -233,22 +233,34 @@ TEST_F(Cluster, AStreamCreatedThroughOneInstanceIsServedByBoth) {
 
 TEST_F(Cluster, KillNineOfOneInstanceMidDownloadLetsEveryDeviceComplete) {
   for (auto* d : {a_.get(), b_.get()}) {
-    d->set("delivery", "per_thing_blocks_per_s", "100");  // downloads last a few seconds
+    d->set("delivery", "per_thing_blocks_per_s", "50");  // downloads last about 5 s
     ASSERT_TRUE(d->start()) << d->error() << d->log();
   }
   const std::string bytes = test_bytes(1u << 20, 142);  // 256 blocks of 4 KiB
   ASSERT_TRUE(create(*a_, "crash", bytes));
   ASSERT_TRUE(knows(*b_, "crash"));
 
-  std::atomic<std::uint64_t> progress{0};
+  std::vector<std::atomic<std::uint64_t>> progress(kDevices);
   std::uint64_t at_kill = 0;
   double a_sent = 0;
+  // A dies once every device is mid-download (each has blocks) and a quarter of all arrived.
+  auto received = [&](bool& all_started) {
+    std::uint64_t total = 0;
+    all_started = true;
+    for (const auto& p : progress) {
+      total += p.load();
+      all_started = all_started && p.load() > 0;
+    }
+    return total;
+  };
   auto results = download_all("crash", progress, [&] {
     const auto deadline = Clock::now() + std::chrono::seconds(120);
-    while (progress.load() < kDevices * 256 / 4 && Clock::now() < deadline) {
+    bool all_started = false;
+    while ((received(all_started) < kDevices * 256 / 4 || !all_started) &&
+           Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    at_kill = progress.load();
+    at_kill = received(all_started);
     a_sent = metric(metrics(*a_), R"(chunkd_blocks_sent_total{format="cbor"})");
     a_->kill9();
   });
@@ -257,6 +269,7 @@ TEST_F(Cluster, KillNineOfOneInstanceMidDownloadLetsEveryDeviceComplete) {
   expect_byte_exact(results, bytes, a_->log(8000) + b_->log(8000));
   const std::string mb = metrics(*b_);
   EXPECT_GT(metric(mb, R"(chunkd_blocks_sent_total{format="cbor"})"), 0) << "B sent no block";
+  EXPECT_EQ(metric(mb, R"(chunkd_content_bucket_fills_total{result="ok"})"), 1) << mb;
   EXPECT_EQ(b_->stop(), 0) << b_->log();
 }
 
@@ -322,8 +335,10 @@ TEST_F(Cluster, ADeleteThroughBStopsAServingIt) {
     EXPECT_EQ(got->rejected.code, "ResourceNotFound") << got->rejected.message;
   }
   const std::string nf = R"(chunkd_requests_total{verb="describe",outcome="ResourceNotFound"})";
-  std::printf("[ measured ] ResourceNotFound describes: A %.0f, B %.0f\n", metric(metrics(*a_), nf),
-              metric(metrics(*b_), nf));
+  const std::string nf_get = R"(chunkd_requests_total{verb="get",outcome="ResourceNotFound"})";
+  std::printf("[ measured ] ResourceNotFound describes/gets: A %.0f/%.0f, B %.0f/%.0f\n",
+              metric(metrics(*a_), nf), metric(metrics(*a_), nf_get), metric(metrics(*b_), nf),
+              metric(metrics(*b_), nf_get));
   // With B gone, A alone answers: it no longer serves the stream either.
   EXPECT_EQ(b_->stop(), 0) << b_->log();
   while (dev.next_reply(500)) {
