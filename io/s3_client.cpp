@@ -286,7 +286,7 @@ std::size_t S3Client::Fetch::on_body(char* data, std::size_t size, std::size_t n
   return len;
 }
 
-// A 4xx answer that is not the bucket's or the credentials' fault.
+// An error answer below 500 that is neither the bucket's nor the credentials' fault.
 void S3Client::Fetch::fail_answer(const S3ErrorAnswer& answer) {
   const std::string& said = answer.said;
   const std::string& code = answer.body.code;
