@@ -1,22 +1,16 @@
 #include "io/s3_client.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <optional>
 #include <string_view>
 #include <utility>
-#include <vector>
 
 #include "base/assert.hpp"
 #include "io/log.hpp"
+#include "io/s3_request.hpp"
 
 namespace chunkd::io {
 namespace {
-
-// SHA-256 of the empty body: GET carries none.
-constexpr const char* kEmptyBodySha256 =
-    "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-constexpr std::size_t kMaxErrorBody = 16 << 10;
 
 class S3Category final : public std::error_category {
  public:
@@ -65,12 +59,6 @@ std::string_view header_value(std::string_view line, std::string_view name) {
   return v.substr(0, 1024);
 }
 
-bool auth_code(std::string_view code) {
-  return code == "AccessDenied" || code == "SignatureDoesNotMatch" ||
-         code == "InvalidAccessKeyId" || code == "AuthorizationHeaderMalformed" ||
-         code == "ExpiredToken" || code == "InvalidToken" || code == "AllAccessDisabled";
-}
-
 }  // namespace
 
 const std::error_category& s3_category() {
@@ -96,25 +84,12 @@ std::string s3_object_url(const S3BucketOptions& bucket, std::string_view key,
   return url;
 }
 
-struct S3Client::Fetch {
+struct S3Client::Fetch : S3Request {
   S3Client* client = nullptr;
-  S3BucketOptions bucket;
-  std::string key;
-  std::string version;
   int fd = -1;
   S3Sink sink;
   std::uint64_t max_bytes = 0;
   Done done;
-  std::string url;
-  std::string sigv4;
-  std::string userpwd_user;
-  CURL* easy = nullptr;
-  curl_slist* headers = nullptr;
-  char errbuf[CURL_ERROR_SIZE] = {};
-  uv_timer_t timer{};
-  std::uint64_t started_ms = 0;
-  std::uint32_t attempts = 0;
-  bool in_transfer = false;
 
   // This attempt's answer.
   long status = 0;
@@ -122,7 +97,6 @@ struct S3Client::Fetch {
   std::optional<ContentRange> range;
   std::string answer_etag;
   std::string answer_version;
-  std::string error_body;
   std::uint64_t skip = 0;  // bytes of this body already in the file (a 200 to a Range request)
 
   // Across attempts.
@@ -142,28 +116,8 @@ struct S3Client::Fetch {
   bool awaiting_go = false;  // S3Sink::sized has not answered yet: no byte is accepted
   bool size_ok = false;      // ... it has, with no error
 
-  bool ended = false;  // the outcome is decided: finish once writes and the transfer are over
-  bool closing = false;
-  std::error_code error;
-  std::string detail;
-
-  ~Fetch() {
-    if (easy != nullptr) curl_easy_cleanup(easy);
-    if (headers != nullptr) curl_slist_free_all(headers);
-  }
-
-  std::string where() const {
-    std::string w = "s3://" + bucket.bucket + "/" + key;
-    if (!version.empty()) w += " version " + version;
-    return w;
-  }
-  void fail(std::error_code e, std::string d) {
-    if (error) return;
-    ended = true;
-    error = e;
-    detail = std::move(d);
-  }
   bool check_headers();
+  void fail_answer(const S3ErrorAnswer& answer);
   void start_write();
   static void on_write(uv_fs_t* req);
   static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* self);
@@ -180,81 +134,41 @@ void S3Client::fetch(const S3BucketOptions& bucket, std::string key, std::string
   Fetch& f = *owned;
   fetches_.push_back(std::move(owned));
   f.client = this;
-  f.bucket = bucket;
-  f.key = std::move(key);
-  f.version = std::move(version);
   f.fd = sink.fd;
   f.sink = std::move(sink);
   f.max_bytes = max_bytes;
   f.done = std::move(done);
-  f.url = s3_object_url(bucket, f.key, f.version);
-  f.sigv4 = "aws:amz:" + bucket.region + ":s3";
-  f.started_ms = uv_now(loop_);
-  uv_timer_init(loop_, &f.timer);
-  f.timer.data = &f;
-  f.easy = curl_easy_init();
-  if (f.easy == nullptr) {
+  if (!f.init(loop_, &f, bucket, std::move(key), std::move(version))) {
     f.fail(std::make_error_code(std::errc::not_enough_memory), "cannot create an HTTP request");
     maybe_finish(f);
     return;
   }
-  CURL* e = f.easy;
-  curl_easy_setopt(e, CURLOPT_URL, f.url.c_str());
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_AWS_SIGV4, f.sigv4.c_str());
-  curl_easy_setopt(e, CURLOPT_USERNAME, bucket.credentials.access_key_id.c_str());
-  curl_easy_setopt(e, CURLOPT_PASSWORD, bucket.credentials.secret_access_key.c_str());
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, static_cast<long>(bucket.timeout_s));
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, static_cast<long>(bucket.timeout_s));
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f.errbuf);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Fetch::on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, &f);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Fetch::on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, &f);
-  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  if (!bucket.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, bucket.ca_file.c_str());
+  curl_easy_setopt(f.easy, CURLOPT_HEADERFUNCTION, &Fetch::on_header);
+  curl_easy_setopt(f.easy, CURLOPT_HEADERDATA, &f);
+  curl_easy_setopt(f.easy, CURLOPT_WRITEFUNCTION, &Fetch::on_body);
+  curl_easy_setopt(f.easy, CURLOPT_WRITEDATA, &f);
   start_attempt(f);
 }
 
 void S3Client::start_attempt(Fetch& f) {
-  f.attempts++;
   f.status = 0;
   f.length.reset();
   f.range.reset();
   f.answer_etag.clear();
   f.answer_version.clear();
-  f.error_body.clear();
   f.skip = 0;
   f.paused = false;
-  f.errbuf[0] = '\0';
-  if (f.headers != nullptr) curl_slist_free_all(f.headers);
-  f.headers = curl_slist_append(nullptr, kEmptyBodySha256);
-  if (!f.bucket.credentials.session_token.empty()) {
-    std::string token = "x-amz-security-token: " + f.bucket.credentials.session_token;
-    f.headers = curl_slist_append(f.headers, token.c_str());
-  }
+  // A resume continues where the file ends, and only of the object the first answer was.
+  std::optional<std::string_view> match;
   std::string range;
   if (f.received > 0) {
-    std::string match = "If-Match: " + f.etag;
-    f.headers = curl_slist_append(f.headers, match.c_str());
+    match = f.etag;
     range = std::to_string(f.received) + "-";
   }
-  curl_easy_setopt(f.easy, CURLOPT_HTTPHEADER, f.headers);
+  f.begin_attempt(loop_, kMaxFetchSeconds, kS3EmptyBodySha256, std::nullopt, match);
   curl_easy_setopt(f.easy, CURLOPT_RANGE, range.empty() ? nullptr : range.c_str());
-  std::uint64_t elapsed = uv_now(loop_) - f.started_ms;
-  std::uint64_t limit_ms = kMaxFetchSeconds * 1000;
-  curl_easy_setopt(f.easy, CURLOPT_TIMEOUT_MS,
-                   static_cast<long>(elapsed < limit_ms ? limit_ms - elapsed : 1));
   Fetch* fp = &f;
-  auto added = curl_.add(f.easy, [this, fp](CURLcode code) { attempt_done(*fp, code); });
-  if (!added) {
-    f.fail(S3Error::Cancelled, f.where() + ": " + added.error().message());
-    maybe_finish(f);
-    return;
-  }
-  f.in_transfer = true;
+  if (!f.submit(curl_, [this, fp](CURLcode code) { attempt_done(*fp, code); })) maybe_finish(f);
 }
 
 std::size_t S3Client::Fetch::on_header(char* data, std::size_t size, std::size_t n, void* self) {
@@ -345,8 +259,7 @@ std::size_t S3Client::Fetch::on_body(char* data, std::size_t size, std::size_t n
   auto& f = *static_cast<Fetch*>(self);
   const std::size_t len = size * n;
   if (f.status < 200 || f.status >= 300) {
-    std::size_t room = kMaxErrorBody - std::min(kMaxErrorBody, f.error_body.size());
-    f.error_body.append(data, std::min(room, len));
+    f.keep_error_body(data, len);
     return len;
   }
   if (f.ended || !f.total) return 0;
@@ -371,6 +284,22 @@ std::size_t S3Client::Fetch::on_body(char* data, std::size_t size, std::size_t n
   f.received += body.size();
   f.start_write();
   return len;
+}
+
+// An error answer below 500 that is neither the bucket's nor the credentials' fault.
+void S3Client::Fetch::fail_answer(const S3ErrorAnswer& answer) {
+  const std::string& said = answer.said;
+  const std::string& code = answer.body.code;
+  if (code == "NoSuchVersion" || (!version.empty() && code == "InvalidArgument")) {
+    fail(S3Error::NoSuchVersion, "no version \"" + version + "\" of key \"" + key + "\" in " +
+                                     remote() + " (" + said + ")");
+  } else if (status == 404) {
+    fail(S3Error::NoSuchKey, "no key \"" + key + "\" in " + remote() + " (" + said + ")");
+  } else if (status == 412) {
+    fail(S3Error::BadResponse, where() + " changed during the fetch; retry (" + said + ")");
+  } else {
+    fail(S3Error::BadResponse, where() + ": unexpected answer " + said);
+  }
 }
 
 void S3Client::Fetch::start_write() {
@@ -415,10 +344,7 @@ void S3Client::Fetch::on_write(uv_fs_t* req) {
     }
   }
   if (f.error) {
-    if (f.in_transfer) {
-      client.curl_.remove(f.easy);
-      f.in_transfer = false;
-    }
+    f.stop(client.curl_);
     client.maybe_finish(f);
     return;
   }
@@ -436,7 +362,7 @@ void S3Client::attempt_done(Fetch& f, CURLcode code) {
     maybe_finish(f);
     return;
   }
-  const std::string cause = f.errbuf[0] != '\0' ? std::string(f.errbuf) : curl_easy_strerror(code);
+  const std::string cause = f.cause(code);
   if (f.total && f.received == *f.total) {
     // Every byte is here (also when the connection broke just after the last one, or a resume
     // asked for the empty rest and got 416): whatever this attempt said is moot.
@@ -449,28 +375,12 @@ void S3Client::attempt_done(Fetch& f, CURLcode code) {
     return;
   }
   if (code == CURLE_OK) {
-    S3ErrorBody body = parse_s3_error(f.error_body);
-    std::string said = "HTTP " + std::to_string(f.status);
-    if (!body.code.empty()) said += " " + body.code;
-    if (!body.message.empty()) said += ": " + body.message;
-    const std::string remote = "bucket \"" + f.bucket.bucket + "\" at " + f.bucket.endpoint;
+    const S3ErrorAnswer answer = f.error_answer(f.status);
     if (f.status >= 500) {
-      retry_or_fail(f, S3Error::Unreachable, "the endpoint answered " + said);
-    } else if (f.status == 403 || auth_code(body.code)) {
-      f.fail(S3Error::AccessDenied, remote + " refused the request (" + said + ")");
-    } else if (body.code == "NoSuchBucket") {
-      f.fail(S3Error::NoSuchBucket, "no " + remote + " (" + said + ")");
-    } else if (body.code == "NoSuchVersion" ||
-               (!f.version.empty() && body.code == "InvalidArgument")) {
-      f.fail(S3Error::NoSuchVersion, "no version \"" + f.version + "\" of key \"" + f.key +
-                                         "\" in " + remote + " (" + said + ")");
-    } else if (f.status == 404) {
-      f.fail(S3Error::NoSuchKey, "no key \"" + f.key + "\" in " + remote + " (" + said + ")");
-    } else if (f.status == 412) {
-      f.fail(S3Error::BadResponse, f.where() + " changed during the fetch; retry (" + said + ")");
-    } else {
-      f.fail(S3Error::BadResponse, f.where() + ": unexpected answer " + said);
+      retry_or_fail(f, S3Error::Unreachable, "the endpoint answered " + answer.said);
+      return;
     }
+    if (!f.fail_common(f.status, answer)) f.fail_answer(answer);
     maybe_finish(f);
     return;
   }
@@ -495,15 +405,13 @@ void S3Client::attempt_done(Fetch& f, CURLcode code) {
 }
 
 void S3Client::retry_or_fail(Fetch& f, S3Error error, std::string detail) {
-  std::uint64_t elapsed = uv_now(loop_) - f.started_ms;
-  if (f.attempts > f.bucket.retries || elapsed >= kMaxFetchSeconds * 1000) {
-    f.fail(error, f.where() + " at " + f.bucket.endpoint + ": " + detail + " (after " +
-                      std::to_string(f.attempts) + " attempts, " + std::to_string(f.received) +
-                      " bytes received)");
+  std::optional<std::uint64_t> backoff = f.backoff_ms(loop_, kMaxFetchSeconds);
+  if (!backoff) {
+    f.fail(error, f.gave_up(detail, ", " + std::to_string(f.received) + " bytes received"));
     maybe_finish(f);
     return;
   }
-  std::uint64_t backoff_ms = std::min<std::uint64_t>(250u << std::min(f.attempts - 1, 5u), 8000);
+  const std::uint64_t backoff_ms = *backoff;
   LOG_WARN("s3", "%s: %s; retrying in %llu ms from byte %llu", f.where().c_str(), detail.c_str(),
            static_cast<unsigned long long>(backoff_ms),
            static_cast<unsigned long long>(f.received));
@@ -526,10 +434,7 @@ void S3Client::sized(Fetch& f, std::error_code error) {
   f.awaiting_go = false;
   if (error) {
     f.fail(error, f.where() + ": " + error.message());
-    if (f.in_transfer) {
-      curl_.remove(f.easy);
-      f.in_transfer = false;
-    }
+    f.stop(curl_);
   } else {
     f.size_ok = true;
     if (f.paused && f.in_transfer) {
@@ -546,9 +451,7 @@ void S3Client::maybe_finish(Fetch& f) {
     f.start_write();
     if (f.write_in_flight) return;
   }
-  f.closing = true;
-  uv_timer_stop(&f.timer);
-  uv_close(reinterpret_cast<uv_handle_t*>(&f.timer), [](uv_handle_t* h) {
+  f.close_timer([](uv_handle_t* h) {
     auto& fetch = *static_cast<Fetch*>(h->data);
     S3Client& client = *fetch.client;
     S3FetchResult result;
@@ -559,25 +462,13 @@ void S3Client::maybe_finish(Fetch& f) {
     result.object.version_id = std::move(fetch.version_id);
     result.object.attempts = fetch.attempts;
     Done done = std::move(fetch.done);
-    auto it = std::find_if(client.fetches_.begin(), client.fetches_.end(),
-                           [&](const auto& p) { return p.get() == &fetch; });
-    CHUNKD_ASSERT(it != client.fetches_.end());
-    client.fetches_.erase(it);  // `fetch` is gone from here on
+    take_request(client.fetches_, &fetch).reset();  // `fetch` is gone from here on
     done(std::move(result));
   });
 }
 
 void S3Client::cancel_all() {
-  std::vector<Fetch*> all;
-  for (auto& f : fetches_) all.push_back(f.get());
-  for (Fetch* f : all) {
-    f->fail(S3Error::Cancelled, f->where() + ": chunkd is shutting down");
-    if (f->in_transfer) {
-      curl_.remove(f->easy);
-      f->in_transfer = false;
-    }
-    maybe_finish(*f);
-  }
+  cancel_requests(fetches_, curl_, [this](Fetch& f) { maybe_finish(f); });
 }
 
 }  // namespace chunkd::io

@@ -7,41 +7,21 @@
 
 #include "base/assert.hpp"
 #include "io/log.hpp"
+#include "io/s3_request.hpp"
 
 namespace chunkd::io {
 namespace {
 
-constexpr const char* kEmptyBodySha256 =
-    "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 constexpr const char* kUnsignedPayload = "x-amz-content-sha256: UNSIGNED-PAYLOAD";
-constexpr std::size_t kMaxErrorBody = 16 << 10;
-
-bool auth_code(std::string_view code) {
-  return code == "AccessDenied" || code == "SignatureDoesNotMatch" ||
-         code == "InvalidAccessKeyId" || code == "AuthorizationHeaderMalformed" ||
-         code == "ExpiredToken" || code == "InvalidToken" || code == "AllAccessDisabled";
-}
 
 }  // namespace
 
-struct S3Uploader::Request {
+struct S3Uploader::Request : S3Request {
   S3Uploader* owner = nullptr;
-  S3BucketOptions bucket;
-  std::string key;
   bool is_put = false;
   S3Body body;
   std::function<void(S3HeadResult)> head_done;
   std::function<void(S3PutResult)> put_done;
-  std::string url;
-  std::string sigv4;
-  CURL* easy = nullptr;
-  curl_slist* headers = nullptr;
-  char errbuf[CURL_ERROR_SIZE] = {};
-  uv_timer_t timer{};
-  std::uint64_t started_ms = 0;
-  std::uint32_t attempts = 0;
-  bool in_transfer = false;
-  std::string error_body;
 
   // A file body: `cur` is being sent, `next` is read ahead. Reset for each attempt.
   std::vector<char> cur, next;
@@ -54,23 +34,8 @@ struct S3Uploader::Request {
   uv_fs_t read_req{};
   uv_buf_t read_buf{};
 
-  bool ended = false;
-  bool closing = false;
-  std::error_code error;
-  std::string detail;
   S3HeadResult head;
 
-  ~Request() {
-    if (easy != nullptr) curl_easy_cleanup(easy);
-    if (headers != nullptr) curl_slist_free_all(headers);
-  }
-  std::string where() const { return "s3://" + bucket.bucket + "/" + key; }
-  void fail(std::error_code e, std::string d) {
-    if (error) return;
-    ended = true;
-    error = e;
-    detail = std::move(d);
-  }
   void start_read();
   static void on_read_done(uv_fs_t* req);
   static std::size_t on_body_read(char* buf, std::size_t size, std::size_t n, void* self);
@@ -87,30 +52,9 @@ S3Uploader::Request& S3Uploader::make(const S3BucketOptions& bucket, std::string
   Request& r = *owned;
   requests_.push_back(std::move(owned));
   r.owner = this;
-  r.bucket = bucket;
-  r.key = std::move(key);
-  r.url = s3_object_url(bucket, r.key, "");
-  r.sigv4 = "aws:amz:" + bucket.region + ":s3";
-  r.started_ms = uv_now(loop_);
-  uv_timer_init(loop_, &r.timer);
-  r.timer.data = &r;
-  r.easy = curl_easy_init();
-  if (r.easy == nullptr) return r;
-  CURL* e = r.easy;
-  curl_easy_setopt(e, CURLOPT_URL, r.url.c_str());
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_AWS_SIGV4, r.sigv4.c_str());
-  curl_easy_setopt(e, CURLOPT_USERNAME, bucket.credentials.access_key_id.c_str());
-  curl_easy_setopt(e, CURLOPT_PASSWORD, bucket.credentials.secret_access_key.c_str());
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, static_cast<long>(bucket.timeout_s));
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, static_cast<long>(bucket.timeout_s));
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r.errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Request::on_answer);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, &r);
-  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  if (!bucket.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, bucket.ca_file.c_str());
+  if (!r.init(loop_, &r, bucket, std::move(key), "")) return r;
+  curl_easy_setopt(r.easy, CURLOPT_WRITEFUNCTION, &Request::on_answer);
+  curl_easy_setopt(r.easy, CURLOPT_WRITEDATA, &r);
   return r;
 }
 
@@ -144,36 +88,19 @@ void S3Uploader::start_attempt(Request& r) {
     maybe_finish(r);
     return;
   }
-  r.attempts++;
-  r.error_body.clear();
-  r.errbuf[0] = '\0';
   r.cur_len = r.cur_pos = r.next_len = 0;
   r.next_ready = false;
   r.file_offset = r.sent = 0;
   r.paused = false;
-  if (r.headers != nullptr) curl_slist_free_all(r.headers);
-  r.headers = curl_slist_append(nullptr, r.is_put ? kUnsignedPayload : kEmptyBodySha256);
   if (r.is_put) {
-    r.headers = curl_slist_append(r.headers, "Content-Type: application/octet-stream");
+    r.begin_attempt(loop_, kMaxRequestSeconds, kUnsignedPayload, "application/octet-stream",
+                    std::nullopt);
+  } else {
+    r.begin_attempt(loop_, kMaxRequestSeconds, kS3EmptyBodySha256, std::nullopt, std::nullopt);
   }
-  if (!r.bucket.credentials.session_token.empty()) {
-    std::string token = "x-amz-security-token: " + r.bucket.credentials.session_token;
-    r.headers = curl_slist_append(r.headers, token.c_str());
-  }
-  curl_easy_setopt(r.easy, CURLOPT_HTTPHEADER, r.headers);
-  std::uint64_t elapsed = uv_now(loop_) - r.started_ms;
-  std::uint64_t limit_ms = kMaxRequestSeconds * 1000;
-  curl_easy_setopt(r.easy, CURLOPT_TIMEOUT_MS,
-                   static_cast<long>(elapsed < limit_ms ? limit_ms - elapsed : 1));
   if (r.is_put && r.body.fd >= 0) r.start_read();
   Request* rp = &r;
-  auto added = curl_.add(r.easy, [this, rp](CURLcode code) { attempt_done(*rp, code); });
-  if (!added) {
-    r.fail(S3Error::Cancelled, r.where() + ": " + added.error().message());
-    maybe_finish(r);
-    return;
-  }
-  r.in_transfer = true;
+  if (!r.submit(curl_, [this, rp](CURLcode code) { attempt_done(*rp, code); })) maybe_finish(r);
 }
 
 void S3Uploader::Request::start_read() {
@@ -210,10 +137,7 @@ void S3Uploader::Request::on_read_done(uv_fs_t* req) {
     r.next_ready = true;
   }
   if (r.error) {
-    if (r.in_transfer) {
-      owner.curl_.remove(r.easy);
-      r.in_transfer = false;
-    }
+    r.stop(owner.curl_);
     owner.maybe_finish(r);
     return;
   }
@@ -257,10 +181,8 @@ std::size_t S3Uploader::Request::on_body_read(char* buf, std::size_t size, std::
 
 std::size_t S3Uploader::Request::on_answer(char* data, std::size_t size, std::size_t n,
                                            void* self) {
-  auto& r = *static_cast<Request*>(self);
   const std::size_t len = size * n;
-  std::size_t room = kMaxErrorBody - std::min(kMaxErrorBody, r.error_body.size());
-  r.error_body.append(data, std::min(room, len));
+  static_cast<Request*>(self)->keep_error_body(data, len);
   return len;
 }
 
@@ -272,7 +194,7 @@ void S3Uploader::attempt_done(Request& r, CURLcode code) {
   }
   long status = 0;
   curl_easy_getinfo(r.easy, CURLINFO_RESPONSE_CODE, &status);
-  const std::string cause = r.errbuf[0] != '\0' ? std::string(r.errbuf) : curl_easy_strerror(code);
+  const std::string cause = r.cause(code);
   if (code != CURLE_OK) {
     if (code == CURLE_OPERATION_TIMEDOUT) {
       retry_or_fail(r, S3Error::TimedOut, cause);
@@ -281,7 +203,6 @@ void S3Uploader::attempt_done(Request& r, CURLcode code) {
     }
     return;
   }
-  const std::string remote = "bucket \"" + r.bucket.bucket + "\" at " + r.bucket.endpoint;
   if (status >= 200 && status < 300) {
     r.ended = true;
     if (!r.is_put) {
@@ -293,34 +214,26 @@ void S3Uploader::attempt_done(Request& r, CURLcode code) {
   } else if (!r.is_put && status == 404) {
     r.ended = true;  // HEAD of a missing key: a bare 404, no error
   } else {
-    S3ErrorBody body = parse_s3_error(r.error_body);
-    std::string said = "HTTP " + std::to_string(status);
-    if (!body.code.empty()) said += " " + body.code;
-    if (!body.message.empty()) said += ": " + body.message;
+    const S3ErrorAnswer answer = r.error_answer(status);
     if (status >= 500) {
-      retry_or_fail(r, S3Error::Unreachable, "the endpoint answered " + said);
+      retry_or_fail(r, S3Error::Unreachable, "the endpoint answered " + answer.said);
       return;
     }
-    if (status == 403 || auth_code(body.code)) {
-      r.fail(S3Error::AccessDenied, remote + " refused the request (" + said + ")");
-    } else if (body.code == "NoSuchBucket") {
-      r.fail(S3Error::NoSuchBucket, "no " + remote + " (" + said + ")");
-    } else {
-      r.fail(S3Error::BadResponse, r.where() + ": unexpected answer " + said);
+    if (!r.fail_common(status, answer)) {
+      r.fail(S3Error::BadResponse, r.where() + ": unexpected answer " + answer.said);
     }
   }
   maybe_finish(r);
 }
 
 void S3Uploader::retry_or_fail(Request& r, S3Error error, const std::string& detail) {
-  std::uint64_t elapsed = uv_now(loop_) - r.started_ms;
-  if (r.attempts > r.bucket.retries || elapsed >= kMaxRequestSeconds * 1000) {
-    r.fail(error, r.where() + " at " + r.bucket.endpoint + ": " + detail + " (after " +
-                      std::to_string(r.attempts) + " attempts)");
+  std::optional<std::uint64_t> backoff = r.backoff_ms(loop_, kMaxRequestSeconds);
+  if (!backoff) {
+    r.fail(error, r.gave_up(detail, ""));
     maybe_finish(r);
     return;
   }
-  std::uint64_t backoff_ms = std::min<std::uint64_t>(250u << std::min(r.attempts - 1, 5u), 8000);
+  const std::uint64_t backoff_ms = *backoff;
   LOG_WARN("s3", "%s %s: %s; retrying in %llu ms", r.is_put ? "PUT" : "HEAD", r.where().c_str(),
            detail.c_str(), static_cast<unsigned long long>(backoff_ms));
   uv_timer_start(&r.timer, &Request::on_retry, backoff_ms, 0);
@@ -339,16 +252,9 @@ void S3Uploader::Request::on_retry(uv_timer_t* timer) {
 
 void S3Uploader::maybe_finish(Request& r) {
   if (!r.ended || r.closing || r.in_transfer || r.reading) return;
-  r.closing = true;
-  uv_timer_stop(&r.timer);
-  uv_close(reinterpret_cast<uv_handle_t*>(&r.timer), [](uv_handle_t* h) {
+  r.close_timer([](uv_handle_t* h) {
     auto& req = *static_cast<Request*>(h->data);
-    S3Uploader& owner = *req.owner;
-    auto it = std::find_if(owner.requests_.begin(), owner.requests_.end(),
-                           [&](const auto& p) { return p.get() == &req; });
-    CHUNKD_ASSERT(it != owner.requests_.end());
-    std::unique_ptr<Request> owned = std::move(*it);
-    owner.requests_.erase(it);
+    std::unique_ptr<Request> owned = take_request(req.owner->requests_, &req);
     if (owned->is_put) {
       S3PutResult result{owned->error, std::move(owned->detail), owned->attempts};
       auto done = std::move(owned->put_done);
@@ -366,16 +272,7 @@ void S3Uploader::maybe_finish(Request& r) {
 }
 
 void S3Uploader::cancel_all() {
-  std::vector<Request*> all;
-  for (auto& r : requests_) all.push_back(r.get());
-  for (Request* r : all) {
-    r->fail(S3Error::Cancelled, r->where() + ": chunkd is shutting down");
-    if (r->in_transfer) {
-      curl_.remove(r->easy);
-      r->in_transfer = false;
-    }
-    maybe_finish(*r);
-  }
+  cancel_requests(requests_, curl_, [this](Request& r) { maybe_finish(r); });
 }
 
 }  // namespace chunkd::io

@@ -5,33 +5,17 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
-#include <chrono>
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "tests/support/loop.hpp"
 #include "tests/support/rabbitmq.hpp"
 
 namespace chunkd::engine {
 namespace {
 
 using test::RabbitNode;
-
-bool run_until(uv_loop_t* loop, const std::function<bool()>& pred, int guard_ms = 60000) {
-  uv_timer_t tick;
-  uv_timer_init(loop, &tick);
-  uv_timer_start(
-      &tick, [](uv_timer_t*) {}, 5, 5);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(guard_ms);
-  bool ok = pred();
-  while (!ok && std::chrono::steady_clock::now() < deadline) {
-    uv_run(loop, UV_RUN_ONCE);
-    ok = pred();
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-  uv_run(loop, UV_RUN_NOWAIT);
-  return ok;
-}
+using test::run_until;
 
 TEST(AmqpTransportKeys, TopicsBecomeRoutingKeysAsRabbitMqsMqttPluginMakesThem) {
   EXPECT_EQ(AmqpTransport::routing_key("$aws/things/dev1/streams/s1/data/cbor"),

@@ -6,7 +6,6 @@
 
 #include <atomic>
 #include <filesystem>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,14 +21,6 @@ namespace chunkd::test {
 namespace {
 
 using protocol::Format;
-
-double metric(const std::string& metrics, const std::string& sample) {
-  std::istringstream lines(metrics);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-  }
-  return -1;
-}
 
 TEST(AmqpCluster, KillNineOfOneNodeOfThreeLetsDevicesOnTheOthersComplete) {
   if (!RabbitNode::available()) GTEST_SKIP() << RabbitNode::missing();
@@ -110,10 +101,10 @@ TEST(AmqpCluster, KillNineOfOneNodeOfThreeLetsDevicesOnTheOthersComplete) {
     EXPECT_TRUE(bytes_to_string(r.bytes) == bytes);
   }
   const std::string m = daemon.http().request("GET", "/metrics").body;
-  EXPECT_EQ(metric(m, "chunkd_amqp_connected"), 1.0);
-  EXPECT_GE(metric(m, "chunkd_amqp_failovers_total"), 1.0) << "it moved to another node";
+  EXPECT_EQ(metric_value(m, "chunkd_amqp_connected"), 1.0);
+  EXPECT_GE(metric_value(m, "chunkd_amqp_failovers_total"), 1.0) << "it moved to another node";
   std::fprintf(stderr, "devices completed %lld ms after the kill; chunkd's sessions: %.0f\n",
-               static_cast<long long>(done_ms), metric(m, "chunkd_amqp_sessions_total"));
+               static_cast<long long>(done_ms), metric_value(m, "chunkd_amqp_sessions_total"));
   EXPECT_EQ(daemon.stop(), 0) << daemon.log();
 }
 

@@ -7,7 +7,6 @@
 #include <atomic>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,14 +22,6 @@ namespace chunkd::test {
 namespace {
 
 using protocol::Format;
-
-double metric(const std::string& metrics, const std::string& sample) {
-  std::istringstream lines(metrics);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-  }
-  return -1;
-}
 
 // One chunkd instance on the suite's RabbitMQ node, with its own data_dir and bucket "fw".
 class Instance {
@@ -62,7 +53,7 @@ class Instance {
            << daemon_.log();
   }
   double metric(const std::string& sample) {
-    return chunkd::test::metric(daemon_.http().request("GET", "/metrics").body, sample);
+    return chunkd::test::metric_value(daemon_.http().request("GET", "/metrics").body, sample);
   }
 
  private:

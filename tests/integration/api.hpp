@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -212,6 +213,16 @@ class Stack {
 
 inline std::string bytes_to_string(const std::vector<std::byte>& bytes) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// The value of `sample` (a metric name with its labels, as /metrics writes it) in the text of
+// /metrics; -1 when it is absent.
+inline double metric_value(const std::string& metrics, const std::string& sample) {
+  std::istringstream lines(metrics);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
+  }
+  return -1;
 }
 
 }  // namespace chunkd::test

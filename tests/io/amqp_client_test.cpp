@@ -5,12 +5,11 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
-#include <chrono>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "tests/support/loop.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/rabbitmq.hpp"
 
@@ -20,22 +19,7 @@ using chunkd::io::AmqpClient;
 using chunkd::io::AmqpClientOptions;
 using chunkd::io::AmqpDelivery;
 using chunkd::test::RabbitNode;
-
-bool run_until(uv_loop_t* loop, const std::function<bool()>& pred, int guard_ms = 60000) {
-  uv_timer_t tick;
-  uv_timer_init(loop, &tick);
-  uv_timer_start(
-      &tick, [](uv_timer_t*) {}, 5, 5);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(guard_ms);
-  bool ok = pred();
-  while (!ok && std::chrono::steady_clock::now() < deadline) {
-    uv_run(loop, UV_RUN_ONCE);
-    ok = pred();
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-  uv_run(loop, UV_RUN_NOWAIT);
-  return ok;
-}
+using chunkd::test::run_until;
 
 std::span<const std::byte> bytes_of(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
