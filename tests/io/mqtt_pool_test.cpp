@@ -21,6 +21,7 @@
 
 #include "io/log.hpp"
 #include "tests/support/broker.hpp"
+#include "tests/support/loop.hpp"
 
 namespace {
 
@@ -31,22 +32,9 @@ using chunkd::test::TestBroker;
 
 constexpr int kGuardMs = 30000;  // failure guard only; nothing waits for it on success
 
-// Runs the loop until `pred` holds or the guard expires. A short repeating timer keeps
-// UV_RUN_ONCE returning so conditions set by other threads are seen.
+// Runs the loop until `pred` holds or the guard expires (tests/support/loop.hpp).
 bool run_until(uv_loop_t* loop, const std::function<bool()>& pred, int guard_ms = kGuardMs) {
-  uv_timer_t tick;
-  uv_timer_init(loop, &tick);
-  uv_timer_start(
-      &tick, [](uv_timer_t*) {}, 2, 2);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(guard_ms);
-  bool ok = pred();
-  while (!ok && std::chrono::steady_clock::now() < deadline) {
-    uv_run(loop, UV_RUN_ONCE);
-    ok = pred();
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-  uv_run(loop, UV_RUN_NOWAIT);
-  return ok;
+  return chunkd::test::run_until(loop, pred, guard_ms);
 }
 
 std::uint32_t seq_of(const std::string& payload) {

@@ -1,5 +1,6 @@
 // run_until: turns a test's libuv loop until a condition holds, for the tests that drive a
-// component living on the loop (AmqpClient, AmqpTransport). Header-only; the test's thread.
+// component living on the loop (MqttPool, MqttTransport, AmqpClient, AmqpTransport). Header-only;
+// the test's thread.
 #pragma once
 
 #include <uv.h>
