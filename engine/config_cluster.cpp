@@ -118,19 +118,20 @@ void check(const toml::table& root, Config& c, std::string& error) {
     error =
         "mqtt.topic_prefix: with [amqp] it must not contain '.' or '*' (RabbitMQ routes MQTT "
         "topics as routing keys whose words are the topic's levels)";
-  } else if (cluster.shared() && c.jobs.enabled) {
-    const toml::node* jobs = root["jobs"]["enabled"].node();
-    if (jobs != nullptr) {
-      error =
-          "jobs.enabled: jobs run on a single instance for now; set it to false with [amqp] "
-          "or registry.url";
+  } else if (cluster.shared() && c.jobs.enabled &&
+             (!cluster.amqp.enabled || cluster.registry.url.empty())) {
+    // One instance serves a cluster's jobs: it needs a queue only it consumes and shared state.
+    const char* why =
+        "jobs in a cluster need both [amqp] (a jobs queue that only the instance serving jobs "
+        "consumes) and registry.url (the jobs state every instance can take over)";
+    if (root["jobs"]["enabled"].node() != nullptr) {
+      error = std::string("jobs.enabled: ") + why + "; set it to false, or add what is missing";
     } else {
       c.jobs.enabled = false;
-      c.warnings.push_back(
-          "jobs: off, since [amqp] or registry.url shares this instance's state "
-          "(jobs run on a single instance for now)");
+      c.warnings.push_back(std::string("jobs: off, since ") + why);
     }
   }
+  c.cluster.amqp.jobs = c.jobs.enabled && cluster.amqp.enabled && !cluster.registry.url.empty();
   c.cluster.amqp.topic_prefix = c.delivery.topic_prefix;
 }
 

@@ -38,6 +38,12 @@ io::HttpResponse registry_error(const std::error_code& error, const std::string&
                          " was changed or deleted by another instance meanwhile; describe it "
                          "and retry");
   }
+  if (error == std::errc::device_or_resource_busy) {  // the shared registry's own check
+    return api_error(ApiErrorCode::AlreadyExists,
+                     "stream " + id +
+                         " is delivered by a job that is not finished: cancel or delete the job "
+                         "first");
+  }
   if (error == std::errc::resource_unavailable_try_again) {
     return api_error(ApiErrorCode::RateLimited, "the registry is busy; retry");
   }
@@ -286,8 +292,10 @@ void ControlService::remove(std::string id, Responder& respond) {
   ops_.emplace(id, std::move(op));
   registry_.erase(id, [this, &ref](std::error_code error) {
     if (error) {
-      LOG_ERROR("control", "delete of stream %s failed in the registry: %s", ref.id.c_str(),
-                error.message().c_str());
+      if (error != std::errc::device_or_resource_busy) {
+        LOG_ERROR("control", "delete of stream %s failed in the registry: %s", ref.id.c_str(),
+                  error.message().c_str());
+      }
       finish(ref, registry_error(error, ref.id));
       return;
     }

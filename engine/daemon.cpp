@@ -212,18 +212,34 @@ bool Daemon::Impl::open_delivery() {
   return true;
 }
 
-// The jobs API for OTA agents, on the same transport and registry database.
+// The jobs API for OTA agents, on the same transport and registry database. In a cluster the
+// holder of the jobs lease serves jobs and consumes the jobs queue (engine/job_runtime.hpp).
 bool Daemon::Impl::open_jobs() {
   if (!config.jobs.enabled) return true;
-  auto opened = JobRuntime::open(&loop, config.store.data_dir, catalog, *transport, metrics, clock,
-                                 config.jobs);
+  JobRuntime::Parts parts{&loop, catalog, *transport, metrics, clock, config.jobs};
+  const std::string& url = config.cluster.registry.url;
+  auto opened = url.empty()
+                    ? JobRuntime::open(std::move(parts), config.store.data_dir)
+                    : JobRuntime::open_shared(std::move(parts),
+                                              {url, instance_name(), [this](bool on) {
+                                                 if (amqp != nullptr) amqp->consume_jobs(on);
+                                               }});
   if (!opened) {
     LOG_ERROR(kTag, "jobs: %s", opened.error().c_str());
     return false;
   }
   jobs = std::move(*opened);
-  control->set_jobs(&jobs->service());
+  control->set_jobs(jobs.get());
   return true;
+}
+
+// How other instances name this one (the holder of the jobs lease): host and control address.
+std::string Daemon::Impl::instance_name() const {
+  char host[256] = "";
+  std::size_t size = sizeof host;
+  if (uv_os_gethostname(host, &size) != 0) host[0] = '\0';
+  return std::string("chunkd on ") + (host[0] != '\0' ? host : "an unknown host") +
+         " (control API " + config.control.listen + ")";
 }
 
 bool Daemon::Impl::open_http() {
@@ -279,10 +295,7 @@ bool Daemon::Impl::start_transport() {
   auto started = transport->start(
       [this](std::string_view topic, std::span<const std::byte> payload,
              Transport::RequestTag tag) {
-        if (jobs && jobs->service().on_message(topic, payload)) {
-          if (tag != Transport::kNoRequestTag) transport->finished(tag);
-          return;
-        }
+        if (jobs && jobs->on_message(topic, payload, tag)) return;  // it finishes `tag`
         if (delivery) delivery->on_message(topic, payload, tag);
       },
       [this](bool ready) { transport_ready(ready); });

@@ -52,6 +52,7 @@ struct Daemon::Impl {
   bool open_control();
   bool open_delivery();
   bool open_jobs();
+  std::string instance_name() const;
   bool open_http();
   bool start_transport();
   void shutdown();

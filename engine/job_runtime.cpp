@@ -3,6 +3,7 @@
 #include <map>
 #include <utility>
 
+#include "engine/control_service_internal.hpp"
 #include "io/log.hpp"
 
 namespace chunkd::engine {
@@ -92,32 +93,91 @@ Expected<std::vector<Job>, std::string> jobs_from_store(io::StoredJobs stored) {
   return out;
 }
 
-Expected<std::unique_ptr<JobRuntime>, std::string> JobRuntime::open(
-    uv_loop_t* loop, const std::string& data_dir, const Catalog& catalog, Transport& transport,
-    Metrics& metrics, const Clock& clock, JobOptions options) {
-  auto store = io::JobStore::open(loop, data_dir);
+std::unique_ptr<JobService> JobRuntime::make_service(JobWriter::Store store) {
+  return std::make_unique<JobService>(parts_.loop, parts_.catalog, parts_.transport,
+                                      std::move(store), parts_.metrics, parts_.clock,
+                                      parts_.options);
+}
+
+Expected<std::unique_ptr<JobRuntime>, std::string> JobRuntime::open(Parts parts,
+                                                                   const std::string& data_dir) {
+  auto store = io::JobStore::open(parts.loop, data_dir);
   if (!store) return unexpected(store.error().message());
   auto loaded = (*store)->load_all();
   if (!loaded) return unexpected(loaded.error().message());
   std::vector<std::string> things = std::move(loaded->things);
   auto jobs = jobs_from_store(std::move(*loaded));
   if (!jobs) return unexpected(jobs.error());
-  std::unique_ptr<JobRuntime> runtime(new JobRuntime);
+  std::unique_ptr<JobRuntime> runtime(new JobRuntime(std::move(parts)));
   runtime->store_ = std::move(*store);
   io::JobStore* rows = runtime->store_.get();
-  runtime->service_ = std::make_unique<JobService>(
-      loop, catalog, transport,
-      [rows](const JobBatch& batch, JobWriter::Done done) {
+  runtime->service_ =
+      runtime->make_service([rows](const JobBatch& batch, JobWriter::Done done) {
         rows->apply(stored_batch(batch), std::move(done));
-      },
-      metrics, clock, std::move(options));
+      });
   runtime->service_->open(std::move(*jobs), std::move(things));
   return runtime;
 }
 
+JobRuntime::~JobRuntime() {
+  if (lease_) parts_.metrics.drop_fn("chunkd_jobs_lease_held", "");
+}
+
+bool JobRuntime::on_message(std::string_view topic, std::span<const std::byte> payload,
+                            Transport::RequestTag tag) {
+  if (service_) return service_->on_message(topic, payload, tag);
+  if (!lease_ || !is_jobs_topic(parts_.options.topic_prefix, topic)) return false;
+  // Another instance serves jobs (or the lease changes hands): dropped, and the device asks again.
+  parts_.metrics
+      .counter("chunkd_jobs_requests_total", "Jobs requests from devices, by API and result.",
+               "api=\"other\",result=\"not_serving\"")
+      .inc();
+  if (tag != Transport::kNoRequestTag && !closing_) parts_.transport.finished(tag);
+  return true;
+}
+
+void JobRuntime::serve(const io::HttpRequest& request, io::HttpServer::Responder respond) {
+  if (service_) return service_->serve(request, std::move(respond));
+  std::string holder = lease_ ? lease_->holder() : std::string();
+  respond(control_detail::api_error(
+      protocol::ApiErrorCode::ServiceUnavailable,
+      holder.empty() ? not_serving_
+                     : "jobs are served by another chunkd instance, " + holder +
+                           ": send jobs requests there (it holds the cluster's jobs lease)"));
+}
+
+std::optional<std::string> JobRuntime::job_using_stream(std::string_view stream_id) const {
+  // Without a book (another instance serves jobs) the shared registry refuses the delete itself.
+  return service_ ? service_->job_using_stream(stream_id) : std::nullopt;
+}
+
+// Closes the service (its writes flushed within `timeout_ms`) and destroys it once closed.
+void JobRuntime::retire(std::uint64_t timeout_ms) {
+  if (!service_) return;
+  JobService* service = service_.get();
+  retiring_.push_back(std::move(service_));
+  service->close(timeout_ms, [this, service] {
+    std::erase_if(retiring_, [service](const auto& s) { return s.get() == service; });
+    maybe_closed();
+  });
+}
+
 void JobRuntime::close(std::uint64_t timeout_ms, std::function<void()> done) {
-  service_->close(timeout_ms,
-                  [this, done = std::move(done)]() mutable { store_->close(std::move(done)); });
+  closing_ = true;
+  close_done_ = std::move(done);
+  if (consume_) consume_(false);
+  retire(timeout_ms);
+  maybe_closed();
+}
+
+// Once closing and every service is closed: the store or the lease, then close()'s callback.
+void JobRuntime::maybe_closed() {
+  if (!closing_ || !retiring_.empty() || !close_done_) return;
+  auto done = std::move(close_done_);
+  close_done_ = nullptr;
+  if (store_) return store_->close(std::move(done));
+  if (lease_) return lease_->close(std::move(done));
+  done();
 }
 
 }  // namespace chunkd::engine

@@ -41,6 +41,20 @@ std::string result_name(JobsErrorCode code) {
 
 }  // namespace
 
+bool is_jobs_topic(std::string_view prefix, std::string_view topic) {
+  if (topic.size() <= prefix.size() + 1 || topic.compare(0, prefix.size(), prefix) != 0 ||
+      topic[prefix.size()] != '/') {
+    return false;
+  }
+  std::string_view rest = topic.substr(prefix.size() + 1);
+  std::size_t slash = rest.find('/');
+  if (slash == std::string_view::npos || rest.substr(slash + 1).rfind("jobs", 0) != 0) {
+    return false;
+  }
+  std::string_view after = rest.substr(slash + 1 + 4);
+  return after.empty() || after.front() == '/';  // "jobsX": not a jobs topic
+}
+
 JobService::JobService(uv_loop_t* loop, const Catalog& catalog, Transport& transport,
                        JobWriter::Store store, Metrics& metrics, const Clock& clock,
                        JobOptions options)
@@ -56,7 +70,10 @@ JobService::JobService(uv_loop_t* loop, const Catalog& catalog, Transport& trans
   register_metrics();
 }
 
-JobService::~JobService() { CHUNKD_ASSERT(tick_ == nullptr && flush_ == nullptr); }
+JobService::~JobService() {
+  CHUNKD_ASSERT(tick_ == nullptr && flush_ == nullptr);
+  drop_metrics();
+}
 
 void JobService::open(std::vector<Job> stored, std::vector<std::string> things) {
   for (std::string& thing : things) book_.remember(std::move(thing));
@@ -73,26 +90,25 @@ void JobService::open(std::vector<Job> stored, std::vector<std::string> things) 
       tick_, [](uv_timer_t* t) { static_cast<JobService*>(t->data)->tick(); }, kTickMs, kTickMs);
 }
 
-bool JobService::on_message(std::string_view topic, std::span<const std::byte> payload) {
-  const std::string& prefix = topics_.prefix();
-  if (topic.size() <= prefix.size() + 1 || topic.compare(0, prefix.size(), prefix) != 0 ||
-      topic[prefix.size()] != '/') {
-    return false;
-  }
-  std::string_view rest = topic.substr(prefix.size() + 1);
-  std::size_t slash = rest.find('/');
-  if (slash == std::string_view::npos || rest.substr(slash + 1).rfind("jobs", 0) != 0) {
-    return false;
-  }
-  std::string_view after = rest.substr(slash + 1 + 4);
-  if (!after.empty() && after.front() != '/') return false;  // "jobsX": not a jobs topic
+bool JobService::on_message(std::string_view topic, std::span<const std::byte> payload,
+                            Transport::RequestTag tag) {
+  if (!is_jobs_topic(topics_.prefix(), topic)) return false;
   ParsedJobsTopic t = topics_.parse(topic);
-  if (t.status == ParsedJobsTopic::Status::Drop || closing_) {
-    count("other", "dropped");
+  if (closing_) {
+    count("other", "dropped");  // not finished: whoever serves jobs next answers it
     return true;
   }
-  device_request(t, topic, payload);
+  if (t.status == ParsedJobsTopic::Status::Drop) {
+    count("other", "dropped");
+    finish(tag);
+    return true;
+  }
+  device_request(t, topic, payload, tag);
   return true;
+}
+
+void JobService::finish(Transport::RequestTag tag) {
+  if (tag != Transport::kNoRequestTag) transport_.finished(tag);
 }
 
 bool JobService::throttled(std::string_view thing) {
@@ -108,8 +124,9 @@ bool JobService::throttled(std::string_view thing) {
 }
 
 void JobService::device_request(const ParsedJobsTopic& t, std::string_view topic,
-                                std::span<const std::byte> payload) {
+                                std::span<const std::byte> payload, Transport::RequestTag tag) {
   Outgoing out;
+  out.tag = tag;
   if (t.status == ParsedJobsTopic::Status::InvalidTopic) {
     std::string reply_topic;
     protocol::JobsTopicCodec::invalid_topic_reply(reply_topic, topic);
@@ -320,6 +337,7 @@ void JobService::send(Outgoing& out) {
   // the next loop iteration sends them.
   for (auto& m : out.messages) outbox_.push_back(std::move(m));
   out.messages.clear();
+  if (out.tag != Transport::kNoRequestTag) finishing_.push_back(std::exchange(out.tag, {}));
   if (flush_ != nullptr && !uv_is_active(reinterpret_cast<uv_handle_t*>(flush_))) {
     uv_idle_start(flush_, [](uv_idle_t* h) { static_cast<JobService*>(h->data)->flush(); });
   }
@@ -329,6 +347,8 @@ void JobService::flush() {
   if (flush_ != nullptr) uv_idle_stop(flush_);
   auto messages = std::move(outbox_);
   outbox_.clear();
+  auto tags = std::move(finishing_);
+  finishing_.clear();
   for (auto& m : messages) {
     auto bytes = std::as_bytes(std::span(m.payload.data(), m.payload.size()));
     Transport::SendResult r = transport_.send(m.thing, m.topic, bytes, options_.qos);
@@ -340,6 +360,7 @@ void JobService::flush() {
                  ok ? "result=\"sent\"" : "result=\"refused\"")
         .inc();
   }
+  for (Transport::RequestTag tag : tags) finish(tag);  // after the replies they wait for
 }
 
 void JobService::tick() {
@@ -363,17 +384,23 @@ void JobService::count(std::string_view api, std::string_view result) {
       .inc();
 }
 
+namespace {
+constexpr protocol::JobStatus kJobStatuses[] = {
+    protocol::JobStatus::InProgress, protocol::JobStatus::Canceled, protocol::JobStatus::Completed};
+template <typename Status>
+std::string status_label(Status status) {
+  return "status=\"" + std::string(protocol::to_string(status)) + "\"";
+}
+}  // namespace
+
 void JobService::register_metrics() {
   for (std::size_t i = 0; i < protocol::kExecutionStatusCount; ++i) {
-    auto status = static_cast<protocol::ExecutionStatus>(i);
     metrics_.gauge_fn("chunkd_job_executions", "Job executions, by status.",
-                      "status=\"" + std::string(protocol::to_string(status)) + "\"",
+                      status_label(static_cast<protocol::ExecutionStatus>(i)),
                       [this, i] { return static_cast<double>(book_.counts()[i]); });
   }
-  for (auto status : {protocol::JobStatus::InProgress, protocol::JobStatus::Canceled,
-                      protocol::JobStatus::Completed}) {
-    metrics_.gauge_fn("chunkd_jobs", "Jobs, by status.",
-                      "status=\"" + std::string(protocol::to_string(status)) + "\"",
+  for (auto status : kJobStatuses) {
+    metrics_.gauge_fn("chunkd_jobs", "Jobs, by status.", status_label(status),
                       [this, status] { return static_cast<double>(book_.jobs_in(status)); });
   }
   released_ = &metrics_.counter("chunkd_jobs_released_total",
@@ -381,6 +408,16 @@ void JobService::register_metrics() {
   aborted_ = &metrics_.counter("chunkd_jobs_aborted_total", "Jobs canceled by abort criteria.");
   timed_out_ =
       &metrics_.counter("chunkd_jobs_timed_out_total", "Executions timed out in progress.");
+}
+
+// The gauges read this service's book: gone with it (a cluster instance that lost the jobs lease
+// has no book, and another instance's gauges count the jobs).
+void JobService::drop_metrics() {
+  for (std::size_t i = 0; i < protocol::kExecutionStatusCount; ++i) {
+    metrics_.drop_fn("chunkd_job_executions",
+                     status_label(static_cast<protocol::ExecutionStatus>(i)));
+  }
+  for (auto status : kJobStatuses) metrics_.drop_fn("chunkd_jobs", status_label(status));
 }
 
 std::optional<std::string_view> JobService::document_of(const JobExecution& e) const {

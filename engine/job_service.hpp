@@ -54,6 +54,9 @@
 
 namespace chunkd::engine {
 
+// Whether `topic` is under <prefix>/<thing>/jobs (a request for the jobs service, valid or not).
+bool is_jobs_topic(std::string_view prefix, std::string_view topic);
+
 class JobService final : public JobsHttp {
  public:
   // `store` writes a batch (engine/job_writer.hpp). The catalog gives OTA jobs their file sizes.
@@ -67,8 +70,12 @@ class JobService final : public JobsHttp {
   void open(std::vector<Job> stored, std::vector<std::string> things);
 
   // A device message. False when `topic` is not under <prefix>/<thing>/jobs/ (the caller hands
-  // it to the stream delivery); true when it was handled (answered, rejected or dropped).
-  bool on_message(std::string_view topic, std::span<const std::byte> payload);
+  // it to the stream delivery); true when it was handled (answered, rejected or dropped). `tag` is
+  // finished (Transport::finished) once its reply was handed to the transport — after the change
+  // it shows is durable — or at once when it is dropped; never when the service closes first (an
+  // acknowledging transport then hands the request to whoever serves jobs next).
+  bool on_message(std::string_view topic, std::span<const std::byte> payload,
+                  Transport::RequestTag tag = Transport::kNoRequestTag);
 
   void serve(const io::HttpRequest& request, io::HttpServer::Responder respond) override;
   std::optional<std::string> job_using_stream(std::string_view stream_id) const override;
@@ -89,13 +96,15 @@ class JobService final : public JobsHttp {
     };
     std::vector<Message> messages;
     std::set<std::string> notified;  // things whose notify-next is in `messages`
+    Transport::RequestTag tag = Transport::kNoRequestTag;  // finished once `messages` are sent
     void add(std::string thing, std::string topic, std::string payload, bool notify_next = false) {
       messages.push_back({std::move(thing), std::move(topic), std::move(payload), notify_next});
     }
   };
 
   void device_request(const protocol::ParsedJobsTopic& t, std::string_view topic,
-                      std::span<const std::byte> payload);
+                      std::span<const std::byte> payload, Transport::RequestTag tag);
+  void finish(Transport::RequestTag tag);
   bool throttled(std::string_view thing);
   JobChanges get_pending(const protocol::ParsedJobsTopic& t, std::span<const std::byte> payload,
                          Outgoing& out);
@@ -118,6 +127,7 @@ class JobService final : public JobsHttp {
   void tick();
   void count(std::string_view api, std::string_view result);
   void register_metrics();
+  void drop_metrics();
   std::optional<std::string_view> document_of(const protocol::JobExecution& e) const;
   std::int64_t unix_ms() const { return clock_.unix_ms(); }
 
@@ -147,6 +157,7 @@ class JobService final : public JobsHttp {
   uv_timer_t* tick_ = nullptr;                   // freed by its close callback
   uv_idle_t* flush_ = nullptr;  // runs flush() while outbox_ has messages; freed likewise
   std::vector<Outgoing::Message> outbox_;
+  std::vector<Transport::RequestTag> finishing_;  // finished by flush(), after outbox_ is sent
   bool closing_ = false;
   Counter* released_ = nullptr;
   Counter* aborted_ = nullptr;

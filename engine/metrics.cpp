@@ -85,6 +85,10 @@ void Metrics::gauge_fn(const std::string& name, const std::string& help, const s
   family(name, Kind::Gauge, help).read_fns[labels] = std::move(read);
 }
 
+void Metrics::drop_fn(const std::string& name, const std::string& labels) {
+  if (auto it = families_.find(name); it != families_.end()) it->second.read_fns.erase(labels);
+}
+
 void Metrics::counter_fn(const std::string& name, const std::string& help,
                          const std::string& labels, std::function<double()> read) {
   family(name, Kind::Counter, help).read_fns[labels] = std::move(read);

@@ -63,6 +63,8 @@ class Metrics {
   // A counter kept elsewhere (a library's statistics), read at render time; must not decrease.
   void counter_fn(const std::string& name, const std::string& help, const std::string& labels,
                   std::function<double()> read);
+  // Forgets a gauge_fn / counter_fn series (its reader is about to go away); absent: nothing.
+  void drop_fn(const std::string& name, const std::string& labels);
   Histogram& histogram(const std::string& name, const std::string& help,
                        std::vector<double> upper_bounds, const std::string& labels = {});
 

@@ -140,18 +140,31 @@ TEST_F(ConfigClusterTest, SharedStateNeedsAContentBucket) {
   EXPECT_FALSE(c->cluster.shared());
 }
 
-// Jobs keep their state in one instance's memory: off by default when shared, refused if asked for.
-TEST_F(ConfigClusterTest, JobsStayOnOneHost) {
-  const std::string shared = shared_bucket() + "[registry]\nurl = \"postgres://h/db\"\n";
-  auto c = parse(shared);
-  ASSERT_TRUE(c) << c.error();
-  EXPECT_FALSE(c->jobs.enabled);
-  ASSERT_EQ(c->warnings.size(), 1u);
-  EXPECT_NE(c->warnings[0].find("jobs"), std::string::npos);
-  EXPECT_EQ(error_of(shared + "[jobs]\nenabled = true\n").rfind("jobs.enabled:", 0), 0u);
-  auto off = parse(shared + "[jobs]\nenabled = false\n");
+// A cluster's jobs need a jobs queue ([amqp]) and shared state (registry.url): off by default
+// with only one of them, refused if asked for; on with both.
+TEST_F(ConfigClusterTest, JobsNeedAmqpAndTheSharedRegistry) {
+  const std::string registry = "[registry]\nurl = \"postgres://h/db\"\n";
+  const std::string amqp = "[amqp]\nuris = [\"amqp://127.0.0.1\"]\n";
+  for (const std::string& half : {shared_bucket() + registry, shared_bucket() + amqp}) {
+    auto c = parse(half);
+    ASSERT_TRUE(c) << c.error();
+    EXPECT_FALSE(c->jobs.enabled);
+    EXPECT_FALSE(c->cluster.amqp.jobs);
+    ASSERT_EQ(c->warnings.size(), 1u);
+    EXPECT_NE(c->warnings[0].find("jobs"), std::string::npos);
+    EXPECT_EQ(error_of(half + "[jobs]\nenabled = true\n").rfind("jobs.enabled:", 0), 0u);
+    auto off = parse(half + "[jobs]\nenabled = false\n");
+    ASSERT_TRUE(off) << off.error();
+    EXPECT_TRUE(off->warnings.empty());
+  }
+  auto both = parse(shared_bucket() + amqp + registry);
+  ASSERT_TRUE(both) << both.error();
+  EXPECT_TRUE(both->jobs.enabled);
+  EXPECT_TRUE(both->cluster.amqp.jobs);
+  EXPECT_TRUE(both->warnings.empty());
+  auto off = parse(shared_bucket() + amqp + registry + "[jobs]\nenabled = false\n");
   ASSERT_TRUE(off) << off.error();
-  EXPECT_TRUE(off->warnings.empty());
+  EXPECT_FALSE(off->cluster.amqp.jobs);
 }
 
 }  // namespace

@@ -9,7 +9,9 @@
 //   - kill -9 of one instance mid-download: every device completes byte-exact;
 //   - an instance restarted with an EMPTY data_dir knows the stream (PostgreSQL) and serves it
 //     from the bucket;
-//   - a delete through B stops A serving it (describe 404 on A, devices get ResourceNotFound).
+//   - a delete through B stops A serving it (describe 404 on A, devices get ResourceNotFound);
+//   - OTA jobs: one instance serves them (the other answers /jobs with 503 naming it); an agent's
+//     job survives kill -9 of that instance, the other takes over with the state as committed.
 // Skipped, saying why, without rabbitmq-server, PostgreSQL or moto_server.
 #include <gtest/gtest.h>
 
@@ -24,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/integration/agent.hpp"
 #include "tests/integration/api.hpp"
 #include "tests/integration/device.hpp"
 #include "tests/support/daemon.hpp"
@@ -201,6 +204,14 @@ class Cluster : public ::testing::Test {
     }
   }
 
+  // The instance holding the jobs lease, once exactly one of `a` and `b` does (else null).
+  static TestDaemon* jobs_holder(TestDaemon& a, TestDaemon& b) {
+    const double ha = metric(metrics(a), "chunkd_jobs_lease_held");
+    const double hb = metric(metrics(b), "chunkd_jobs_lease_held");
+    if (ha + hb != 1) return nullptr;
+    return ha == 1 ? &a : &b;
+  }
+
   std::unique_ptr<TestDaemon> a_;
   std::unique_ptr<TestDaemon> b_;
 };
@@ -351,6 +362,63 @@ TEST_F(Cluster, ADeleteThroughBStopsAServingIt) {
   EXPECT_TRUE(eventually([&] { return metric(metrics(*a_), nf) > before_a; }, ms))
       << "A answered it";
   EXPECT_EQ(a_->stop(), 0) << a_->log();
+}
+
+TEST_F(Cluster, OneInstanceServesJobsAndTheOtherTakesOverAfterKillNine) {
+  ASSERT_TRUE(a_->start()) << a_->error() << a_->log();
+  ASSERT_TRUE(b_->start()) << b_->error() << b_->log();
+  TestDaemon* holder = nullptr;
+  long long ms = 0;
+  ASSERT_TRUE(eventually([&] { return (holder = jobs_holder(*a_, *b_)) != nullptr; }, ms))
+      << a_->log(8000) << b_->log(8000);
+  TestDaemon& first = *holder;
+  TestDaemon& other = holder == a_.get() ? *b_ : *a_;
+  auto refused = request(other, "POST", "/jobs/ota-1", ota_job_body("ota-fw", R"(["dev-1"])"));
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_NE(refused.body.find("chunkd on"), std::string::npos) << "names the holder: "
+                                                               << refused.body;
+
+  ASSERT_TRUE(create(other, "ota-fw", test_bytes(12288, 145)));
+  ASSERT_TRUE(knows(first, "ota-fw"));
+  auto created = request(first, "POST", "/jobs/ota-1", ota_job_body("ota-fw", R"(["dev-1"])"));
+  ASSERT_EQ(created.status, 201) << created.body;
+  Agent agent(servers->rabbit.mqtt_uri(), "dev-1");
+  ASSERT_TRUE(agent.start());
+  auto next = agent.next_get();
+  ASSERT_TRUE(next && next->ok()) << first.log(8000);
+  EXPECT_EQ(next->str("/execution/jobId"), "ota-1");
+  ASSERT_TRUE(
+      agent.update("ota-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":"3/3"}})"));
+  ASSERT_TRUE(agent.wait("/update/accepted"));
+  // The shared registry itself refuses, whichever instance is asked.
+  EXPECT_EQ(request(other, "DELETE", "/streams/ota-fw").status, 409);
+  EXPECT_EQ(request(first, "DELETE", "/streams/ota-fw").status, 409);
+
+  first.kill9();
+  ASSERT_TRUE(eventually([&] { return metric(metrics(other), "chunkd_jobs_lease_held") == 1; }, ms))
+      << other.log(8000);
+  std::printf("[ measured ] jobs served by the other instance %lld ms after kill -9\n", ms);
+  ASSERT_TRUE(agent.update(
+      "ota-1", R"({"status":"IN_PROGRESS","statusDetails":{"self_test":"ready"}})"));
+  ASSERT_TRUE(agent.wait("/update/accepted")) << other.log(8000);
+  next = agent.next_get();
+  ASSERT_TRUE(next && next->ok());
+  EXPECT_EQ(next->str("/execution/status"), "IN_PROGRESS");
+  EXPECT_EQ(next->str("/execution/statusDetails/self_test"), "ready");
+  EXPECT_EQ(next->u64("/execution/versionNumber"), 3u) << "both updates, nothing lost";
+  ASSERT_TRUE(agent.update("ota-1", R"({"status":"SUCCEEDED"})"));
+  ASSERT_TRUE(agent.wait("/update/accepted"));
+  Json job(request(other, "GET", "/jobs/ota-1").body);
+  EXPECT_EQ(job.str("/data/status"), "COMPLETED");
+  EXPECT_EQ(request(other, "DELETE", "/streams/ota-fw").status, 200) << "the job is finished";
+
+  // The killed instance comes back as the one that does not serve jobs.
+  ASSERT_TRUE(first.start()) << first.error() << first.log();
+  EXPECT_EQ(request(first, "GET", "/jobs/ota-1").status, 503);
+  EXPECT_EQ(metric(metrics(first), "chunkd_jobs_lease_held"), 0);
+  EXPECT_EQ(request(other, "DELETE", "/jobs/ota-1").status, 200);
+  EXPECT_EQ(first.stop(), 0) << first.log();
+  EXPECT_EQ(other.stop(), 0) << other.log();
 }
 
 }  // namespace

@@ -9,59 +9,11 @@
 #include <optional>
 #include <string>
 
+#include "tests/integration/agent.hpp"
 #include "tests/integration/api.hpp"
 
 namespace chunkd::test {
 namespace {
-
-const std::string kPrefix = "$aws/things/";
-
-std::string ota_job_body(const std::string& stream, const std::string& targets) {
-  return R"({"targets":)" + targets + R"(,"description":"firmware 2.0","ota":{"streamId":")" +
-         stream +
-         R"(","fileId":0,"filePath":"/fw/app.bin","signature":"MEUCIQDVgY6XlD2xVMuBAiEA0w==",)"
-         R"("certFile":"ecdsa-signer.crt"}})";
-}
-
-// A thing's jobs side, as the OTA agent uses it.
-class Agent {
- public:
-  Agent(const std::string& uri, std::string thing)
-      : thing_(std::move(thing)), mqtt_(uri, "agent-" + thing_) {}
-
-  bool start() {
-    return mqtt_.connect() && mqtt_.subscribe({kPrefix + thing_ + "/jobs/notify-next",
-                                               kPrefix + thing_ + "/jobs/+/update/rejected",
-                                               kPrefix + thing_ + "/jobs/+/update/accepted"});
-  }
-  // Publishes $next/get and returns the notify-next that answers it.
-  std::optional<Json> next_get() {
-    if (!publish("$next/get", R"({"clientToken":"1:)" + thing_ + R"("})")) return std::nullopt;
-    return wait("/jobs/notify-next");
-  }
-  bool update(const std::string& job, const std::string& body) {
-    return publish(job + "/update", body);
-  }
-  // The next message on a topic ending with `suffix` (others are skipped).
-  std::optional<Json> wait(const std::string& suffix) {
-    for (int i = 0; i < 20; ++i) {
-      auto m = mqtt_.next(20000);
-      if (!m) return std::nullopt;
-      if (m->topic.size() >= suffix.size() &&
-          m->topic.compare(m->topic.size() - suffix.size(), suffix.size(), suffix) == 0) {
-        return Json(to_string(m->payload));
-      }
-    }
-    return std::nullopt;
-  }
-
- private:
-  bool publish(const std::string& api, const std::string& body) {
-    return mqtt_.publish(kPrefix + thing_ + "/jobs/" + api, as_bytes(body));
-  }
-  std::string thing_;
-  MqttClient mqtt_;
-};
 
 TEST(Jobs, AnOtaAgentUpdatesEndToEndAcrossARestart) {
   Stack stack;
