@@ -37,7 +37,8 @@
 //   registry that is not reachable is 503 SERVICE_UNAVAILABLE (retry);
 // - a file over storage.max_file_mib is 422 LIMIT_EXCEEDED naming both sizes; a full store
 //   (ContentStore's free-space check, ENOSPC, EDQUOT) is 507 STORAGE_FULL with the bytes needed and
-//   available; /healthz is 503 "degraded: ..." while storage.data_dir is not writable.
+//   available; /healthz is 503 "degraded: ..." while storage.data_dir is not writable, and while
+//   the shared registry (registry.url) is not connected.
 //
 // S3 buckets: a key of an S3 bucket is fetched straight into the store (engine/s3_source.hpp),
 // hashed as it arrives; its `version` is the object's versionId (not a digest), the stream records

@@ -224,6 +224,10 @@ void ControlService::health(Responder& respond) {
     respond(api_error(ApiErrorCode::ServiceUnavailable, "chunkd is shutting down"));
   } else if (!store_.storage_problem().empty()) {
     respond(api_error(ApiErrorCode::ServiceUnavailable, "degraded: " + store_.storage_problem()));
+  } else if (!registry_.stats().connected) {
+    respond(api_error(ApiErrorCode::ServiceUnavailable,
+                      "degraded: the shared registry is not reachable (reconnecting); streams "
+                      "are served, but cannot be created, changed or deleted"));
   } else if (!ready_) {
     respond(api_error(ApiErrorCode::ServiceUnavailable,
                       "not connected and subscribed to the MQTT broker"));

@@ -216,5 +216,22 @@ TEST_F(SharedRegistry, AfterTheConnectionIsCutEveryInstanceReloadsWhatItMissed) 
   EXPECT_TRUE(eventually([&] { return version_on(a_, "after") == 1u; }, ms));
 }
 
+// While PostgreSQL refuses chunkd, /healthz says the instance is degraded; once it is back, ok.
+TEST_F(SharedRegistry, HealthzIs503WhileTheRegistryIsUnreachable) {
+  ASSERT_EQ(a_.request("GET", "/healthz").status, 200);
+  servers->pg.psql("ALTER ROLE chunkd NOLOGIN");
+  servers->pg.psql(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'chunkd'");
+  long long ms = 0;
+  HttpClientResponse health;
+  EXPECT_TRUE(eventually(
+      [&] { return (health = a_.request("GET", "/healthz")).status == 503; }, ms));
+  EXPECT_NE(health.body.find("shared registry"), std::string::npos) << health.body;
+  EXPECT_FALSE(a_.create_file_stream("while-down", test_bytes(1000, 7))) << "no registry";
+  servers->pg.psql("ALTER ROLE chunkd LOGIN");
+  EXPECT_TRUE(eventually([&] { return a_.request("GET", "/healthz").status == 200; }, ms))
+      << a_.daemon().log(4000);
+}
+
 }  // namespace
 }  // namespace chunkd::test
