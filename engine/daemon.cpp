@@ -218,12 +218,12 @@ bool Daemon::Impl::open_jobs() {
   if (!config.jobs.enabled) return true;
   JobRuntime::Parts parts{&loop, catalog, *transport, metrics, clock, config.jobs};
   const std::string& url = config.cluster.registry.url;
-  auto opened = url.empty()
-                    ? JobRuntime::open(std::move(parts), config.store.data_dir)
-                    : JobRuntime::open_shared(std::move(parts),
-                                              {url, instance_name(), [this](bool on) {
-                                                 if (amqp != nullptr) amqp->consume_jobs(on);
-                                               }});
+  auto opened = url.empty() ? JobRuntime::open(std::move(parts), config.store.data_dir)
+                            : JobRuntime::open_shared(std::move(parts),
+                                                      {url, instance_name(), [this](bool on) {
+                                                         if (amqp != nullptr)
+                                                           amqp->consume_jobs(on);
+                                                       }});
   if (!opened) {
     LOG_ERROR(kTag, "jobs: %s", opened.error().c_str());
     return false;

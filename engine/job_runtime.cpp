@@ -100,7 +100,7 @@ std::unique_ptr<JobService> JobRuntime::make_service(JobWriter::Store store) {
 }
 
 Expected<std::unique_ptr<JobRuntime>, std::string> JobRuntime::open(Parts parts,
-                                                                   const std::string& data_dir) {
+                                                                    const std::string& data_dir) {
   auto store = io::JobStore::open(parts.loop, data_dir);
   if (!store) return unexpected(store.error().message());
   auto loaded = (*store)->load_all();
@@ -111,10 +111,9 @@ Expected<std::unique_ptr<JobRuntime>, std::string> JobRuntime::open(Parts parts,
   std::unique_ptr<JobRuntime> runtime(new JobRuntime(std::move(parts)));
   runtime->store_ = std::move(*store);
   io::JobStore* rows = runtime->store_.get();
-  runtime->service_ =
-      runtime->make_service([rows](const JobBatch& batch, JobWriter::Done done) {
-        rows->apply(stored_batch(batch), std::move(done));
-      });
+  runtime->service_ = runtime->make_service([rows](const JobBatch& batch, JobWriter::Done done) {
+    rows->apply(stored_batch(batch), std::move(done));
+  });
   runtime->service_->open(std::move(*jobs), std::move(things));
   return runtime;
 }

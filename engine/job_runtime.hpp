@@ -67,8 +67,7 @@ class JobRuntime final : public JobsHttp {
   static Expected<std::unique_ptr<JobRuntime>, std::string> open(Parts parts,
                                                                  const std::string& data_dir);
   // Start-up only (connects and prepares the schema). Serving starts once the lease is taken.
-  static Expected<std::unique_ptr<JobRuntime>, std::string> open_shared(Parts parts,
-                                                                        Shared shared);
+  static Expected<std::unique_ptr<JobRuntime>, std::string> open_shared(Parts parts, Shared shared);
   ~JobRuntime() override;
 
   // A device message (JobService::on_message). False when it is no jobs topic. While another

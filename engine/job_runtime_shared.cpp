@@ -8,7 +8,7 @@
 namespace chunkd::engine {
 
 Expected<std::unique_ptr<JobRuntime>, std::string> JobRuntime::open_shared(Parts parts,
-                                                                          Shared shared) {
+                                                                           Shared shared) {
   std::unique_ptr<JobRuntime> runtime(new JobRuntime(std::move(parts)));
   JobRuntime* self = runtime.get();
   self->consume_ = std::move(shared.consume);

@@ -70,16 +70,14 @@ JobService::JobService(uv_loop_t* loop, const Catalog& catalog, Transport& trans
   register_metrics();
 }
 
-JobService::~JobService() {
-  CHUNKD_ASSERT(tick_ == nullptr && flush_ == nullptr);
-  drop_metrics();
-}
+JobService::~JobService() { CHUNKD_ASSERT(tick_ == nullptr && flush_ == nullptr); }
 
 void JobService::open(std::vector<Job> stored, std::vector<std::string> things) {
   for (std::string& thing : things) book_.remember(std::move(thing));
   for (Job& job : stored) book_.restore(std::move(job), clock_.now_ms(), unix_ms());
   LOG_INFO("jobs", "%zu jobs with %llu executions loaded, %zu things known", book_.jobs(),
            static_cast<unsigned long long>(book_.executions()), book_.known_things());
+  register_gauges();
   flush_ = new uv_idle_t;
   uv_idle_init(loop_, flush_);
   flush_->data = this;
@@ -393,7 +391,16 @@ std::string status_label(Status status) {
 }
 }  // namespace
 
+// The counters now; the gauges, which read the book, from open() to close().
 void JobService::register_metrics() {
+  released_ = &metrics_.counter("chunkd_jobs_released_total",
+                                "Executions released to things by the rollout.");
+  aborted_ = &metrics_.counter("chunkd_jobs_aborted_total", "Jobs canceled by abort criteria.");
+  timed_out_ =
+      &metrics_.counter("chunkd_jobs_timed_out_total", "Executions timed out in progress.");
+}
+
+void JobService::register_gauges() {
   for (std::size_t i = 0; i < protocol::kExecutionStatusCount; ++i) {
     metrics_.gauge_fn("chunkd_job_executions", "Job executions, by status.",
                       status_label(static_cast<protocol::ExecutionStatus>(i)),
@@ -403,16 +410,11 @@ void JobService::register_metrics() {
     metrics_.gauge_fn("chunkd_jobs", "Jobs, by status.", status_label(status),
                       [this, status] { return static_cast<double>(book_.jobs_in(status)); });
   }
-  released_ = &metrics_.counter("chunkd_jobs_released_total",
-                                "Executions released to things by the rollout.");
-  aborted_ = &metrics_.counter("chunkd_jobs_aborted_total", "Jobs canceled by abort criteria.");
-  timed_out_ =
-      &metrics_.counter("chunkd_jobs_timed_out_total", "Executions timed out in progress.");
 }
 
-// The gauges read this service's book: gone with it (a cluster instance that lost the jobs lease
-// has no book, and another instance's gauges count the jobs).
-void JobService::drop_metrics() {
+// Gone once the service closes (a cluster instance that lost the jobs lease has no book, and the
+// holder's gauges count the jobs; the next service of this instance registers its own).
+void JobService::drop_gauges() {
   for (std::size_t i = 0; i < protocol::kExecutionStatusCount; ++i) {
     metrics_.drop_fn("chunkd_job_executions",
                      status_label(static_cast<protocol::ExecutionStatus>(i)));
@@ -431,6 +433,7 @@ std::optional<std::string> JobService::job_using_stream(std::string_view stream_
 }
 
 void JobService::close(std::uint64_t timeout_ms, std::function<void()> done) {
+  if (!closing_ && tick_ != nullptr) drop_gauges();
   closing_ = true;
   if (tick_ != nullptr) {
     uv_close(reinterpret_cast<uv_handle_t*>(tick_),

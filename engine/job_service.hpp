@@ -66,7 +66,7 @@ class JobService final : public JobsHttp {
   JobService(const JobService&) = delete;
   JobService& operator=(const JobService&) = delete;
 
-  // The jobs and the things remembered, as stored; starts the tick.
+  // The jobs and the things remembered, as stored; starts the tick and the gauges.
   void open(std::vector<Job> stored, std::vector<std::string> things);
 
   // A device message. False when `topic` is not under <prefix>/<thing>/jobs/ (the caller hands
@@ -127,7 +127,8 @@ class JobService final : public JobsHttp {
   void tick();
   void count(std::string_view api, std::string_view result);
   void register_metrics();
-  void drop_metrics();
+  void register_gauges();
+  void drop_gauges();
   std::optional<std::string_view> document_of(const protocol::JobExecution& e) const;
   std::int64_t unix_ms() const { return clock_.unix_ms(); }
 

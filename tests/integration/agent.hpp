@@ -1,5 +1,5 @@
-// A thing's jobs side as the OTA agent uses it (notify-next, $next/get, updates), and the body of an
-// OTA job: for the jobs tests (jobs_test, cluster_test).
+// A thing's jobs side as the OTA agent uses it (notify-next, $next/get, updates), and the body of
+// an OTA job: for the jobs tests (jobs_test, cluster_test).
 #pragma once
 
 #include <optional>

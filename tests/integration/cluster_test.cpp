@@ -375,8 +375,8 @@ TEST_F(Cluster, OneInstanceServesJobsAndTheOtherTakesOverAfterKillNine) {
   TestDaemon& other = holder == a_.get() ? *b_ : *a_;
   auto refused = request(other, "POST", "/jobs/ota-1", ota_job_body("ota-fw", R"(["dev-1"])"));
   EXPECT_EQ(refused.status, 503) << refused.body;
-  EXPECT_NE(refused.body.find("chunkd on"), std::string::npos) << "names the holder: "
-                                                               << refused.body;
+  EXPECT_NE(refused.body.find("chunkd on"), std::string::npos)
+      << "names the holder: " << refused.body;
 
   ASSERT_TRUE(create(other, "ota-fw", test_bytes(12288, 145)));
   ASSERT_TRUE(knows(first, "ota-fw"));
@@ -398,8 +398,8 @@ TEST_F(Cluster, OneInstanceServesJobsAndTheOtherTakesOverAfterKillNine) {
   ASSERT_TRUE(eventually([&] { return metric(metrics(other), "chunkd_jobs_lease_held") == 1; }, ms))
       << other.log(8000);
   std::printf("[ measured ] jobs served by the other instance %lld ms after kill -9\n", ms);
-  ASSERT_TRUE(agent.update(
-      "ota-1", R"({"status":"IN_PROGRESS","statusDetails":{"self_test":"ready"}})"));
+  ASSERT_TRUE(
+      agent.update("ota-1", R"({"status":"IN_PROGRESS","statusDetails":{"self_test":"ready"}})"));
   ASSERT_TRUE(agent.wait("/update/accepted")) << other.log(8000);
   next = agent.next_get();
   ASSERT_TRUE(next && next->ok());

@@ -224,8 +224,8 @@ TEST_F(SharedRegistry, HealthzIs503WhileTheRegistryIsUnreachable) {
       "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'chunkd'");
   long long ms = 0;
   HttpClientResponse health;
-  EXPECT_TRUE(eventually(
-      [&] { return (health = a_.request("GET", "/healthz")).status == 503; }, ms));
+  EXPECT_TRUE(
+      eventually([&] { return (health = a_.request("GET", "/healthz")).status == 503; }, ms));
   EXPECT_NE(health.body.find("shared registry"), std::string::npos) << health.body;
   EXPECT_FALSE(a_.create_file_stream("while-down", test_bytes(1000, 7))) << "no registry";
   servers->pg.psql("ALTER ROLE chunkd LOGIN");
