@@ -151,9 +151,9 @@ void PgJobLeaseImpl::lost(const std::string& why) {
   if (was_holding && !closing_ && on_lost_) on_lost_(why);
   if (writing_) {
     LOG_ERROR("jobs",
-              "%s '%s': the session was lost before PostgreSQL answered; the write may or may not "
+              "%s: the session was lost before PostgreSQL answered; the write may or may not "
               "have been committed",
-              writing_->verb, writing_->id.c_str());
+              writing_->what().c_str());
     finish_write(std::make_error_code(std::errc::connection_aborted), "");
   }
   fail_queued(std::errc::not_connected);

@@ -49,8 +49,10 @@ namespace chunkd::io {
 inline constexpr std::size_t kMaxJobWriteBytes = std::size_t{64} << 20;
 
 struct JobLeaseOptions {
-  std::string url;                // libpq URI (registry.url)
-  std::string holder;             // this instance's name, set as the session's application_name
+  std::string url;  // libpq URI (registry.url)
+  // This instance's name, set as the session's application_name (PostgreSQL keeps its first 63
+  // bytes and shows a byte outside printable ASCII as '?': holder() reports it as it keeps it).
+  std::string holder;
   std::uint64_t retry_ms = 1000;  // how often a follower tries to take the lease (and reconnects)
   std::size_t max_pending_writes = JobStore::kDefaultMaxPendingWrites;
 };

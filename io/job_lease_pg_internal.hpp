@@ -42,6 +42,8 @@ Expected<StoredJobs> pg_parse_jobs(const PGresult* jobs, const PGresult* executi
 struct PgJobWrite {
   const char* verb = "";  // "put job", "apply a batch to jobs", "erase job"
   std::string id;         // the job of a put or erase, else ""
+  // "put job 'x'", for the log.
+  std::string what() const { return id.empty() ? verb : std::string(verb) + " '" + id + "'"; }
   PgParams params;
   JobStore::Done done;
 };

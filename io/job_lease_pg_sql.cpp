@@ -227,11 +227,36 @@ void add_executions(PgParams& p, const std::vector<StoredExecution>& executions)
   p.values.emplace_back(values.take());
 }
 
+// The bytes of the batch's texts: at most what its parameters take (they add quotes, escapes
+// and numbers), so a batch over the bound is refused before its parameters are built.
+std::size_t text_bytes(const JobBatch& b) {
+  std::size_t n = 0;
+  for (const std::string& t : b.things) n += t.size();
+  for (const std::string& t : b.deleted) n += t.size();
+  for (const StoredJob& j : b.upserts) {
+    n += j.id.size() + j.spec.size() + j.document.size() + j.stream_id.value_or("").size() +
+         j.status.size() + j.reason_code.size() + j.comment.size();
+  }
+  for (const JobStatusChange& c : b.jobs) {
+    n += c.job_id.size() + c.status.size() + c.reason_code.size() + c.comment.size();
+  }
+  for (const StoredExecution& e : b.executions) {
+    n += e.job_id.size() + e.thing.size() + e.status.size();
+    for (const auto& [key, value] : e.status_details) n += key.size() + value.size();
+  }
+  return n;
+}
+
 }  // namespace
 
 std::errc pg_job_write_params(bool insert, const JobBatch& batch, PgParams& out,
                               std::string& problem) {
   out.values.clear();
+  if (const std::size_t bytes = text_bytes(batch); bytes > kMaxJobWriteBytes) {
+    problem = "the write holds at least " + std::to_string(bytes) + " bytes, over the bound of " +
+              std::to_string(kMaxJobWriteBytes);
+    return std::errc::argument_list_too_long;
+  }
   out.values.emplace_back(insert ? "t" : "f");
   add_array(out, batch.things, [](const std::string& t) { return std::optional(t); });
   add_array(out, batch.deleted, [](const std::string& t) { return std::optional(t); });

@@ -58,7 +58,9 @@ void PgJobLeaseImpl::submit(const char* verb, std::string id, bool insert, const
   std::string problem;
   if (refused == std::errc{}) refused = pg_job_write_params(insert, batch, write->params, problem);
   if (refused != std::errc{}) {
-    if (!problem.empty()) LOG_ERROR("jobs", "%s '%s': %s", verb, id.c_str(), problem.c_str());
+    if (!problem.empty()) {
+      LOG_ERROR("jobs", "%s: %s", PgJobWrite{verb, id, {}, {}}.what().c_str(), problem.c_str());
+    }
     done(std::make_error_code(refused));
     return;
   }
@@ -85,8 +87,7 @@ void PgJobLeaseImpl::finish_write(std::error_code error, const std::string& mess
     const bool expected =
         error == std::errc::file_exists || error == std::errc::no_such_file_or_directory;
     if (!message.empty() && !expected) {
-      LOG_ERROR("jobs", "%s '%s' in PostgreSQL: %s", write->verb, write->id.c_str(),
-                message.c_str());
+      LOG_ERROR("jobs", "%s in PostgreSQL: %s", write->what().c_str(), message.c_str());
     }
   } else {
     stats_.writes_ok++;

@@ -318,6 +318,18 @@ TEST_F(JobLeasePgTest, BatchesAreAllOrNothingAndTheBoundsHold) {
   store.apply(std::move(huge), capture(too_many));
   ASSERT_TRUE(too_many.called);
   EXPECT_EQ(too_many.error, std::errc::argument_list_too_long);
+  Outcome too_big;
+  StoredJob big = job("job-big", std::nullopt);
+  big.document.assign(kMaxJobWriteBytes, 'x');
+  store.put_job(std::move(big), {}, capture(too_big));
+  ASSERT_TRUE(too_big.called);
+  EXPECT_EQ(too_big.error, std::errc::argument_list_too_long);
+  JobBatch escaped;  // under the bound as given, over it as sent: every '"' is escaped
+  escaped.things = {std::string(kMaxJobWriteBytes / 2 + 1, '"')};
+  Outcome too_big_escaped;
+  store.apply(std::move(escaped), capture(too_big_escaped));
+  ASSERT_TRUE(too_big_escaped.called);
+  EXPECT_EQ(too_big_escaped.error, std::errc::argument_list_too_long);
   JobBatch with_nul;
   with_nul.things = {std::string("a\0b", 3)};
   store.apply(std::move(with_nul), capture(nul));
