@@ -17,13 +17,11 @@
 #include <vector>
 
 #include "io/registry_store.hpp"
+#include "tests/io/postgres_fixture.hpp"
 #include "tests/support/loop.hpp"
-#include "tests/support/postgres.hpp"
 
 namespace chunkd::io {
 namespace {
-
-using test::TestPostgres;
 
 struct Outcome {
   bool called = false;
@@ -77,23 +75,11 @@ StoredExecution execution(const std::string& job_id, const std::string& thing,
   return e;
 }
 
-class JobLeasePgTest : public ::testing::Test {
+class JobLeasePgTest : public test::PostgresTest {
  protected:
-  static void SetUpTestSuite() {
-    if (!TestPostgres::missing().empty()) return;
-    pg_ = new TestPostgres();
-    if (!pg_->start()) ADD_FAILURE() << pg_->error();
-  }
-  static void TearDownTestSuite() {
-    delete pg_;
-    pg_ = nullptr;
-  }
-
   void SetUp() override {
-    if (std::string why = TestPostgres::missing(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(pg_->start()) << pg_->error();
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-    loop_open_ = true;
+    PostgresTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     // A clean registry for every test (the schema stays).
     pg_->psql(
         "DO $$ BEGIN IF to_regclass('jobs') IS NOT NULL THEN "
@@ -109,8 +95,7 @@ class JobLeasePgTest : public ::testing::Test {
       run_until([&] { return closed; });
       registry_.reset();
     }
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
+    close_loop();
   }
 
   bool open(Instance& in, const std::string& name, std::size_t max_pending = 64) {
@@ -173,15 +158,10 @@ class JobLeasePgTest : public ::testing::Test {
         "'");
   }
 
-  static TestPostgres* pg_;
-  uv_loop_t loop_{};
-  bool loop_open_ = false;
   Instance a_;
   Instance b_;
   std::unique_ptr<RegistryStore> registry_;
 };
-
-TestPostgres* JobLeasePgTest::pg_ = nullptr;
 
 TEST_F(JobLeasePgTest, ExactlyOneHoldsAndTheNextTakesOverWithWhatWasCommitted) {
   hold_a();
