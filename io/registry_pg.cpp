@@ -22,7 +22,7 @@ Expected<void> PgRegistryStore::start() {
     return fail(std::errc::io_error, "registry: nonblocking mode: " + pg_conn_message(conn_));
   }
   watch(UV_READABLE);
-  if (poll_ == nullptr) {
+  if (!poll_.active()) {
     return fail(std::errc::io_error, "registry: cannot watch the PostgreSQL connection's socket");
   }
   timer_ = new uv_timer_t;
@@ -206,7 +206,8 @@ void PgRegistryStore::finish_running() {
     error = sqlstate == kPgChangedMeanwhile ? changed_meanwhile()
                                             : std::make_error_code(pg_errc(sqlstate));
     message = pg_result_message(op->failure);
-    if (error != std::errc::file_exists && error != changed_meanwhile()) {
+    if (error != std::errc::file_exists && error != changed_meanwhile() &&
+        error != std::errc::device_or_resource_busy) {
       LOG_ERROR("registry", "%s stream '%s' in PostgreSQL: %s", op->verb(), op->id.c_str(),
                 message.c_str());
     }

@@ -65,12 +65,11 @@ void PgRegistryStore::schedule_reconnect() {
 }
 
 void PgRegistryStore::reconnect() {
-  conn_ = PQconnectStart(url_.c_str());
+  conn_ = pg_connect_start(url_, nullptr);
   if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
     lost(pg_conn_message(conn_));
     return;
   }
-  PQsetNoticeProcessor(conn_, log_pg_notice, nullptr);
   state_ = State::Connecting;
   uv_timer_start(
       timer_,
@@ -86,21 +85,13 @@ void PgRegistryStore::continue_connect() {
   // libpq may close the socket and open another (the next address) with the same number: a new
   // poll handle for every step, so libuv never keeps a registration of a closed socket.
   drop_poll();
-  switch (PQconnectPoll(conn_)) {
-    case PGRES_POLLING_READING:
-      watch(UV_READABLE);
-      return;
-    case PGRES_POLLING_WRITING:
-      watch(UV_WRITABLE);
-      return;
-    case PGRES_POLLING_OK:
-      break;
-    default:
-      lost(pg_conn_message(conn_));
-      return;
-  }
-  if (PQsetnonblocking(conn_, 1) != 0) {
-    lost("nonblocking mode: " + pg_conn_message(conn_));
+  std::string error;
+  if (const int events = pg_connect_step(conn_, error); events != 0) {
+    if (events > 0) {
+      watch(events);
+    } else {
+      lost(error);
+    }
     return;
   }
   auto listen = std::make_unique<PgOp>();
@@ -120,42 +111,6 @@ void PgRegistryStore::connected() {
   pump();
   if (!closing_ && changed_) changed_(std::nullopt);
   maybe_closed();
-}
-
-void PgRegistryStore::watch(int events) {
-  const int fd = conn_ != nullptr ? PQsocket(conn_) : -1;
-  if (poll_ != nullptr && (fd != poll_fd_ || events == 0)) drop_poll();
-  if (events == 0 || fd < 0) return;
-  if (poll_ == nullptr) {
-    auto* poll = new uv_poll_t;
-    if (uv_poll_init_socket(loop_, poll, fd) != 0) {
-      delete poll;
-      return;
-    }
-    poll->data = this;
-    poll_ = poll;
-    poll_fd_ = fd;
-    poll_events_ = 0;
-    handles_open_++;
-  }
-  if (events == poll_events_) return;
-  poll_events_ = events;
-  uv_poll_start(poll_, events, [](uv_poll_t* handle, int status, int ready) {
-    static_cast<PgRegistryStore*>(handle->data)->on_io(status, ready);
-  });
-}
-
-void PgRegistryStore::drop_poll() {
-  if (poll_ == nullptr) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* handle) {
-    auto* self = static_cast<PgRegistryStore*>(handle->data);
-    delete reinterpret_cast<uv_poll_t*>(handle);
-    self->handles_open_--;
-    self->maybe_closed();
-  });
-  poll_ = nullptr;
-  poll_fd_ = -1;
-  poll_events_ = 0;
 }
 
 // Stops watching the socket (before libpq closes it), then closes the connection.
@@ -188,7 +143,7 @@ void PgRegistryStore::maybe_closed() {
     });
     timer_ = nullptr;
   }
-  if (handles_open_ > 0) return;
+  if (handles_open_ > 0 || poll_.open_handles() > 0) return;
   closed_ = true;
   auto done = std::move(close_done_);
   close_done_ = nullptr;
@@ -200,14 +155,13 @@ void PgRegistryStore::maybe_closed() {
 Expected<std::unique_ptr<RegistryStore>> RegistryStore::open_shared(
     uv_loop_t* loop, const std::string& url, std::size_t max_pending_writes) {
   using namespace detail;
-  PGconn* conn = PQconnectdb(url.c_str());
+  PGconn* conn = pg_connect(url, nullptr);
   if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
     std::string message = pg_conn_message(conn);
     PQfinish(conn);
     return fail(std::errc::connection_refused,
                 "registry.url: cannot connect to PostgreSQL: " + message);
   }
-  PQsetNoticeProcessor(conn, log_pg_notice, nullptr);
   auto store = std::make_unique<PgRegistryStore>(loop, url, conn,
                                                  max_pending_writes == 0 ? 1 : max_pending_writes);
   // On failure the destructor closes the connection.

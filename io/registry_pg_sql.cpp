@@ -12,9 +12,10 @@
 namespace chunkd::io::detail {
 namespace {
 
-constexpr int kPgSchemaVersion = 1;
+constexpr int kPgSchemaVersion = 2;
 constexpr long long kSchemaLockKey = 0x63686b6472656731;  // "chkdreg1": serialises set-ups
 
+// Version 1: the streams (version 2 adds kPgJobsSchema).
 constexpr const char* kPgSchema = R"sql(
 CREATE TABLE streams (
   id             text PRIMARY KEY,
@@ -109,25 +110,12 @@ Expected<PGresult*> exec(PGconn* conn, const std::string& sql, const char* step)
   return fail(code, std::string("registry: cannot ") + step + ": " + message);
 }
 
-// '"' + text with '\' and '"' escaped + '"': one element of an array literal.
-void append_element(std::string& out, std::string_view text) {
-  out += '"';
-  for (char c : text) {
-    if (c == '\\' || c == '"') out += '\\';
-    out += c;
-  }
-  out += '"';
-}
-
 // An array literal of `n` elements, element(i) the text of each.
 template <typename F>
 std::string array_literal(std::size_t n, F element) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < n; ++i) {
-    if (i > 0) out += ',';
-    append_element(out, element(i));
-  }
-  return out + "}";
+  PgArray out;
+  for (std::size_t i = 0; i < n; ++i) out.add(element(i));
+  return out.take();
 }
 
 std::string hex_manifest(const std::vector<std::uint64_t>& manifest) {
@@ -152,15 +140,43 @@ bool decode_hex_manifest(std::string_view hex, std::vector<std::uint64_t>& out) 
   return decode_manifest(bytes.data(), static_cast<int>(bytes.size()), out);
 }
 
-bool parse_int(std::string_view text, long long min, long long max, long long& out) {
+}  // namespace
+
+void PgArray::add(std::string_view text) {
+  if (out_.size() > 1) out_ += ',';
+  out_ += '"';
+  for (char c : text) {
+    if (c == '\\' || c == '"') out_ += '\\';
+    out_ += c;
+  }
+  out_ += '"';
+}
+
+void PgArray::add_null() {
+  if (out_.size() > 1) out_ += ',';
+  out_ += "NULL";
+}
+
+std::string PgArray::take() {
+  std::string out = std::move(out_) + "}";
+  out_ = "{";
+  return out;
+}
+
+bool pg_parse_int(std::string_view text, long long min, long long max, long long& out) {
   auto r = std::from_chars(text.data(), text.data() + text.size(), out);
   return r.ec == std::errc{} && r.ptr == text.data() + text.size() && out >= min && out <= max;
 }
 
-}  // namespace
+std::string pg_text(const PGresult* r, int row, int column) {
+  return std::string(PQgetvalue(r, row, column),
+                     static_cast<std::size_t>(PQgetlength(r, row, column)));
+}
 
 std::errc pg_errc(std::string_view sqlstate) {
   if (sqlstate == "23505") return std::errc::file_exists;
+  if (sqlstate == kPgStreamInUse) return std::errc::device_or_resource_busy;
+  if (sqlstate == kPgNoStream) return std::errc::no_such_file_or_directory;
   if (sqlstate == "53100") return std::errc::no_space_on_device;
   if (sqlstate == "53200") return std::errc::not_enough_memory;
   if (sqlstate == "42501" || sqlstate.starts_with("28")) return std::errc::permission_denied;
@@ -213,8 +229,11 @@ Expected<void> prepare_pg_schema(PGconn* conn) {
   PQclear(*version);
   std::string script;
   if (rows == 0) {
-    script = std::string(kPgSchema) + "INSERT INTO registry_schema VALUES (" +
+    script = std::string(kPgSchema) + kPgJobsSchema + "INSERT INTO registry_schema VALUES (" +
              std::to_string(kPgSchemaVersion) + ");";
+  } else if (rows == 1 && found == 1) {
+    // 1 → 2: the jobs tables and functions (chunkd_erase_stream replaces the plain DELETE).
+    script = std::string(kPgJobsSchema) + "UPDATE registry_schema SET version = 2;";
   } else if (rows != 1 || found != kPgSchemaVersion) {
     PQclear(PQexec(conn, "ROLLBACK"));
     return fail(std::errc::protocol_not_supported,
@@ -234,9 +253,7 @@ Expected<void> prepare_pg_schema(PGconn* conn) {
 const char* const kPgPutSql =
     "SELECT chunkd_put_stream($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
     "$16, $17, $18, $19, $20, $21)";
-const char* const kPgEraseSql =
-    "WITH gone AS (DELETE FROM streams WHERE id = $1 RETURNING id) "
-    "SELECT pg_notify('chunkd_streams', id) FROM gone";
+const char* const kPgEraseSql = "SELECT chunkd_erase_stream($1)";
 // One statement, so one snapshot: a stream row (kind 0), its tags (1), its files (2), in order.
 const char* const kPgLoadSql =
     "SELECT * FROM ("
@@ -299,23 +316,18 @@ bool pg_put_params(const StoredStream& s, bool create,
 
 namespace {
 
-std::string text(const PGresult* r, int row, int column) {
-  return std::string(PQgetvalue(r, row, column),
-                     static_cast<std::size_t>(PQgetlength(r, row, column)));
-}
-
 // Fills `s` from a stream row; false when a number is out of range.
 bool read_stream_row(const PGresult* r, int row, StoredStream& s, long long& file_count) {
   long long version = 0;
-  s.id = text(r, row, 1);
-  s.description = text(r, row, 4);
-  s.role_arn = text(r, row, 5);
-  s.created_at = text(r, row, 6);
-  s.updated_at = text(r, row, 7);
-  if (!PQgetisnull(r, row, 9)) s.allowed_things = split_patterns(text(r, row, 9));
-  if (!parse_int(text(r, row, 3), std::numeric_limits<long long>::min(),
-                 std::numeric_limits<long long>::max(), version) ||
-      !parse_int(text(r, row, 8), 0, std::numeric_limits<int>::max(), file_count)) {
+  s.id = pg_text(r, row, 1);
+  s.description = pg_text(r, row, 4);
+  s.role_arn = pg_text(r, row, 5);
+  s.created_at = pg_text(r, row, 6);
+  s.updated_at = pg_text(r, row, 7);
+  if (!PQgetisnull(r, row, 9)) s.allowed_things = split_patterns(pg_text(r, row, 9));
+  if (!pg_parse_int(pg_text(r, row, 3), std::numeric_limits<long long>::min(),
+                    std::numeric_limits<long long>::max(), version) ||
+      !pg_parse_int(pg_text(r, row, 8), 0, std::numeric_limits<int>::max(), file_count)) {
     return false;
   }
   s.version = static_cast<std::uint64_t>(version);
@@ -327,20 +339,20 @@ bool read_file_row(const PGresult* r, int row, StoredFile& f) {
   constexpr long long kMin = std::numeric_limits<long long>::min();
   constexpr long long kMax = std::numeric_limits<long long>::max();
   long long file_id = 0, size = 0, extent = 0;
-  if (!parse_int(text(r, row, 3), 0, std::numeric_limits<std::uint32_t>::max(), file_id) ||
-      !parse_int(text(r, row, 6), kMin, kMax, size) ||
-      !parse_int(text(r, row, 8), 1, std::numeric_limits<std::uint32_t>::max(), extent) ||
-      !decode_hex_manifest(text(r, row, 9), f.manifest)) {
+  if (!pg_parse_int(pg_text(r, row, 3), 0, std::numeric_limits<std::uint32_t>::max(), file_id) ||
+      !pg_parse_int(pg_text(r, row, 6), kMin, kMax, size) ||
+      !pg_parse_int(pg_text(r, row, 8), 1, std::numeric_limits<std::uint32_t>::max(), extent) ||
+      !decode_hex_manifest(pg_text(r, row, 9), f.manifest)) {
     return false;
   }
   f.file_id = static_cast<std::uint32_t>(file_id);
-  f.bucket = text(r, row, 4);
-  f.key = text(r, row, 5);
+  f.bucket = pg_text(r, row, 4);
+  f.key = pg_text(r, row, 5);
   f.size_bytes = static_cast<std::uint64_t>(size);
-  f.digest = text(r, row, 7);
+  f.digest = pg_text(r, row, 7);
   f.extent_bytes = static_cast<std::uint32_t>(extent);
-  f.source_etag = text(r, row, 10);
-  f.source_version = text(r, row, 11);
+  f.source_etag = pg_text(r, row, 10);
+  f.source_version = pg_text(r, row, 11);
   return true;
 }
 
@@ -355,8 +367,8 @@ Expected<std::vector<StoredStream>> pg_parse_streams(const PGresult* r) {
   std::vector<long long> file_counts;
   const int rows = PQntuples(r);
   for (int row = 0; row < rows; ++row) {
-    const std::string kind = text(r, row, 0);
-    const std::string id = text(r, row, 1);
+    const std::string kind = pg_text(r, row, 0);
+    const std::string id = pg_text(r, row, 1);
     const bool of_last = !streams.empty() && streams.back().id == id;
     bool ok = false;
     if (kind == "0" && !of_last) {
@@ -364,7 +376,7 @@ Expected<std::vector<StoredStream>> pg_parse_streams(const PGresult* r) {
       file_counts.push_back(0);
       ok = read_stream_row(r, row, streams.back(), file_counts.back());
     } else if (kind == "1" && of_last) {
-      streams.back().tags.emplace_back(text(r, row, 3), text(r, row, 4));
+      streams.back().tags.emplace_back(pg_text(r, row, 3), pg_text(r, row, 4));
       ok = true;
     } else if (kind == "2" && of_last) {
       streams.back().files.emplace_back();

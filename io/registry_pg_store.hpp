@@ -21,14 +21,11 @@
 #include <string>
 #include <vector>
 
+#include "io/pg_session.hpp"
 #include "io/registry_pg.hpp"
 #include "io/registry_store.hpp"
 
 namespace chunkd::io::detail {
-
-inline constexpr std::uint64_t kFirstBackoffMs = 100;
-inline constexpr std::uint64_t kMaxBackoffMs = 5000;
-inline constexpr std::uint64_t kConnectTimeoutMs = 10000;
 
 struct PgOp {
   enum class Kind { Put, Create, Update, Erase, Load, Listen };
@@ -68,7 +65,16 @@ struct PgOp {
 class PgRegistryStore final : public RegistryStore {
  public:
   PgRegistryStore(uv_loop_t* loop, std::string url, PGconn* conn, std::size_t max_pending)
-      : loop_(loop), url_(std::move(url)), conn_(conn), max_pending_(max_pending) {}
+      : loop_(loop),
+        url_(std::move(url)),
+        conn_(conn),
+        max_pending_(max_pending),
+        poll_(
+            loop, this,
+            [](void* self, int status, int events) {
+              static_cast<PgRegistryStore*>(self)->on_io(status, events);
+            },
+            [](void* self) { static_cast<PgRegistryStore*>(self)->maybe_closed(); }) {}
 
   ~PgRegistryStore() override {
     if (started_ && !closed_) LOG_ERROR("registry", "store destroyed before close() finished");
@@ -121,10 +127,9 @@ class PgRegistryStore final : public RegistryStore {
   void continue_connect();
   void connected();
 
-  // Watches the connection's socket for `events` (re-creating the poll handle when libpq
-  // changed socket); 0 stops watching.
-  void watch(int events);
-  void drop_poll();
+  // Watches the connection's socket for `events`; 0 stops watching.
+  void watch(int events) { poll_.watch(conn_, events); }
+  void drop_poll() { poll_.drop(); }
   void drop_connection();
   void maybe_closed();
 
@@ -137,11 +142,9 @@ class PgRegistryStore final : public RegistryStore {
   bool closing_ = false;
   bool closed_ = false;
   std::function<void()> close_done_;
-  int handles_open_ = 0;
+  int handles_open_ = 0;  // the timer (the poll handles: poll_.open_handles())
 
-  uv_poll_t* poll_ = nullptr;
-  int poll_fd_ = -1;
-  int poll_events_ = 0;
+  PgPoll poll_;
   uv_timer_t* timer_ = nullptr;
   std::uint64_t backoff_ms_ = kFirstBackoffMs;
 
@@ -151,8 +154,5 @@ class PgRegistryStore final : public RegistryStore {
   Changed changed_;
   RegistryStats stats_;
 };
-
-// PostgreSQL's notices (e.g. "relation already exists, skipping") go to the debug log.
-void log_pg_notice(void* unused, const char* message);
 
 }  // namespace chunkd::io::detail

@@ -10,32 +10,19 @@
 #include <string>
 #include <utility>
 
+#include "tests/io/postgres_fixture.hpp"
 #include "tests/io/registry_samples.hpp"
-#include "tests/support/postgres.hpp"
 
 namespace chunkd::engine {
 namespace {
 
 using io::numbered_stream;
-using test::TestPostgres;
 
-class RegistrySyncTest : public ::testing::Test {
+class RegistrySyncTest : public test::PostgresTest {
  protected:
-  static void SetUpTestSuite() {
-    if (!TestPostgres::missing().empty()) return;
-    pg_ = new TestPostgres();
-    if (!pg_->start()) ADD_FAILURE() << pg_->error();
-  }
-  static void TearDownTestSuite() {
-    delete pg_;
-    pg_ = nullptr;
-  }
-
   void SetUp() override {
-    if (std::string why = TestPostgres::missing(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(pg_->start()) << pg_->error();
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-    loop_open_ = true;
+    PostgresTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     pg_->psql(
         "DO $$ BEGIN IF to_regclass('streams') IS NOT NULL THEN "
         "TRUNCATE streams CASCADE; END IF; END $$");
@@ -55,8 +42,7 @@ class RegistrySyncTest : public ::testing::Test {
       run_until([&] { return closed; });
     }
     sync_.reset();
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
+    close_loop();
   }
 
   std::unique_ptr<io::RegistryStore> open() {
@@ -96,9 +82,6 @@ class RegistrySyncTest : public ::testing::Test {
                                   std::string("kind=\"") + kind + "\"");
   }
 
-  static TestPostgres* pg_;
-  uv_loop_t loop_{};
-  bool loop_open_ = false;
   Catalog catalog_;
   Metrics metrics_;
   int gc_runs_ = 0;
@@ -106,8 +89,6 @@ class RegistrySyncTest : public ::testing::Test {
   std::unique_ptr<io::RegistryStore> mine_;
   std::unique_ptr<RegistrySync> sync_;
 };
-
-TestPostgres* RegistrySyncTest::pg_ = nullptr;
 
 TEST_F(RegistrySyncTest, AnotherWritersChangesReachTheCatalog) {
   other_put(numbered_stream(1));

@@ -12,13 +12,11 @@
 #include <vector>
 
 #include "io/registry_store.hpp"
+#include "tests/io/postgres_fixture.hpp"
 #include "tests/io/registry_samples.hpp"
-#include "tests/support/postgres.hpp"
 
 namespace chunkd::io {
 namespace {
-
-using test::TestPostgres;
 
 struct Outcome {
   bool called = false;
@@ -33,23 +31,11 @@ RegistryStore::Done capture(Outcome& outcome) {
   };
 }
 
-class RegistryPgTest : public ::testing::Test {
+class RegistryPgTest : public test::PostgresTest {
  protected:
-  static void SetUpTestSuite() {
-    if (!TestPostgres::missing().empty()) return;
-    pg_ = new TestPostgres();
-    if (!pg_->start()) ADD_FAILURE() << pg_->error();
-  }
-  static void TearDownTestSuite() {
-    delete pg_;
-    pg_ = nullptr;
-  }
-
   void SetUp() override {
-    if (std::string why = TestPostgres::missing(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(pg_->start()) << pg_->error();
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-    loop_open_ = true;
+    PostgresTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     // A clean registry for every test (the schema stays).
     pg_->psql(
         "DO $$ BEGIN IF to_regclass('streams') IS NOT NULL THEN "
@@ -59,8 +45,7 @@ class RegistryPgTest : public ::testing::Test {
   void TearDown() override {
     if (!loop_open_) return;
     for (auto* store : {&a_, &b_}) close(*store);
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
+    close_loop();
   }
 
   std::unique_ptr<RegistryStore> open(std::size_t max_pending = 64) {
@@ -112,14 +97,9 @@ class RegistryPgTest : public ::testing::Test {
     return std::move(*out);
   }
 
-  static TestPostgres* pg_;
-  uv_loop_t loop_{};
-  bool loop_open_ = false;
   std::unique_ptr<RegistryStore> a_;
   std::unique_ptr<RegistryStore> b_;
 };
-
-TestPostgres* RegistryPgTest::pg_ = nullptr;
 
 TEST_F(RegistryPgTest, PutThenLoadRoundTripsEveryField) {
   a_ = open();
@@ -305,7 +285,7 @@ TEST_F(RegistryPgTest, UnreachableServerAndNewerSchemaGiveClearErrors) {
   close(a_);
   pg_->psql("UPDATE registry_schema SET version = 99");
   auto newer = RegistryStore::open_shared(&loop_, pg_->url());
-  pg_->psql("UPDATE registry_schema SET version = 1");
+  pg_->psql("UPDATE registry_schema SET version = 2");  // the version this chunkd writes
   ASSERT_FALSE(newer);
   EXPECT_NE(newer.error().message().find("schema version 99"), std::string::npos)
       << newer.error().message();
