@@ -131,7 +131,7 @@ Expected<void> AmqpClient::start() {
   for (const std::string& uri : o.uris) {
     if (auto parsed = parse_amqp_uri(uri); !parsed) return unexpected(parsed.error());
   }
-  for (const std::string* name : {&o.queue, &o.exchange}) {
+  for (const std::string* name : {&o.queue, &o.exchange, &o.jobs_queue}) {
     if (name->size() > kAmqpMaxShortString) {
       return fail(std::errc::invalid_argument, "\"" + *name + "\" is over 255 bytes");
     }
@@ -183,6 +183,12 @@ void AmqpClient::finish(std::uint64_t session, std::uint64_t tag) {
   impl_->shared->command(std::move(c));
 }
 
+void AmqpClient::consume_jobs(bool on) {
+  Shared& s = *impl_->shared;
+  if (s.options.jobs_queue.empty() || s.jobs_wanted.exchange(on) == on) return;
+  if (impl_->thread.joinable()) s.wake_session();
+}
+
 std::size_t AmqpClient::queued_bytes() const { return impl_->shared->queued_bytes.load(); }
 
 bool AmqpClient::writable() const {
@@ -210,6 +216,7 @@ AmqpStats AmqpClient::stats() const {
   t.confirms_pending = s.confirms_pending;
   t.dropped_publishes = s.dropped_publishes;
   t.connected = impl_->connected;
+  t.jobs_consuming = s.jobs_consuming;
   {
     std::lock_guard lock(impl_->shared->mu);
     t.uri = s.uri;

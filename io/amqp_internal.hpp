@@ -46,6 +46,8 @@ struct AmqpClient::Shared {
   std::atomic<std::size_t> queued_bytes{0};  // publish bodies in `commands`
   std::atomic<std::uint64_t> session{0};     // the consuming session's id, 0 when none
   std::atomic<bool> want_writable{false};    // the loop refused a publish: post Written
+  std::atomic<bool> jobs_wanted{false};      // consume_jobs(): the jobs_queue consumer's wish
+  std::atomic<bool> jobs_consuming{false};   // the broker's consume-ok came, no cancel since
   std::atomic<std::uint64_t> sessions{0}, failovers{0}, connect_failures{0}, deliveries{0},
       publishes{0}, confirms{0}, nacks{0}, acks{0}, requeued{0}, broker_internal_errors{0},
       confirms_pending{0}, dropped_publishes{0};

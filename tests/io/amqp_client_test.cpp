@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -144,6 +145,65 @@ TEST_F(AmqpClientTest, OnlyFinishedDeliveriesAreAcknowledged) {
   b.finish(deliveries_[0].session, deliveries_[0].tag);
   ASSERT_TRUE(run_until(&loop_, [&] { return b.stats().acks == 1; }));
   ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.ack", "messages") == "0"; }));
+}
+
+// The jobs queue is declared and bound at set-up and fills while nobody consumes it;
+// consume_jobs(true) starts its consumer, consume_jobs(false) cancels it (a delivery handed over
+// before is finished as usual, later publishes wait), and a new session keeps the wish.
+TEST_F(AmqpClientTest, ConsumesTheJobsQueueOnlyOnDemand) {
+  AmqpClientOptions o = options("q.requests");
+  o.jobs_queue = "q.jobs";
+  o.jobs_binding_keys = {"jobs.q.*.get"};
+  AmqpClient& c = make(o);
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); })) << node_->log();
+  EXPECT_EQ(queue_info("q.jobs", "type"), "quorum");
+  ASSERT_EQ(c.publish("jobs.q.a.get", {{bytes_of("1")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_EQ(c.publish("test.q.requests.x", {{bytes_of("r")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 1; }));
+  EXPECT_EQ(deliveries_[0].routing_key, "test.q.requests.x");
+  EXPECT_FALSE(deliveries_[0].jobs);
+  ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.jobs", "messages") == "1"; }));
+  EXPECT_EQ(deliveries_.size(), 1u) << "nobody consumes the jobs queue yet";
+  EXPECT_FALSE(c.stats().jobs_consuming);
+
+  c.consume_jobs(true);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 2; }));
+  EXPECT_EQ(deliveries_[1].routing_key, "jobs.q.a.get");
+  EXPECT_TRUE(deliveries_[1].jobs);
+  EXPECT_TRUE(c.stats().jobs_consuming);
+
+  c.consume_jobs(false);
+  ASSERT_TRUE(run_until(&loop_, [&] { return !c.stats().jobs_consuming; }));
+  c.finish(deliveries_[1].session, deliveries_[1].tag);
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().acks == 1; }));
+  ASSERT_EQ(c.publish("jobs.q.b.get", {{bytes_of("2")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.jobs", "messages") == "1"; }));
+
+  // A new session (the broker closes the connection) keeps the consumer off...
+  std::string out;
+  ASSERT_EQ(node_->ctl({"close_all_connections", "-p", "/", "test"}, out), 0) << out;
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().sessions == 2 && c.connected(); }));
+  ASSERT_EQ(c.publish("test.q.requests.y", {{bytes_of("r")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 4; }))
+      << "the unfinished request comes back, then the new one";
+  EXPECT_FALSE(deliveries_[2].jobs);
+  EXPECT_FALSE(deliveries_[3].jobs);
+  EXPECT_EQ(queue_info("q.jobs", "messages"), "1");
+  // ...and on: the waiting one arrives, and again after the next forced reconnect.
+  c.consume_jobs(true);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 5; }));
+  EXPECT_EQ(deliveries_[4].routing_key, "jobs.q.b.get");
+  EXPECT_TRUE(deliveries_[4].jobs);
+  ASSERT_EQ(node_->ctl({"close_all_connections", "-p", "/", "test"}, out), 0) << out;
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().sessions == 3 && c.connected(); }));
+  ASSERT_TRUE(run_until(&loop_, [&] {
+    return std::count_if(deliveries_.begin(), deliveries_.end(),
+                         [](const AmqpDelivery& d) { return d.jobs; }) == 3;
+  })) << "the jobs consumer is back in the new session";
+  EXPECT_EQ(deliveries_.back().routing_key, "jobs.q.b.get");
+  EXPECT_TRUE(deliveries_.back().redelivered);
+  EXPECT_TRUE(c.stats().jobs_consuming);
 }
 
 TEST_F(AmqpClientTest, FailsOverToTheNextUri) {
