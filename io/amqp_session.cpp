@@ -109,9 +109,10 @@ class Session {
   std::uint64_t id_;
   amqp_connection_state_t conn_ = nullptr;
   bool closed_by_broker_ = false;
-  bool jobs_asked_ = false;          // the last jobs_queue method sent was basic.consume
-  std::deque<AmqpCommand> pending_;  // taken from the shared queue, in order
-  std::uint64_t next_seq_ = 0;       // publishes sent in this session (confirm sequence)
+  bool jobs_asked_ = false;           // the last jobs_queue method sent was basic.consume
+  std::deque<AmqpCommand> pending_;   // taken from the shared queue, in order
+  std::vector<AmqpCommand> written_;  // publishes written, to hand back as spares
+  std::uint64_t next_seq_ = 0;        // publishes sent in this session (confirm sequence)
   std::set<std::uint64_t> unconfirmed_;
   std::deque<PendingAck> acks_;
   Clock::time_point last_rx_ = Clock::now();
@@ -242,7 +243,8 @@ std::string Session::run() {
   }
 }
 
-// Moves the loop's commands here and sends them in order while confirms have room.
+// Moves the loop's commands here and sends them in order while confirms have room; the written
+// publishes go back to the loop as spares.
 std::string Session::take_and_send() {
   {
     std::lock_guard lock(s_.mu);
@@ -251,11 +253,20 @@ std::string Session::take_and_send() {
       s_.commands.pop_front();
     }
   }
-  while (!pending_.empty() && unconfirmed_.size() < o_.max_unconfirmed) {
-    if (std::string e = send(pending_.front()); !e.empty()) return e;
+  std::string e;
+  while (e.empty() && !pending_.empty() && unconfirmed_.size() < o_.max_unconfirmed) {
+    AmqpCommand& c = pending_.front();
+    e = send(c);
+    // A publish that failed is dropped here, once: send() already took it off queued_bytes.
+    if (!e.empty() && c.kind == AmqpCommand::Kind::Publish) s_.dropped_publishes++;
+    if (c.kind == AmqpCommand::Kind::Publish) written_.push_back(std::move(c));
     pending_.pop_front();
   }
-  return {};
+  if (!written_.empty()) {
+    s_.give_spares(written_);
+    written_.clear();  // over the bound: freed here, outside the lock
+  }
+  return e;
 }
 
 std::string Session::send(AmqpCommand& c) {
