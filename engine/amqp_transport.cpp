@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "io/log.hpp"
+#include "protocol/jobs_topic.hpp"
 #include "protocol/request.hpp"
 
 namespace chunkd::engine {
@@ -14,6 +15,8 @@ constexpr std::uint64_t kRefusalLogMs = 10000;
 // The longest a reply topic gets beyond its request topic: get → rejected (+5 bytes);
 // describe → description (+3).
 constexpr std::size_t kReplyGrowth = 5;
+// A jobs request's reply: + "/accepted" or "/rejected".
+constexpr std::size_t kJobsReplyGrowth = 9;
 
 std::size_t levels(std::string_view topic) {
   return static_cast<std::size_t>(std::count(topic.begin(), topic.end(), '/')) + 1;
@@ -45,6 +48,16 @@ std::string AmqpTransport::binding_key(std::string_view topic_prefix, std::strin
   return routing_key(topic_prefix) + ".*.streams.*." + std::string(verb) + ".*";
 }
 
+std::vector<std::string> AmqpTransport::jobs_binding_keys(std::string_view topic_prefix) {
+  std::vector<std::string> keys;
+  for (std::string& filter : protocol::JobsTopicCodec(std::string(topic_prefix)).subscriptions()) {
+    std::string key = routing_key(filter);
+    std::replace(key.begin(), key.end(), '+', '*');
+    keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
 AmqpTransport::AmqpTransport(uv_loop_t* loop, AmqpOptions options)
     : loop_(loop), options_(std::move(options)) {
   for (const std::string& uri : options_.uris) {
@@ -52,6 +65,7 @@ AmqpTransport::AmqpTransport(uv_loop_t* loop, AmqpOptions options)
   }
   // <prefix>/<thing>/streams/<id>/<verb>/<fmt>
   request_levels_ = levels(options_.topic_prefix) + 5;
+  jobs_levels_ = levels(options_.topic_prefix) + 3;
   io::AmqpClientOptions o;
   o.uris = options_.uris;
   o.password = options_.password;
@@ -59,6 +73,10 @@ AmqpTransport::AmqpTransport(uv_loop_t* loop, AmqpOptions options)
   o.exchange = options_.exchange;
   o.binding_keys = {binding_key(options_.topic_prefix, "get"),
                     binding_key(options_.topic_prefix, "describe")};
+  if (options_.jobs && !options_.jobs_queue.empty()) {
+    o.jobs_queue = options_.jobs_queue;
+    o.jobs_binding_keys = jobs_binding_keys(options_.topic_prefix);
+  }
   o.prefetch = options_.prefetch;
   o.delivery_limit = options_.delivery_limit;
   o.max_queued_bytes = kMaxQueuedBytes;
@@ -91,10 +109,13 @@ void AmqpTransport::on_delivery(io::AmqpDelivery&& d) {
     refuse(r, d.routing_key);
     client_->finish(d.session, d.tag);  // acked: never redelivered
   };
-  if (d.routing_key.size() + kReplyGrowth > io::kAmqpMaxShortString) {
+  if (d.routing_key.size() + (d.jobs ? kJobsReplyGrowth : kReplyGrowth) > io::kAmqpMaxShortString) {
     return refuse_now(Refusal::ReplyKeyTooLong);
   }
-  if (levels(topic_) != request_levels_) return refuse_now(Refusal::ExtraLevel);
+  const std::size_t n = levels(topic_);
+  if (d.jobs ? (n != jobs_levels_ && n != jobs_levels_ + 1) : n != request_levels_) {
+    return refuse_now(Refusal::ExtraLevel);
+  }
   if (d.body.size() > protocol::kMaxRequestPayloadBytes) {
     return refuse_now(Refusal::PayloadTooLarge);
   }
@@ -187,12 +208,17 @@ void AmqpTransport::stop(int flush_timeout_ms, std::function<void()> done) {
   client_->stop(flush_timeout_ms, std::move(done));
 }
 
+void AmqpTransport::consume_jobs(bool on) { client_->consume_jobs(on); }
+
 void AmqpTransport::register_metrics(Metrics& metrics) {
   auto stat = [this](std::uint64_t io::AmqpStats::*field) {
     return [this, field] { return static_cast<double>(client_->stats().*field); };
   };
   metrics.gauge_fn("chunkd_amqp_connected", "1 while a session consumes the request queue.", "",
                    [this] { return client_->connected() ? 1.0 : 0.0; });
+  metrics.gauge_fn("chunkd_amqp_jobs_consuming",
+                   "1 while this instance consumes the jobs queue (it serves jobs).", "",
+                   [this] { return client_->stats().jobs_consuming ? 1.0 : 0.0; });
   metrics.counter_fn("chunkd_amqp_sessions_total", "AMQP sessions set up (the first included).", "",
                      stat(&io::AmqpStats::sessions));
   metrics.counter_fn("chunkd_amqp_failovers_total",

@@ -11,6 +11,12 @@
 //     "<prefix>.*.streams.*.describe.*" (<prefix> = mqtt.topic_prefix with '/' → '.'), so
 //     instances compete for requests; a delivery's key, '.' → '/', is the request topic.
 //   Replies: topic '/' → '.' as the routing key, published with confirms.
+//   Jobs requests (options.jobs): the quorum queue `jobs_queue` is bound with the jobs request
+//     topics of protocol::JobsTopicCodec(prefix).subscriptions() as routing keys ('+' → '*';
+//     never a '#', which would route chunkd's own …/accepted, …/rejected and notify topics back)
+//     at every session set-up, and consumed only between consume_jobs(true) and (false), by the
+//     one instance serving jobs; requests wait in it meanwhile. Its deliveries reach the same
+//     RequestHandler (the topic tells a jobs request from a stream request).
 // One channel (channel_of is always 0), writable while the client's queued publish bytes are
 // below half of kMaxQueuedBytes; Backpressure past it, on_writable when it drained.
 //
@@ -29,6 +35,8 @@
 // RabbitMQ closes the consumer's connection with 541 (counted as reason="broker_internal_error");
 // the client reconnects and the queue's x-delivery-limit drops the message after that many tries.
 //
+// Metrics: chunkd_amqp_* (register_metrics), chunkd_amqp_jobs_consuming among them.
+//
 // Thread: loop thread only.
 #pragma once
 
@@ -38,6 +46,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "engine/cluster_options.hpp"
 #include "engine/metrics.hpp"
@@ -59,6 +68,8 @@ class AmqpTransport final : public Transport {
   // The binding keys for `topic_prefix` (MQTT form), and an MQTT topic as a routing key.
   static std::string routing_key(std::string_view topic);
   static std::string binding_key(std::string_view topic_prefix, std::string_view verb);
+  // The jobs queue's binding keys for `topic_prefix` (MQTT form).
+  static std::vector<std::string> jobs_binding_keys(std::string_view topic_prefix);
 
   Expected<void> start(RequestHandler on_request, ReadyHandler on_ready) override;
   bool ready() const override;
@@ -72,6 +83,9 @@ class AmqpTransport final : public Transport {
   TransportStats stats() const override;
   void finished(RequestTag tag) override;
   void stop(int flush_timeout_ms, std::function<void()> done) override;
+  // Starts (true) or cancels (false) the jobs queue's consumer (io::AmqpClient::consume_jobs);
+  // nothing unless options.jobs.
+  void consume_jobs(bool on);
 
   // chunkd_amqp_* (connection, fail-overs, unacked requests, confirms pending, refusals).
   void register_metrics(Metrics& metrics);
@@ -93,6 +107,7 @@ class AmqpTransport final : public Transport {
   AmqpOptions options_;
   std::string uris_text_;  // for log lines
   std::size_t request_levels_ = 0;
+  std::size_t jobs_levels_ = 0;  // <prefix>/<thing>/jobs/<api>; one more with a job id
   RequestHandler on_request_;
   ReadyHandler on_ready_;
   std::unique_ptr<io::AmqpClient> client_;

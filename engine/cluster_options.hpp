@@ -15,7 +15,11 @@ struct AmqpOptions {
   std::vector<std::string> uris;  // amqp://user@host:port/vhost, tried in order on failure
   std::string password_file;      // absolute; its first line is the password ("" when unset)
   std::string password;           // read from password_file at start-up
-  std::string queue = "chunkd.requests";     // quorum queue the instances consume from
+  std::string queue = "chunkd.requests";  // quorum queue the instances consume from
+  // Jobs requests' quorum queue, consumed only by the instance that serves jobs (while it holds
+  // the jobs lease); declared and bound only when `jobs` is set.
+  std::string jobs_queue = "chunkd.jobs";
+  bool jobs = false;  // jobs are served in this cluster: declare, bind (and consume on demand)
   std::string exchange = "amq.topic";        // where the broker's MQTT plugin routes device topics
   std::uint32_t prefetch = 256;              // unacknowledged requests per instance
   std::uint32_t delivery_limit = 5;          // deliveries of one request before the queue drops it

@@ -64,7 +64,8 @@ const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
         "max_open_files"}},
       {"jobs", {"enabled", "max_jobs", "max_executions", "thing_requests_per_s"}},
       {"log", {"level"}},
-      {"amqp", {"uris", "password_file", "queue", "exchange", "prefetch", "delivery_limit"}},
+      {"amqp",
+       {"uris", "password_file", "queue", "jobs_queue", "exchange", "prefetch", "delivery_limit"}},
       {"registry", {"url"}},
   };
   return keys;

@@ -75,6 +75,10 @@ void read_amqp(const toml::table& root, Config& c, const std::string& config_dir
   }
   read_name(s, "queue", o.queue);
   read_name(s, "exchange", o.exchange);
+  read_name(s, "jobs_queue", o.jobs_queue);
+  if (!s.failed() && o.jobs_queue == o.queue) {
+    s.fail("jobs_queue", "must differ from amqp.queue (\"" + o.queue + "\")");
+  }
   std::int64_t value = 0;
   if (s.integer("prefetch", value, 1, 65535)) o.prefetch = static_cast<std::uint32_t>(value);
   if (s.integer("delivery_limit", value, 1, 1000)) {

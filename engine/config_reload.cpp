@@ -142,6 +142,7 @@ const Setting kSettings[] = {
     {"amqp.password_file", [](const Config& c) { return show(c.cluster.amqp.password); }, nullptr,
      true},
     {"amqp.queue", [](const Config& c) { return show(c.cluster.amqp.queue); }},
+    {"amqp.jobs_queue", [](const Config& c) { return show(c.cluster.amqp.jobs_queue); }},
     {"amqp.exchange", [](const Config& c) { return show(c.cluster.amqp.exchange); }},
     {"amqp.prefetch", [](const Config& c) { return show(std::uint64_t{c.cluster.amqp.prefetch}); }},
     {"amqp.delivery_limit",

@@ -36,6 +36,36 @@ void AmqpClient::Shared::wake_session() {
   [[maybe_unused]] ssize_t r = ::write(wake_fd, &one, sizeof one);
 }
 
+namespace {
+std::size_t capacity_of(const AmqpCommand& c) {
+  return c.body.capacity() + c.routing_key.capacity();
+}
+}  // namespace
+
+AmqpCommand AmqpClient::Shared::take_spare() {
+  std::lock_guard lock(mu);
+  if (spares.empty()) return {};
+  AmqpCommand c = std::move(spares.back());
+  spares.pop_back();
+  spare_bytes -= capacity_of(c);
+  return c;
+}
+
+void AmqpClient::Shared::give_spares(std::vector<AmqpCommand>& written) {
+  std::lock_guard lock(mu);
+  std::size_t kept = 0;
+  for (AmqpCommand& c : written) {
+    const std::size_t bytes = capacity_of(c);
+    if (spare_bytes + bytes > options.max_queued_bytes) {
+      written[kept++] = std::move(c);  // over the bound: freed by the caller
+      continue;
+    }
+    spare_bytes += bytes;
+    spares.push_back(std::move(c));
+  }
+  written.resize(kept);
+}
+
 struct AmqpClient::Impl {
   uv_loop_t* loop;
   std::unique_ptr<Shared> shared = std::make_unique<Shared>();
@@ -131,7 +161,7 @@ Expected<void> AmqpClient::start() {
   for (const std::string& uri : o.uris) {
     if (auto parsed = parse_amqp_uri(uri); !parsed) return unexpected(parsed.error());
   }
-  for (const std::string* name : {&o.queue, &o.exchange}) {
+  for (const std::string* name : {&o.queue, &o.exchange, &o.jobs_queue}) {
     if (name->size() > kAmqpMaxShortString) {
       return fail(std::errc::invalid_argument, "\"" + *name + "\" is over 255 bytes");
     }
@@ -164,9 +194,10 @@ AmqpClient::PublishResult AmqpClient::publish(std::string_view routing_key,
       return PublishResult::Backpressure;
     }
   }
-  AmqpCommand c;
+  AmqpCommand c = s.take_spare();  // clear() and assign keep the capacity
   c.kind = AmqpCommand::Kind::Publish;
-  c.routing_key = std::string(routing_key);
+  c.routing_key.assign(routing_key);
+  c.body.clear();
   c.body.reserve(bytes);
   for (auto p : parts) c.body.insert(c.body.end(), p.begin(), p.end());
   s.queued_bytes += bytes;
@@ -181,6 +212,12 @@ void AmqpClient::finish(std::uint64_t session, std::uint64_t tag) {
   c.session = session;
   c.tag = tag;
   impl_->shared->command(std::move(c));
+}
+
+void AmqpClient::consume_jobs(bool on) {
+  Shared& s = *impl_->shared;
+  if (s.options.jobs_queue.empty() || s.jobs_wanted.exchange(on) == on) return;
+  if (impl_->thread.joinable()) s.wake_session();
 }
 
 std::size_t AmqpClient::queued_bytes() const { return impl_->shared->queued_bytes.load(); }
@@ -210,9 +247,11 @@ AmqpStats AmqpClient::stats() const {
   t.confirms_pending = s.confirms_pending;
   t.dropped_publishes = s.dropped_publishes;
   t.connected = impl_->connected;
+  t.jobs_consuming = s.jobs_consuming;
   {
     std::lock_guard lock(impl_->shared->mu);
     t.uri = s.uri;
+    t.spare_bytes = s.spare_bytes;
   }
   return t;
 }

@@ -20,7 +20,9 @@
 // backoff_min_ms doubling to backoff_max_ms after a whole round failed, reset once a session
 // was up), logs in (user from the URI, `password` when set), opens channel 1, confirm.select,
 // declares `queue` durable with x-queue-type=quorum and x-delivery-limit=delivery_limit, binds it
-// on `exchange` with every binding key, basic.qos(prefetch), basic.consume (manual acks). Then it
+// on `exchange` with every binding key, declares and binds `jobs_queue` likewise when it is set
+// (whether its consumer is on or not, so its requests wait there), basic.qos(prefetch) (per
+// consumer), basic.consume of `queue` (manual acks). Then it
 // polls its socket and the eventfd: deliveries go to the loop, publishes go out numbered 1, 2, …
 // (the confirm sequence), basic.ack/nack from the broker confirm them. Heartbeats every
 // heartbeat_s (rabbitmq-c sends them; a socket silent for 2 heartbeats is a dead session).
@@ -30,6 +32,12 @@
 // requeue instead: redelivered, answered again). A finish for an older session is ignored (the
 // broker requeued that delivery when the session ended). So a request is acknowledged only when
 // its replies are safe with the broker; a crash loses nothing, and may duplicate.
+//
+// Jobs queue: a second consumer, on `jobs_queue`, that consume_jobs(on) starts and cancels (the
+// loop sets the wish and wakes the session, which sends basic.consume / basic.cancel without
+// waiting: the broker's consume-ok / cancel-ok come back among the other frames). The wish holds
+// for every later session too. A cancel stops new deliveries; those already handed over arrive
+// and are finished as usual. Its deliveries reach the same DeliveryHandler, with `jobs` set.
 //
 // Lost session: the loop hears on_state(false, why); queued publishes are dropped (their requests
 // are redelivered), and a new session starts (on_state(true)). Closes sent by the broker (channel
@@ -61,7 +69,9 @@ struct AmqpClientOptions {
   std::string password;           // "" : the URI's (guest by default)
   std::string queue = "chunkd.requests";
   std::string exchange = "amq.topic";
-  std::vector<std::string> binding_keys;  // routing keys `queue` is bound with on `exchange`
+  std::vector<std::string> binding_keys;       // routing keys `queue` is bound with on `exchange`
+  std::string jobs_queue;                      // "" : none
+  std::vector<std::string> jobs_binding_keys;  // bound on `exchange` to jobs_queue
   std::uint32_t prefetch = 256;
   std::uint32_t delivery_limit = 5;
   std::size_t max_queued_bytes = 16u << 20;  // publishes handed over, not yet written
@@ -81,6 +91,7 @@ struct AmqpDelivery {
   std::string routing_key;
   std::vector<std::byte> body;
   bool redelivered = false;
+  bool jobs = false;  // from jobs_queue
 };
 
 // Counters, read on any thread (a snapshot of atomics).
@@ -97,8 +108,10 @@ struct AmqpStats {
   std::uint64_t broker_internal_errors = 0;  // closes with 541 (see above)
   std::uint64_t confirms_pending = 0;        // gauge: written, not yet confirmed
   std::uint64_t dropped_publishes = 0;       // queued when a session ended
+  std::uint64_t spare_bytes = 0;  // gauge: written publishes' buffers kept for reuse (see publish)
   bool connected = false;
-  std::string uri;  // the current (or last) session's URI
+  bool jobs_consuming = false;  // the broker confirmed the jobs_queue consumer of this session
+  std::string uri;              // the current (or last) session's URI
 };
 
 class AmqpClient {
@@ -118,13 +131,19 @@ class AmqpClient {
   Expected<void> start();
   bool connected() const;
 
-  // Hands a publish of the concatenated `parts` with `routing_key` to the session (copied).
+  // Hands a publish of the concatenated `parts` with `routing_key` to the session (copied, into
+  // the buffer of a publish the session already wrote when one is spare: fresh memory for every
+  // 128 KiB reply cost page faults; spares total at most max_queued_bytes).
   // Error: the key is over kAmqpMaxShortString bytes. NotConnected: no session. Backpressure:
   // max_queued_bytes are queued; nothing was taken.
   PublishResult publish(std::string_view routing_key,
                         std::span<const std::span<const std::byte>> parts);
   // The loop is done with delivery (session, tag): ack it per the rule above.
   void finish(std::uint64_t session, std::uint64_t tag);
+  // Starts (true) or cancels (false) the consumer of jobs_queue, in this session and every later
+  // one. Deliveries already handed over still arrive and must be finish()ed as usual. Without a
+  // jobs_queue: nothing.
+  void consume_jobs(bool on);
 
   std::size_t queued_bytes() const;
   bool writable() const;  // queued_bytes below half of max_queued_bytes

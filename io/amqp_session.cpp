@@ -25,6 +25,9 @@ namespace {
 
 constexpr const char* kTag = "amqp";
 constexpr amqp_channel_t kChannel = 1;
+// Consumer tags (unique per channel): they tell a delivery's queue.
+constexpr const char* kRequestsConsumer = "requests";
+constexpr const char* kJobsConsumer = "jobs";
 using Clock = std::chrono::steady_clock;
 
 std::string text_of(amqp_bytes_t b) {
@@ -83,6 +86,8 @@ class Session {
     return e;
   }
   std::string declare();
+  std::string declare_queue(const std::string& name, const std::vector<std::string>& keys);
+  std::string steer_jobs();
   std::string take_and_send();
   std::string send(AmqpCommand& c);
   std::string read_frames();
@@ -104,8 +109,10 @@ class Session {
   std::uint64_t id_;
   amqp_connection_state_t conn_ = nullptr;
   bool closed_by_broker_ = false;
-  std::deque<AmqpCommand> pending_;  // taken from the shared queue, in order
-  std::uint64_t next_seq_ = 0;       // publishes sent in this session (confirm sequence)
+  bool jobs_asked_ = false;           // the last jobs_queue method sent was basic.consume
+  std::deque<AmqpCommand> pending_;   // taken from the shared queue, in order
+  std::vector<AmqpCommand> written_;  // publishes written, to hand back as spares
+  std::uint64_t next_seq_ = 0;        // publishes sent in this session (confirm sequence)
   std::set<std::uint64_t> unconfirmed_;
   std::deque<PendingAck> acks_;
   Clock::time_point last_rx_ = Clock::now();
@@ -137,8 +144,8 @@ std::string Session::open(const AmqpUri& uri) {
   return declare();
 }
 
-// The quorum queue, its bindings, the prefetch and the consumer.
-std::string Session::declare() {
+// A durable quorum queue with the delivery limit, bound on `exchange` with `keys`.
+std::string Session::declare_queue(const std::string& name, const std::vector<std::string>& keys) {
   amqp_table_entry_t args[2];
   args[0].key = amqp_cstring_bytes("x-queue-type");
   args[0].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -147,21 +154,58 @@ std::string Session::declare() {
   args[1].value.kind = AMQP_FIELD_KIND_I64;
   args[1].value.value.i64 = o_.delivery_limit;
   const amqp_table_t table{2, args};
-  const amqp_bytes_t queue = amqp_cstring_bytes(o_.queue.c_str());
+  const amqp_bytes_t queue = amqp_cstring_bytes(name.c_str());
   amqp_queue_declare(conn_, kChannel, queue, 0, 1, 0, 0, table);
-  if (std::string e = check(("queue.declare " + o_.queue).c_str()); !e.empty()) return e;
-  for (const std::string& key : o_.binding_keys) {
+  if (std::string e = check(("queue.declare " + name).c_str()); !e.empty()) return e;
+  for (const std::string& key : keys) {
     amqp_queue_bind(conn_, kChannel, queue, amqp_cstring_bytes(o_.exchange.c_str()),
                     amqp_cstring_bytes(key.c_str()), amqp_empty_table);
     if (std::string e = check(("queue.bind " + key).c_str()); !e.empty()) return e;
+  }
+  return {};
+}
+
+// The request queue, the jobs queue (consumed later, by steer_jobs), the prefetch and the
+// request consumer.
+std::string Session::declare() {
+  if (std::string e = declare_queue(o_.queue, o_.binding_keys); !e.empty()) return e;
+  if (!o_.jobs_queue.empty()) {
+    if (std::string e = declare_queue(o_.jobs_queue, o_.jobs_binding_keys); !e.empty()) return e;
   }
   amqp_basic_qos(conn_, kChannel, 0,
                  static_cast<std::uint16_t>(std::min<std::uint32_t>(
                      o_.prefetch, std::numeric_limits<std::uint16_t>::max())),
                  0);
   if (std::string e = check("basic.qos"); !e.empty()) return e;
-  amqp_basic_consume(conn_, kChannel, queue, amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+  amqp_basic_consume(conn_, kChannel, amqp_cstring_bytes(o_.queue.c_str()),
+                     amqp_cstring_bytes(kRequestsConsumer), 0, 0, 0, amqp_empty_table);
   return check("basic.consume");
+}
+
+// Sends basic.consume / basic.cancel for jobs_queue when the loop's wish changed, without waiting
+// for the answer (on_method hears consume-ok and cancel-ok among the other frames).
+std::string Session::steer_jobs() {
+  const bool want = s_.jobs_wanted.load();
+  if (o_.jobs_queue.empty() || want == jobs_asked_) return {};
+  const amqp_bytes_t tag = amqp_cstring_bytes(kJobsConsumer);
+  int rc = AMQP_STATUS_OK;
+  if (want) {
+    amqp_basic_consume_t m{};
+    m.queue = amqp_cstring_bytes(o_.jobs_queue.c_str());
+    m.consumer_tag = tag;
+    m.arguments = amqp_empty_table;
+    rc = amqp_send_method(conn_, kChannel, AMQP_BASIC_CONSUME_METHOD, &m);
+  } else {
+    amqp_basic_cancel_t m{};
+    m.consumer_tag = tag;
+    rc = amqp_send_method(conn_, kChannel, AMQP_BASIC_CANCEL_METHOD, &m);
+  }
+  if (rc != AMQP_STATUS_OK) {
+    return std::string(want ? "basic.consume " : "basic.cancel ") + o_.jobs_queue + ": " +
+           amqp_error_string2(rc);
+  }
+  jobs_asked_ = want;
+  return {};
 }
 
 std::string Session::run() {
@@ -182,6 +226,7 @@ std::string Session::run() {
       if ((idle() && s_.commands.empty()) || Clock::now() >= flush_deadline) return {};
     }
     if (std::string e = take_and_send(); !e.empty()) return e;
+    if (std::string e = steer_jobs(); !e.empty()) return e;
     if (std::string e = read_frames(); !e.empty()) return e;
     if (std::string e = settle(); !e.empty()) return e;
     amqp_maybe_release_buffers(conn_);
@@ -198,7 +243,8 @@ std::string Session::run() {
   }
 }
 
-// Moves the loop's commands here and sends them in order while confirms have room.
+// Moves the loop's commands here and sends them in order while confirms have room; the written
+// publishes go back to the loop as spares.
 std::string Session::take_and_send() {
   {
     std::lock_guard lock(s_.mu);
@@ -207,11 +253,20 @@ std::string Session::take_and_send() {
       s_.commands.pop_front();
     }
   }
-  while (!pending_.empty() && unconfirmed_.size() < o_.max_unconfirmed) {
-    if (std::string e = send(pending_.front()); !e.empty()) return e;
+  std::string e;
+  while (e.empty() && !pending_.empty() && unconfirmed_.size() < o_.max_unconfirmed) {
+    AmqpCommand& c = pending_.front();
+    e = send(c);
+    // A publish that failed is dropped here, once: send() already took it off queued_bytes.
+    if (!e.empty() && c.kind == AmqpCommand::Kind::Publish) s_.dropped_publishes++;
+    if (c.kind == AmqpCommand::Kind::Publish) written_.push_back(std::move(c));
     pending_.pop_front();
   }
-  return {};
+  if (!written_.empty()) {
+    s_.give_spares(written_);
+    written_.clear();  // over the bound: freed here, outside the lock
+  }
+  return e;
 }
 
 std::string Session::send(AmqpCommand& c) {
@@ -281,8 +336,23 @@ std::string Session::on_method(const amqp_frame_t& frame) {
       }
       return e;
     }
-    case AMQP_BASIC_CANCEL_METHOD:
-      return "the broker cancelled the consumer (queue " + o_.queue + " deleted?)";
+    case AMQP_BASIC_CONSUME_OK_METHOD:
+    case AMQP_BASIC_CANCEL_OK_METHOD: {
+      const bool consume = m.id == AMQP_BASIC_CONSUME_OK_METHOD;
+      const amqp_bytes_t tag =
+          consume ? static_cast<const amqp_basic_consume_ok_t*>(m.decoded)->consumer_tag
+                  : static_cast<const amqp_basic_cancel_ok_t*>(m.decoded)->consumer_tag;
+      if (text_of(tag) != kJobsConsumer) return {};
+      s_.jobs_consuming = consume;
+      LOG_INFO(kTag, "%s %s", consume ? "consuming" : "stopped consuming", o_.jobs_queue.c_str());
+      return {};
+    }
+    case AMQP_BASIC_CANCEL_METHOD: {
+      const auto* c = static_cast<const amqp_basic_cancel_t*>(m.decoded);
+      const bool jobs = text_of(c->consumer_tag) == kJobsConsumer;
+      return "the broker cancelled the consumer (queue " + (jobs ? o_.jobs_queue : o_.queue) +
+             " deleted?)";
+    }
     default:
       return {};  // connection.blocked/unblocked and the like
   }
@@ -295,6 +365,7 @@ std::string Session::on_deliver(const amqp_basic_deliver_t& d) {
   event.delivery.tag = d.delivery_tag;
   event.delivery.redelivered = d.redelivered != 0;
   event.delivery.routing_key = text_of(d.routing_key);
+  event.delivery.jobs = text_of(d.consumer_tag) == kJobsConsumer;
   amqp_message_t message;
   const amqp_rpc_reply_t r = amqp_read_message(conn_, kChannel, &message, 0);
   int code = 0;
@@ -355,6 +426,7 @@ void Session::close() {
   }
   s_.dropped_publishes += dropped;
   s_.confirms_pending = 0;
+  s_.jobs_consuming = false;
   pending_.clear();
 }
 

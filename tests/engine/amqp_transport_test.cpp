@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,12 @@ TEST(AmqpTransportKeys, TopicsBecomeRoutingKeysAsRabbitMqsMqttPluginMakesThem) {
   EXPECT_EQ(AmqpTransport::binding_key("$aws/things", "get"), "$aws.things.*.streams.*.get.*");
   EXPECT_EQ(AmqpTransport::binding_key("fleet/a/things", "describe"),
             "fleet.a.things.*.streams.*.describe.*");
+}
+
+TEST(AmqpTransportKeys, JobsRequestTopicsAreTheJobsQueuesKeysWithoutAHash) {
+  EXPECT_EQ(AmqpTransport::jobs_binding_keys("$aws/things"),
+            (std::vector<std::string>{"$aws.things.*.jobs.get", "$aws.things.*.jobs.start-next",
+                                      "$aws.things.*.jobs.*.get", "$aws.things.*.jobs.*.update"}));
 }
 
 struct Request {
@@ -59,11 +66,15 @@ class AmqpTransportTest : public ::testing::Test {
     EXPECT_EQ(uv_loop_close(&loop_), 0);
   }
 
-  AmqpTransport& start(const std::string& queue) {
+  AmqpOptions options(const std::string& queue) {
     AmqpOptions o;
     o.enabled = true;
     o.uris = {node_->amqp_uri()};
     o.queue = queue;
+    return o;
+  }
+  AmqpTransport& start(const std::string& queue) { return start(options(queue)); }
+  AmqpTransport& start(const AmqpOptions& o) {
     transport_ = std::make_unique<AmqpTransport>(&loop_, o);
     auto started = transport_->start(
         [this](std::string_view topic, std::span<const std::byte> payload,
@@ -81,6 +92,20 @@ class AmqpTransportTest : public ::testing::Test {
   void publish(const std::string& topic, const std::string& payload) {
     std::string error;
     ASSERT_TRUE(test::mqtt_publish_raw(node_->mqtt_port(), topic, payload, error)) << error;
+  }
+
+  std::string messages(const std::string& queue) {
+    std::string out;
+    node_->ctl({"list_queues", "-q", "--no-table-headers", "name", "messages"}, out);
+    const std::string prefix = queue + "\t";
+    for (std::size_t at = out.find(prefix); at != std::string::npos;
+         at = out.find(prefix, at + 1)) {
+      if (at != 0 && out[at - 1] != '\n') continue;
+      const std::size_t end = out.find('\n', at);
+      return out.substr(at + prefix.size(),
+                        end == std::string::npos ? end : end - at - prefix.size());
+    }
+    return {};
   }
 
   static RabbitNode* node_;
@@ -134,6 +159,75 @@ TEST_F(AmqpTransportTest, RefusesWhatItCannotAnswer) {
   EXPECT_EQ(t.send("x", "$aws/things/" + std::string(250, 'x') + "/data/json", body, 0),
             Transport::SendResult::Error);
   EXPECT_EQ(t.refused(AmqpTransport::Refusal::ReplyKeyTooLong), 2u);
+}
+
+// Jobs requests travel the jobs queue, which fills while nobody consumes it; chunkd's own replies
+// and notifications on jobs topics, and stream requests, never land in it.
+TEST_F(AmqpTransportTest, JobsRequestsWaitInTheJobsQueueUntilConsumed) {
+  AmqpOptions o = options("t.jobs.requests");
+  o.jobs = true;
+  o.jobs_queue = "t.jobs";
+  AmqpTransport& t = start(o);
+  Metrics metrics;
+  t.register_metrics(metrics);
+  const std::vector<std::string> jobs = {
+      "$aws/things/dev1/jobs/get", "$aws/things/dev1/jobs/start-next",
+      "$aws/things/dev1/jobs/j1/get", "$aws/things/dev1/jobs/j1/update"};
+  for (const std::string& topic : jobs) publish(topic, "{}");
+  publish("$aws/things/dev1/streams/fw/get/json", "{}");
+  ASSERT_TRUE(run_until(&loop_, [&] { return requests_.size() == 1; }));
+  EXPECT_EQ(requests_[0].topic, "$aws/things/dev1/streams/fw/get/json");
+  ASSERT_TRUE(run_until(&loop_, [&] { return messages("t.jobs") == "4"; }));
+
+  const std::string reply = "{}";
+  const std::span<const std::byte> body{reinterpret_cast<const std::byte*>(reply.data()),
+                                        reply.size()};
+  for (const std::string& topic : jobs) {
+    ASSERT_EQ(t.send("dev1", topic + "/accepted", body, 0), Transport::SendResult::Ok);
+    ASSERT_EQ(t.send("dev1", topic + "/rejected", body, 0), Transport::SendResult::Ok);
+  }
+  ASSERT_EQ(t.send("dev1", "$aws/things/dev1/jobs/notify", body, 0), Transport::SendResult::Ok);
+  ASSERT_EQ(t.send("dev1", "$aws/things/dev1/jobs/notify-next", body, 0),
+            Transport::SendResult::Ok);
+  t.finished(requests_[0].tag);  // acked once the 10 replies are confirmed
+  ASSERT_TRUE(run_until(&loop_, [&] { return t.amqp_stats().acks == 1; }));
+  EXPECT_EQ(t.amqp_stats().confirms, 10u);
+  EXPECT_EQ(messages("t.jobs"), "4") << "a reply was routed back into the jobs queue";
+  EXPECT_TRUE(run_until(&loop_, [&] { return messages("t.jobs.requests") == "0"; }));
+  EXPECT_EQ(requests_.size(), 1u);
+  EXPECT_NE(metrics.render().find("chunkd_amqp_jobs_consuming 0"), std::string::npos);
+
+  t.consume_jobs(true);
+  ASSERT_TRUE(run_until(&loop_, [&] { return requests_.size() == 5; }));
+  std::vector<std::string> got;
+  for (std::size_t i = 1; i < requests_.size(); ++i) got.push_back(requests_[i].topic);
+  std::sort(got.begin(), got.end());
+  std::vector<std::string> want = jobs;
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(got, want);
+  EXPECT_NE(metrics.render().find("chunkd_amqp_jobs_consuming 1"), std::string::npos);
+  for (std::size_t i = 1; i < requests_.size(); ++i) t.finished(requests_[i].tag);
+  ASSERT_TRUE(run_until(&loop_, [&] { return t.amqp_stats().acks == 5; }));
+  ASSERT_TRUE(run_until(&loop_, [&] { return messages("t.jobs") == "0"; }));
+
+  t.consume_jobs(false);
+  ASSERT_TRUE(run_until(&loop_, [&] { return !t.amqp_stats().jobs_consuming; }));
+  publish("$aws/things/dev2/jobs/get", "{}");
+  ASSERT_TRUE(run_until(&loop_, [&] { return messages("t.jobs") == "1"; }));
+  EXPECT_EQ(requests_.size(), 5u);
+}
+
+// Without options.jobs there is no jobs queue, and consume_jobs does nothing.
+TEST_F(AmqpTransportTest, NoJobsQueueUnlessJobsAreServed) {
+  AmqpOptions o = options("t.nojobs.requests");
+  o.jobs_queue = "t.nojobs";
+  AmqpTransport& t = start(o);
+  t.consume_jobs(true);
+  publish("$aws/things/dev1/jobs/get", "{}");
+  publish("$aws/things/dev1/streams/fw/get/json", "{}");
+  ASSERT_TRUE(run_until(&loop_, [&] { return requests_.size() == 1; }));
+  EXPECT_EQ(messages("t.nojobs"), "");
+  EXPECT_FALSE(t.amqp_stats().jobs_consuming);
 }
 
 TEST_F(AmqpTransportTest, RefusesAPrefixRabbitMqWouldSplit) {

@@ -57,6 +57,7 @@ TEST_F(ConfigClusterTest, EveryKeyRead) {
   auto c = parse(shared_bucket() +
                  "[amqp]\nuris = [\"amqp://chunkd@127.0.0.1:5672/\", \"amqps://h2/vh\"]\n"
                  "password_file = \"amqp-password\"\nqueue = \"q\"\nexchange = \"x\"\n"
+                 "jobs_queue = \"jq\"\n"
                  "prefetch = 64\ndelivery_limit = 3\n"
                  "[registry]\nurl = \"postgresql://chunkd@127.0.0.1:5432/chunkd\"\n"
                  "[mqtt]\ntopic_prefix = \"fleet/things\"\n");
@@ -69,6 +70,7 @@ TEST_F(ConfigClusterTest, EveryKeyRead) {
   EXPECT_EQ(a.password, "rabbit");
   EXPECT_EQ(a.queue, "q");
   EXPECT_EQ(a.exchange, "x");
+  EXPECT_EQ(a.jobs_queue, "jq");
   EXPECT_EQ(a.prefetch, 64u);
   EXPECT_EQ(a.delivery_limit, 3u);
   EXPECT_EQ(a.topic_prefix, "fleet/things");
@@ -82,6 +84,7 @@ TEST_F(ConfigClusterTest, AmqpDefaults) {
   ASSERT_TRUE(c) << c.error();
   EXPECT_EQ(c->cluster.amqp.queue, "chunkd.requests");
   EXPECT_EQ(c->cluster.amqp.exchange, "amq.topic");
+  EXPECT_EQ(c->cluster.amqp.jobs_queue, "chunkd.jobs");
   EXPECT_EQ(c->cluster.amqp.prefetch, 256u);
   EXPECT_EQ(c->cluster.amqp.delivery_limit, 5u);
   EXPECT_EQ(c->cluster.amqp.password, "");
@@ -98,6 +101,8 @@ TEST_F(ConfigClusterTest, BadAmqpValuesNameTheKey) {
   const std::string uris = head + "uris = [\"amqp://h\"]\n";
   EXPECT_EQ(error_of(uris + "prefetch = 0\n").rfind("amqp.prefetch:", 0), 0u);
   EXPECT_EQ(error_of(uris + "queue = \"\"\n").rfind("amqp.queue:", 0), 0u);
+  EXPECT_EQ(error_of(uris + "jobs_queue = \"\"\n").rfind("amqp.jobs_queue:", 0), 0u);
+  EXPECT_EQ(error_of(uris + "jobs_queue = \"chunkd.requests\"\n").rfind("amqp.jobs_queue:", 0), 0u);
   EXPECT_EQ(
       error_of(uris + "exchange = \"" + std::string(256, 'x') + "\"\n").rfind("amqp.exchange:", 0),
       0u);

@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "io/amqp_internal.hpp"
 #include "tests/support/loop.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/rabbitmq.hpp"
@@ -17,6 +19,7 @@ namespace {
 
 using chunkd::io::AmqpClient;
 using chunkd::io::AmqpClientOptions;
+using chunkd::io::AmqpCommand;
 using chunkd::io::AmqpDelivery;
 using chunkd::test::RabbitNode;
 using chunkd::test::run_until;
@@ -144,6 +147,115 @@ TEST_F(AmqpClientTest, OnlyFinishedDeliveriesAreAcknowledged) {
   b.finish(deliveries_[0].session, deliveries_[0].tag);
   ASSERT_TRUE(run_until(&loop_, [&] { return b.stats().acks == 1; }));
   ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.ack", "messages") == "0"; }));
+}
+
+// The jobs queue is declared and bound at set-up and fills while nobody consumes it;
+// consume_jobs(true) starts its consumer, consume_jobs(false) cancels it (a delivery handed over
+// before is finished as usual, later publishes wait), and a new session keeps the wish.
+TEST_F(AmqpClientTest, ConsumesTheJobsQueueOnlyOnDemand) {
+  AmqpClientOptions o = options("q.requests");
+  o.jobs_queue = "q.jobs";
+  o.jobs_binding_keys = {"jobs.q.*.get"};
+  AmqpClient& c = make(o);
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); })) << node_->log();
+  EXPECT_EQ(queue_info("q.jobs", "type"), "quorum");
+  ASSERT_EQ(c.publish("jobs.q.a.get", {{bytes_of("1")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_EQ(c.publish("test.q.requests.x", {{bytes_of("r")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 1; }));
+  EXPECT_EQ(deliveries_[0].routing_key, "test.q.requests.x");
+  EXPECT_FALSE(deliveries_[0].jobs);
+  ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.jobs", "messages") == "1"; }));
+  EXPECT_EQ(deliveries_.size(), 1u) << "nobody consumes the jobs queue yet";
+  EXPECT_FALSE(c.stats().jobs_consuming);
+
+  c.consume_jobs(true);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 2; }));
+  EXPECT_EQ(deliveries_[1].routing_key, "jobs.q.a.get");
+  EXPECT_TRUE(deliveries_[1].jobs);
+  EXPECT_TRUE(c.stats().jobs_consuming);
+
+  c.consume_jobs(false);
+  ASSERT_TRUE(run_until(&loop_, [&] { return !c.stats().jobs_consuming; }));
+  c.finish(deliveries_[1].session, deliveries_[1].tag);
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().acks == 1; }));
+  ASSERT_EQ(c.publish("jobs.q.b.get", {{bytes_of("2")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.jobs", "messages") == "1"; }));
+
+  // A new session (the broker closes the connection) keeps the consumer off...
+  std::string out;
+  ASSERT_EQ(node_->ctl({"close_all_connections", "-p", "/", "test"}, out), 0) << out;
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().sessions == 2 && c.connected(); }));
+  ASSERT_EQ(c.publish("test.q.requests.y", {{bytes_of("r")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 4; }))
+      << "the unfinished request comes back, then the new one";
+  EXPECT_FALSE(deliveries_[2].jobs);
+  EXPECT_FALSE(deliveries_[3].jobs);
+  EXPECT_EQ(queue_info("q.jobs", "messages"), "1");
+  // ...and on: the waiting one arrives, and again after the next forced reconnect.
+  c.consume_jobs(true);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 5; }));
+  EXPECT_EQ(deliveries_[4].routing_key, "jobs.q.b.get");
+  EXPECT_TRUE(deliveries_[4].jobs);
+  ASSERT_EQ(node_->ctl({"close_all_connections", "-p", "/", "test"}, out), 0) << out;
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().sessions == 3 && c.connected(); }));
+  ASSERT_TRUE(run_until(&loop_, [&] {
+    return std::count_if(deliveries_.begin(), deliveries_.end(),
+                         [](const AmqpDelivery& d) { return d.jobs; }) == 3;
+  })) << "the jobs consumer is back in the new session";
+  EXPECT_EQ(deliveries_.back().routing_key, "jobs.q.b.get");
+  EXPECT_TRUE(deliveries_.back().redelivered);
+  EXPECT_TRUE(c.stats().jobs_consuming);
+}
+
+// Publishes reuse the buffers of those already written: a short body after a long one carries
+// only its own bytes (and key), and the spares stay within max_queued_bytes.
+TEST_F(AmqpClientTest, ReusedPublishBuffersCarryOnlyTheirOwnBytes) {
+  AmqpClientOptions o = options("q.reuse");
+  o.max_queued_bytes = 48 * 1024;
+  AmqpClient& c = make(o);
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); }));
+  const std::vector<std::string> bodies = {std::string(40000, 'a'), "b",
+                                           std::string(30000, 'c'), "dd",
+                                           std::string(20000, 'e'), std::string(20000, 'f')};
+  auto key = [](std::size_t i) { return "test.q.reuse." + std::string(i % 2 == 0 ? 40 : 1, 'k'); };
+  // One at a time: each reuses the buffer of the one before.
+  for (std::size_t i = 0; i < 4; ++i) {
+    ASSERT_EQ(c.publish(key(i), {{bytes_of(bodies[i])}}), AmqpClient::PublishResult::Ok);
+    ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().confirms == i + 1; }));
+    EXPECT_GT(c.stats().spare_bytes, 40000u);
+  }
+  // Two at once: the spare and, unless the session wrote the first meanwhile, a fresh buffer.
+  ASSERT_EQ(c.publish(key(4), {{bytes_of(bodies[4])}}), AmqpClient::PublishResult::Ok);
+  ASSERT_EQ(c.publish(key(5), {{bytes_of(bodies[5])}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().confirms == 6; }));
+  EXPECT_LE(c.stats().spare_bytes, o.max_queued_bytes);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == bodies.size(); }));
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    const AmqpDelivery& d = deliveries_[i];
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(d.body.data()), d.body.size()), bodies[i])
+        << i;
+    EXPECT_EQ(d.routing_key, key(i)) << i;
+  }
+}
+
+// The spares' bound, on the hand-off alone: what would pass max_queued_bytes is left to the
+// session to free; the loop takes the most recently written first.
+TEST(AmqpSpares, WrittenPublishesAreKeptWithinTheBoundLastFirst) {
+  AmqpClient::Shared s;
+  s.options.max_queued_bytes = 100000;
+  std::vector<AmqpCommand> written(3);
+  for (std::size_t i = 0; i < written.size(); ++i) written[i].body.reserve(40000 + i);
+  s.give_spares(written);
+  ASSERT_EQ(written.size(), 1u) << "the third is over the bound";
+  EXPECT_EQ(written[0].body.capacity(), 40002u);
+  EXPECT_EQ(s.spares.size(), 2u);
+  EXPECT_LE(s.spare_bytes, s.options.max_queued_bytes);
+  EXPECT_EQ(s.take_spare().body.capacity(), 40001u);
+  EXPECT_EQ(s.take_spare().body.capacity(), 40000u);
+  EXPECT_EQ(s.take_spare().body.capacity(), 0u) << "none spare: a new one";
+  EXPECT_EQ(s.spare_bytes, 0u);
 }
 
 TEST_F(AmqpClientTest, FailsOverToTheNextUri) {
