@@ -11,8 +11,10 @@
 // executions by job_id then thing, things, byte order as in the SQLite store), then on_acquired.
 // When the session is lost (connection lost, server restart, terminated backend, a load that
 // fails) the holder gets on_lost, the session is dropped (which releases the lock, if the server
-// still held it) and a new one is connected with back-off (100 ms doubling to retry_ms), which
-// tries again. held() is true only between on_acquired and on_lost: never again without a new load.
+// still held it) and a new one is connected with back-off (100 ms doubling to retry_ms, 5 s at
+// most), which tries again. held() is true only between on_acquired and on_lost: never again
+// without a new load. A host name in the URL is resolved by libpq with a blocking lookup when
+// reconnecting (as in the shared registry): give an address to avoid it.
 //
 // The store (store()): JobStore's contract (io/job_store.hpp): each write is one statement (the
 // function chunkd_write_jobs), so one transaction, acknowledged when committed; writes run one at

@@ -131,32 +131,19 @@ bool PgJobLeaseImpl::send(Running what, const char* sql, const PgParams* params)
 
 // Sends what libpq buffered; watches for writability while some is left.
 void PgJobLeaseImpl::flush() {
-  const int rc = PQflush(conn_);
-  if (rc < 0) {
-    lost("cannot send: " + pg_conn_message(conn_));
-    return;
-  }
-  poll_.watch(conn_, rc == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+  if (std::string error; !poll_.flush(conn_, error)) lost(error);
 }
 
 void PgJobLeaseImpl::on_io(int status, int events) {
-  if (status < 0) {
-    lost(std::string("socket: ") + uv_strerror(status));
-    return;
-  }
-  if (state_ == State::Connecting) {
+  if (status >= 0 && state_ == State::Connecting) {
     continue_connect();
     return;
   }
-  if ((events & UV_WRITABLE) != 0) {
-    flush();
-    if (conn_ == nullptr) return;
+  if (std::string error; !poll_.exchange(conn_, status, events, error)) {
+    lost(error);
+    return;
   }
   if ((events & UV_READABLE) != 0) {
-    if (PQconsumeInput(conn_) == 0) {
-      lost(pg_conn_message(conn_));
-      return;
-    }
     read_results();
     if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_BAD) lost(pg_conn_message(conn_));
   }

@@ -42,6 +42,29 @@ void PgPoll::drop() {
   events_ = 0;
 }
 
+bool PgPoll::flush(PGconn* conn, std::string& error) {
+  const int rc = PQflush(conn);
+  if (rc < 0) {
+    error = "cannot send: " + pg_conn_message(conn);
+    return false;
+  }
+  watch(conn, rc == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+  return true;
+}
+
+bool PgPoll::exchange(PGconn* conn, int status, int events, std::string& error) {
+  if (status < 0) {
+    error = std::string("socket: ") + uv_strerror(status);
+    return false;
+  }
+  if ((events & UV_WRITABLE) != 0 && !flush(conn, error)) return false;
+  if ((events & UV_READABLE) != 0 && PQconsumeInput(conn) == 0) {
+    error = pg_conn_message(conn);
+    return false;
+  }
+  return true;
+}
+
 namespace {
 
 PGconn* connect_with(const std::string& url, const char* application_name, bool wait) {

@@ -39,6 +39,13 @@ class PgPoll {
   void watch(const PGconn* conn, int events);
   // Stops watching and closes the handle (before libpq closes the socket).
   void drop();
+  // Sends what libpq buffered, then watches for input (and writability while output is left).
+  // False, `error` set, when the connection failed.
+  bool flush(PGconn* conn, std::string& error);
+  // A readiness event of a connected session: flushes when writable, reads what arrived when
+  // readable (then PQisBusy/PQgetResult/PQnotifies have it). False, `error` set, when the socket
+  // or the connection failed.
+  bool exchange(PGconn* conn, int status, int events, std::string& error);
   bool active() const { return poll_ != nullptr; }
   // Handles created and not closed yet (the active one and those closing).
   int open_handles() const { return open_; }

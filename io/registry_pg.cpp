@@ -144,32 +144,19 @@ bool PgRegistryStore::send(PgOp& op) {
 
 // Sends what libpq buffered; watches for writability while some is left.
 void PgRegistryStore::flush() {
-  const int rc = PQflush(conn_);
-  if (rc < 0) {
-    lost("cannot send: " + pg_conn_message(conn_));
-    return;
-  }
-  watch(rc == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+  if (std::string error; !poll_.flush(conn_, error)) lost(error);
 }
 
 void PgRegistryStore::on_io(int status, int events) {
-  if (status < 0) {
-    lost(std::string("socket: ") + uv_strerror(status));
-    return;
-  }
-  if (state_ == State::Connecting && !running_ && queue_.empty()) {
+  if (status >= 0 && state_ == State::Connecting && !running_ && queue_.empty()) {
     continue_connect();
     return;
   }
-  if ((events & UV_WRITABLE) != 0) {
-    flush();
-    if (conn_ == nullptr) return;
+  if (std::string error; !poll_.exchange(conn_, status, events, error)) {
+    lost(error);
+    return;
   }
   if ((events & UV_READABLE) != 0) {
-    if (PQconsumeInput(conn_) == 0) {
-      lost(pg_conn_message(conn_));
-      return;
-    }
     read_results();
     if (conn_ == nullptr) return;
     deliver_notifications();

@@ -231,6 +231,23 @@ TEST_F(JobLeasePgTest, ATerminatedHolderLosesTheLeaseAndHoldsAgainOnlyAfterANewL
   EXPECT_FALSE(put(a_, job("job-4", std::nullopt, "CANCELED")));
 }
 
+TEST_F(JobLeasePgTest, AServerRestartLosesTheLeaseAndItIsTakenAgainWithAFreshLoad) {
+  hold_a();
+  ASSERT_FALSE(put(a_, job("job-1", std::nullopt, "COMPLETED")));
+  pg_->stop();
+  run_until([&] { return !a_.lost.empty(); });
+  EXPECT_FALSE(a_.lease->held());
+  EXPECT_FALSE(a_.lease->stats().connected);
+  EXPECT_EQ(put(a_, job("job-2", std::nullopt)), std::errc::not_connected);
+  ASSERT_TRUE(pg_->start()) << pg_->error();
+  run_until([&] { return a_.lease->held(); });
+  ASSERT_EQ(a_.acquired.size(), 2u);
+  ASSERT_EQ(a_.acquired[1].jobs.size(), 1u);
+  EXPECT_EQ(a_.acquired[1].jobs[0].id, "job-1");
+  EXPECT_TRUE(a_.lease->stats().connected);
+  EXPECT_FALSE(put(a_, job("job-2", std::nullopt)));
+}
+
 TEST_F(JobLeasePgTest, AWriteInFlightWhenTheSessionDiesFails) {
   hold_a();
   // Another session holds job_things: the write waits in PostgreSQL, uncommitted.
