@@ -2,6 +2,7 @@
 // GET /jobs, GET /jobs/{jobId}/things, POST /jobs/{jobId}/cancel. HEAD wherever GET.
 // Every change is answered once the JobWriter made it durable.
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "engine/control_service_internal.hpp"
@@ -54,7 +55,32 @@ bool query_flag(std::string_view query, std::string_view name) {
 
 }  // namespace
 
+namespace {
+
+// `respond`, answering 503 if every copy is dropped unanswered: the service closed (chunkd stops,
+// or a cluster instance lost the jobs lease) before the change the answer waited for was durable.
+io::HttpServer::Responder answered_or_503(io::HttpServer::Responder respond) {
+  struct Pending {
+    io::HttpServer::Responder respond;
+    ~Pending() {
+      if (!respond) return;
+      respond(api_error(ApiErrorCode::ServiceUnavailable,
+                        "the jobs service stopped before this change was made durable; it may or "
+                        "may not have been made: read the job before retrying"));
+    }
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->respond = std::move(respond);
+  return [pending](io::HttpResponse response) {
+    auto answer = std::exchange(pending->respond, nullptr);
+    answer(std::move(response));
+  };
+}
+
+}  // namespace
+
 void JobService::serve(const io::HttpRequest& request, Responder respond) {
+  respond = answered_or_503(std::move(respond));
   std::string_view path = request.path;
   std::string_view method = request.method == "HEAD" ? "GET" : std::string_view(request.method);
   if (path == "/jobs") {
