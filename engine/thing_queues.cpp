@@ -80,6 +80,7 @@ void ThingQueues::retire(Thing& t) {
 }
 
 void ThingQueues::sweep_idle_buckets() {
+  if (idle_buckets_.empty()) return;
   const std::uint64_t now = clock_.now_ms();
   while (!idle_buckets_.empty() && idle_buckets_.front().full_at_ms <= now) {
     Thing* t = idle_buckets_.front().thing;

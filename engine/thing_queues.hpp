@@ -35,7 +35,6 @@ class ThingQueues {
     WaitTokens,
     WaitGlobal,
     WaitSlot,
-    WaitChannel
   };
 
   struct Thing {
@@ -44,6 +43,8 @@ class ThingQueues {
     State state = State::Idle;
     RateLimit::Bucket bucket;
     std::uint64_t ready_at_ms = 0;  // WaitTokens: when the bucket holds a token
+    std::uint32_t lane = 0;         // the scheduler's lane (ServeOrder) for its channel
+    std::uint64_t turn = 0;         // its place in the serving order (ServeOrder)
     bool in_idle_list = false;      // kept, item-less, until its bucket is full again
   };
 
