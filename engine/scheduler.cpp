@@ -159,7 +159,8 @@ struct Scheduler::Impl {
   bool merge(BlockJob& job, Transport::RequestTag tag) {
     Thing* t = queues.find(job.thing);
     if (t == nullptr) return false;
-    for (WorkItem& item : t->items) {
+    for (std::size_t i = 0; i < t->items.size(); ++i) {
+      WorkItem& item = t->items[i];
       if (!item.is_job || item.started || item.failed() || !same_request(item.job, job)) continue;
       item.job.client_token = std::move(job.client_token);
       item.job.received_ms = job.received_ms;
