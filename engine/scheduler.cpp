@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <deque>
-#include <iterator>
-#include <map>
 #include <utility>
 
 #include "base/assert.hpp"
+#include "engine/scheduler_order.hpp"
 #include "engine/thing_queues.hpp"
 #include "engine/token_bucket.hpp"
 
@@ -127,12 +126,11 @@ struct Scheduler::Impl {
   bool stopping = false;
   std::function<void()> stop_done;
 
-  // Serving order: each thing with items is in exactly one of these, or Serving.
-  std::deque<Thing*> ring;
+  // Serving order: each thing with items is in exactly one of these, or Serving (or WaitRead).
+  ServeOrder order;  // Ready: runnable, or held back on a full channel's lane
   std::vector<Thing*> wait_tokens;
   std::deque<Thing*> wait_global;
   std::deque<Thing*> wait_slot;
-  std::map<std::size_t, std::deque<Thing*>> wait_channel;  // held back by a full channel
 
   RateLimit::Bucket global_bucket;
   std::size_t demand_reads = 0;
@@ -140,8 +138,14 @@ struct Scheduler::Impl {
 
   void make_ready(Thing& t) {
     t.state = State::Ready;
-    ring.push_back(&t);
+    order.push_back(t);
     start_idle();
+  }
+
+  // A thing that was idle gets work: its lane is its channel's (stable for a key).
+  void activate(Thing& t) {
+    t.lane = order.lane_of(transport.channel_of(t.name));
+    make_ready(t);
   }
 
   Admit admit(Thing*& out, std::string_view name) {
@@ -155,7 +159,8 @@ struct Scheduler::Impl {
   bool merge(BlockJob& job, Transport::RequestTag tag) {
     Thing* t = queues.find(job.thing);
     if (t == nullptr) return false;
-    for (WorkItem& item : t->items) {
+    for (std::size_t i = 0; i < t->items.size(); ++i) {
+      WorkItem& item = t->items[i];
       if (!item.is_job || item.started || item.failed() || !same_request(item.job, job)) continue;
       item.job.client_token = std::move(job.client_token);
       item.job.received_ms = job.received_ms;
@@ -173,7 +178,7 @@ struct Scheduler::Impl {
     item.tags.clear();
   }
 
-  // After serving `t`'s head: back of the ring, or retired.
+  // After serving `t`'s head: a new turn at the back of the order, or retired.
   void requeue(Thing& t) {
     if (t.items.empty()) {
       queues.retire(t);
@@ -198,9 +203,9 @@ struct Scheduler::Impl {
 
   void serve_pass() {
     std::size_t budget = options.blocks_per_turn;
-    while (budget > 0 && !ring.empty() && !paused) {
-      Thing* t = ring.front();
-      ring.pop_front();
+    while (budget > 0 && !paused) {
+      Thing* t = order.pop();
+      if (t == nullptr) break;
       CHUNKD_ASSERT(t->state == State::Ready && !t->items.empty());
       t->state = State::Serving;
       // A visit serves up to `quantum_bytes` of the thing's replies in a row: a device's blocks
@@ -215,13 +220,13 @@ struct Scheduler::Impl {
       }
       if (o == Outcome::Blocked) {
         t->state = State::Ready;
-        ring.push_front(t);
+        order.push_front(*t);
         break;
       }
       if (o == Outcome::Progress) requeue(*t);
       budget--;
     }
-    if (ring.empty() || paused) stop_idle();
+    if (!order.runnable() || paused) stop_idle();
     arm_timer();
     if (stopping) maybe_finish_stop();
   }
@@ -237,13 +242,6 @@ struct Scheduler::Impl {
       item.pins.release();
       return Outcome::Blocked;
     }
-    if (!wait_channel.empty()) {
-      const std::size_t channel = transport.channel_of(t.name);
-      if (wait_channel.contains(channel)) {
-        hold_back(t, channel);  // its channel is full: not offered to the transport
-        return Outcome::Parked;
-      }
-    }
     ServeResult r = worker.serve(t.name, item, bounds);
     if (r.served == Served::Failed) {
       CHUNKD_ASSERT(!item.is_job);
@@ -256,8 +254,9 @@ struct Scheduler::Impl {
 
   // Parks `t` when a rate limit has no token for its next block.
   bool park_for_tokens(Thing& t, WorkItem& item) {
-    const std::uint64_t now = clock.now_ms();
     const RateLimit& per_thing = queues.per_thing();
+    if (!per_thing.on() && !global.on()) return false;  // no clock read per block without limits
+    const std::uint64_t now = clock.now_ms();
     if (per_thing.on()) {
       per_thing.refill(t.bucket, now);
       if (t.bucket.tokens < 1.0) {
@@ -297,7 +296,7 @@ struct Scheduler::Impl {
         queues.pop_front(t);
         return Outcome::Progress;
       case Served::Backpressure:
-        hold_back(t, transport.channel_of(t.name));
+        hold_back(t);
         return Outcome::Parked;
       case Served::WaitRead:
         t.state = State::WaitRead;
@@ -326,24 +325,19 @@ struct Scheduler::Impl {
     }
   }
 
-  // `t`'s channel is full: it waits for the channel, its head item as it is.
-  void hold_back(Thing& t, std::size_t channel) {
-    t.state = State::WaitChannel;
-    wait_channel[channel].push_back(&t);
+  // `t`'s channel is full: it waits for the channel at the head of its lane, its head item as it
+  // is, and the lane's other things wait behind it without being offered to the transport.
+  void hold_back(Thing& t) {
+    t.state = State::Ready;
+    order.hold(t.lane);
+    order.push_front(t);
   }
 
   // ---- waking ----
 
-  // Releases the things of each channel that is writable again.
+  // Releases the lane of each channel that is writable again.
   void release_channels() {
-    for (auto it = wait_channel.begin(); it != wait_channel.end();) {
-      if (!transport.writable(it->first)) {
-        ++it;
-        continue;
-      }
-      for (Thing* t : it->second) make_ready(*t);
-      it = wait_channel.erase(it);
-    }
+    order.release([this](std::size_t channel) { return transport.writable(channel); });
   }
 
   void wake_slot_waiters() {
@@ -357,7 +351,7 @@ struct Scheduler::Impl {
   void on_writable() {
     release_channels();
     paused = false;  // a refusal pauses again
-    if (!ring.empty()) start_idle();
+    if (order.runnable()) start_idle();
   }
 
   void on_timer() {
@@ -388,7 +382,7 @@ struct Scheduler::Impl {
     }
     wake_slot_waiters();
     release_channels();
-    if (!ring.empty() && !paused) start_idle();
+    if (order.runnable() && !paused) start_idle();
     arm_timer();
   }
 
@@ -401,7 +395,7 @@ struct Scheduler::Impl {
       global.refill(global_bucket, now);
       due = std::min(due, now + global.wait_ms(global_bucket));
     }
-    if (paused || !wait_slot.empty() || !wait_channel.empty()) {
+    if (paused || !wait_slot.empty() || order.holding()) {
       due = std::min(due, now + kBackstopMs);
     }
     if (due == UINT64_MAX) {
@@ -475,15 +469,11 @@ struct Scheduler::Impl {
   }
 
   void purge_empty_from_lists() {
-    auto empty = [](Thing* t) { return t->items.empty(); };
-    std::erase_if(ring, empty);
+    auto empty = [](const Thing* t) { return t->items.empty(); };
+    order.erase_if(empty);
     std::erase_if(wait_tokens, empty);
     std::erase_if(wait_global, empty);
     std::erase_if(wait_slot, empty);
-    for (auto it = wait_channel.begin(); it != wait_channel.end();) {
-      std::erase_if(it->second, empty);
-      it = it->second.empty() ? wait_channel.erase(it) : std::next(it);
-    }
     queues.for_each([](Thing& t) {
       if (t.items.empty()) t.state = State::Idle;
     });
@@ -500,11 +490,10 @@ struct Scheduler::Impl {
   void maybe_finish_stop() {
     if (!stopping || closed || queues.total_items() > 0) return;
     queues.clear();
-    ring.clear();
+    order.clear();
     wait_tokens.clear();
     wait_global.clear();
     wait_slot.clear();
-    wait_channel.clear();
     close_handles(std::move(stop_done));
   }
 
@@ -523,11 +512,8 @@ struct Scheduler::Impl {
 
   void check_invariants() const {
     queues.check_invariants();
-    std::size_t listed = ring.size() + wait_tokens.size() + wait_global.size() + wait_slot.size();
-    for (const auto& [channel, things] : wait_channel) {
-      CHUNKD_ASSERT(!things.empty());
-      listed += things.size();
-    }
+    const std::size_t listed =
+        order.size() + wait_tokens.size() + wait_global.size() + wait_slot.size();
     CHUNKD_ASSERT(listed <= queues.active_things());
   }
 };
@@ -552,7 +538,7 @@ Scheduler::Admit Scheduler::submit(BlockJob job, Transport::RequestTag tag) {
   const bool was_idle = t->state == Impl::State::Idle;
   WorkItem& queued = impl_->queues.push(*t, std::move(item));
   impl_->worker.queued(queued, impl_->bounds);
-  if (was_idle) impl_->make_ready(*t);
+  if (was_idle) impl_->activate(*t);
   return Admit::Ok;
 }
 
@@ -567,7 +553,7 @@ Scheduler::Admit Scheduler::post(std::string_view thing, std::string topic,
   if (tag != Transport::kNoRequestTag) item.tags.push_back(tag);
   const bool was_idle = t->state == Impl::State::Idle;
   impl_->queues.push(*t, std::move(item));
-  if (was_idle) impl_->make_ready(*t);
+  if (was_idle) impl_->activate(*t);
   return Admit::Ok;
 }
 
@@ -586,11 +572,7 @@ std::size_t Scheduler::queued_requests() const { return impl_->queues.total_item
 std::size_t Scheduler::active_things() const { return impl_->queues.active_things(); }
 std::size_t Scheduler::reads_in_flight() const { return impl_->demand_reads; }
 bool Scheduler::paused() const { return impl_->paused; }
-std::size_t Scheduler::held_back() const {
-  std::size_t n = 0;
-  for (const auto& [channel, things] : impl_->wait_channel) n += things.size();
-  return n;
-}
+std::size_t Scheduler::held_back() const { return impl_->order.held_back(); }
 void Scheduler::check_invariants() const { impl_->check_invariants(); }
 
 }  // namespace chunkd::engine

@@ -25,13 +25,13 @@
 //
 // Serving (from a uv_idle_t while there is runnable work, at most `blocks_per_turn` items per loop
 // turn, so the loop keeps polling sockets in between; no recursion): things with runnable work
-// sit in a ring; each turn of a thing serves items (blocks or messages) until their replies add up
-// to `quantum_bytes` (at least one; one block per turn under a global block rate) and moves it to
-// the back: fair between things, while a device's blocks still reach it several at a time.
-// A worker answering WaitRead parks the thing until every read it waits for was reported
-// (read_done, through Worker::on_read_done); WaitSlot parks it until any read completes (a 20 ms
-// timer re-checks as a backstop). Extent reads are bounded by ReadBounds (`max_extent_reads`,
-// `max_prefetch_reads`), which the worker applies.
+// sit in one ring in turn order (engine/scheduler_order.hpp: a lane per channel); each turn of a
+// thing serves items (blocks or messages) until their replies add up to `quantum_bytes` (at least
+// one; one block per turn under a global block rate) and moves it to the back: fair between things,
+// while a device's blocks still reach it several at a time. A worker answering WaitRead parks the
+// thing until every read it waits for was reported (read_done, through Worker::on_read_done);
+// WaitSlot parks it until any read completes (a 20 ms timer re-checks as a backstop). Extent reads
+// are bounded by ReadBounds (`max_extent_reads`, `max_prefetch_reads`), which the worker applies.
 //
 // Rate limits: token buckets of blocks/s per thing and globally (0 = off, engine/token_bucket.hpp),
 // refilled from the Clock; a thing out of tokens is parked until its bucket refills, an empty
@@ -43,12 +43,13 @@
 // max_publish_bytes_in_flight (a bound on memory: serving stops for every thing until
 // transport.on_writable() fires). A full channel (one broker connection) holds back only the
 // things routed to it: an item answered Backpressure stays at the head (the same block is
-// retried) and its thing waits in its channel's list, as does every thing of that channel served
-// after it (without being offered to the transport), while things on other channels are served
-// on. When on_writable() fires, each channel the transport calls writable() again releases its
-// things, in the order they were held, to the back of the ring (the 20 ms timer re-checks both
-// as a backstop). Lost drops the message or the rest of the job; Failed means the job became its
-// rejection, which is served in its place at once.
+// retried) and its thing waits at the head of its channel's lane, as does every thing of that
+// channel behind it (never offered to the transport), while things on other channels are served
+// on. When on_writable() fires, each channel the transport calls writable() again is released:
+// its things keep their turns, so they come before things whose turn came later (the 20 ms timer
+// re-checks both as a backstop). Holding and releasing cost O(1), not O(things on the channel).
+// A thing's channel is asked once when it gets work, not per block. Lost drops the message or the
+// rest of the job; Failed means the job became its rejection, which is served in its place at once.
 //
 // Thread: loop thread only. REQUIRES: `worker` and `transport` outlive the scheduler (it
 // unregisters its callbacks from both when destroyed). stop() or destruction closes the uv

@@ -25,12 +25,34 @@ ThingQueues::Thing* ThingQueues::admit(std::string_view name) {
   const std::size_t mine = it == things_.end() ? 0 : it->second->items.size();
   if (mine >= per_thing_bound_ || total_items_ >= global_bound_) return nullptr;
   if (it != things_.end()) return it->second.get();
-  auto t = std::make_unique<Thing>();
-  t->name = std::string(name);
-  t->bucket = per_thing_.full(clock_.now_ms());
-  Thing* ref = t.get();
-  things_.emplace(ref->name, std::move(t));
+  Thing* ref = nullptr;
+  if (spares_.empty()) {
+    auto t = std::make_unique<Thing>();
+    t->name = std::string(name);
+    ref = t.get();
+    things_.emplace(ref->name, std::move(t));
+  } else {
+    Map::node_type node = std::move(spares_.back());
+    spares_.pop_back();
+    Thing& t = *node.mapped();
+    CHUNKD_ASSERT(t.items.empty());
+    Thing fresh;  // the name's and FIFO's storage stay
+    fresh.name = std::move(t.name);
+    fresh.items = std::move(t.items);
+    t = std::move(fresh);
+    t.name.assign(name);
+    node.key().assign(name);
+    ref = &t;
+    things_.insert(std::move(node));
+  }
+  ref->bucket = per_thing_.full(clock_.now_ms());
   return ref;
+}
+
+void ThingQueues::forget(Thing& t) {
+  auto node = things_.extract(t.name);
+  CHUNKD_ASSERT(!node.empty());
+  if (spares_.size() < kSpareThings) spares_.push_back(std::move(node));
 }
 
 WorkItem& ThingQueues::push(Thing& t, WorkItem item) {
@@ -76,10 +98,11 @@ void ThingQueues::retire(Thing& t) {
       return;
     }
   }
-  if (!t.in_idle_list) things_.erase(things_.find(t.name));
+  if (!t.in_idle_list) forget(t);
 }
 
 void ThingQueues::sweep_idle_buckets() {
+  if (idle_buckets_.empty()) return;
   const std::uint64_t now = clock_.now_ms();
   while (!idle_buckets_.empty() && idle_buckets_.front().full_at_ms <= now) {
     Thing* t = idle_buckets_.front().thing;
@@ -91,7 +114,7 @@ void ThingQueues::sweep_idle_buckets() {
       t->in_idle_list = true;
       idle_buckets_.push_back({t, now + full_in});
     } else {
-      things_.erase(things_.find(t->name));
+      forget(*t);
     }
   }
 }
@@ -122,6 +145,7 @@ void ThingQueues::clear() {
   CHUNKD_ASSERT(total_items_ == 0 && active_ == 0);
   idle_buckets_.clear();
   things_.clear();
+  spares_.clear();
 }
 
 void ThingQueues::update_gauges() {

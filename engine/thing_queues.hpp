@@ -3,9 +3,12 @@
 // limit by sending requests one at a time).
 //
 // Owns the Thing records (stable addresses until forgotten) and the gauges chunkd_queue_requests
-// and chunkd_things_active. Knows nothing of serving order: the Scheduler keeps its ring and wait
-// lists of Thing pointers, and must drop a Thing from them before retire() may forget it.
-// Thread: loop thread only. REQUIRES: `clock` and `metrics` outlive it.
+// and chunkd_things_active. A forgotten record is kept, with its map node, name and FIFO storage,
+// for the next new thing (at most kSpareThings of them): a device whose queue empties after each
+// request (the 10,000-device fleet) costs no allocation for its record per request. Knows nothing
+// of serving order: the Scheduler keeps its ring and wait lists of Thing pointers, and must drop a
+// Thing from them before retire() may forget it. Thread: loop thread only. REQUIRES: `clock` and
+// `metrics` outlive it.
 #pragma once
 
 #include <cstddef>
@@ -16,9 +19,11 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "engine/clock.hpp"
 #include "engine/metrics.hpp"
+#include "engine/thing_queues_fifo.hpp"
 #include "engine/token_bucket.hpp"
 #include "engine/work.hpp"
 
@@ -35,15 +40,16 @@ class ThingQueues {
     WaitTokens,
     WaitGlobal,
     WaitSlot,
-    WaitChannel
   };
 
   struct Thing {
     std::string name;
-    std::deque<WorkItem> items;
+    Fifo<WorkItem> items;
     State state = State::Idle;
     RateLimit::Bucket bucket;
     std::uint64_t ready_at_ms = 0;  // WaitTokens: when the bucket holds a token
+    std::uint32_t lane = 0;         // the scheduler's lane (ServeOrder) for its channel
+    std::uint64_t turn = 0;         // its place in the serving order (ServeOrder)
     bool in_idle_list = false;      // kept, item-less, until its bucket is full again
   };
 
@@ -80,12 +86,16 @@ class ThingQueues {
       return std::hash<std::string_view>{}(s);
     }
   };
+  using Map = std::unordered_map<std::string, std::unique_ptr<Thing>, StringHash, std::equal_to<>>;
+  static constexpr std::size_t kSpareThings = 256;
+
   struct IdleBucket {
     Thing* thing;
     std::uint64_t full_at_ms;
   };
 
   void sweep_idle_buckets();
+  void forget(Thing& t);  // erases `t`, keeping its record as a spare
   void update_gauges();
 
   const Clock& clock_;
@@ -97,7 +107,8 @@ class ThingQueues {
   std::size_t global_ceiling_;
   Gauge& queue_gauge_;
   Gauge& things_gauge_;
-  std::unordered_map<std::string, std::unique_ptr<Thing>, StringHash, std::equal_to<>> things_;
+  Map things_;
+  std::vector<Map::node_type> spares_;  // forgotten records, reused by admit()
   std::deque<IdleBucket> idle_buckets_;
   std::size_t total_items_ = 0;
   std::size_t active_ = 0;  // things with items
