@@ -13,48 +13,13 @@
 #include <thread>
 
 #include "protocol/base64.hpp"
+#include "tests/integration/agent.hpp"
 #include "tests/integration/api.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/pty_process.hpp"
 
 namespace chunkd::test {
 namespace {
-
-const std::string kPrefix = "$aws/things/";
-
-// A thing's side of the jobs MQTT API, as the OTA agent speaks it.
-class Agent {
- public:
-  Agent(const std::string& uri, std::string thing)
-      : thing_(std::move(thing)), mqtt_(uri, "agent-" + thing_) {}
-  bool start() {
-    return mqtt_.connect() && mqtt_.subscribe({kPrefix + thing_ + "/jobs/notify-next",
-                                               kPrefix + thing_ + "/jobs/+/update/accepted"});
-  }
-  // $next/get, answered on notify-next: the job id pending, or "".
-  std::string next_job() {
-    if (!mqtt_.publish(kPrefix + thing_ + "/jobs/$next/get", as_bytes("{}"))) return "";
-    auto m = wait("/jobs/notify-next");
-    return m ? m->str("/execution/jobId").value_or("") : "";
-  }
-  // An update, once chunkd accepted it.
-  bool update(const std::string& job, const std::string& body) {
-    return mqtt_.publish(kPrefix + thing_ + "/jobs/" + job + "/update", as_bytes(body)) &&
-           wait("/update/accepted").has_value();
-  }
-
- private:
-  std::optional<Json> wait(const std::string& suffix) {
-    for (int i = 0; i < 20; ++i) {
-      auto m = mqtt_.next(20000);
-      if (!m) return std::nullopt;
-      if (m->topic.ends_with(suffix)) return Json(to_string(m->payload));
-    }
-    return std::nullopt;
-  }
-  std::string thing_;
-  MqttClient mqtt_;
-};
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
@@ -170,8 +135,8 @@ TEST_F(ChunkctlJob, CreateDescribeListThingsCancelDelete) {
   Agent agent(stack.broker.uri(), "dev-1");
   ASSERT_TRUE(agent.start());
   ASSERT_EQ(agent.next_job(), "rollout-1");
-  ASSERT_TRUE(
-      agent.update("rollout-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":"1/3"}})"));
+  ASSERT_TRUE(agent.update_accepted(
+      "rollout-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":"1/3"}})"));
   auto things = ctl({"job", "things", "rollout-1"});
   EXPECT_EXIT_CODE(things, 0);
   EXPECT_NE(things.out.find("IN_PROGRESS"), std::string::npos) << things.out;
@@ -286,9 +251,10 @@ TEST_F(ChunkctlJob, WatchPrintsEachChangeAndTheOutcome) {
   ASSERT_TRUE(one.start() && two.start());
   ASSERT_EQ(one.next_job(), "w-1");
   ASSERT_EQ(two.next_job(), "w-1");
-  ASSERT_TRUE(one.update("w-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":"2/3"}})"));
-  ASSERT_TRUE(one.update("w-1", R"({"status":"SUCCEEDED"})"));
-  ASSERT_TRUE(two.update("w-1", R"({"status":"SUCCEEDED"})"));
+  ASSERT_TRUE(
+      one.update_accepted("w-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":"2/3"}})"));
+  ASSERT_TRUE(one.update_accepted("w-1", R"({"status":"SUCCEEDED"})"));
+  ASSERT_TRUE(two.update_accepted("w-1", R"({"status":"SUCCEEDED"})"));
   auto r = watch.get();
   EXPECT_EXIT_CODE(r, 0);
   auto out = lines(r.out);
@@ -308,7 +274,8 @@ TEST_F(ChunkctlJob, WatchPrintsEachChangeAndTheOutcome) {
   Agent three(stack.broker.uri(), "dev-3");
   ASSERT_TRUE(three.start());
   ASSERT_EQ(three.next_job(), "w-2");
-  ASSERT_TRUE(three.update("w-2", R"({"status":"FAILED","statusDetails":{"reason":"sig"}})"));
+  ASSERT_TRUE(
+      three.update_accepted("w-2", R"({"status":"FAILED","statusDetails":{"reason":"sig"}})"));
   auto failed = ctl({"job", "watch", "w-2"});
   EXPECT_EXIT_CODE(failed, 1);
   EXPECT_EQ(lines(failed.out).back(), "job w-2 COMPLETED: 0 of 1 succeeded, 1 failed")
@@ -351,7 +318,7 @@ TEST_F(ChunkctlJob, WatchOutlivesARestartOfChunkd) {
   Agent agent(stack.broker.uri(), "dev-1");
   ASSERT_TRUE(agent.start());
   ASSERT_EQ(agent.next_job(), "r-1");
-  ASSERT_TRUE(agent.update("r-1", R"({"status":"SUCCEEDED"})"));
+  ASSERT_TRUE(agent.update_accepted("r-1", R"({"status":"SUCCEEDED"})"));
   auto r = watch.get();
   const std::string out = read_file(out_file), err = read_file(err_file);
   EXPECT_EQ(r.exit_code, 0) << out << err;
@@ -367,14 +334,14 @@ TEST_F(ChunkctlJob, WatchRedrawsOnATerminal) {
   ASSERT_TRUE(tty.start({chunkctl_binary_path(), "job", "watch", "tty-1", "--interval-ms", "100"},
                         {"CHUNKD_URL=" + url, "CHUNKD_TOKEN="}, 40, 100));
   Agent agent(stack.broker.uri(), "dev-1");
-  bool started =
-      agent.start() && agent.next_job() == "tty-1" &&
-      agent.update("tty-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":"1/3"}})");
+  bool started = agent.start() && agent.next_job() == "tty-1" &&
+                 agent.update_accepted(
+                     "tty-1", R"({"status":"IN_PROGRESS","statusDetails":{"receive":"1/3"}})");
   const std::string device_bar = "[##########....................] 1/3";
   for (int i = 0; i < 100 && tty.seen().find(device_bar) == std::string::npos; ++i) {
     tty.read_some(200);
   }
-  bool finished = started && agent.update("tty-1", R"({"status":"SUCCEEDED"})");
+  bool finished = started && agent.update_accepted("tty-1", R"({"status":"SUCCEEDED"})");
   const int status = tty.finish(30000);
   const std::string& seen = tty.seen();
   ASSERT_TRUE(started && finished);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "protocol/base64.hpp"
+#include "tests/integration/agent.hpp"
 #include "tests/integration/api.hpp"
 #include "tests/support/net.hpp"
 
@@ -27,7 +28,6 @@ namespace {
 using std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-const std::string kPrefix = "$aws/things/";
 constexpr std::size_t kImageSize = 32u << 10;
 
 // The value of one sample line of /metrics (-1 when absent).
@@ -165,36 +165,6 @@ class JobsRollout : public ::testing::Test {
   Stack stack;
   std::string dir_;
   std::string signature_;
-};
-
-// A thing's jobs side on its own connection: asks $next/get, reports, listens to notify-next.
-class Agent {
- public:
-  Agent(const std::string& uri, std::string thing)
-      : thing_(std::move(thing)), mqtt_(uri, "agent-" + thing_) {}
-  bool start() {
-    return mqtt_.connect() && mqtt_.subscribe({kPrefix + thing_ + "/jobs/notify-next",
-                                               kPrefix + thing_ + "/jobs/+/update/accepted"});
-  }
-  bool publish(const std::string& api, const std::string& body) {
-    return mqtt_.publish(kPrefix + thing_ + "/jobs/" + api, as_bytes(body));
-  }
-  // The next message on a topic ending with `suffix`, waiting at most `limit`.
-  std::optional<Json> wait(const std::string& suffix, std::chrono::seconds limit = 20s) {
-    for (auto end = steady_clock::now() + limit; steady_clock::now() < end;) {
-      auto m = mqtt_.next(200);
-      if (m && m->topic.ends_with(suffix)) return Json(to_string(m->payload));
-    }
-    return std::nullopt;
-  }
-  std::optional<Json> next_get() {
-    if (!publish("$next/get", R"({"clientToken":"1:)" + thing_ + R"("})")) return std::nullopt;
-    return wait("/jobs/notify-next");
-  }
-
- private:
-  std::string thing_;
-  MqttClient mqtt_;
 };
 
 // 200 things, 100 per minute: exactly 100 executions until the window moves, then all 200, and
