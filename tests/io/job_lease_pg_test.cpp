@@ -17,24 +17,15 @@
 #include <vector>
 
 #include "io/registry_store.hpp"
+#include "tests/io/outcome.hpp"
 #include "tests/io/postgres_fixture.hpp"
 #include "tests/support/loop.hpp"
 
 namespace chunkd::io {
 namespace {
 
-struct Outcome {
-  bool called = false;
-  std::error_code error;
-};
-
-JobStore::Done capture(Outcome& outcome) {
-  return [&outcome](std::error_code error) {
-    EXPECT_FALSE(outcome.called) << "callback ran twice";
-    outcome.called = true;
-    outcome.error = error;
-  };
-}
+using test::capture;
+using test::Outcome;
 
 // One chunkd instance's lease and what it was told.
 struct Instance {

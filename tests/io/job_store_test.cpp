@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "io/registry_store.hpp"
+#include "tests/io/outcome.hpp"
 
 namespace chunkd::io {
 namespace {
@@ -60,18 +61,8 @@ StoredExecution execution(const std::string& job, const std::string& thing,
   return e;
 }
 
-struct Outcome {
-  bool called = false;
-  std::error_code error;
-};
-
-JobStore::Done capture(Outcome& outcome) {
-  return [&outcome](std::error_code error) {
-    EXPECT_FALSE(outcome.called) << "callback ran twice";
-    outcome.called = true;
-    outcome.error = error;
-  };
-}
+using test::capture;
+using test::Outcome;
 
 class JobStoreTest : public ::testing::Test {
  protected:

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/io/outcome.hpp"
 #include "tests/io/registry_samples.hpp"
 
 namespace chunkd::io {
@@ -29,18 +30,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Outcome {
-  bool called = false;
-  std::error_code error;
-};
-
-RegistryStore::Done capture(Outcome& outcome) {
-  return [&outcome](std::error_code error) {
-    EXPECT_FALSE(outcome.called) << "callback ran twice";
-    outcome.called = true;
-    outcome.error = error;
-  };
-}
+using test::capture;
+using test::Outcome;
 
 class RegistryStoreTest : public ::testing::Test {
  protected:
