@@ -162,6 +162,13 @@ void S3Client::start_attempt(Fetch& f) {
   std::optional<std::string_view> match;
   std::string range;
   if (f.received > 0) {
+    if (f.etag.empty()) {  // nothing to hold the rest to: the bytes held may be of another object
+      f.fail(S3Error::BadResponse, f.where() +
+                                       ": the transfer was cut and the server gave no ETag to "
+                                       "resume it safely; retry");
+      maybe_finish(f);
+      return;
+    }
     match = f.etag;
     range = std::to_string(f.received) + "-";
   }
