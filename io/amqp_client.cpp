@@ -12,6 +12,7 @@
 
 #include "io/amqp_internal.hpp"
 #include "io/amqp_uri.hpp"
+#include "io/log.hpp"
 
 namespace chunkd::io {
 
@@ -72,6 +73,7 @@ struct AmqpClient::Impl {
   uv_async_t* async = nullptr;  // freed by its close callback
   DeliveryHandler on_delivery;
   StateHandler on_state;
+  FailureHandler on_failure;
   std::function<void()> writable_cb;
   std::thread thread;
   bool connected = false;  // as the loop heard it (Up/Down events)
@@ -106,6 +108,14 @@ void AmqpClient::Impl::drain() {
         break;
       case AmqpEvent::Kind::Written:
         if (writable_cb) writable_cb();
+        break;
+      case AmqpEvent::Kind::Failure:
+        if (stopping) break;
+        if (on_failure) {
+          on_failure(e.failure);
+        } else {
+          LOG_WARN("amqp", "%s; retrying", e.failure.message.c_str());
+        }
         break;
       case AmqpEvent::Kind::Stopped:
         joined();
@@ -179,6 +189,8 @@ Expected<void> AmqpClient::start() {
 }
 
 bool AmqpClient::connected() const { return impl_->connected; }
+
+void AmqpClient::on_failure(FailureHandler handler) { impl_->on_failure = std::move(handler); }
 
 AmqpClient::PublishResult AmqpClient::publish(std::string_view routing_key,
                                               std::span<const std::span<const std::byte>> parts) {
