@@ -2,6 +2,7 @@
 // that drains the session thread's events, and the publish bound.
 #include "io/amqp_client.hpp"
 
+#include <openssl/ssl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -38,6 +39,19 @@ void AmqpClient::Shared::wake_session() {
 }
 
 namespace {
+
+// The CA file loads as the session's TLS context will load it (a file that is not PEM
+// certificates would otherwise fail every attempt alike).
+Expected<void> check_ca_file(const std::string& path) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) return fail(std::errc::not_enough_memory, "cannot make a TLS context");
+  const bool ok = SSL_CTX_load_verify_locations(ctx, path.c_str(), nullptr) == 1;
+  SSL_CTX_free(ctx);
+  if (ok) return {};
+  return fail(std::errc::invalid_argument,
+              "amqp.ca_file " + path + " holds no usable CA certificate (PEM)");
+}
+
 std::size_t capacity_of(const AmqpCommand& c) {
   return c.body.capacity() + c.routing_key.capacity();
 }
@@ -168,8 +182,14 @@ Expected<void> AmqpClient::start() {
   const AmqpClientOptions& o = s.options;
   if (impl_->thread.joinable()) return {};
   if (o.uris.empty()) return fail(std::errc::invalid_argument, "no AMQP URI");
+  bool tls = false;
   for (const std::string& uri : o.uris) {
-    if (auto parsed = parse_amqp_uri(uri); !parsed) return unexpected(parsed.error());
+    auto parsed = parse_amqp_uri(uri);
+    if (!parsed) return unexpected(parsed.error());
+    tls = tls || parsed->tls;
+  }
+  if (tls && !o.ca_file.empty()) {
+    if (auto ca = check_ca_file(o.ca_file); !ca) return ca;
   }
   for (const std::string* name : {&o.queue, &o.exchange, &o.jobs_queue}) {
     if (name->size() > kAmqpMaxShortString) {

@@ -137,7 +137,8 @@ class AmqpClient {
   AmqpClient(const AmqpClient&) = delete;
   AmqpClient& operator=(const AmqpClient&) = delete;
 
-  // Checks the options (URIs parse, names fit) and starts the session thread.
+  // Checks the options (URIs parse, names fit, ca_file holds certificates when a URI is
+  // amqps://) and starts the session thread.
   Expected<void> start();
   bool connected() const;
   // Hears failed attempts; without a handler they are logged (warnings, once per cause).

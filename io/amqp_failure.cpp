@@ -2,6 +2,7 @@
 
 #include <amqp.h>
 #include <amqp_framing.h>
+#include <openssl/x509_vfy.h>
 
 #include <algorithm>
 #include <cctype>
@@ -35,17 +36,21 @@ AmqpFailureReport tls_failure(const AmqpAttempt& a, const AmqpAttemptContext& c)
                                          : "amqp.ca_file " + c.ca_file) +
                       " (" + library_words(a.status) + ")");
   }
+  const bool wrong_host = a.status == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
+                          a.verify_code == X509_V_ERR_HOSTNAME_MISMATCH ||
+                          a.verify_code == X509_V_ERR_IP_ADDRESS_MISMATCH;
+  if (wrong_host) {
+    const std::string why = a.verify_error.empty() ? library_words(a.status) : a.verify_error;
+    return report(AmqpFailure::TlsHostMismatch, c,
+                  "broker certificate does not name the host of the URI in amqp.uris (" +
+                      amqp_printable(why) + ")");
+  }
   if (a.status == AMQP_STATUS_SSL_PEER_VERIFY_FAILED) {
     const std::string by = c.ca_file.empty() ? "the system's CA certificates (amqp.ca_file not set)"
                                              : "amqp.ca_file " + c.ca_file;
     const std::string why = a.verify_error.empty() ? library_words(a.status) : a.verify_error;
     return report(AmqpFailure::TlsUntrusted, c,
                   "broker certificate not trusted by " + by + " (" + amqp_printable(why) + ")");
-  }
-  if (a.status == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED) {
-    return report(AmqpFailure::TlsHostMismatch, c,
-                  "broker certificate does not name the host of the URI in amqp.uris (" +
-                      library_words(a.status) + ")");
   }
   return report(AmqpFailure::TlsHandshake, c,
                 "TLS with the broker failed: " + library_words(a.status) +

@@ -13,8 +13,11 @@
 //     or AMQP_STATUS_SOCKET_CLOSED): what a node that is stopping or starting does, and what
 //     RabbitMQ does for a bad login only to clients without that capability: transient;
 //   - amqps:// broker certificate not trusted (by amqp.ca_file, or the system's CAs):
-//     AMQP_STATUS_SSL_PEER_VERIFY_FAILED after the handshake; the verify callback caught why;
-//   - certificate for another host: AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED;
+//     AMQP_STATUS_SSL_PEER_VERIFY_FAILED after the handshake; the verify callback caught why
+//     (RabbitMQ sends its CA along: "self-signed certificate in certificate chain");
+//   - certificate for another host: the same, with X509_V_ERR_HOSTNAME_MISMATCH or
+//     X509_V_ERR_IP_ADDRESS_MISMATCH (OpenSSL checks the host: rabbitmq-c 0.11's own check,
+//     AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED, reads DNS names only and is turned off);
 //   - any other TLS failure (not a TLS port, the handshake cut): AMQP_STATUS_SSL_CONNECTION_FAILED
 //     or AMQP_STATUS_SSL_ERROR: transient (a port still starting looks the same).
 //
@@ -56,6 +59,7 @@ struct AmqpAttempt {
   std::string reply_text;    // its text (from outside: made printable and bounded here)
   std::string what;          // the step or RPC that failed, e.g. "queue.declare chunkd.requests"
   std::string verify_error;  // X509 verification error of the broker's certificate, "" when none
+  int verify_code = 0;       // its X509_V_ERR_* code
   bool tls_files = false;    // the CA file could not be loaded (status says how)
 };
 

@@ -12,10 +12,12 @@
 #include <vector>
 
 #include "tests/integration/api.hpp"
+#include "tests/integration/device.hpp"
 #include "tests/support/daemon.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/rabbitmq.hpp"
 #include "tests/support/s3_server.hpp"
+#include "tests/support/tls_certs.hpp"
 
 namespace chunkd::test {
 namespace {
@@ -34,6 +36,7 @@ std::vector<std::string> lines_with(const std::string& log, const std::string& p
 class AmqpLogin : public ::testing::Test {
  protected:
   struct Shared {
+    TestCerts certs;
     RabbitNode node;
     TestS3Server s3;
     std::string dir;
@@ -46,6 +49,12 @@ class AmqpLogin : public ::testing::Test {
     if (!RabbitNode::available() || !TestS3Server::missing().empty()) return;
     shared_ = new Shared;
     Shared& s = *shared_;
+    if (!s.certs.make()) {
+      s.error = s.certs.error();
+      return;
+    }
+    s.node.enable_tls(s.certs.path("ca.crt"), s.certs.path("server.crt"),
+                      s.certs.path("server.key"));
     if (!s.node.start()) {
       s.error = s.node.error();
     } else if (!s.s3.start() || !s.s3.make_bucket("content")) {
@@ -102,6 +111,11 @@ class AmqpLogin : public ::testing::Test {
         TestDaemon::quote(shared_->credentials) + "\n");
     ASSERT_TRUE(daemon.write_config());
   }
+
+  static std::string amqps_uri() {
+    return "amqps://chunkd@127.0.0.1:" + std::to_string(node().amqps_port()) + "/%2f";
+  }
+  static std::string cert(const std::string& name) { return shared_->certs.path(name); }
 
   double failures(TestDaemon& daemon) {
     return metric_value(daemon.http().request("GET", "/metrics").body,
@@ -181,6 +195,50 @@ TEST_F(AmqpLogin, AfterServingARefusalIsRetriedUntilThePasswordIsRightAgain) {
   set_password("right");
   EXPECT_TRUE(daemon.wait_health(200)) << daemon.log();
   EXPECT_EQ(daemon.stop(), 0) << daemon.log();
+}
+
+// amqps:// for real: RabbitMQ's TLS listener, its certificate verified against amqp.ca_file.
+TEST_F(AmqpLogin, OverAmqpsWithTheRightCaADeviceDownloads) {
+  TestDaemon daemon(node().mqtt_uri());
+  configure(daemon, "right", TestDaemon::quote(amqps_uri()),
+            "ca_file = " + TestDaemon::quote(cert("ca.crt")) + "\n");
+  ASSERT_TRUE(daemon.start()) << daemon.error() << daemon.log();
+  const std::string bytes = test_bytes(100 * 1024 + 3, 7);
+  write_file(daemon.dir() + "/buckets/fw/tls.bin", bytes);
+  HttpClient http = daemon.http();
+  auto created =
+      http.request("POST", "/streams/tls", create_body({{0, "fw", "tls.bin", std::nullopt}}),
+                   {{"Content-Type", "application/json"}});
+  ASSERT_TRUE(created.status == 201 || created.status == 200) << created.body << daemon.log();
+  Device d(node().mqtt_uri(), "tls-dev");
+  ASSERT_TRUE(d.connect() && d.watch("tls")) << d.mqtt().error();
+  DownloadResult r = d.download("tls", protocol::Format::Cbor, 0, DownloadOptions{});
+  ASSERT_TRUE(r.ok) << r.error << daemon.log();
+  EXPECT_TRUE(bytes_to_string(r.bytes) == bytes);
+  EXPECT_FALSE(lines_with(daemon.log(), "consuming login.requests on " + amqps_uri()).empty())
+      << daemon.log();
+  EXPECT_EQ(daemon.stop(), 0) << daemon.log();
+}
+
+// A CA that did not sign the node's certificate: one error line naming the URI, the CA file and
+// the verification error, exit code 1.
+TEST_F(AmqpLogin, OverAmqpsWithAWrongCaChunkdExitsWithOneLine) {
+  TestDaemon daemon(node().mqtt_uri());
+  configure(daemon, "right", TestDaemon::quote(amqps_uri()),
+            "ca_file = " + TestDaemon::quote(cert("other-ca.crt")) + "\n");
+  const ProcessResult r =
+      run_process({chunkd_binary_path(), "--config", daemon.config_path()}, 60000);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  const auto errors = lines_with(r.err, " error ");
+  ASSERT_EQ(errors.size(), 1u) << r.err;
+  EXPECT_NE(
+      errors[0].find("amqp: " + amqps_uri() +
+                     ": broker certificate not trusted by "
+                     "amqp.ca_file " +
+                     cert("other-ca.crt") + " (self-signed certificate in certificate chain)"),
+      std::string::npos)
+      << errors[0];
+  EXPECT_TRUE(lines_with(r.err, "retrying").empty()) << r.err;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <gtest/gtest.h>
+#include <openssl/x509_vfy.h>
 
 #include <set>
 #include <string>
@@ -102,6 +103,14 @@ TEST(AmqpFailure, TlsVerdictsArePermanentAndOtherTlsFailuresAreNot) {
   r = classify_amqp_failure(at(Stage::Connect, AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED), context());
   EXPECT_EQ(r.cause, AmqpFailure::TlsHostMismatch);
   EXPECT_TRUE(r.permanent);
+  AmqpAttempt host = at(Stage::Connect, AMQP_STATUS_SSL_PEER_VERIFY_FAILED);
+  host.verify_code = X509_V_ERR_HOSTNAME_MISMATCH;
+  host.verify_error = "hostname mismatch";
+  r = classify_amqp_failure(host, context());
+  EXPECT_EQ(r.cause, AmqpFailure::TlsHostMismatch);
+  EXPECT_TRUE(r.permanent);
+  EXPECT_TRUE(has(r.message, "does not name the host of the URI in amqp.uris (hostname mismatch)"))
+      << r.message;
 
   AmqpAttempt files = at(Stage::Connect, AMQP_STATUS_SSL_ERROR);
   files.tls_files = true;
