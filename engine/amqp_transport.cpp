@@ -69,6 +69,7 @@ AmqpTransport::AmqpTransport(uv_loop_t* loop, AmqpOptions options)
   io::AmqpClientOptions o;
   o.uris = options_.uris;
   o.password = options_.password;
+  o.ca_file = options_.ca_file;
   o.queue = options_.queue;
   o.exchange = options_.exchange;
   o.binding_keys = {binding_key(options_.topic_prefix, "get"),

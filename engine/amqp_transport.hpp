@@ -86,6 +86,11 @@ class AmqpTransport final : public Transport {
   // Starts (true) or cancels (false) the jobs queue's consumer (io::AmqpClient::consume_jobs);
   // nothing unless options.jobs.
   void consume_jobs(bool on);
+  // Hears failed connection attempts (io::AmqpClient::on_failure); the daemon decides what a
+  // permanent one means.
+  void on_failure(io::AmqpClient::FailureHandler handler) {
+    client_->on_failure(std::move(handler));
+  }
 
   // chunkd_amqp_* (connection, fail-overs, unacked requests, confirms pending, refusals).
   void register_metrics(Metrics& metrics);

@@ -15,6 +15,7 @@ struct AmqpOptions {
   std::vector<std::string> uris;  // amqp://user@host:port/vhost, tried in order on failure
   std::string password_file;      // absolute; its first line is the password ("" when unset)
   std::string password;           // read from password_file at start-up
+  std::string ca_file;            // absolute; amqps:// brokers' CAs (PEM); "" : the system's CAs
   std::string queue = "chunkd.requests";  // quorum queue the instances consume from
   // Jobs requests' quorum queue, consumed only by the instance that serves jobs (while it holds
   // the jobs lease); declared and bound only when `jobs` is set.

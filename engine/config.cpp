@@ -65,7 +65,8 @@ const std::map<std::string, std::set<std::string>, std::less<>>& known_keys() {
       {"jobs", {"enabled", "max_jobs", "max_executions", "thing_requests_per_s"}},
       {"log", {"level"}},
       {"amqp",
-       {"uris", "password_file", "queue", "jobs_queue", "exchange", "prefetch", "delivery_limit"}},
+       {"uris", "password_file", "ca_file", "queue", "jobs_queue", "exchange", "prefetch",
+        "delivery_limit"}},
       {"registry", {"url"}},
   };
   return keys;

@@ -12,6 +12,7 @@ using config_section::Section;
 using config_values::absolute_path;
 using config_values::has_control_chars;
 using config_values::read_first_line;
+using config_values::readable_file;
 
 constexpr std::size_t kMaxUris = 16;
 constexpr std::size_t kMaxNameBytes = 255;  // AMQP short strings: queue and exchange names
@@ -72,6 +73,11 @@ void read_amqp(const toml::table& root, Config& c, const std::string& config_dir
     o.password_file = absolute_path(o.password_file, config_dir);
     std::string problem;
     if (!read_first_line(o.password_file, o.password, problem)) s.fail("password_file", problem);
+  }
+  if (s.string("ca_file", o.ca_file)) {
+    o.ca_file = absolute_path(o.ca_file, config_dir);
+    std::string problem;
+    if (!readable_file(o.ca_file, problem)) s.fail("ca_file", problem);
   }
   read_name(s, "queue", o.queue);
   read_name(s, "exchange", o.exchange);

@@ -141,6 +141,7 @@ const Setting kSettings[] = {
     {"amqp.password_file", [](const Config& c) { return show(c.cluster.amqp.password_file); }},
     {"amqp.password_file", [](const Config& c) { return show(c.cluster.amqp.password); }, nullptr,
      true},
+    {"amqp.ca_file", [](const Config& c) { return show(c.cluster.amqp.ca_file); }},
     {"amqp.queue", [](const Config& c) { return show(c.cluster.amqp.queue); }},
     {"amqp.jobs_queue", [](const Config& c) { return show(c.cluster.amqp.jobs_queue); }},
     {"amqp.exchange", [](const Config& c) { return show(c.cluster.amqp.exchange); }},

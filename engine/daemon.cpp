@@ -292,6 +292,9 @@ bool Daemon::Impl::start_transport() {
   if (mqtt != nullptr) {
     mqtt->on_failure([this](const io::MqttFailureReport& report) { mqtt_failed(report); });
   }
+  if (amqp != nullptr) {
+    amqp->on_failure([this](const io::AmqpFailureReport& report) { amqp_failed(report); });
+  }
   auto started = transport->start(
       [this](std::string_view topic, std::span<const std::byte> payload,
              Transport::RequestTag tag) {
@@ -341,6 +344,19 @@ void Daemon::Impl::mqtt_failed(const io::MqttFailureReport& report) {
     return;
   }
   LOG_WARN(kTag, "mqtt: %s; retrying", report.message.c_str());
+}
+
+// The same policy with [amqp]: the client calls a failure permanent only once every URI of
+// amqp.uris failed permanently (io/amqp_client.hpp), and reports each cause once per outage.
+void Daemon::Impl::amqp_failed(const io::AmqpFailureReport& report) {
+  if (stopping) return;
+  if (report.permanent && !mqtt_ever_ready) {
+    LOG_ERROR(kTag, "amqp: %s; exiting (not retried at start-up)", report.message.c_str());
+    failed = true;
+    shutdown();
+    return;
+  }
+  LOG_WARN(kTag, "amqp: %s; retrying", report.message.c_str());
 }
 
 void Daemon::Impl::register_transport_metrics() {

@@ -61,6 +61,7 @@ struct Daemon::Impl {
   void phase_handles();
   void transport_ready(bool ready);
   void mqtt_failed(const io::MqttFailureReport& report);
+  void amqp_failed(const io::AmqpFailureReport& report);
   void register_transport_metrics();
   const char* transport_name() const { return amqp != nullptr ? "amqp" : "mqtt"; }
   std::string broker() const { return amqp != nullptr ? amqp->uris_text() : config.mqtt.uri; }
@@ -88,7 +89,7 @@ struct Daemon::Impl {
   std::unique_ptr<Transport> transport;
   MqttTransport* mqtt = nullptr;  // `transport`, for what only MQTT has (null with [amqp])
   AmqpTransport* amqp = nullptr;  // `transport` with [amqp] (null without)
-  bool mqtt_ever_ready = false;   // the broker accepted chunkd once since start-up
+  bool mqtt_ever_ready = false;   // the broker (MQTT or AMQP) accepted chunkd once since start-up
   bool failed = false;            // stopping because of an error: exit non-zero
   std::unique_ptr<Delivery> delivery;
   std::unique_ptr<JobRuntime> jobs;  // null when jobs.enabled is false

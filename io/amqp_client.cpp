@@ -2,6 +2,7 @@
 // that drains the session thread's events, and the publish bound.
 #include "io/amqp_client.hpp"
 
+#include <openssl/ssl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 
 #include "io/amqp_internal.hpp"
 #include "io/amqp_uri.hpp"
+#include "io/log.hpp"
 
 namespace chunkd::io {
 
@@ -37,6 +39,19 @@ void AmqpClient::Shared::wake_session() {
 }
 
 namespace {
+
+// The CA file loads as the session's TLS context will load it (a file that is not PEM
+// certificates would otherwise fail every attempt alike).
+Expected<void> check_ca_file(const std::string& path) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) return fail(std::errc::not_enough_memory, "cannot make a TLS context");
+  const bool ok = SSL_CTX_load_verify_locations(ctx, path.c_str(), nullptr) == 1;
+  SSL_CTX_free(ctx);
+  if (ok) return {};
+  return fail(std::errc::invalid_argument,
+              "amqp.ca_file " + path + " holds no usable CA certificate (PEM)");
+}
+
 std::size_t capacity_of(const AmqpCommand& c) {
   return c.body.capacity() + c.routing_key.capacity();
 }
@@ -72,6 +87,7 @@ struct AmqpClient::Impl {
   uv_async_t* async = nullptr;  // freed by its close callback
   DeliveryHandler on_delivery;
   StateHandler on_state;
+  FailureHandler on_failure;
   std::function<void()> writable_cb;
   std::thread thread;
   bool connected = false;  // as the loop heard it (Up/Down events)
@@ -106,6 +122,14 @@ void AmqpClient::Impl::drain() {
         break;
       case AmqpEvent::Kind::Written:
         if (writable_cb) writable_cb();
+        break;
+      case AmqpEvent::Kind::Failure:
+        if (stopping) break;
+        if (on_failure) {
+          on_failure(e.failure);
+        } else {
+          LOG_WARN("amqp", "%s; retrying", e.failure.message.c_str());
+        }
         break;
       case AmqpEvent::Kind::Stopped:
         joined();
@@ -158,8 +182,14 @@ Expected<void> AmqpClient::start() {
   const AmqpClientOptions& o = s.options;
   if (impl_->thread.joinable()) return {};
   if (o.uris.empty()) return fail(std::errc::invalid_argument, "no AMQP URI");
+  bool tls = false;
   for (const std::string& uri : o.uris) {
-    if (auto parsed = parse_amqp_uri(uri); !parsed) return unexpected(parsed.error());
+    auto parsed = parse_amqp_uri(uri);
+    if (!parsed) return unexpected(parsed.error());
+    tls = tls || parsed->tls;
+  }
+  if (tls && !o.ca_file.empty()) {
+    if (auto ca = check_ca_file(o.ca_file); !ca) return ca;
   }
   for (const std::string* name : {&o.queue, &o.exchange, &o.jobs_queue}) {
     if (name->size() > kAmqpMaxShortString) {
@@ -179,6 +209,8 @@ Expected<void> AmqpClient::start() {
 }
 
 bool AmqpClient::connected() const { return impl_->connected; }
+
+void AmqpClient::on_failure(FailureHandler handler) { impl_->on_failure = std::move(handler); }
 
 AmqpClient::PublishResult AmqpClient::publish(std::string_view routing_key,
                                               std::span<const std::span<const std::byte>> parts) {

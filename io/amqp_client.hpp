@@ -46,6 +46,12 @@
 // 255 bytes from an MQTT topic, closes the consumer's connection: the queue's delivery limit
 // drops it after delivery_limit tries).
 //
+// Failures: an attempt that does not reach a consuming session is classified (io/amqp_failure.hpp)
+// and reported to the FailureHandler once per cause until a session is up again. `permanent` is
+// set only when every URI in `uris` failed permanently in a row since the last session (one URI:
+// at once): a node that refuses while another may accept is that node's problem, and is retried.
+// Retrying goes on in any case; whether to give up is the caller's call (engine/daemon.cpp).
+//
 // Thread: construct, call and destroy on the loop thread; the handlers run there.
 #pragma once
 
@@ -61,12 +67,14 @@
 #include <vector>
 
 #include "base/expected.hpp"
+#include "io/amqp_failure.hpp"
 
 namespace chunkd::io {
 
 struct AmqpClientOptions {
   std::vector<std::string> uris;  // amqp://[user@]host[:port][/vhost] or amqps://…, in order
   std::string password;           // "" : the URI's (guest by default)
+  std::string ca_file;  // amqps://: the CAs the broker's certificate must chain to ("" : system's)
   std::string queue = "chunkd.requests";
   std::string exchange = "amq.topic";
   std::vector<std::string> binding_keys;       // routing keys `queue` is bound with on `exchange`
@@ -120,6 +128,8 @@ class AmqpClient {
   using DeliveryHandler = std::function<void(AmqpDelivery&& delivery)>;
   // up: a session consumes; !up: it ended (`why` says how) and another is being set up.
   using StateHandler = std::function<void(bool up, std::string_view why)>;
+  // A connection attempt failed (see "Failures" above).
+  using FailureHandler = std::function<void(const AmqpFailureReport& report)>;
 
   AmqpClient(uv_loop_t* loop, AmqpClientOptions options, DeliveryHandler on_delivery,
              StateHandler on_state);
@@ -127,9 +137,12 @@ class AmqpClient {
   AmqpClient(const AmqpClient&) = delete;
   AmqpClient& operator=(const AmqpClient&) = delete;
 
-  // Checks the options (URIs parse, names fit) and starts the session thread.
+  // Checks the options (URIs parse, names fit, ca_file holds certificates when a URI is
+  // amqps://) and starts the session thread.
   Expected<void> start();
   bool connected() const;
+  // Hears failed attempts; without a handler they are logged (warnings, once per cause).
+  void on_failure(FailureHandler handler);
 
   // Hands a publish of the concatenated `parts` with `routing_key` to the session (copied, into
   // the buffer of a publish the session already wrote when one is spare: fresh memory for every

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "io/amqp_client.hpp"
+#include "io/amqp_failure.hpp"
 
 namespace chunkd::io {
 
@@ -25,10 +26,11 @@ struct AmqpCommand {
 };
 
 struct AmqpEvent {
-  enum class Kind { Delivery, Up, Down, Written, Stopped };
+  enum class Kind { Delivery, Up, Down, Written, Stopped, Failure };
   Kind kind = Kind::Written;
-  AmqpDelivery delivery;  // Delivery
-  std::string why;        // Down
+  AmqpDelivery delivery;      // Delivery
+  std::string why;            // Down
+  AmqpFailureReport failure;  // Failure
 };
 
 struct AmqpClient::Shared {

@@ -5,6 +5,9 @@
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -13,9 +16,11 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <set>
 #include <thread>
 
+#include "io/amqp_failure.hpp"
 #include "io/amqp_internal.hpp"
 #include "io/amqp_uri.hpp"
 #include "io/log.hpp"
@@ -38,9 +43,25 @@ timeval timeval_of(int ms) {
   return timeval{ms / 1000, static_cast<suseconds_t>(ms % 1000) * 1000};
 }
 
-// "what: why" for an RPC reply that is not normal; `code` gets the broker's reply code (or 0).
-std::string reply_error(const amqp_rpc_reply_t& r, const char* what, int& code) {
+// The first verification error of the broker's certificate in this thread's TLS handshake
+// (rabbitmq-c leaves the verify mode at none and checks the result after the handshake: this
+// callback only watches).
+thread_local int t_verify_error = X509_V_OK;
+
+int watch_verify(int ok, X509_STORE_CTX* store) {
+  if (ok == 0 && t_verify_error == X509_V_OK) t_verify_error = X509_STORE_CTX_get_error(store);
+  return ok;
+}
+
+// "what: why" for an RPC reply that is not normal; `code` gets the broker's reply code (or 0),
+// `attempt` (when given) the library status and the broker's words.
+std::string reply_error(const amqp_rpc_reply_t& r, const char* what, int& code,
+                        AmqpAttempt* attempt = nullptr) {
   code = 0;
+  if (attempt != nullptr) {
+    attempt->what = what;
+    attempt->status = r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? r.library_error : 0;
+  }
   switch (r.reply_type) {
     case AMQP_RESPONSE_NORMAL:
       return {};
@@ -54,12 +75,14 @@ std::string reply_error(const amqp_rpc_reply_t& r, const char* what, int& code) 
   if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
     const auto* m = static_cast<const amqp_connection_close_t*>(r.reply.decoded);
     code = m->reply_code;
+    if (attempt != nullptr) attempt->reply_text = text_of(m->reply_text);
     return std::string(what) + ": the broker closed the connection (" +
            std::to_string(m->reply_code) + " " + text_of(m->reply_text) + ")";
   }
   if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
     const auto* m = static_cast<const amqp_channel_close_t*>(r.reply.decoded);
     code = m->reply_code;
+    if (attempt != nullptr) attempt->reply_text = text_of(m->reply_text);
     return std::string(what) + ": the broker closed the channel (" + std::to_string(m->reply_code) +
            " " + text_of(m->reply_text) + ")";
   }
@@ -73,7 +96,9 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
+  // "" when the session consumes; else why not, with `attempt_` saying how.
   std::string open(const AmqpUri& uri);
+  const AmqpAttempt& attempt() const { return attempt_; }
   // Serves until the connection fails (returns why) or stop was requested and the flush ended
   // (returns "").
   std::string run();
@@ -81,10 +106,13 @@ class Session {
  private:
   std::string check(const char* what) {
     int code = 0;
-    std::string e = reply_error(amqp_get_rpc_reply(conn_), what, code);
+    std::string e = reply_error(amqp_get_rpc_reply(conn_), what, code, &attempt_);
+    attempt_.reply_code = code;
     if (code == AMQP_INTERNAL_ERROR) s_.broker_internal_errors++;
     return e;
   }
+  std::string open_socket(const AmqpUri& uri);
+  std::string login(const AmqpUri& uri);
   std::string declare();
   std::string declare_queue(const std::string& name, const std::vector<std::string>& keys);
   std::string steer_jobs();
@@ -109,6 +137,8 @@ class Session {
   std::uint64_t id_;
   amqp_connection_state_t conn_ = nullptr;
   bool closed_by_broker_ = false;
+  bool logged_in_ = false;  // worth a connection.close when closing
+  AmqpAttempt attempt_;
   bool jobs_asked_ = false;           // the last jobs_queue method sent was basic.consume
   std::deque<AmqpCommand> pending_;   // taken from the shared queue, in order
   std::vector<AmqpCommand> written_;  // publishes written, to hand back as spares
@@ -118,29 +148,75 @@ class Session {
   Clock::time_point last_rx_ = Clock::now();
 };
 
-std::string Session::open(const AmqpUri& uri) {
-  conn_ = amqp_new_connection();
-  if (conn_ == nullptr) return "out of memory";
+// The TCP (or TLS, verified against amqp.ca_file or the system's CAs) connection.
+std::string Session::open_socket(const AmqpUri& uri) {
+  attempt_.stage = AmqpAttempt::Stage::Connect;
   amqp_socket_t* socket = uri.tls ? amqp_ssl_socket_new(conn_) : amqp_tcp_socket_new(conn_);
   if (socket == nullptr) return "cannot make a socket";
+  if (uri.tls) {
+    std::string ca = o_.ca_file;
+    if (ca.empty() && ::access(X509_get_default_cert_file(), R_OK) == 0) {
+      ca = X509_get_default_cert_file();
+    }
+    if (!ca.empty()) {
+      if (int rc = amqp_ssl_socket_set_cacert(socket, ca.c_str()); rc != AMQP_STATUS_OK) {
+        attempt_.tls_files = true;
+        attempt_.status = rc;
+        return "load the CA certificates " + ca + ": " + amqp_error_string2(rc);
+      }
+    }
+    // OpenSSL checks the host (a DNS name or an IP address) as part of the chain: rabbitmq-c
+    // 0.11's own check reads DNS names only, so it refuses a certificate for an IP address.
+    auto* ctx = static_cast<SSL_CTX*>(amqp_ssl_socket_get_context(socket));
+    if (ctx == nullptr) return "cannot make a TLS context";
+    amqp_ssl_socket_set_verify_hostname(socket, 0);
+    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
+    if (X509_VERIFY_PARAM_set1_ip_asc(param, uri.host.c_str()) != 1 &&
+        X509_VERIFY_PARAM_set1_host(param, uri.host.c_str(), 0) != 1) {
+      return "cannot check the host " + uri.host + " of the broker's certificate";
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, watch_verify);
+  }
   timeval timeout = timeval_of(o_.connect_timeout_ms);
   amqp_set_handshake_timeout(conn_, &timeout);
   amqp_set_rpc_timeout(conn_, &timeout);
+  t_verify_error = X509_V_OK;
   if (int rc = amqp_socket_open_noblock(socket, uri.host.c_str(), uri.port, &timeout); rc != 0) {
-    return "connect to " + uri.host + ":" + std::to_string(uri.port) + ": " +
-           amqp_error_string2(rc);
+    attempt_.status = rc;
+    attempt_.what = "connect to " + uri.host + ":" + std::to_string(uri.port);
+    if (t_verify_error != X509_V_OK) {
+      attempt_.verify_code = t_verify_error;
+      attempt_.verify_error = X509_verify_cert_error_string(t_verify_error);
+    }
+    return attempt_.what + ": " + amqp_error_string2(rc);
   }
+  return {};
+}
+
+std::string Session::login(const AmqpUri& uri) {
+  attempt_.stage = AmqpAttempt::Stage::Login;
   const std::string& password = o_.password.empty() ? uri.password : o_.password;
   int code = 0;
   std::string e =
       reply_error(amqp_login(conn_, uri.vhost.c_str(), 0, 131072, o_.heartbeat_s,
                              AMQP_SASL_METHOD_PLAIN, uri.user.c_str(), password.c_str()),
-                  "login", code);
+                  "login", code, &attempt_);
+  attempt_.reply_code = code;
   if (!e.empty()) return e + " (user " + uri.user + ", vhost " + uri.vhost + ")";
+  logged_in_ = true;
+  attempt_.stage = AmqpAttempt::Stage::Setup;
+  return {};
+}
+
+std::string Session::open(const AmqpUri& uri) {
+  conn_ = amqp_new_connection();
+  if (conn_ == nullptr) return "out of memory";
+  if (std::string e = open_socket(uri); !e.empty()) return e;
+  if (std::string e = login(uri); !e.empty()) return e;
   amqp_channel_open(conn_, kChannel);
-  if (e = check("channel.open"); !e.empty()) return e;
+  if (std::string e = check("channel.open"); !e.empty()) return e;
   amqp_confirm_select(conn_, kChannel);
-  if (e = check("confirm.select"); !e.empty()) return e;
+  if (std::string e = check("confirm.select"); !e.empty()) return e;
   return declare();
 }
 
@@ -287,7 +363,7 @@ std::string Session::send(AmqpCommand& c) {
   s_.publishes++;
   s_.confirms_pending = unconfirmed_.size();
   if (left < o_.max_queued_bytes / 2 && s_.want_writable.exchange(false)) {
-    s_.post({AmqpEvent::Kind::Written, {}, {}});
+    s_.post({AmqpEvent::Kind::Written, {}, {}, {}});
   }
   return {};
 }
@@ -412,7 +488,8 @@ std::string Session::settle() {
 
 void Session::close() {
   if (conn_ == nullptr) return;
-  if (!closed_by_broker_ && amqp_get_socket(conn_) != nullptr && amqp_get_sockfd(conn_) >= 0) {
+  if (logged_in_ && !closed_by_broker_ && amqp_get_socket(conn_) != nullptr &&
+      amqp_get_sockfd(conn_) >= 0) {
     amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);  // bounded by the RPC timeout
   }
   amqp_destroy_connection(conn_);
@@ -461,18 +538,35 @@ void drop_commands(AmqpClient::Shared& s) {
   s.commands.clear();
 }
 
-// One session on `uri`: "" when it ended because stop was requested, else why it ended.
-std::string serve(AmqpClient::Shared& s, const std::string& uri, std::uint64_t id,
-                  std::string& last_up) {
-  std::string why;
+struct Served {
+  bool up = false;            // a session consumed (and has ended)
+  std::string why;            // "" : stop was requested
+  AmqpFailureReport failure;  // when !up: why the attempt failed
+};
+
+AmqpFailureReport classify(const AmqpClient::Shared& s, const std::string& uri,
+                           const Expected<AmqpUri>& parsed, const AmqpAttempt& attempt,
+                           const std::string& why) {
+  AmqpAttemptContext context{uri, parsed ? parsed->user : "", parsed ? parsed->vhost : "",
+                             s.options.ca_file};
+  if (!parsed) return {AmqpFailure::Other, false, amqp_uri_without_password(uri), why};
+  return classify_amqp_failure(attempt, context);
+}
+
+// One session on `uri`, from the connection attempt to its end.
+Served serve(AmqpClient::Shared& s, const std::string& uri, std::uint64_t id,
+             std::string& last_up) {
+  Served out;
   {
     Session session(s, id);
     auto parsed = parse_amqp_uri(uri);
-    why = parsed ? session.open(*parsed) : parsed.error().message();
-    if (!why.empty()) {
+    out.why = parsed ? session.open(*parsed) : parsed.error().message();
+    if (!out.why.empty()) {
       s.connect_failures++;
-      return why;
+      out.failure = classify(s, uri, parsed, session.attempt(), out.why);
+      return out;
     }
+    out.up = true;
     if (!last_up.empty() && last_up != uri) s.failovers++;
     last_up = uri;
     s.sessions++;
@@ -481,15 +575,39 @@ std::string serve(AmqpClient::Shared& s, const std::string& uri, std::uint64_t i
       s.uri = uri;
     }
     s.session = id;
-    s.post({AmqpEvent::Kind::Up, {}, {}});
-    why = session.run();
+    s.post({AmqpEvent::Kind::Up, {}, {}, {}});
+    out.why = session.run();
     s.session = 0;
   }
   drop_commands(s);
-  if (why.empty()) return {};
-  s.post({AmqpEvent::Kind::Down, {}, why});
-  return why;
+  if (!out.why.empty()) s.post({AmqpEvent::Kind::Down, {}, out.why, {}});
+  return out;
 }
+
+// The failures of attempts since the last session: each reported once, and a permanent verdict
+// only once every URI failed permanently in a row (a node refusing while another may accept is
+// that node's problem: retried).
+class FailureBook {
+ public:
+  explicit FailureBook(std::size_t uris) : refused_(uris, false) {}
+  void up() {
+    std::fill(refused_.begin(), refused_.end(), false);
+    reported_.clear();
+  }
+  // The report to post, or nothing when it was reported already.
+  std::optional<AmqpFailureReport> failed(std::size_t index, AmqpFailureReport r) {
+    refused_[index] = r.permanent;
+    r.permanent = std::all_of(refused_.begin(), refused_.end(), [](bool b) { return b; });
+    if (r.permanent && refused_.size() > 1) r.message += " (and every other URI in amqp.uris)";
+    // One final verdict per outage (with several URIs, each one's refusal would repeat it).
+    if (!reported_.insert(r.permanent ? std::string("!") : r.message).second) return std::nullopt;
+    return r;
+  }
+
+ private:
+  std::vector<bool> refused_;
+  std::set<std::string> reported_;
+};
 
 }  // namespace
 
@@ -500,34 +618,33 @@ void run_amqp_sessions(AmqpClient::Shared& s) {
   std::size_t failed_in_round = 0;
   int backoff = o.backoff_min_ms;
   std::string last_up;
-  std::string last_error;
+  FailureBook book(o.uris.size());
   for (;;) {
     {
       std::lock_guard lock(s.mu);
       if (s.stop_requested) break;
     }
     const std::string& uri = o.uris[index];
-    const std::uint64_t before = s.sessions;
-    const std::string why = serve(s, uri, ++id, last_up);
-    if (s.sessions != before) {  // it was up: start a fresh round
-      if (why.empty()) break;
-      LOG_WARN(kTag, "session on %s ended: %s; failing over", uri.c_str(), why.c_str());
+    Served served = serve(s, uri, ++id, last_up);
+    if (served.up) {  // start a fresh round
+      if (served.why.empty()) break;
+      LOG_WARN(kTag, "session on %s ended: %s; failing over",
+               amqp_uri_without_password(uri).c_str(), served.why.c_str());
       failed_in_round = 0;
       backoff = o.backoff_min_ms;
-      last_error.clear();
-    } else if (why != last_error) {  // once per cause
-      LOG_WARN(kTag, "%s: %s; retrying", uri.c_str(), why.c_str());
-      last_error = why;
+      book.up();
+    } else if (auto report = book.failed(index, std::move(served.failure))) {
+      s.post({AmqpEvent::Kind::Failure, {}, {}, std::move(*report)});
     }
     index = (index + 1) % o.uris.size();
-    if (s.sessions == before && ++failed_in_round >= o.uris.size()) {
+    if (!served.up && ++failed_in_round >= o.uris.size()) {
       failed_in_round = 0;
       if (wait_or_stop(s, backoff)) break;
       backoff = std::min(backoff * 2, o.backoff_max_ms);
     }
   }
   drop_commands(s);
-  s.post({AmqpEvent::Kind::Stopped, {}, {}});
+  s.post({AmqpEvent::Kind::Stopped, {}, {}, {}});
 }
 
 }  // namespace chunkd::io

@@ -21,6 +21,7 @@ class ConfigClusterTest : public ::testing::Test {
     std::ofstream(dir_ + "/creds") << "[default]\naws_access_key_id = A\naws_secret_access_key = "
                                       "s\n";
     std::ofstream(dir_ + "/amqp-password") << "rabbit\n";
+    std::ofstream(dir_ + "/amqp-ca.crt") << "-----BEGIN CERTIFICATE-----\n";
   }
   void TearDown() override {
     std::error_code ignored;
@@ -57,7 +58,7 @@ TEST_F(ConfigClusterTest, EveryKeyRead) {
   auto c = parse(shared_bucket() +
                  "[amqp]\nuris = [\"amqp://chunkd@127.0.0.1:5672/\", \"amqps://h2/vh\"]\n"
                  "password_file = \"amqp-password\"\nqueue = \"q\"\nexchange = \"x\"\n"
-                 "jobs_queue = \"jq\"\n"
+                 "jobs_queue = \"jq\"\nca_file = \"amqp-ca.crt\"\n"
                  "prefetch = 64\ndelivery_limit = 3\n"
                  "[registry]\nurl = \"postgresql://chunkd@127.0.0.1:5432/chunkd\"\n"
                  "[mqtt]\ntopic_prefix = \"fleet/things\"\n");
@@ -68,6 +69,7 @@ TEST_F(ConfigClusterTest, EveryKeyRead) {
   EXPECT_EQ(a.uris[1], "amqps://h2/vh");
   EXPECT_EQ(a.password_file, dir_ + "/amqp-password");
   EXPECT_EQ(a.password, "rabbit");
+  EXPECT_EQ(a.ca_file, dir_ + "/amqp-ca.crt");
   EXPECT_EQ(a.queue, "q");
   EXPECT_EQ(a.exchange, "x");
   EXPECT_EQ(a.jobs_queue, "jq");
@@ -88,6 +90,7 @@ TEST_F(ConfigClusterTest, AmqpDefaults) {
   EXPECT_EQ(c->cluster.amqp.prefetch, 256u);
   EXPECT_EQ(c->cluster.amqp.delivery_limit, 5u);
   EXPECT_EQ(c->cluster.amqp.password, "");
+  EXPECT_EQ(c->cluster.amqp.ca_file, "") << "the system's CAs";
 }
 
 TEST_F(ConfigClusterTest, BadAmqpValuesNameTheKey) {
@@ -107,6 +110,8 @@ TEST_F(ConfigClusterTest, BadAmqpValuesNameTheKey) {
       error_of(uris + "exchange = \"" + std::string(256, 'x') + "\"\n").rfind("amqp.exchange:", 0),
       0u);
   EXPECT_EQ(error_of(uris + "password_file = \"missing\"\n").rfind("amqp.password_file:", 0), 0u);
+  EXPECT_EQ(error_of(uris + "ca_file = \"missing.crt\"\n").rfind("amqp.ca_file:", 0), 0u);
+  EXPECT_EQ(error_of(uris + "ca_file = \".\"\n").rfind("amqp.ca_file:", 0), 0u);
   EXPECT_NE(error_of(uris + "nope = 1\n").find("amqp.nope"), std::string::npos);
 }
 

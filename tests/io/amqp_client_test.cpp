@@ -21,6 +21,8 @@ using chunkd::io::AmqpClient;
 using chunkd::io::AmqpClientOptions;
 using chunkd::io::AmqpCommand;
 using chunkd::io::AmqpDelivery;
+using chunkd::io::AmqpFailure;
+using chunkd::io::AmqpFailureReport;
 using chunkd::test::RabbitNode;
 using chunkd::test::run_until;
 
@@ -69,7 +71,20 @@ class AmqpClientTest : public ::testing::Test {
     clients_.push_back(std::make_unique<AmqpClient>(
         &loop_, std::move(o), [this](AmqpDelivery&& d) { deliveries_.push_back(std::move(d)); },
         [this](bool up, std::string_view why) { states_.emplace_back(up, std::string(why)); }));
+    clients_.back()->on_failure([this](const AmqpFailureReport& r) { failures_.push_back(r); });
     return *clients_.back();
+  }
+
+  // A user `name` with `password` and every right on vhost "/".
+  void add_user(const std::string& name, const std::string& password) {
+    std::string out;
+    node_->ctl({"delete_user", name}, out);
+    ASSERT_EQ(node_->ctl({"add_user", name, password}, out), 0) << out;
+    ASSERT_EQ(node_->ctl({"set_permissions", "-p", "/", name, ".*", ".*", ".*"}, out), 0) << out;
+  }
+  std::string uri_of(const std::string& user, const std::string& host = "127.0.0.1",
+                     const std::string& vhost = "%2f") {
+    return "amqp://" + user + "@" + host + ":" + std::to_string(node_->amqp_port()) + "/" + vhost;
   }
 
   void stop(AmqpClient& c) {
@@ -99,6 +114,7 @@ class AmqpClientTest : public ::testing::Test {
   std::vector<std::unique_ptr<AmqpClient>> clients_;
   std::vector<AmqpDelivery> deliveries_;
   std::vector<std::pair<bool, std::string>> states_;
+  std::vector<AmqpFailureReport> failures_;
 };
 
 RabbitNode* AmqpClientTest::node_ = nullptr;
@@ -318,6 +334,80 @@ TEST_F(AmqpClientTest, ReconnectsAfterTheNodeRestarts) {
   ASSERT_EQ(c.publish("test.q.restart.x", {{bytes_of("x")}}), AmqpClient::PublishResult::Ok);
   ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 1; }))
       << "the durable queue is consumed again";
+}
+
+// RabbitMQ 3.10 answers a wrong password with connection.close 403 (rabbitmq-c announces
+// authentication_failure_close): a permanent verdict, reported once however often it is retried;
+// the client keeps retrying and logs in once the password is right.
+TEST_F(AmqpClientTest, ARefusedLoginIsReportedOnceAsPermanentAndRetried) {
+  add_user("login-test", "right");
+  AmqpClientOptions o = options("q.login");
+  o.uris = {uri_of("login-test")};
+  o.password = "wrong";
+  o.backoff_max_ms = 100;
+  AmqpClient& c = make(o);
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.stats().connect_failures >= 4; }));
+  ASSERT_EQ(failures_.size(), 1u) << failures_.back().message;
+  const AmqpFailureReport& r = failures_[0];
+  EXPECT_EQ(r.cause, AmqpFailure::LoginRefused) << r.message;
+  EXPECT_TRUE(r.permanent);
+  EXPECT_EQ(r.uri, o.uris[0]);
+  EXPECT_NE(r.message.find(o.uris[0] + ": the broker refused the login of user login-test (403 "),
+            std::string::npos)
+      << r.message;
+  EXPECT_FALSE(c.connected());
+  std::string out;
+  ASSERT_EQ(node_->ctl({"change_password", "login-test", "wrong"}, out), 0) << out;
+  ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); }));
+  EXPECT_EQ(failures_.size(), 1u);
+}
+
+TEST_F(AmqpClientTest, AnUnknownVhostIsPermanent) {
+  AmqpClientOptions o = options("q.vhost");
+  o.uris = {uri_of("guest", "127.0.0.1", "no-such-vhost")};
+  AmqpClient& c = make(o);
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return !failures_.empty(); }));
+  EXPECT_EQ(failures_[0].cause, AmqpFailure::VhostRefused) << failures_[0].message;
+  EXPECT_TRUE(failures_[0].permanent);
+  EXPECT_NE(failures_[0].message.find("vhost \"no-such-vhost\""), std::string::npos)
+      << failures_[0].message;
+}
+
+// A permanent verdict needs every URI to refuse: a node that refuses while another is only
+// unreachable (it may come up and accept) is retried; when all refuse, the verdict is final.
+TEST_F(AmqpClientTest, APermanentVerdictNeedsEveryUriToRefuse) {
+  add_user("login-both", "right");
+  const std::uint16_t dead = chunkd::test::pick_free_port();  // nothing listens there
+  AmqpClientOptions mixed = options("q.mixed");
+  mixed.uris = {"amqp://login-both@127.0.0.1:" + std::to_string(dead) + "/%2f",
+                uri_of("login-both")};
+  mixed.password = "wrong";
+  mixed.backoff_max_ms = 100;
+  AmqpClient& m = make(mixed);
+  ASSERT_TRUE(m.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return m.stats().connect_failures >= 6; }));
+  ASSERT_EQ(failures_.size(), 2u);
+  for (const AmqpFailureReport& r : failures_) EXPECT_FALSE(r.permanent) << r.message;
+  EXPECT_EQ(failures_[0].cause, AmqpFailure::Unreachable) << failures_[0].message;
+  EXPECT_EQ(failures_[1].cause, AmqpFailure::LoginRefused) << failures_[1].message;
+  stop(m);
+  failures_.clear();
+
+  AmqpClientOptions both = mixed;
+  both.uris = {uri_of("login-both"), uri_of("login-both", "localhost")};
+  AmqpClient& b = make(both);
+  ASSERT_TRUE(b.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return b.stats().connect_failures >= 6; }));
+  ASSERT_EQ(failures_.size(), 2u);
+  EXPECT_FALSE(failures_[0].permanent) << "the other URI was not tried yet";
+  EXPECT_TRUE(failures_[1].permanent) << failures_[1].message;
+  EXPECT_NE(failures_[1].message.find(both.uris[1] + ": the broker refused the login"),
+            std::string::npos)
+      << failures_[1].message;
+  EXPECT_NE(failures_[1].message.find("(and every other URI in amqp.uris)"), std::string::npos)
+      << failures_[1].message;
 }
 
 }  // namespace

@@ -113,6 +113,16 @@ std::string RabbitNode::amqp_uri() const {
   return "amqp://guest@127.0.0.1:" + std::to_string(amqp_port_) + "/%2f";
 }
 
+void RabbitNode::enable_tls(std::string ca_file, std::string cert_file, std::string key_file) {
+  tls_files_[0] = std::move(ca_file);
+  tls_files_[1] = std::move(cert_file);
+  tls_files_[2] = std::move(key_file);
+}
+
+std::string RabbitNode::amqps_uri(const std::string& host) const {
+  return "amqps://guest@" + host + ":" + std::to_string(amqps_port_) + "/%2f";
+}
+
 std::string RabbitNode::mqtt_uri() const { return "tcp://127.0.0.1:" + std::to_string(mqtt_port_); }
 
 std::string RabbitNode::log() const { return read_file(log_path_) + read_file(log_path_ + ".out"); }
@@ -140,6 +150,15 @@ bool RabbitNode::prepare() {
        << "mqtt.allow_anonymous = true\n"
        << "loopback_users = none\n"
        << "disk_free_limit.absolute = 1MB\n";
+  if (!tls_files_[0].empty()) {
+    amqps_port_ = pick_free_port();
+    conf << "listeners.ssl.1 = 127.0.0.1:" << amqps_port_ << "\n"
+         << "ssl_options.cacertfile = " << tls_files_[0] << "\n"
+         << "ssl_options.certfile = " << tls_files_[1] << "\n"
+         << "ssl_options.keyfile = " << tls_files_[2] << "\n"
+         << "ssl_options.verify = verify_none\n"
+         << "ssl_options.fail_if_no_peer_cert = false\n";
+  }
   conf.close();
   if (!conf) error_ = "cannot write " + conf_path_;
   return static_cast<bool>(conf);
@@ -186,7 +205,10 @@ bool RabbitNode::wait_ready(int timeout_ms) {
       error_ = "rabbitmq-server exited during start-up: " + log();
       return false;
     }
-    if (port_accepts(amqp_port_) && port_accepts(mqtt_port_)) return true;
+    if (port_accepts(amqp_port_) && port_accepts(mqtt_port_) &&
+        (amqps_port_ == 0 || port_accepts(amqps_port_))) {
+      return true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   error_ = "RabbitMQ did not accept AMQP and MQTT within " + std::to_string(timeout_ms) +

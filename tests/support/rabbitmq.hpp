@@ -20,7 +20,10 @@
 //   with epmd started first: setsid epmd -port <ERL_EPMD_PORT> -address 127.0.0.1
 //   enabled_plugins: [rabbitmq_mqtt].
 //   <name>.conf: listeners.tcp.1 = 127.0.0.1:<amqp>, mqtt.listeners.tcp.1 = 127.0.0.1:<mqtt>,
-//     mqtt.allow_anonymous = true, loopback_users = none, disk_free_limit.absolute = 1MB.
+//     mqtt.allow_anonymous = true, loopback_users = none, disk_free_limit.absolute = 1MB;
+//     with enable_tls(): listeners.ssl.1 = 127.0.0.1:<amqps>, ssl_options.cacertfile,
+//     ssl_options.certfile, ssl_options.keyfile, ssl_options.verify = verify_none,
+//     ssl_options.fail_if_no_peer_cert = false.
 // Ready when both ports accept (about 10 s on 2 cores). rabbitmqctl runs with the same env.
 //
 // Usage:
@@ -59,6 +62,13 @@ class RabbitNode {
   void kill9();
   bool running() const { return pid_ > 0; }
 
+  // Adds an AMQPS listener (TLS, no client certificates asked) with these PEM files: the CA
+  // chain, the node's certificate and key. Call before the first start().
+  void enable_tls(std::string ca_file, std::string cert_file, std::string key_file);
+  std::uint16_t amqps_port() const { return amqps_port_; }
+  std::string amqps_uri(
+      const std::string& host = "127.0.0.1") const;  // amqps://guest@host:port/%2f
+
   std::uint16_t amqp_port() const { return amqp_port_; }
   std::uint16_t mqtt_port() const { return mqtt_port_; }
   std::string amqp_uri() const;  // "amqp://guest@127.0.0.1:<port>/%2f"
@@ -84,6 +94,8 @@ class RabbitNode {
   std::string conf_path_;
   std::string log_path_;
   std::uint16_t amqp_port_ = 0;
+  std::uint16_t amqps_port_ = 0;  // 0: no TLS listener
+  std::string tls_files_[3];      // ca, cert, key
   std::uint16_t mqtt_port_ = 0;
   std::uint16_t dist_port_ = 0;
   pid_t pid_ = -1;  // the process group leader (setsid)
