@@ -33,8 +33,7 @@ TEST(AmqpCluster, KillNineOfOneNodeOfThreeLetsDevicesOnTheOthersComplete) {
   TestDaemon daemon(cluster.node(1).mqtt_uri());  // [mqtt] is not used with [amqp]
   const std::string bucket = daemon.add_bucket("fw");
   const std::string credentials = daemon.dir() + "/s3-credentials";
-  write_file(credentials, "[default]\naws_access_key_id = " + s3.key_id() +
-                              "\naws_secret_access_key = " + s3.secret() + "\n");
+  write_file(credentials, s3.credentials_ini());
   daemon.set("storage", "content_bucket", "\"shared\"");
   daemon.set_extra_toml(
       "[amqp]\nuris = [" + TestDaemon::quote(cluster.node(0).amqp_uri()) + ", " +

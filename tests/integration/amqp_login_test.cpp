@@ -61,8 +61,7 @@ class AmqpLogin : public ::testing::Test {
       s.error = s.s3.error();
     } else if (s.dir = make_temp_dir("amqp-login", s.error); !s.dir.empty()) {
       s.credentials = s.dir + "/s3-credentials";
-      write_file(s.credentials, "[default]\naws_access_key_id = " + s.s3.key_id() +
-                                    "\naws_secret_access_key = " + s.s3.secret() + "\n");
+      write_file(s.credentials, s.s3.credentials_ini());
       std::string out;
       if (s.node.ctl({"add_user", "chunkd", "right"}, out) != 0 ||
           s.node.ctl({"set_permissions", "-p", "/", "chunkd", ".*", ".*", ".*"}, out) != 0) {

@@ -54,8 +54,7 @@ class SharedRegistry : public ::testing::Test {
     s.dir = make_temp_dir("shared-registry", s.error);
     if (s.dir.empty()) return;
     s.credentials = s.dir + "/s3-credentials";
-    write_file(s.credentials, "[default]\naws_access_key_id = " + s.s3.key_id() +
-                                  "\naws_secret_access_key = " + s.s3.secret() + "\n");
+    write_file(s.credentials, s.s3.credentials_ini());
   }
   static void TearDownTestSuite() {
     if (servers != nullptr && !servers->dir.empty()) std::filesystem::remove_all(servers->dir);

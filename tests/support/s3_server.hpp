@@ -73,6 +73,11 @@ class TestS3Server {
   std::uint16_t port() const { return port_; }
   const std::string& key_id() const { return key_id_; }
   const std::string& secret() const { return secret_; }
+  // A shared-credentials file's text whose [default] profile is this server's key.
+  std::string credentials_ini() const {
+    return "[default]\naws_access_key_id = " + key_id_ + "\naws_secret_access_key = " + secret_ +
+           "\n";
+  }
   const std::string& error() const { return error_; }
   std::string log() const;
 
