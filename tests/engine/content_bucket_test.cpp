@@ -273,7 +273,8 @@ TEST_F(ContentBucketTest, RefusedUploadFailsNamingTheBucketAndWritesNothing) {
 TEST_F(ContentBucketTest, UnreachableBucketFailsTheUpload) {
   IngestResult content = ingest(random_bytes(1000, 4));
   io::S3BucketOptions gone = remote();
-  gone.endpoint = "http://127.0.0.1:" + std::to_string(test::pick_free_port());
+  const test::ClosedPort closed;
+  gone.endpoint = "http://127.0.0.1:" + std::to_string(closed.port());
   gone.retries = 0;
   other_ = make_bucket(gone);
   Outcome out = upload(*other_, content);

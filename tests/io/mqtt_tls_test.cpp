@@ -255,7 +255,8 @@ TEST_P(MqttTlsTest, TransientCausesAreReportedOnceAndRetried) {
 
   pool_.reset();
   reports_.clear();
-  const std::uint16_t closed = chunkd::test::pick_free_port();
+  const chunkd::test::ClosedPort closed_port;
+  const std::uint16_t closed = closed_port.port();
   start_pool(options("tcp://127.0.0.1:" + std::to_string(closed)));
   r = expect_reported_once(MqttFailure::Unreachable);
   EXPECT_TRUE(has(r.message, "cannot reach the broker at tcp://127.0.0.1:" +

@@ -14,6 +14,21 @@ namespace chunkd::test {
 std::string errno_text(const char* what);
 // Binds port 0 on 127.0.0.1, reads the port the kernel chose, closes the socket (0 on failure).
 std::uint16_t pick_free_port();
+// A loopback port held bound but not listening while the object lives: a connection to it is
+// refused at once, and no other process can take the port meanwhile (as one could take a port
+// pick_free_port() gave back). port() is 0 when it could not be bound.
+class ClosedPort {
+ public:
+  ClosedPort();
+  ~ClosedPort();
+  ClosedPort(const ClosedPort&) = delete;
+  ClosedPort& operator=(const ClosedPort&) = delete;
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
 // True when something accepts TCP connections on 127.0.0.1:<port>.
 bool port_accepts(std::uint16_t port);
 // The whole file, or "" when it cannot be read.
