@@ -205,6 +205,13 @@ void AmqpTransport::finished(RequestTag tag) {
   unacked_.erase(it);
 }
 
+void AmqpTransport::requeue(RequestTag tag) {
+  auto it = unacked_.find(tag);
+  if (it == unacked_.end()) return;  // its session was lost: the broker redelivers it anyway
+  client_->requeue(it->second.session, it->second.tag);
+  unacked_.erase(it);
+}
+
 void AmqpTransport::stop(int flush_timeout_ms, std::function<void()> done) {
   client_->stop(flush_timeout_ms, std::move(done));
 }
@@ -225,12 +232,21 @@ void AmqpTransport::register_metrics(Metrics& metrics) {
   metrics.counter_fn("chunkd_amqp_failovers_total",
                      "AMQP sessions set up on another URI than the previous one.", "",
                      stat(&io::AmqpStats::failovers));
-  metrics.counter_fn("chunkd_amqp_connect_failures_total",
-                     "AMQP connection attempts that did not reach a consuming session.", "",
-                     stat(&io::AmqpStats::connect_failures));
+  for (std::size_t i = 0; i < io::kAmqpFailureCount; ++i) {
+    metrics.counter_fn(
+        "chunkd_amqp_connect_failures_total",
+        "AMQP connection attempts that did not reach a consuming session, by cause.",
+        std::string("cause=\"") + io::amqp_failure_name(static_cast<io::AmqpFailure>(i)) + "\"",
+        [this, i] { return static_cast<double>(client_->stats().failures_by_cause[i]); });
+  }
   metrics.gauge_fn("chunkd_amqp_unacked_requests",
                    "Requests delivered and not yet finished (their acks wait for them).", "",
                    [this] { return static_cast<double>(unacked_.size()); });
+  metrics.gauge_fn("chunkd_amqp_queued_bytes",
+                   "Reply bytes handed to the session, not yet written.", "",
+                   [this] { return static_cast<double>(client_->queued_bytes()); });
+  metrics.counter_fn("chunkd_amqp_publishes_total", "Replies written to the broker connection.", "",
+                     stat(&io::AmqpStats::publishes));
   metrics.gauge_fn("chunkd_amqp_confirms_pending", "Replies published, not yet confirmed.", "",
                    stat(&io::AmqpStats::confirms_pending));
   metrics.counter_fn("chunkd_amqp_acks_total", "Requests acknowledged to the broker.", "",

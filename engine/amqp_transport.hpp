@@ -82,6 +82,7 @@ class AmqpTransport final : public Transport {
   void on_writable(std::function<void()> callback) override;
   TransportStats stats() const override;
   void finished(RequestTag tag) override;
+  void requeue(RequestTag tag) override;
   void stop(int flush_timeout_ms, std::function<void()> done) override;
   // Starts (true) or cancels (false) the jobs queue's consumer (io::AmqpClient::consume_jobs);
   // nothing unless options.jobs.

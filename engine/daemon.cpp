@@ -359,7 +359,9 @@ void Daemon::Impl::amqp_failed(const io::AmqpFailureReport& report) {
   LOG_WARN(kTag, "amqp: %s; retrying", report.message.c_str());
 }
 
+// chunkd_mqtt_*: MQTT's only. With [amqp] the transport's own chunkd_amqp_* stand for them.
 void Daemon::Impl::register_transport_metrics() {
+  if (!mqtt) return;
   const auto stat = [this](std::uint64_t TransportStats::*field) {
     return
         [this, field] { return transport ? static_cast<double>(transport->stats().*field) : 0.0; };

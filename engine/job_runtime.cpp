@@ -126,12 +126,13 @@ bool JobRuntime::on_message(std::string_view topic, std::span<const std::byte> p
                             Transport::RequestTag tag) {
   if (service_) return service_->on_message(topic, payload, tag);
   if (!lease_ || !is_jobs_topic(parts_.options.topic_prefix, topic)) return false;
-  // Another instance serves jobs (or the lease changes hands): dropped, and the device asks again.
+  // Another instance serves jobs (or the lease changes hands): handed back to the jobs queue for
+  // the holder, which consumes it (this instance stopped consuming when it lost the lease).
   parts_.metrics
       .counter("chunkd_jobs_requests_total", "Jobs requests from devices, by API and result.",
                "api=\"other\",result=\"not_serving\"")
       .inc();
-  if (tag != Transport::kNoRequestTag && !closing_) parts_.transport.finished(tag);
+  if (tag != Transport::kNoRequestTag && !closing_) parts_.transport.requeue(tag);
   return true;
 }
 

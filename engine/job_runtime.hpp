@@ -13,7 +13,7 @@
 // when it loses the lease it stops consuming, closes that service (what it had not made durable
 // is dropped unanswered, and unacknowledged requests go back to the queue for the next holder)
 // and serves /jobs with 503 naming the holder until it takes the lease again. Jobs requests that
-// still arrive meanwhile are dropped (devices ask again).
+// still arrive meanwhile are handed back to the jobs queue (Transport::requeue) for the holder.
 //
 // Metrics: the service's (while serving), chunkd_jobs_lease_held (1 while this instance serves
 // jobs in a cluster), chunkd_jobs_lease_changes_total{change="acquired"|"lost"}.
@@ -71,7 +71,8 @@ class JobRuntime final : public JobsHttp {
   ~JobRuntime() override;
 
   // A device message (JobService::on_message). False when it is no jobs topic. While another
-  // instance serves jobs, a jobs request is dropped and finished (counted as result="not_serving").
+  // instance serves jobs, a jobs request is handed back (Transport::requeue: the AMQP jobs queue
+  // redelivers it to the holder) and counted as result="not_serving".
   bool on_message(std::string_view topic, std::span<const std::byte> payload,
                   Transport::RequestTag tag);
   void serve(const io::HttpRequest& request, io::HttpServer::Responder respond) override;

@@ -82,6 +82,10 @@ class Transport {
   // The engine is done with the request `tag` (see above). Every tag a handler got is finished at
   // most once; kNoRequestTag never reaches here.
   virtual void finished(RequestTag tag) { (void)tag; }
+  // The engine hands the request `tag` back unanswered, for another consumer to serve (a jobs
+  // request reaching an instance that no longer serves jobs). Counts as its finish. Transports
+  // without redelivery just finish it: the device asks again.
+  virtual void requeue(RequestTag tag) { finished(tag); }
 
   // Writes what is queued (bounded by `flush_timeout_ms`), disconnects, closes every handle, then
   // calls `done` on the loop thread.

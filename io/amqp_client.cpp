@@ -238,11 +238,20 @@ AmqpClient::PublishResult AmqpClient::publish(std::string_view routing_key,
 }
 
 void AmqpClient::finish(std::uint64_t session, std::uint64_t tag) {
+  settle(session, tag, /*requeue=*/false);
+}
+
+void AmqpClient::requeue(std::uint64_t session, std::uint64_t tag) {
+  settle(session, tag, /*requeue=*/true);
+}
+
+void AmqpClient::settle(std::uint64_t session, std::uint64_t tag, bool requeue) {
   if (!impl_->thread.joinable()) return;
   AmqpCommand c;
   c.kind = AmqpCommand::Kind::Finish;
   c.session = session;
   c.tag = tag;
+  c.requeue = requeue;
   impl_->shared->command(std::move(c));
 }
 
@@ -269,6 +278,8 @@ AmqpStats AmqpClient::stats() const {
   t.sessions = s.sessions;
   t.failovers = s.failovers;
   t.connect_failures = s.connect_failures;
+  for (std::size_t i = 0; i < kAmqpFailureCount; ++i)
+    t.failures_by_cause[i] = s.failures_by_cause[i];
   t.deliveries = s.deliveries;
   t.publishes = s.publishes;
   t.confirms = s.confirms;

@@ -57,6 +57,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -107,12 +108,13 @@ struct AmqpStats {
   std::uint64_t sessions = 0;          // sessions set up (the first one included)
   std::uint64_t failovers = 0;         // sessions set up on another URI than the previous one
   std::uint64_t connect_failures = 0;  // attempts that did not reach a consuming session
+  std::array<std::uint64_t, kAmqpFailureCount> failures_by_cause{};  // the same, by AmqpFailure
   std::uint64_t deliveries = 0;
   std::uint64_t publishes = 0;  // written to the socket
   std::uint64_t confirms = 0;   // publishes the broker acked (one ack may confirm several)
   std::uint64_t nacks = 0;      // publishes the broker nacked
   std::uint64_t acks = 0;       // deliveries acked
-  std::uint64_t requeued = 0;   // deliveries rejected with requeue (a nacked reply)
+  std::uint64_t requeued = 0;   // deliveries rejected with requeue (a nacked reply, requeue())
   std::uint64_t broker_internal_errors = 0;  // closes with 541 (see above)
   std::uint64_t confirms_pending = 0;        // gauge: written, not yet confirmed
   std::uint64_t dropped_publishes = 0;       // queued when a session ended
@@ -153,6 +155,9 @@ class AmqpClient {
                         std::span<const std::span<const std::byte>> parts);
   // The loop is done with delivery (session, tag): ack it per the rule above.
   void finish(std::uint64_t session, std::uint64_t tag);
+  // The loop hands delivery (session, tag) back unanswered: rejected with requeue, in order with
+  // the finishes, so the broker gives it to another consumer (or this one again).
+  void requeue(std::uint64_t session, std::uint64_t tag);
   // Starts (true) or cancels (false) the consumer of jobs_queue, in this session and every later
   // one. Deliveries already handed over still arrive and must be finish()ed as usual. Without a
   // jobs_queue: nothing.
@@ -171,6 +176,8 @@ class AmqpClient {
   struct Shared;  // io/amqp_internal.hpp
 
  private:
+  void settle(std::uint64_t session, std::uint64_t tag, bool requeue);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -4,6 +4,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -23,6 +24,7 @@ struct AmqpCommand {
   std::vector<std::byte> body;
   std::uint64_t session = 0;  // Finish
   std::uint64_t tag = 0;
+  bool requeue = false;  // Finish: reject with requeue, whatever the confirms say
 };
 
 struct AmqpEvent {
@@ -58,6 +60,7 @@ struct AmqpClient::Shared {
   std::atomic<std::uint64_t> sessions{0}, failovers{0}, connect_failures{0}, deliveries{0},
       publishes{0}, confirms{0}, nacks{0}, acks{0}, requeued{0}, broker_internal_errors{0},
       confirms_pending{0}, dropped_publishes{0};
+  std::array<std::atomic<std::uint64_t>, kAmqpFailureCount> failures_by_cause{};
 
   void post(AmqpEvent event);         // session thread: queue for the loop and wake it
   void command(AmqpCommand command);  // loop thread: queue for the session and wake it

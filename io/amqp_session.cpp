@@ -82,7 +82,7 @@ std::string Session::take_and_send() {
 
 std::string Session::send(AmqpCommand& c) {
   if (c.kind == AmqpCommand::Kind::Finish) {
-    if (c.session == id_) acks_.push_back({c.tag, next_seq_, false});
+    if (c.session == id_) acks_.push_back({c.tag, next_seq_, c.requeue});
     return {};
   }
   amqp_basic_properties_t props{};
@@ -305,6 +305,7 @@ Served serve(AmqpClient::Shared& s, const std::string& uri, std::uint64_t id,
     if (!out.why.empty()) {
       s.connect_failures++;
       out.failure = classify(s, uri, parsed, session.attempt(), out.why);
+      s.failures_by_cause[static_cast<std::size_t>(out.failure.cause)]++;
       return out;
     }
     out.up = true;

@@ -248,6 +248,9 @@ class FakeTransport final : public Transport {
     bool operator==(const Finished&) const = default;
   };
   std::vector<Finished> finished_tags;
+  // Records each request handed back for redelivery.
+  void requeue(RequestTag tag) override { requeued_tags.push_back(tag); }
+  std::vector<RequestTag> requeued_tags;
 
   static constexpr std::size_t kUnlimited = static_cast<std::size_t>(-1);
   std::vector<Message> messages;

@@ -116,9 +116,18 @@ class AmqpLogin : public ::testing::Test {
   }
   static std::string cert(const std::string& name) { return shared_->certs.path(name); }
 
+  // chunkd_amqp_connect_failures_total over every cause.
   double failures(TestDaemon& daemon) {
+    const std::string metrics = daemon.http().request("GET", "/metrics").body;
+    double total = 0;
+    for (const std::string& line : lines_with(metrics, "chunkd_amqp_connect_failures_total{")) {
+      total += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+    return total;
+  }
+  double failures(TestDaemon& daemon, const std::string& cause) {
     return metric_value(daemon.http().request("GET", "/metrics").body,
-                        "chunkd_amqp_connect_failures_total");
+                        "chunkd_amqp_connect_failures_total{cause=\"" + cause + "\"}");
   }
 };
 
@@ -152,7 +161,9 @@ TEST_F(AmqpLogin, AWrongPasswordAtStartUpStopsChunkdWithOneLine) {
 // come up and accept), chunkd retries and says so once per cause.
 TEST_F(AmqpLogin, ARefusalWhileAnotherUriMayAcceptIsRetried) {
   TestDaemon daemon(node().mqtt_uri());
-  const std::string dead = "amqp://chunkd@127.0.0.1:" + std::to_string(pick_free_port()) + "/%2f";
+  const ClosedPort closed;
+  ASSERT_NE(closed.port(), 0);
+  const std::string dead = "amqp://chunkd@127.0.0.1:" + std::to_string(closed.port()) + "/%2f";
   configure(daemon, "wrong", TestDaemon::quote(dead) + ", " + TestDaemon::quote(uri()));
   ASSERT_TRUE(daemon.start(/*wait_ready=*/false)) << daemon.error();
   const auto deadline = Clock::now() + std::chrono::seconds(60);
@@ -161,6 +172,8 @@ TEST_F(AmqpLogin, ARefusalWhileAnotherUriMayAcceptIsRetried) {
   }
   ASSERT_GE(failures(daemon), 6) << daemon.log();
   ASSERT_TRUE(daemon.running()) << daemon.log();
+  EXPECT_GE(failures(daemon, "login_refused"), 1) << daemon.log();
+  EXPECT_GE(failures(daemon, "unreachable"), 1) << daemon.log();
   const auto refused = lines_with(daemon.log(), "refused the login of user chunkd");
   ASSERT_EQ(refused.size(), 1u) << daemon.log();
   EXPECT_NE(refused[0].find(" warn "), std::string::npos) << refused[0];

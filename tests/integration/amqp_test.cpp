@@ -151,6 +151,9 @@ TEST_F(AmqpIntegration, ADeviceOnRabbitMqDownloadsByteExactThroughChunkd) {
   }
   EXPECT_EQ(a.metric("chunkd_amqp_connected"), 1.0);
   EXPECT_GT(a.metric("chunkd_amqp_acks_total"), 0.0);
+  EXPECT_GT(a.metric("chunkd_amqp_publishes_total"), 0.0);
+  EXPECT_GE(a.metric("chunkd_amqp_queued_bytes"), 0.0);
+  EXPECT_EQ(a.metric("chunkd_mqtt_ready"), -1.0) << "no MQTT connection to speak of";
   // Every request was finished and acknowledged once its replies were confirmed.
   for (int i = 0; i < 200 && a.metric("chunkd_amqp_unacked_requests") != 0.0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -224,6 +224,43 @@ TEST_F(AmqpClientTest, ConsumesTheJobsQueueOnlyOnDemand) {
   EXPECT_TRUE(c.stats().jobs_consuming);
 }
 
+// A jobs delivery handed back after the jobs consumer was cancelled (an instance that just lost
+// the jobs lease) is rejected with requeue and goes to the consumer that serves jobs now, not
+// back to the instance that handed it back.
+TEST_F(AmqpClientTest, ARequeuedJobsDeliveryGoesToTheNextJobsConsumer) {
+  AmqpClientOptions o = options("q.requeue");
+  o.jobs_queue = "q.requeue.jobs";
+  o.jobs_binding_keys = {"jobs.requeue.*.get"};
+  AmqpClient& a = make(o);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(run_until(&loop_, [&] { return a.connected(); })) << node_->log();
+  a.consume_jobs(true);
+  ASSERT_TRUE(run_until(&loop_, [&] { return a.stats().jobs_consuming; }));
+  ASSERT_EQ(a.publish("jobs.requeue.t.get", {{bytes_of("1")}}), AmqpClient::PublishResult::Ok);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 1; }));
+  ASSERT_TRUE(deliveries_[0].jobs);
+
+  a.consume_jobs(false);
+  a.requeue(deliveries_[0].session, deliveries_[0].tag);
+  ASSERT_TRUE(run_until(&loop_, [&] { return a.stats().requeued == 1; }));
+  ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.requeue.jobs", "messages") == "1"; }));
+  EXPECT_EQ(deliveries_.size(), 1u) << "a cancelled its consumer before it handed the request back";
+  EXPECT_EQ(a.stats().acks, 0u);
+
+  AmqpClient& b = make(o);
+  ASSERT_TRUE(b.start());
+  b.consume_jobs(true);
+  ASSERT_TRUE(run_until(&loop_, [&] { return deliveries_.size() == 2; }));
+  EXPECT_EQ(a.stats().deliveries, 1u);
+  EXPECT_EQ(b.stats().deliveries, 1u);
+  EXPECT_EQ(deliveries_[1].routing_key, "jobs.requeue.t.get");
+  EXPECT_TRUE(deliveries_[1].jobs);
+  EXPECT_TRUE(deliveries_[1].redelivered);
+  b.finish(deliveries_[1].session, deliveries_[1].tag);
+  ASSERT_TRUE(run_until(&loop_, [&] { return b.stats().acks == 1; }));
+  ASSERT_TRUE(run_until(&loop_, [&] { return queue_info("q.requeue.jobs", "messages") == "0"; }));
+}
+
 // Publishes reuse the buffers of those already written: a short body after a long one carries
 // only its own bytes (and key), and the spares stay within max_queued_bytes.
 TEST_F(AmqpClientTest, ReusedPublishBuffersCarryOnlyTheirOwnBytes) {
@@ -276,7 +313,8 @@ TEST(AmqpSpares, WrittenPublishesAreKeptWithinTheBoundLastFirst) {
 
 TEST_F(AmqpClientTest, FailsOverToTheNextUri) {
   AmqpClientOptions o = options("q.failover");
-  const std::uint16_t dead = chunkd::test::pick_free_port();  // nothing listens there
+  const chunkd::test::ClosedPort closed;  // refuses every connection
+  const std::uint16_t dead = closed.port();
   o.uris = {"amqp://guest@127.0.0.1:" + std::to_string(dead) + "/%2f", node_->amqp_uri()};
   AmqpClient& c = make(o);
   ASSERT_TRUE(c.start());
@@ -379,7 +417,8 @@ TEST_F(AmqpClientTest, AnUnknownVhostIsPermanent) {
 // unreachable (it may come up and accept) is retried; when all refuse, the verdict is final.
 TEST_F(AmqpClientTest, APermanentVerdictNeedsEveryUriToRefuse) {
   add_user("login-both", "right");
-  const std::uint16_t dead = chunkd::test::pick_free_port();  // nothing listens there
+  const chunkd::test::ClosedPort closed;  // refuses every connection
+  const std::uint16_t dead = closed.port();
   AmqpClientOptions mixed = options("q.mixed");
   mixed.uris = {"amqp://login-both@127.0.0.1:" + std::to_string(dead) + "/%2f",
                 uri_of("login-both")};
