@@ -3,6 +3,7 @@
 // file (SPEC.md §3). A config without them is the single-host daemon: MQTT, SQLite in data_dir.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -38,6 +39,10 @@ struct ClusterOptions {
   // storage.content_bucket: the name of an s3 bucket entry holding content-addressed blobs and
   // manifests every instance fills its local store from ("" when unset).
   std::string content_bucket;
+  // storage.content_bucket_uploads / _fills: digests uploading to / filling from it at once (the
+  // rest queue; engine/content_bucket.hpp).
+  std::size_t content_uploads = 4;
+  std::size_t content_fills = 4;
 
   // Several instances may run against the same state: a shared registry or a queue they compete
   // for. Such a config needs a content bucket (a local data_dir cannot be shared across hosts).

@@ -110,14 +110,28 @@ void read(const toml::table& root, Config& c, const std::string& config_dir, std
   read_registry(root, c, error);
   Section storage(root["storage"].as_table(), "storage", error);
   storage.string("content_bucket", c.cluster.content_bucket);
+  std::int64_t value = 0;
+  if (storage.integer("content_bucket_uploads", value, 1, 64)) {
+    c.cluster.content_uploads = static_cast<std::size_t>(value);
+  }
+  if (storage.integer("content_bucket_fills", value, 1, 64)) {
+    c.cluster.content_fills = static_cast<std::size_t>(value);
+  }
 }
 
 void check(const toml::table& root, Config& c, std::string& error) {
   if (!error.empty()) return;
   const ClusterOptions& cluster = c.cluster;
   const std::string& bucket = cluster.content_bucket;
+  const auto* storage = root["storage"].as_table();
+  const char* tuning = nullptr;
+  for (const char* key : {"content_bucket_uploads", "content_bucket_fills"}) {
+    if (storage != nullptr && storage->contains(key)) tuning = key;
+  }
   if (!bucket.empty() && !c.control.service.s3_buckets.contains(bucket)) {
     error = "storage.content_bucket: \"" + bucket + "\" is not an s3 bucket of [buckets]";
+  } else if (bucket.empty() && tuning != nullptr) {
+    error = std::string("storage.") + tuning + ": set without storage.content_bucket";
   } else if (cluster.shared() && bucket.empty()) {
     error = std::string(cluster.amqp.enabled ? "amqp" : "registry.url") +
             ": several instances share this config's state, so storage.content_bucket must name "

@@ -153,9 +153,13 @@ bool Daemon::Impl::open_store() {
     ContentBucketOptions options;
     options.name = shared;
     options.remote = config.control.service.s3_buckets.at(shared).remote;
+    options.max_uploads = config.cluster.content_uploads;
+    options.max_fills = config.cluster.content_fills;
     content = std::make_unique<ContentBucket>(&loop, *store, &metrics, std::move(options));
-    LOG_INFO(kTag, "content bucket: \"%s\" (%s)", shared.c_str(),
-             config.control.service.s3_buckets.at(shared).describe().c_str());
+    LOG_INFO(kTag,
+             "content bucket: \"%s\" (%s; content_bucket_uploads %zu, content_bucket_fills %zu)",
+             shared.c_str(), config.control.service.s3_buckets.at(shared).describe().c_str(),
+             config.cluster.content_uploads, config.cluster.content_fills);
   }
   // Files a stream references must be in the store; say so loudly if one is missing (with a
   // content bucket, a read fills it from there).

@@ -81,6 +81,31 @@ TEST_F(ConfigClusterTest, EveryKeyRead) {
   EXPECT_TRUE(c->cluster.shared());
 }
 
+// How many digests move to and from the content bucket at once: 4 each by default, 1..64, and
+// only with a content bucket to move them.
+TEST_F(ConfigClusterTest, ContentBucketConcurrency) {
+  // shared_bucket() with `keys` in its [storage] table.
+  const auto with = [](const std::string& keys) {
+    const std::string table = "[storage]\n";
+    return table + keys + shared_bucket().substr(table.size());
+  };
+  auto d = parse(shared_bucket());
+  ASSERT_TRUE(d) << d.error();
+  EXPECT_EQ(d->cluster.content_uploads, 4u);
+  EXPECT_EQ(d->cluster.content_fills, 4u);
+  auto c = parse(with("content_bucket_uploads = 2\ncontent_bucket_fills = 64\n"));
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_EQ(c->cluster.content_uploads, 2u);
+  EXPECT_EQ(c->cluster.content_fills, 64u);
+  EXPECT_EQ(error_of(with("content_bucket_fills = 65\n")).rfind("storage.content_bucket_fills", 0),
+            0u);
+  EXPECT_EQ(
+      error_of(with("content_bucket_uploads = 0\n")).rfind("storage.content_bucket_uploads", 0),
+      0u);
+  EXPECT_EQ(error_of("[storage]\ncontent_bucket_fills = 8\n"),
+            "storage.content_bucket_fills: set without storage.content_bucket");
+}
+
 TEST_F(ConfigClusterTest, AmqpDefaults) {
   auto c = parse(shared_bucket() + "[amqp]\nuris = [\"amqp://127.0.0.1\"]\n");
   ASSERT_TRUE(c) << c.error();

@@ -127,11 +127,15 @@ TEST_F(ContentBucket, AnInstanceWithAnEmptyDataDirServesFromTheBucket) {
   // B: nothing in its data_dir but A's registry (as a shared registry would show it).
   Stack b;
   configure(b);
+  b.daemon().set("storage", "content_bucket_fills", "1");
   fs::create_directories(b.daemon().data_dir());
   fs::copy_file(a.daemon().data_dir() + "/registry.sqlite3",
                 b.daemon().data_dir() + "/registry.sqlite3");
   ASSERT_TRUE(b.start());
   EXPECT_NE(b.daemon().log().find("will be filled from content bucket \"shared\""),
+            std::string::npos)
+      << b.daemon().log(4000);
+  EXPECT_NE(b.daemon().log().find("content_bucket_uploads 4, content_bucket_fills 1"),
             std::string::npos)
       << b.daemon().log(4000);
   EXPECT_FALSE(fs::exists(b.daemon().data_dir() + "/blobs/" + digest.substr(0, 2) + "/" + digest));
