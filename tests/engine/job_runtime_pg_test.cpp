@@ -39,9 +39,7 @@ class JobRuntimePgTest : public test::PostgresTest {
   void SetUp() override {
     PostgresTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    pg_->psql(
-        "DO $$ BEGIN IF to_regclass('jobs') IS NOT NULL THEN "
-        "TRUNCATE jobs, job_executions, job_things CASCADE; END IF; END $$");
+    empty_registry("jobs, job_executions, job_things");
   }
   void TearDown() override {
     if (!loop_open_) return;

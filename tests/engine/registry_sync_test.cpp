@@ -23,9 +23,7 @@ class RegistrySyncTest : public test::PostgresTest {
   void SetUp() override {
     PostgresTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    pg_->psql(
-        "DO $$ BEGIN IF to_regclass('streams') IS NOT NULL THEN "
-        "TRUNCATE streams CASCADE; END IF; END $$");
+    empty_registry("streams");
     other_ = open();
     mine_ = open();
     ASSERT_TRUE(other_ && mine_);

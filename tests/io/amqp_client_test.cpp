@@ -67,6 +67,15 @@ class AmqpClientTest : public ::testing::Test {
     return o;
   }
 
+  // options(queue) with a jobs queue `jobs_queue` bound with `jobs_key`.
+  AmqpClientOptions with_jobs(const std::string& queue, const std::string& jobs_queue,
+                              const std::string& jobs_key) {
+    AmqpClientOptions o = options(queue);
+    o.jobs_queue = jobs_queue;
+    o.jobs_binding_keys = {jobs_key};
+    return o;
+  }
+
   AmqpClient& make(AmqpClientOptions o) {
     clients_.push_back(std::make_unique<AmqpClient>(
         &loop_, std::move(o), [this](AmqpDelivery&& d) { deliveries_.push_back(std::move(d)); },
@@ -169,10 +178,7 @@ TEST_F(AmqpClientTest, OnlyFinishedDeliveriesAreAcknowledged) {
 // consume_jobs(true) starts its consumer, consume_jobs(false) cancels it (a delivery handed over
 // before is finished as usual, later publishes wait), and a new session keeps the wish.
 TEST_F(AmqpClientTest, ConsumesTheJobsQueueOnlyOnDemand) {
-  AmqpClientOptions o = options("q.requests");
-  o.jobs_queue = "q.jobs";
-  o.jobs_binding_keys = {"jobs.q.*.get"};
-  AmqpClient& c = make(o);
+  AmqpClient& c = make(with_jobs("q.requests", "q.jobs", "jobs.q.*.get"));
   ASSERT_TRUE(c.start());
   ASSERT_TRUE(run_until(&loop_, [&] { return c.connected(); })) << node_->log();
   EXPECT_EQ(queue_info("q.jobs", "type"), "quorum");
@@ -228,9 +234,7 @@ TEST_F(AmqpClientTest, ConsumesTheJobsQueueOnlyOnDemand) {
 // the jobs lease) is rejected with requeue and goes to the consumer that serves jobs now, not
 // back to the instance that handed it back.
 TEST_F(AmqpClientTest, ARequeuedJobsDeliveryGoesToTheNextJobsConsumer) {
-  AmqpClientOptions o = options("q.requeue");
-  o.jobs_queue = "q.requeue.jobs";
-  o.jobs_binding_keys = {"jobs.requeue.*.get"};
+  const AmqpClientOptions o = with_jobs("q.requeue", "q.requeue.jobs", "jobs.requeue.*.get");
   AmqpClient& a = make(o);
   ASSERT_TRUE(a.start());
   ASSERT_TRUE(run_until(&loop_, [&] { return a.connected(); })) << node_->log();

@@ -71,10 +71,7 @@ class JobLeasePgTest : public test::PostgresTest {
   void SetUp() override {
     PostgresTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    // A clean registry for every test (the schema stays).
-    pg_->psql(
-        "DO $$ BEGIN IF to_regclass('jobs') IS NOT NULL THEN "
-        "TRUNCATE jobs, job_executions, job_things, streams CASCADE; END IF; END $$");
+    empty_registry("jobs, job_executions, job_things, streams");
   }
 
   void TearDown() override {

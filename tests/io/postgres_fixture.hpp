@@ -33,6 +33,14 @@ class PostgresTest : public ::testing::Test {
     loop_open_ = true;
   }
 
+  // A clean registry for the next test, the schema kept: TRUNCATE `tables` (a list, the first one
+  // checked: the first test of a suite finds no schema yet).
+  static void empty_registry(const std::string& tables) {
+    const std::string first = tables.substr(0, tables.find(','));
+    pg_->psql("DO $$ BEGIN IF to_regclass('" + first + "') IS NOT NULL THEN TRUNCATE " + tables +
+              " CASCADE; END IF; END $$");
+  }
+
   // Runs what is left on the loop, then requires it to close (no handle leaked).
   void close_loop() {
     uv_run(&loop_, UV_RUN_DEFAULT);

@@ -27,10 +27,7 @@ class RegistryPgTest : public test::PostgresTest {
   void SetUp() override {
     PostgresTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    // A clean registry for every test (the schema stays).
-    pg_->psql(
-        "DO $$ BEGIN IF to_regclass('streams') IS NOT NULL THEN "
-        "TRUNCATE streams CASCADE; END IF; END $$");
+    empty_registry("streams");
   }
 
   void TearDown() override {
