@@ -1,6 +1,7 @@
-// The fixture of the HttpServer tests (http_server_test.cpp, http_limits_test.cpp): the server's
-// loop runs on its own thread (LoopThread); the test thread talks HTTP to it with the blocking
-// test client and hands work to the loop thread with post()/call().
+// The fixture of the HttpServer tests (http_server_test.cpp, http_protocol_test.cpp,
+// http_connections_test.cpp, http_limits_test.cpp): the server's loop runs on its own thread
+// (LoopThread); the test thread talks HTTP to it with the blocking test client and hands work to
+// the loop thread with post()/call().
 #pragma once
 
 #include <gtest/gtest.h>
