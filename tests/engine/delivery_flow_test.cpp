@@ -1,7 +1,6 @@
 // How requests flow through delivery (engine/delivery.hpp) into a FakeTransport: the per-thing
 // queue bound and throttling, replies queued in order, stop (new requests refused, started
-// downloads finished), Transport::finished after each request's last reply, and how
-// MqttTransport maps the publisher pool's results.
+// downloads finished), and Transport::finished after each request's last reply.
 #include <uv.h>
 
 #include <cstddef>
@@ -9,7 +8,6 @@
 #include <vector>
 
 #include "engine/delivery.hpp"
-#include "engine/mqtt_transport.hpp"
 #include "protocol/device.hpp"
 #include "tests/engine/delivery_fixture.hpp"
 
@@ -150,14 +148,6 @@ TEST_F(DeliveryTest, AThrottledRequestIsFinishedAtOnceAndAStoppedOneNever) {
   delivery_->on_message(request_topic("dev", "fw", protocol::Verb::Describe, Format::Json), {}, 33);
   EXPECT_EQ(transport_.finished_tags.size(), 2u) << "a stopping instance leaves it to the broker";
   delivery_.reset();
-}
-
-TEST(MqttTransportTest, MapsEveryPoolResult) {
-  using R = Transport::SendResult;
-  EXPECT_EQ(MqttTransport::map(io::PublishResult::Ok), R::Ok);
-  EXPECT_EQ(MqttTransport::map(io::PublishResult::Backpressure), R::Backpressure);
-  EXPECT_EQ(MqttTransport::map(io::PublishResult::NotConnected), R::NotConnected);
-  EXPECT_EQ(MqttTransport::map(io::PublishResult::Error), R::Error);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // MqttTransport's channels against a real broker (Mosquitto, started on a free loopback port):
 // a channel is one pool connection, and a connection that refused stops being writable() until
-// it drained to where the pool fires on_writable, while the other connections stay writable.
+// it drained to where the pool fires on_writable, while the other connections stay writable;
+// and how the pool's publish results map to the transport's.
 #include "engine/mqtt_transport.hpp"
 
 #include <gtest/gtest.h>
@@ -57,6 +58,14 @@ class MqttTransportChannels : public ::testing::Test {
   std::unique_ptr<MqttTransport> transport_;
   int writable_calls_ = 0;
 };
+
+TEST(MqttTransportTest, MapsEveryPoolResult) {
+  using R = Transport::SendResult;
+  EXPECT_EQ(MqttTransport::map(io::PublishResult::Ok), R::Ok);
+  EXPECT_EQ(MqttTransport::map(io::PublishResult::Backpressure), R::Backpressure);
+  EXPECT_EQ(MqttTransport::map(io::PublishResult::NotConnected), R::NotConnected);
+  EXPECT_EQ(MqttTransport::map(io::PublishResult::Error), R::Error);
+}
 
 TEST_F(MqttTransportChannels, AFullConnectionIsTheOnlyChannelNotWritable) {
   ASSERT_TRUE(transport_->start([](auto, auto, auto) {}, [](bool) {}));
