@@ -24,6 +24,7 @@
 #include "engine/content_store.hpp"
 #include "engine/metrics.hpp"
 #include "io/file_reader.hpp"
+#include "tests/support/loop.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/s3_server.hpp"
 
@@ -138,16 +139,7 @@ class ContentBucketTest : public ::testing::Test {
   }
 
   void run_until(const std::function<bool()>& done) {
-    uv_timer_t guard;
-    uv_timer_init(&loop_, &guard);
-    bool expired = false;
-    guard.data = &expired;
-    uv_timer_start(
-        &guard, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 60000, 0);
-    while (!done() && !expired) uv_run(&loop_, UV_RUN_ONCE);
-    uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
-    uv_run(&loop_, UV_RUN_NOWAIT);
-    ASSERT_FALSE(expired) << "timed out";
+    ASSERT_TRUE(test::run_until(&loop_, done)) << "timed out";
   }
 
   // Ingests `data` into the store (pinned until the test ends; GC never runs here).

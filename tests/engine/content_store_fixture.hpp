@@ -29,6 +29,7 @@
 #include "engine/content_store.hpp"
 #include "engine/metrics.hpp"
 #include "io/file_reader.hpp"
+#include "tests/support/loop.hpp"
 
 namespace chunkd::engine::testing {
 
@@ -119,16 +120,7 @@ class ContentStoreTest : public ::testing::TestWithParam<Backend> {
 
   // Runs the loop until `done()`; a 60 s timer only guards against a hang.
   void run_until(const std::function<bool()>& done) {
-    uv_timer_t guard;
-    uv_timer_init(&loop_, &guard);
-    bool expired = false;
-    guard.data = &expired;
-    uv_timer_start(
-        &guard, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 60000, 0);
-    while (!done() && !expired) uv_run(&loop_, UV_RUN_ONCE);
-    uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
-    uv_run(&loop_, UV_RUN_NOWAIT);
-    ASSERT_FALSE(expired) << "timed out";
+    ASSERT_TRUE(test::run_until(&loop_, done)) << "timed out";
   }
 
   std::string write_source(const std::string& name, const std::string& data) {

@@ -31,6 +31,7 @@
 #include "io/file_reader.hpp"
 #include "io/http_server.hpp"
 #include "io/registry_store.hpp"
+#include "tests/support/loop.hpp"
 
 namespace chunkd::engine::testing {
 
@@ -227,16 +228,7 @@ class ControlServiceTest : public ::testing::Test {
   }
 
   void run_until(const std::function<bool()>& done) {
-    uv_timer_t guard;
-    uv_timer_init(&loop_, &guard);
-    bool expired = false;
-    guard.data = &expired;
-    uv_timer_start(
-        &guard, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 60000, 0);
-    while (!done() && !expired) uv_run(&loop_, UV_RUN_ONCE);
-    uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
-    uv_run(&loop_, UV_RUN_NOWAIT);
-    ASSERT_FALSE(expired) << "timed out";
+    ASSERT_TRUE(test::run_until(&loop_, done)) << "timed out";
   }
 
   io::HttpRequest request(std::string method, std::string path, std::string body = {},
