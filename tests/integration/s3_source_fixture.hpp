@@ -157,15 +157,19 @@ class S3Source : public ::testing::Test {
         s3_bucket_toml("s3fw", e, "firmware", credentials_) +
         s3_bucket_toml("s3wrong", e, "firmware", credentials_, "profile = \"wrong\"") +
         s3_bucket_toml("s3nobucket", e, "no-such-bucket", credentials_) +
-        s3_bucket_toml("s3down", "http://127.0.0.1:" + std::to_string(pick_free_port()), "firmware",
-                       credentials_, "retries = 0\ntimeout_s = 2") +
+        s3_bucket_toml("s3down", down_endpoint(), "firmware", credentials_,
+                       "retries = 0\ntimeout_s = 2") +
         extra_toml;
     stack.daemon().set_extra_toml(toml);
     return stack.start();
   }
 
+  // Where "s3down" points: a port held closed for the test, so no other test's server takes it.
+  std::string down_endpoint() const { return "http://127.0.0.1:" + std::to_string(down_.port()); }
+
   std::string dir_;
   std::string credentials_;
+  ClosedPort down_;
 };
 
 }  // namespace chunkd::test

@@ -163,8 +163,7 @@ TEST_F(S3Source, CheckWithProbeSaysWhichBucketsWork) {
       s3_bucket_toml("s3fw", e, "firmware", credentials_) +
       s3_bucket_toml("s3wrong", e, "firmware", credentials_, "profile = \"wrong\"") +
       s3_bucket_toml("s3nobucket", e, "no-such-bucket", credentials_) +
-      s3_bucket_toml("s3down", "http://127.0.0.1:" + std::to_string(pick_free_port()), "firmware",
-                     credentials_, "timeout_s = 2"));
+      s3_bucket_toml("s3down", down_endpoint(), "firmware", credentials_, "timeout_s = 2"));
   ASSERT_TRUE(stack.daemon().write_config());
   auto bad = run_process(
       {chunkd_binary_path(), "--config", stack.daemon().config_path(), "--check", "--probe"});
